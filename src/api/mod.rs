@@ -1,0 +1,164 @@
+//! Request routing and handlers for both listeners. A handler gets a parsed request (head and
+//! whole body) and returns what the socket driver does next: send a response, or turn the
+//! connection into an SSE stream or a WebSocket. Handlers never touch sockets.
+//!
+//! Inbound (public) port: RIG's `/_rig/v1/connection/{sse,ws,longpolling}`, the subscriptions
+//! PUT, `/_rig/v1/events`, `/_rig/health`. Internal port: `/v3/messages` (and `/v2/`), `/health`,
+//! `/metrics`.
+
+mod connect;
+mod publish;
+mod subscriptions;
+
+use crate::metrics::Listener;
+use crate::proto::http1::{Method, RequestHead};
+use crate::runtime::shard::Shard;
+use crate::session::token::Token;
+use std::rc::Rc;
+
+/// A complete HTTP response; the driver adds framing and the keep-alive decision.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+pub const TEXT: &str = "text/plain; charset=utf-8";
+pub const JSON: &str = "application/json; charset=utf-8";
+
+impl Resp {
+    pub fn new(status: u16) -> Resp {
+        Resp {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+    pub fn text(status: u16, msg: impl Into<String>) -> Resp {
+        let mut r = Resp::new(status).header("content-type", TEXT);
+        r.body = msg.into().into_bytes();
+        r
+    }
+    pub fn json(status: u16, body: Vec<u8>) -> Resp {
+        let mut r = Resp::new(status).header("content-type", JSON);
+        r.body = body;
+        r
+    }
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Resp {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// What the driver does after a request.
+pub enum Outcome {
+    Resp(Resp),
+    /// Send `head` (a streaming response head), then stream the session's queue as SSE.
+    Sse { head: Vec<u8>, slot: u32, token: Token },
+    /// Send `head` (101), then run the session as a WebSocket.
+    Ws { head: Vec<u8>, slot: u32, token: Token },
+    /// Upgrade, then close at once with code 1000 and `reason` (RIG's way to refuse a WebSocket).
+    WsRefuse { head: Vec<u8>, reason: String },
+}
+
+impl From<Resp> for Outcome {
+    fn from(r: Resp) -> Outcome {
+        Outcome::Resp(r)
+    }
+}
+
+pub async fn handle(shard: &Rc<Shard>, listener: Listener, head: &RequestHead, body: Vec<u8>) -> Outcome {
+    match listener {
+        Listener::Inbound => inbound(shard, head, body).await,
+        Listener::Api => internal(shard, head, body).await,
+    }
+}
+
+fn not_allowed(allow: &str) -> Outcome {
+    Resp::text(405, format!("Method not allowed. Allowed: {allow}"))
+        .header("allow", allow)
+        .into()
+}
+
+/// RIG's preflight answer: 204 with the allowed methods and headers.
+fn preflight(shard: &Shard, methods: &str, headers: &str) -> Outcome {
+    Resp::new(204)
+        .header("access-control-allow-origin", shard.cfg().cors.clone())
+        .header("access-control-allow-methods", methods)
+        .header("access-control-allow-headers", headers)
+        .header("access-control-allow-credentials", "true")
+        .header("access-control-max-age", "86400")
+        .into()
+}
+
+async fn inbound(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outcome {
+    let path = head.path.as_str();
+    let m = head.method;
+    let out = match path {
+        "/_rig/health" => match m {
+            Method::Get | Method::Head => Resp::text(200, "OK").into(),
+            _ => not_allowed("GET, HEAD"),
+        },
+        "/_rig/v1/connection/sse" => match m {
+            Method::Get => connect::sse(shard, head),
+            Method::Options => preflight(shard, "GET", "*"),
+            _ => not_allowed("GET, OPTIONS"),
+        },
+        "/_rig/v1/connection/ws" => match m {
+            Method::Get => connect::ws(shard, head),
+            _ => not_allowed("GET"),
+        },
+        "/_rig/v1/connection/longpolling" => match m {
+            Method::Get => connect::longpoll(shard, head).await,
+            Method::Options => preflight(shard, "GET", "*"),
+            _ => not_allowed("GET, OPTIONS"),
+        },
+        "/_rig/v1/events" => match m {
+            Method::Post => publish::publish(shard, head, &body).await,
+            Method::Options => preflight(shard, "POST", "content-type"),
+            _ => not_allowed("POST, OPTIONS"),
+        },
+        _ => match subscriptions::parse_path(path) {
+            Some(token) => match m {
+                Method::Put => subscriptions::put(shard, head, token, &body).await,
+                Method::Options => preflight(shard, "PUT", "content-type,authorization"),
+                _ => not_allowed("PUT, OPTIONS"),
+            },
+            // RIG hands every other path to its API proxy, which answers this when nothing matches.
+            None => Resp::json(404, br#"{"message":"Not Found"}"#.to_vec()).into(),
+        },
+    };
+    // RIG sends CORS on successes only; we add it to every inbound answer so browsers can read
+    // our error messages (RIG users asked for it: Accenture/reactive-interaction-gateway#344).
+    match out {
+        Outcome::Resp(r) if !r.headers.iter().any(|(n, _)| *n == "access-control-allow-origin") => {
+            r.header("access-control-allow-origin", shard.cfg().cors.clone()).into()
+        }
+        other => other,
+    }
+}
+
+async fn internal(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outcome {
+    let m = head.method;
+    match head.path.as_str() {
+        "/health" => match m {
+            Method::Get | Method::Head => Resp::text(200, "OK").into(),
+            _ => not_allowed("GET, HEAD"),
+        },
+        "/metrics" => match m {
+            Method::Get => {
+                let mut r = Resp::new(200)
+                    .header("content-type", "text/plain; version=0.0.4; charset=utf-8");
+                r.body = crate::metrics::render(&shard.globals.metrics).into_bytes();
+                r.into()
+            }
+            _ => not_allowed("GET"),
+        },
+        "/v3/messages" | "/v2/messages" => match m {
+            Method::Post => publish::publish(shard, head, &body).await,
+            _ => not_allowed("POST"),
+        },
+        _ => Resp::json(404, br#"{"message":"Not Found"}"#.to_vec()).into(),
+    }
+}

@@ -1,0 +1,196 @@
+//! The only code that reads the environment and files. Precedence: defaults < tuning file <
+//! environment. Everything is parsed and validated completely, every problem is reported at
+//! once, and the result is frozen into an `Arc<Config>` handed to every shard.
+
+pub mod env;
+pub mod extractors;
+pub mod tuning;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+pub use extractors::Extractors;
+pub use tuning::{SlowConsumer, Tuning};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub inbound: SocketAddr,
+    pub api: SocketAddr,
+    /// `Access-Control-Allow-Origin` value for the inbound endpoints (RIG's `CORS`).
+    pub cors: String,
+    pub extractors: Extractors,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub tuning: Tuning,
+    pub tuning_file: Option<PathBuf>,
+}
+
+/// A key/value view of the environment so tests can build configs without touching the process.
+pub type EnvMap = HashMap<String, String>;
+
+pub fn process_env() -> EnvMap {
+    std::env::vars().collect()
+}
+
+impl Config {
+    /// `tuning_arg` is `--tuning PATH`, which wins over `CB_TUNING_FILE`.
+    pub fn load(envs: &EnvMap, tuning_arg: Option<PathBuf>) -> Result<Config, Vec<String>> {
+        let mut problems = Vec::new();
+        let get = |k: &str| envs.get(k).map(|s| s.trim()).filter(|s| !s.is_empty());
+
+        let tuning_file = tuning_arg.or_else(|| get(env::TUNING_FILE).map(PathBuf::from));
+        let tuning = match &tuning_file {
+            None => Tuning::default(),
+            Some(path) => match std::fs::read_to_string(path) {
+                Err(e) => {
+                    problems.push(format!("tuning file {}: {e}", path.display()));
+                    Tuning::default()
+                }
+                Ok(text) => match toml::from_str::<Tuning>(&text) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        problems.push(format!(
+                            "tuning file {}: {}",
+                            path.display(),
+                            e.to_string().trim_end()
+                        ));
+                        Tuning::default()
+                    }
+                },
+            },
+        };
+        tuning.validate(&mut problems);
+
+        let port = |name: &str, default: u16, problems: &mut Vec<String>| match get(name) {
+            None => default,
+            Some(v) => v.parse::<u16>().unwrap_or_else(|_| {
+                problems.push(format!("{name}={v:?} is not a port number (0-65535)"));
+                default
+            }),
+        };
+        let ip = |name: &str, default: &str, problems: &mut Vec<String>| {
+            let v = get(name).unwrap_or(default);
+            v.parse::<IpAddr>().unwrap_or_else(|_| {
+                problems.push(format!("{name}={v:?} is not an IP address"));
+                default.parse().unwrap()
+            })
+        };
+        let inbound = SocketAddr::new(
+            ip(env::INBOUND_BIND, "0.0.0.0", &mut problems),
+            port(env::INBOUND_PORT, 4000, &mut problems),
+        );
+        let api = SocketAddr::new(
+            ip(env::API_BIND, "127.0.0.1", &mut problems),
+            port(env::API_HTTP_PORT, 4010, &mut problems),
+        );
+        if inbound.port() != 0 && inbound.port() == api.port() {
+            problems.push(format!(
+                "{} and {} are both {}; they must differ",
+                env::INBOUND_PORT,
+                env::API_HTTP_PORT,
+                api.port()
+            ));
+        }
+
+        let cors = get(env::CORS).unwrap_or("*").to_string();
+        if cors.contains(['\r', '\n']) {
+            problems.push(format!("{} must not contain line breaks", env::CORS));
+        }
+
+        let extractors = Extractors::load(get(env::EXTRACTORS).unwrap_or(""), &mut problems);
+
+        let log_level = get(env::LOG_LEVEL).unwrap_or("info").to_ascii_lowercase();
+        if !["trace", "debug", "info", "warn", "warning", "error"].contains(&log_level.as_str()) {
+            problems.push(format!(
+                "{}={log_level:?}: expected one of debug, info, warn, error",
+                env::LOG_LEVEL
+            ));
+        }
+        let log_format = match get(env::LOG_FMT).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("text") | Some("erlang") => LogFormat::Text,
+            Some("json") | Some("gcl") => LogFormat::Json,
+            Some(other) => {
+                problems.push(format!(
+                    "{}={other:?}: expected text or json",
+                    env::LOG_FMT
+                ));
+                LogFormat::Text
+            }
+        };
+
+        if problems.is_empty() {
+            Ok(Config {
+                inbound,
+                api,
+                cors,
+                extractors,
+                log_level: if log_level == "warning" {
+                    "warn".into()
+                } else {
+                    log_level
+                },
+                log_format,
+                tuning,
+                tuning_file,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Number of shards: the tuning value, else one per configured or online CPU.
+    pub fn shard_count(&self, online_cpus: usize) -> usize {
+        match self.tuning.runtime.shards {
+            0 if !self.tuning.runtime.cpus.is_empty() => self.tuning.runtime.cpus.len(),
+            0 => online_cpus.max(1),
+            n => n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envs(pairs: &[(&str, &str)]) -> EnvMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_rigs() {
+        let c = Config::load(&EnvMap::new(), None).unwrap();
+        assert_eq!(c.inbound.port(), 4000);
+        assert_eq!(c.api.to_string(), "127.0.0.1:4010");
+        assert_eq!(c.cors, "*");
+        assert_eq!(c.tuning.sessions.heartbeat_interval_ms, 15_000);
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let dir = std::env::temp_dir().join(format!("cb-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("t.toml");
+        std::fs::write(&f, "[http]\nmax_body_byte = 3\n").unwrap();
+        let e = Config::load(
+            &envs(&[
+                ("INBOUND_PORT", "x"),
+                ("LOG_LEVEL", "loud"),
+                ("EXTRACTORS", "{]"),
+            ]),
+            Some(f),
+        )
+        .unwrap_err();
+        assert_eq!(e.len(), 4, "{e:#?}");
+        assert!(e.iter().any(|p| p.contains("max_body_byte")), "{e:#?}");
+    }
+}

@@ -1,0 +1,173 @@
+//! The tuning file: performance knobs that operators change per host, not per deployment.
+//! TOML, every section optional, unknown keys rejected (a typo must not silently fall back to
+//! a default). `tuning/default.toml` documents every key with its default.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tuning {
+    pub runtime: Runtime,
+    pub http: Http,
+    pub sessions: Sessions,
+    pub longpoll: LongPoll,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// Number of shards (executors); 0 = one per online CPU (or per entry of `cpus`).
+    pub shards: usize,
+    /// CPUs to pin shards to, in order; shard i runs on `cpus[i % len]`. Empty = online CPUs.
+    pub cpus: Vec<usize>,
+    /// Pin each shard to its CPU. Off only for debugging on shared machines.
+    pub pin: bool,
+    /// Bytes glommio registers per io_uring (3 rings per shard); needs memlock or CAP_IPC_LOCK.
+    pub io_memory: usize,
+    /// Entries per io_uring submission queue.
+    pub ring_depth: usize,
+    /// Messages each shard-to-shard channel holds before the sender waits.
+    pub mesh_queue: usize,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            shards: 0,
+            cpus: Vec::new(),
+            pin: true,
+            io_memory: 1 << 20,
+            ring_depth: 128,
+            mesh_queue: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    pub max_head_bytes: usize,
+    pub max_headers: usize,
+    pub max_uri_bytes: usize,
+    pub max_body_bytes: usize,
+    /// A request head must arrive whole within this time (slow-loris bound), else 408.
+    pub header_timeout_ms: u64,
+    /// An idle keep-alive connection is closed after this time.
+    pub keepalive_timeout_ms: u64,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            max_head_bytes: 32 * 1024,
+            max_headers: 64,
+            // The subscriptions query parameter is URL-encoded JSON and can be long.
+            max_uri_bytes: 16 * 1024,
+            max_body_bytes: 1 << 20,
+            header_timeout_ms: 10_000,
+            keepalive_timeout_ms: 60_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowConsumer {
+    /// Close the connection once its queue is full (the client reconnects and resubscribes).
+    Close,
+    /// Drop the oldest queued events and tell the client (SSE comment) how many it missed.
+    DropOldest,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sessions {
+    /// Events a session may have queued before the slow-consumer policy applies.
+    pub queue_events: usize,
+    /// Bytes a session may have queued before the slow-consumer policy applies.
+    pub queue_bytes: usize,
+    pub slow_consumer: SlowConsumer,
+    /// SSE heartbeat comment / WebSocket ping interval.
+    pub heartbeat_interval_ms: u64,
+    /// Subscriptions one connection may hold (query parameter or PUT).
+    pub max_subscriptions: usize,
+    /// `oneOf` clauses one subscription may hold.
+    pub max_clauses: usize,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            queue_events: 1024,
+            queue_bytes: 1 << 20,
+            slow_consumer: SlowConsumer::Close,
+            heartbeat_interval_ms: 15_000,
+            max_subscriptions: 128,
+            max_clauses: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LongPoll {
+    /// Events kept per long-poll session (RIG: 200).
+    pub buffer_events: usize,
+    /// How long a poll waits for events before answering with none (RIG: ~5 s).
+    pub hold_ms: u64,
+    /// A session nobody polled for this long is removed (RIG: 1 h).
+    pub session_timeout_ms: u64,
+}
+
+impl Default for LongPoll {
+    fn default() -> Self {
+        LongPoll {
+            buffer_events: 200,
+            hold_ms: 5_000,
+            session_timeout_ms: 3_600_000,
+        }
+    }
+}
+
+impl Tuning {
+    /// Checks values a deserializer cannot; pushes one line per problem.
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        let mut nonzero = |name: &str, v: u64| {
+            if v == 0 {
+                problems.push(format!("tuning: {name} must be greater than 0"));
+            }
+        };
+        nonzero("runtime.ring_depth", self.runtime.ring_depth as u64);
+        nonzero("runtime.mesh_queue", self.runtime.mesh_queue as u64);
+        nonzero("http.max_head_bytes", self.http.max_head_bytes as u64);
+        nonzero("http.max_headers", self.http.max_headers as u64);
+        nonzero("http.max_uri_bytes", self.http.max_uri_bytes as u64);
+        nonzero("http.header_timeout_ms", self.http.header_timeout_ms);
+        nonzero("http.keepalive_timeout_ms", self.http.keepalive_timeout_ms);
+        nonzero("sessions.queue_events", self.sessions.queue_events as u64);
+        nonzero("sessions.queue_bytes", self.sessions.queue_bytes as u64);
+        nonzero("sessions.heartbeat_interval_ms", self.sessions.heartbeat_interval_ms);
+        nonzero("sessions.max_subscriptions", self.sessions.max_subscriptions as u64);
+        nonzero("sessions.max_clauses", self.sessions.max_clauses as u64);
+        nonzero("longpoll.buffer_events", self.longpoll.buffer_events as u64);
+        nonzero("longpoll.session_timeout_ms", self.longpoll.session_timeout_ms);
+        if self.http.max_headers > 256 {
+            problems.push(format!(
+                "tuning: http.max_headers is {}; at most 256 are supported",
+                self.http.max_headers
+            ));
+        }
+        if self.runtime.ring_depth > 32768 || !self.runtime.ring_depth.is_power_of_two() {
+            problems.push(format!(
+                "tuning: runtime.ring_depth is {}; it must be a power of two up to 32768",
+                self.runtime.ring_depth
+            ));
+        }
+        if self.http.max_uri_bytes > self.http.max_head_bytes {
+            problems.push(format!(
+                "tuning: http.max_uri_bytes ({}) exceeds http.max_head_bytes ({})",
+                self.http.max_uri_bytes, self.http.max_head_bytes
+            ));
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Socket drivers: each owns one accepted socket and its buffers, feeds bytes to `proto/`,
+//! hands whole requests to `api/` and carries out what comes back. HTTP/1.1 with keep-alive
+//! and pipelining; a request that turns into SSE or WebSocket continues in `sse.rs` / `ws.rs`.
+//!
+//! Connection lifecycle:
+//! ```text
+//! idle ──first byte──> head (bounded by header_timeout_ms, else 408) ──> body ──> handler
+//!   ^                                                                      │
+//!   └──────────── response written, keep-alive ────────────────────────────┤
+//!                                                  SSE / WebSocket: stream until either side ends
+//! ```
+//! Bad input is answered (400/413/414/431/501/505) and the connection closed; nothing a peer
+//! sends can make a buffer grow past the tuning limits.
+
+mod sse;
+mod ws;
+
+use crate::api::{self, Outcome, Resp};
+use crate::metrics::Listener;
+use crate::proto::http1::{self, BodyReader, BodyKind, HttpError, Limits};
+use crate::runtime::shard::Shard;
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use std::rc::Rc;
+use std::time::Duration;
+
+const READ_CHUNK: usize = 4096;
+
+enum ReadErr {
+    Eof,
+    Timeout,
+    Io,
+}
+
+/// Reads more bytes into `buf` (at most up to `cap` total), bounded in time.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, cap: usize, within: Duration) -> Result<(), ReadErr> {
+    let old = buf.len();
+    let want = READ_CHUNK.min(cap.saturating_sub(old)).max(1);
+    buf.resize(old + want, 0);
+    let read = future::or(
+        async { Some(stream.read(&mut buf[old..]).await) },
+        async {
+            glommio::timer::sleep(within).await;
+            None
+        },
+    )
+    .await;
+    let n = match read {
+        None => Err(ReadErr::Timeout),
+        Some(Ok(0)) => Err(ReadErr::Eof),
+        Some(Ok(n)) => Ok(n),
+        Some(Err(_)) => Err(ReadErr::Io),
+    };
+    buf.truncate(old + *n.as_ref().unwrap_or(&0));
+    n.map(drop)
+}
+
+fn limits(shard: &Shard) -> Limits {
+    let h = &shard.cfg().tuning.http;
+    Limits {
+        max_head_bytes: h.max_head_bytes,
+        max_headers: h.max_headers,
+        max_uri_bytes: h.max_uri_bytes,
+        max_body_bytes: h.max_body_bytes,
+    }
+}
+
+async fn send_error(shard: &Shard, stream: &mut TcpStream, which: Listener, status: u16, msg: &str) {
+    shard.metrics.response(which, status);
+    let bytes = http1::response(
+        status,
+        &[("content-type", api::TEXT), ("access-control-allow-origin", &shard.cfg().cors)],
+        msg.as_bytes(),
+        false,
+    );
+    let _ = stream.write_all(&bytes).await;
+    let _ = stream.close().await;
+}
+
+pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
+    // Events must leave as soon as they are written; coalescing happens in the session queue.
+    let _ = stream.set_nodelay(true);
+    let limits = limits(&shard);
+    let http = shard.cfg().tuning.http.clone();
+    let header_timeout = Duration::from_millis(http.header_timeout_ms);
+    let keepalive = Duration::from_millis(http.keepalive_timeout_ms);
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        // Head.
+        let (head, head_len) = loop {
+            match http1::parse_head(&buf, &limits) {
+                Ok(Some(parsed)) => break parsed,
+                Ok(None) => {}
+                Err(e) => return send_error(&shard, &mut stream, which, e.status(), &e.to_string()).await,
+            }
+            let waiting_first_byte = buf.iter().all(|b| matches!(b, b'\r' | b'\n'));
+            let within = if waiting_first_byte { keepalive } else { header_timeout };
+            match read_more(&mut stream, &mut buf, limits.max_head_bytes + 1, within).await {
+                Ok(()) => {}
+                Err(ReadErr::Timeout) if !waiting_first_byte => {
+                    let msg = format!("request head not received within {} ms", http.header_timeout_ms);
+                    return send_error(&shard, &mut stream, which, 408, &msg).await;
+                }
+                Err(_) => return,
+            }
+        };
+        buf.drain(..head_len);
+
+        // Body.
+        let mut body = Vec::new();
+        if head.body != BodyKind::None {
+            if head.expect_continue && stream.write_all(http1::CONTINUE_100).await.is_err() {
+                return;
+            }
+            let mut reader = BodyReader::new(head.body, limits.max_body_bytes);
+            loop {
+                match reader.feed(&buf, &mut body) {
+                    Ok((used, done)) => {
+                        buf.drain(..used);
+                        if done {
+                            break;
+                        }
+                    }
+                    Err(e) => return send_error(&shard, &mut stream, which, e.status(), &e.to_string()).await,
+                }
+                match read_more(&mut stream, &mut buf, READ_CHUNK * 4, header_timeout).await {
+                    Ok(()) => {}
+                    Err(ReadErr::Timeout) => {
+                        let e = HttpError::BadRequest("request body not received in time".into());
+                        return send_error(&shard, &mut stream, which, 408, &e.to_string()).await;
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+
+        let keep_alive = head.keep_alive;
+        match api::handle(&shard, which, &head, body).await {
+            Outcome::Resp(r) => {
+                if !write_resp(&shard, &mut stream, which, r, keep_alive, head.method).await || !keep_alive {
+                    let _ = stream.close().await;
+                    return;
+                }
+            }
+            Outcome::Sse { head, slot, token } => {
+                shard.metrics.response(which, 200);
+                return sse::run(shard, stream, head, slot, token).await;
+            }
+            Outcome::Ws { head, slot, token } => {
+                shard.metrics.response(which, 101);
+                return ws::run(shard, stream, head, buf, slot, token).await;
+            }
+            Outcome::WsRefuse { head, reason } => {
+                shard.metrics.response(which, 101);
+                let mut out = head;
+                out.extend_from_slice(&crate::proto::ws::close_frame(1000, &reason));
+                let _ = stream.write_all(&out).await;
+                let _ = stream.close().await;
+                return;
+            }
+        }
+    }
+}
+
+async fn write_resp(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    which: Listener,
+    r: Resp,
+    keep_alive: bool,
+    method: http1::Method,
+) -> bool {
+    shard.metrics.response(which, r.status);
+    let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let mut bytes = http1::response(r.status, &headers, &r.body, keep_alive);
+    if method == http1::Method::Head {
+        bytes.truncate(bytes.len() - r.body.len());
+    }
+    stream.write_all(&bytes).await.is_ok()
+}

@@ -1,0 +1,85 @@
+//! SSE driver: after the response head, every wake-up drains the session's whole queue into
+//! one chunk and one write (coalescing). While a write is blocked on a client that stopped
+//! reading, new events wait in the bounded queue; when that overflows, the session is closed by
+//! the slow-consumer policy and this driver drops the socket. Nothing is kept while idle.
+
+use crate::proto::http1;
+use crate::runtime::shard::Shard;
+use crate::session::token::Token;
+use crate::session::{CloseReason, Drain};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use std::rc::Rc;
+
+enum Wake {
+    Out(Drain),
+    /// The client closed the connection or it failed.
+    ClientGone,
+}
+
+/// Waits for the client to close; anything it sends on an event stream is read and dropped.
+pub(super) async fn client_gone(stream: &mut TcpStream) {
+    let mut sink = [0u8; 64];
+    loop {
+        match stream.read(&mut sink).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Writes `bytes` unless the session is told to close first; false if it should end.
+pub(super) async fn write_or_close(shard: &Shard, stream: &mut TcpStream, bytes: &[u8], slot: u32, token: &Token) -> bool {
+    future::or(async { stream.write_all(bytes).await.is_ok() }, async {
+        future::poll_fn(|cx| shard.sessions.borrow_mut().poll_closing(slot, token, cx)).await;
+        false
+    })
+    .await
+}
+
+pub async fn run(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, slot: u32, token: Token) {
+    let mut pending = head;
+    loop {
+        let mut data = Vec::new();
+        let wake = future::or(
+            async {
+                Wake::Out(
+                    future::poll_fn(|cx| {
+                        shard
+                            .sessions
+                            .borrow_mut()
+                            .poll_drain(slot, &token, cx, &mut data)
+                    })
+                    .await,
+                )
+            },
+            async {
+                if pending.is_empty() {
+                    client_gone(&mut stream).await;
+                    Wake::ClientGone
+                } else {
+                    future::pending().await
+                }
+            },
+        )
+        .await;
+        match wake {
+            Wake::Out(Drain::Data) => http1::push_chunk(&mut pending, &data),
+            Wake::Out(Drain::Close(CloseReason::Shutdown)) => {
+                pending.extend_from_slice(http1::LAST_CHUNK);
+                let _ = stream.write_all(&pending).await;
+                break;
+            }
+            // Slow consumer: its socket is full anyway; drop it.
+            Wake::Out(Drain::Close(CloseReason::SlowConsumer)) | Wake::Out(Drain::Gone) => break,
+            Wake::ClientGone => break,
+        }
+        // The head (first time) and the drained events go out in one write.
+        if !write_or_close(&shard, &mut stream, &pending, slot, &token).await {
+            break;
+        }
+        pending = Vec::new();
+    }
+    shard.sessions.borrow_mut().close(slot, &token);
+    let _ = stream.close().await;
+}

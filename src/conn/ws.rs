@@ -1,0 +1,95 @@
+//! WebSocket driver: server-to-client only, as RIG's. Queued events leave as text frames, all
+//! queued frames in one write. From the client, pings are answered with pongs, pongs ignored, a
+//! close is echoed; any data frame gets RIG's close (1000, "This WebSocket endpoint cannot be
+//! used for two-way communication.") and a protocol error gets 1002. The read buffer never
+//! holds more than one control frame (<= 139 bytes) since data frames are refused unread.
+
+use super::sse::write_or_close;
+use crate::proto::ws::{self, ClientFrame, FrameError};
+use crate::runtime::shard::Shard;
+use crate::session::token::Token;
+use crate::session::{CloseReason, Drain};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use std::rc::Rc;
+
+const TWO_WAY: &str = "This WebSocket endpoint cannot be used for two-way communication.";
+/// Largest whole control frame: 2 header + 4 mask + 125 payload, with room for a 64-bit length.
+const MAX_CONTROL_FRAME: usize = 2 + 8 + 4 + 125;
+
+enum Wake {
+    Out(Drain),
+    In(Result<Option<ClientFrame>, FrameError>),
+}
+
+/// Reads until one whole client frame (or a data frame header) is buffered.
+async fn next_frame(stream: &mut TcpStream, rbuf: &mut Vec<u8>) -> Result<Option<ClientFrame>, FrameError> {
+    loop {
+        if let Some((frame, used)) = ws::decode_client_frame(rbuf)? {
+            rbuf.drain(..used);
+            return Ok(Some(frame));
+        }
+        let old = rbuf.len();
+        rbuf.resize(MAX_CONTROL_FRAME, 0);
+        match stream.read(&mut rbuf[old..]).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(n) => rbuf.truncate(old + n),
+        }
+    }
+}
+
+pub async fn run(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, early: Vec<u8>, slot: u32, token: Token) {
+    let mut pending = head;
+    let mut rbuf = early;
+    loop {
+        let wake = if pending.is_empty() {
+            future::or(
+                async {
+                    Wake::Out(
+                        future::poll_fn(|cx| {
+                            shard
+                                .sessions
+                                .borrow_mut()
+                                .poll_drain(slot, &token, cx, &mut pending)
+                        })
+                        .await,
+                    )
+                },
+                async { Wake::In(next_frame(&mut stream, &mut rbuf).await) },
+            )
+            .await
+        } else {
+            Wake::Out(Drain::Data)
+        };
+        let close = match wake {
+            Wake::Out(Drain::Data) => None,
+            Wake::Out(Drain::Close(CloseReason::Shutdown)) => Some((1001, "Server shutting down.")),
+            Wake::Out(Drain::Close(CloseReason::SlowConsumer)) | Wake::Out(Drain::Gone) => break,
+            Wake::In(Ok(None)) => break,
+            Wake::In(Ok(Some(ClientFrame::Ping(payload)))) => {
+                ws::encode_frame(&mut pending, ws::OpCode::Pong, &payload);
+                None
+            }
+            Wake::In(Ok(Some(ClientFrame::Pong))) => continue,
+            Wake::In(Ok(Some(ClientFrame::Close { code, .. }))) => {
+                // Echo the client's code, as RFC 6455 5.5.1 asks.
+                pending.extend_from_slice(&ws::close_frame(code.unwrap_or(1000), ""));
+                let _ = stream.write_all(&pending).await;
+                break;
+            }
+            Wake::In(Ok(Some(ClientFrame::Data { .. }))) => Some((1000, TWO_WAY)),
+            Wake::In(Err(e)) => Some((e.close_code(), "Protocol error.")),
+        };
+        if let Some((code, reason)) = close {
+            pending.extend_from_slice(&ws::close_frame(code, reason));
+            let _ = stream.write_all(&pending).await;
+            break;
+        }
+        if !write_or_close(&shard, &mut stream, &pending, slot, &token).await {
+            break;
+        }
+        pending = Vec::new();
+    }
+    shard.sessions.borrow_mut().close(slot, &token);
+    let _ = stream.close().await;
+}

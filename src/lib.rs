@@ -1,0 +1,22 @@
+//! Corebridge: a thread-per-core bridge between brokers and web/mobile frontends, speaking
+//! the Reactive Interaction Gateway's HTTP API. Layout (one line per module):
+//!
+//! - `config`  — the only code that reads env and files; validated, then frozen
+//! - `runtime` — pinned glommio executors (shards), the shard mesh, start-up checks, accept loops
+//! - `proto`   — sans-I/O protocol code: HTTP/1.1, SSE, WebSocket, CloudEvents (bytes in, values out)
+//! - `conn`    — socket drivers: own a socket and its buffers, feed `proto`, run what `api` decides
+//! - `session` — per-shard sessions, subscription index, bounded outbound queues, tokens
+//! - `route`   — events on their way to shards (decoded and field-extracted once)
+//! - `api`     — request handlers for the inbound and internal listeners
+//! - `metrics` — metric names, per-shard probes, the Prometheus exporter
+//! - `logging` — structured logs on stderr
+
+pub mod api;
+pub mod config;
+pub mod conn;
+pub mod logging;
+pub mod metrics;
+pub mod proto;
+pub mod route;
+pub mod runtime;
+pub mod session;

@@ -1,0 +1,76 @@
+//! The `corebridge` binary: parse arguments, load and validate the configuration, start shards.
+
+use corebridge::config::{self, Config};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: corebridge [--tuning PATH] [--check-config]
+
+  --tuning PATH     TOML tuning file (also env CB_TUNING_FILE); see tuning/default.toml
+  --check-config    validate environment and tuning file, report every problem, exit
+  --version         print the version
+
+Configuration is read from RIG's environment variables (INBOUND_PORT, API_HTTP_PORT, CORS,
+EXTRACTORS, LOG_LEVEL, ...); see README.md.";
+
+fn main() -> ExitCode {
+    let mut tuning: Option<PathBuf> = None;
+    let mut check = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--tuning" => match args.next() {
+                Some(p) => tuning = Some(PathBuf::from(p)),
+                None => {
+                    eprintln!("corebridge: --tuning needs a path\n\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            "--check-config" => check = true,
+            "--version" | "-V" => {
+                println!("corebridge {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("corebridge: unknown argument {other:?}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let cfg = match Config::load(&config::process_env(), tuning) {
+        Ok(c) => c,
+        Err(problems) => {
+            eprintln!("corebridge: configuration has {} problem(s):", problems.len());
+            for p in problems {
+                eprintln!("  - {p}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    if check {
+        println!(
+            "configuration OK: inbound {}, internal API {}, tuning file {}",
+            cfg.inbound,
+            cfg.api,
+            cfg.tuning_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "none (defaults)".into())
+        );
+        return ExitCode::SUCCESS;
+    }
+    corebridge::logging::init(&cfg);
+    match corebridge::runtime::run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("corebridge: cannot start: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

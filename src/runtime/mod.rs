@@ -1,0 +1,230 @@
+//! Executors and their placement, the shard mesh, start-up checks and the accept loops.
+//! One glommio `LocalExecutor` per shard, pinned to its CPU, each with its own SO_REUSEPORT
+//! listeners so the kernel spreads connections; shards share nothing mutable.
+
+pub mod oneshot;
+pub mod shard;
+
+use crate::config::Config;
+use crate::conn;
+use crate::metrics::{Listener, ShardMetrics};
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+use shard::{Globals, Shard, ShardMsg};
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("io_uring is not available: {0}")]
+    IoUring(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start shard {shard} on cpu {cpu}: {reason}")]
+    Executor {
+        shard: usize,
+        cpu: usize,
+        reason: String,
+    },
+}
+
+/// io_uring can be refused by the kernel (`kernel.io_uring_disabled`), by a seccomp profile
+/// (Docker's default blocks it) or be missing (kernel < 5.1). glommio would fail later with a
+/// bare errno, so probe with a one-entry ring and say what to change.
+pub fn check_io_uring() -> Result<(), StartError> {
+    #[repr(C)]
+    struct Params([u32; 30]);
+    let mut p = Params([0; 30]);
+    // SAFETY: io_uring_setup reads/writes exactly one io_uring_params (120 bytes) at the pointer.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, &mut p as *mut Params) };
+    if fd >= 0 {
+        // SAFETY: fd was just returned by the kernel and is owned here.
+        unsafe { libc::close(fd as i32) };
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .map(|s| s.trim().to_string());
+    let why = match (err.raw_os_error(), disabled.as_deref()) {
+        (_, Some(v)) if v != "0" => format!(
+            "{err}; kernel.io_uring_disabled = {v}. Fix: `sysctl -w kernel.io_uring_disabled=0` \
+             (and persist it in /etc/sysctl.d/), or with value 1 run as a member of the group in \
+             kernel.io_uring_group"
+        ),
+        (Some(libc::ENOSYS), _) => format!(
+            "{err}; the kernel lacks io_uring (needs Linux >= 5.8) or a seccomp filter removes it. \
+             Fix: a newer kernel; in Docker run with `--security-opt seccomp=unconfined` or a \
+             profile that allows io_uring_setup, io_uring_enter and io_uring_register"
+        ),
+        (Some(libc::EPERM), _) => format!(
+            "{err}; a seccomp profile or LSM forbids io_uring (Docker's default profile does). \
+             Fix: run the container with `--security-opt seccomp=unconfined` or a profile that \
+             allows io_uring_setup, io_uring_enter and io_uring_register"
+        ),
+        (Some(libc::ENOMEM), _) => format!(
+            "{err}; the locked-memory limit is too small. Fix: raise LimitMEMLOCK (systemd) or \
+             `ulimit -l`, or lower runtime.io_memory in the tuning file"
+        ),
+        _ => err.to_string(),
+    };
+    Err(StartError::IoUring(why))
+}
+
+/// CPUs the shards run on, one entry per shard.
+fn placement(cfg: &Config) -> Vec<usize> {
+    let online: Vec<usize> = glommio::CpuSet::online()
+        .map(|set| set.iter().map(|l| l.cpu).collect())
+        .unwrap_or_default();
+    let mut cpus = if cfg.tuning.runtime.cpus.is_empty() {
+        online
+    } else {
+        cfg.tuning.runtime.cpus.clone()
+    };
+    cpus.sort_unstable();
+    if cpus.is_empty() {
+        cpus.push(0);
+    }
+    let n = cfg.shard_count(cpus.len());
+    (0..n).map(|i| cpus[i % cpus.len()]).collect()
+}
+
+/// Refuses to share a port with a process that is not us: SO_REUSEPORT would otherwise let a
+/// second instance silently take half the connections.
+fn probe_port(addr: std::net::SocketAddr) -> Result<(), StartError> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Starts every shard and blocks until they stop.
+pub fn run(cfg: Config) -> Result<(), StartError> {
+    check_io_uring()?;
+    probe_port(cfg.inbound)?;
+    probe_port(cfg.api)?;
+    let cpus = placement(&cfg);
+    let n = cpus.len();
+    let cfg = Arc::new(cfg);
+    let globals = Arc::new(Globals {
+        cfg: cfg.clone(),
+        node: fastrand::u32(..),
+        metrics: (0..n).map(|_| Arc::new(ShardMetrics::default())).collect(),
+    });
+    let mesh = MeshBuilder::<ShardMsg, _>::full(n, cfg.tuning.runtime.mesh_queue);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), StartError>>();
+    let mut handles = Vec::with_capacity(n);
+    for (id, &cpu) in cpus.iter().enumerate() {
+        let placement = if cfg.tuning.runtime.pin {
+            Placement::Fixed(cpu)
+        } else {
+            Placement::Unbound
+        };
+        let (globals, mesh, ready) = (globals.clone(), mesh.clone(), ready_tx.clone());
+        let spawned = LocalExecutorBuilder::new(placement)
+            .name(&format!("cb-shard-{id}"))
+            .io_memory(cfg.tuning.runtime.io_memory)
+            .ring_depth(cfg.tuning.runtime.ring_depth)
+            .spawn(move || shard_main(id, globals, mesh, ready));
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                return Err(StartError::Executor {
+                    shard: id,
+                    cpu,
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+    drop(ready_tx);
+    for _ in 0..n {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => break,
+        }
+    }
+    tracing::info!(
+        shards = n,
+        cpus = ?cpus,
+        inbound = %cfg.inbound,
+        api = %cfg.api,
+        "corebridge listening"
+    );
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+async fn shard_main(
+    id: usize,
+    globals: Arc<Globals>,
+    mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    ready: mpsc::Sender<Result<(), StartError>>,
+) {
+    let cfg = globals.cfg.clone();
+    let bind = |addr| TcpListener::bind(addr).map_err(|e| StartError::Bind {
+        addr,
+        source: std::io::Error::other(e.to_string()),
+    });
+    let listeners = bind(cfg.inbound).and_then(|i| Ok((i, bind(cfg.api)?)));
+    let (inbound, api) = match listeners {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let (senders, mut receivers) = match mesh.join().await {
+        Ok(pair) => pair,
+        Err(e) => {
+            let _ = ready.send(Err(StartError::Executor {
+                shard: id,
+                cpu: 0,
+                reason: format!("could not join the shard mesh: {e}"),
+            }));
+            return;
+        }
+    };
+    let shard = Rc::new(Shard::new(id, globals, senders));
+    for (_, rx) in receivers.streams() {
+        glommio::spawn_local(shard.clone().receive(rx)).detach();
+    }
+    let ticker = shard.clone();
+    glommio::spawn_local(async move {
+        let every = Duration::from_millis(ticker.cfg().tuning.sessions.heartbeat_interval_ms);
+        loop {
+            glommio::timer::sleep(every).await;
+            ticker.sessions.borrow_mut().tick(Instant::now());
+        }
+    })
+    .detach();
+    glommio::spawn_local(accept_loop(shard.clone(), api, Listener::Api)).detach();
+    let _ = ready.send(Ok(()));
+    accept_loop(shard, inbound, Listener::Inbound).await;
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, which: Listener) {
+    let mut last_warn: Option<Instant> = None;
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(conn::serve(shard.clone(), stream, which)).detach();
+            }
+            Err(e) => {
+                // EMFILE/ENFILE: keep serving the connections we have; log once a second at most.
+                if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                    tracing::warn!(shard = shard.id, error = %e, "accept failed (whose fault: host limits)");
+                    last_warn = Some(Instant::now());
+                }
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}

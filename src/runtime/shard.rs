@@ -1,0 +1,221 @@
+//! One shard: a pinned glommio executor's state. It owns its sessions and subscription index
+//! (`RefCell`, never borrowed across an await) and talks to other shards only through the
+//! channel mesh: event batches one way, requests and replies for sessions it does not own.
+
+use super::oneshot;
+use crate::config::Config;
+use crate::metrics::ShardMetrics;
+use crate::route::Event;
+use crate::session::subscription::Subscription;
+use crate::session::token::Token;
+use crate::session::{LookupError, Sessions};
+use bytes::Bytes;
+use futures_lite::future;
+use glommio::channels::channel_mesh::Senders;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What is shared, read-only, by all shards of the process.
+pub struct Globals {
+    pub cfg: Arc<Config>,
+    /// Random per process: tokens minted by another process are recognised as foreign.
+    pub node: u32,
+    pub metrics: Vec<Arc<ShardMetrics>>,
+}
+
+/// Shard-to-shard messages. Events travel in batches (one message per batch per shard);
+/// requests for a session go to the shard named in its token.
+pub enum ShardMsg {
+    Events(Vec<Arc<Event>>),
+    Request { from: usize, id: u64, req: Request },
+    Reply { id: u64, rep: Reply },
+}
+
+pub enum Request {
+    SetSubscriptions {
+        token: Token,
+        subs: Vec<Subscription>,
+    },
+    /// Long-poll read; waits up to the hold time for an event when `hold`.
+    LongPoll {
+        token: Token,
+        after: Option<u64>,
+        hold: bool,
+    },
+}
+
+pub enum Reply {
+    SetSubscriptions(Result<(), LookupError>),
+    LongPoll(Result<(Vec<Bytes>, u64), LookupError>),
+    /// The owner shard did not answer in time or its channel closed.
+    Unavailable,
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub globals: Arc<Globals>,
+    pub sessions: RefCell<Sessions>,
+    pub metrics: Arc<ShardMetrics>,
+    mesh: Senders<ShardMsg>,
+    pending: RefCell<HashMap<u64, oneshot::Sender<Reply>>>,
+    next_id: Cell<u64>,
+}
+
+impl Shard {
+    pub fn new(id: usize, globals: Arc<Globals>, mesh: Senders<ShardMsg>) -> Shard {
+        let metrics = globals.metrics[id].clone();
+        Shard {
+            id,
+            sessions: RefCell::new(Sessions::new(
+                globals.cfg.clone(),
+                globals.node,
+                id as u16,
+                metrics.clone(),
+            )),
+            globals,
+            metrics,
+            mesh,
+            pending: RefCell::new(HashMap::new()),
+            next_id: Cell::new(0),
+        }
+    }
+
+    pub fn cfg(&self) -> &Config {
+        &self.globals.cfg
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.globals.metrics.len()
+    }
+
+    /// A shard-local sequence number (ids of events published here).
+    pub fn next_seq(&self) -> u64 {
+        let n = self.next_id.get() + 1;
+        self.next_id.set(n);
+        n
+    }
+
+    /// Delivers events here and sends one batch to every other shard. Waits while a peer's
+    /// channel is full: back-pressure reaches the publisher instead of growing a queue.
+    pub async fn broadcast(&self, events: Vec<Arc<Event>>) {
+        for peer in 0..self.shard_count() {
+            if peer != self.id {
+                // A closed channel means that shard is shutting down; nothing to deliver to.
+                let _ = self.mesh.send_to(peer, ShardMsg::Events(events.clone())).await;
+            }
+        }
+        self.deliver(&events);
+    }
+
+    pub fn deliver(&self, events: &[Arc<Event>]) {
+        let mut s = self.sessions.borrow_mut();
+        for ev in events {
+            s.deliver(ev);
+        }
+    }
+
+    /// Runs a request on the shard that owns the token's session, here or across the mesh.
+    pub async fn call(self: &Rc<Self>, owner: usize, req: Request) -> Reply {
+        if owner == self.id {
+            return self.serve(req).await;
+        }
+        if owner >= self.shard_count() {
+            return match req {
+                Request::SetSubscriptions { .. } => Reply::SetSubscriptions(Err(LookupError::Invalid)),
+                Request::LongPoll { .. } => Reply::LongPoll(Err(LookupError::Invalid)),
+            };
+        }
+        let id = self.next_seq();
+        let (tx, rx) = oneshot::channel();
+        self.pending.borrow_mut().insert(id, tx);
+        let msg = ShardMsg::Request {
+            from: self.id,
+            id,
+            req,
+        };
+        if self.mesh.send_to(owner, msg).await.is_err() {
+            self.pending.borrow_mut().remove(&id);
+            return Reply::Unavailable;
+        }
+        let limit = Duration::from_millis(self.cfg().tuning.longpoll.hold_ms + 5_000);
+        let reply = future::or(async { Some(rx.await) }, async {
+            glommio::timer::sleep(limit).await;
+            None
+        })
+        .await;
+        self.pending.borrow_mut().remove(&id);
+        reply.unwrap_or(Reply::Unavailable)
+    }
+
+    /// Handles one request for a session owned by this shard.
+    pub async fn serve(self: &Rc<Self>, req: Request) -> Reply {
+        match req {
+            Request::SetSubscriptions { token, subs } => {
+                let mut s = self.sessions.borrow_mut();
+                Reply::SetSubscriptions(s.lookup(&token).map(|slot| s.replace_subscriptions(slot, subs)))
+            }
+            Request::LongPoll { token, after, hold } => {
+                let slot = match self.sessions.borrow().lookup(&token) {
+                    Ok(slot) => slot,
+                    Err(e) => return Reply::LongPoll(Err(e)),
+                };
+                let read = future::poll_fn(|cx| {
+                    self.sessions
+                        .borrow_mut()
+                        .poll_longpoll(slot, after, hold.then_some(cx))
+                });
+                let hold_for = Duration::from_millis(self.cfg().tuning.longpoll.hold_ms);
+                let got = future::or(read, async {
+                    glommio::timer::sleep(hold_for).await;
+                    // Hold over: answer with nothing new.
+                    self.sessions
+                        .borrow_mut()
+                        .poll_longpoll(slot, after, None)
+                        .map(|r| r)
+                        .into_ready()
+                })
+                .await;
+                Reply::LongPoll(got.ok_or(LookupError::Gone))
+            }
+        }
+    }
+
+    /// Receives from one peer until its channel closes.
+    pub async fn receive(self: Rc<Self>, rx: glommio::channels::shared_channel::ConnectedReceiver<ShardMsg>) {
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                ShardMsg::Events(events) => self.deliver(&events),
+                ShardMsg::Request { from, id, req } => {
+                    let me = self.clone();
+                    glommio::spawn_local(async move {
+                        let rep = me.serve(req).await;
+                        let _ = me.mesh.send_to(from, ShardMsg::Reply { id, rep }).await;
+                    })
+                    .detach();
+                }
+                ShardMsg::Reply { id, rep } => {
+                    if let Some(tx) = self.pending.borrow_mut().remove(&id) {
+                        tx.send(rep);
+                    }
+                }
+            }
+        }
+    }
+}
+
+trait IntoReady<T> {
+    fn into_ready(self) -> T;
+}
+
+impl<T> IntoReady<T> for std::task::Poll<T> {
+    fn into_ready(self) -> T {
+        match self {
+            std::task::Poll::Ready(v) => v,
+            // poll_longpoll without a context never returns Pending.
+            std::task::Poll::Pending => unreachable!("poll_longpoll(None) is always ready"),
+        }
+    }
+}

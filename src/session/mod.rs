@@ -1,0 +1,565 @@
+//! The per-shard session registry: every connection (or long-poll session) of one shard, its
+//! subscriptions, the subscription index and each session's bounded outbound queue. Owned by
+//! exactly one shard, used through `RefCell`, never shared across threads and never held across
+//! an await. No I/O here: socket drivers in `conn/` drain the queues.
+//!
+//! Session lifecycle:
+//! ```text
+//! open ──> live ──(client gone | slow consumer | shutdown)──> closing ──> removed
+//!            │ set_subscriptions: index updated, rig.subscriptions_set queued
+//!            │ deliver: encoded once per transport per event, shared handle queued
+//! ```
+//! A long-poll session has no socket: its queue is a ring of the last `buffer_events` events
+//! that polls read by sequence number; it is removed after `session_timeout_ms` without a poll.
+
+pub mod index;
+pub mod subscription;
+pub mod token;
+
+use crate::config::{Config, SlowConsumer};
+use crate::metrics::{DropReason, ShardMetrics, Transport};
+use crate::proto::{cloudevents, sse, ws};
+use crate::route::Event;
+use bytes::Bytes;
+use index::{Slot, SubscriptionIndex};
+use serde_json::Value;
+use slab::Slab;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+use subscription::{Compiled, Subscription};
+use token::Token;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The outbound queue overflowed under the `close` policy.
+    SlowConsumer,
+    /// The process is shutting down.
+    Shutdown,
+}
+
+/// What a socket driver gets when it asks for output.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drain {
+    /// Bytes were appended to the caller's buffer.
+    Data,
+    /// The session must end; anything queued was discarded.
+    Close(CloseReason),
+    /// The session no longer exists (removed by someone else).
+    Gone,
+}
+
+#[derive(Debug, Default)]
+struct OutQueue {
+    items: VecDeque<Bytes>,
+    bytes: usize,
+    /// Sequence number the next pushed item gets (long-poll ids).
+    next_seq: u64,
+    waker: Option<Waker>,
+    close: Option<CloseReason>,
+    /// Events dropped by drop-oldest since the last drain, announced to SSE clients.
+    gap: u64,
+    /// Something was queued since the last heartbeat tick.
+    active: bool,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub transport: Transport,
+    token: Token,
+    subs: Vec<Subscription>,
+    compiled: Vec<Compiled>,
+    /// Last delivery stamp; an event reaching a session through several clauses is queued once.
+    stamp: u64,
+    out: OutQueue,
+    last_poll: Instant,
+}
+
+pub struct Sessions {
+    cfg: Arc<Config>,
+    node: u32,
+    shard: u16,
+    slab: Slab<Session>,
+    index: SubscriptionIndex,
+    next_gen: u32,
+    stamp: u64,
+    metrics: Arc<ShardMetrics>,
+}
+
+/// Why a token does not name a live session here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupError {
+    /// Not ours (another node) or forged: RIG's "Invalid connection token."
+    Invalid,
+    /// Was ours, is gone: RIG's 410 "Connection no longer exists."
+    Gone,
+}
+
+impl Sessions {
+    pub fn new(cfg: Arc<Config>, node: u32, shard: u16, metrics: Arc<ShardMetrics>) -> Sessions {
+        Sessions {
+            cfg,
+            node,
+            shard,
+            slab: Slab::new(),
+            index: SubscriptionIndex::default(),
+            next_gen: fastrand::u32(..),
+            stamp: 0,
+            metrics,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    pub fn subscription_limits(&self) -> subscription::Limits {
+        subscription::Limits {
+            max_subscriptions: self.cfg.tuning.sessions.max_subscriptions,
+            max_clauses: self.cfg.tuning.sessions.max_clauses,
+        }
+    }
+
+    /// Registers a session, queues `rig.connection.create` and `rig.subscriptions_set`.
+    pub fn open(&mut self, transport: Transport, subs: Vec<Subscription>) -> (Slot, Token) {
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let entry = self.slab.vacant_entry();
+        let slot = entry.key() as Slot;
+        let token = Token {
+            node: self.node,
+            shard: self.shard,
+            slot,
+            gen: self.next_gen,
+            secret: fastrand::u64(..),
+        };
+        entry.insert(Session {
+            transport,
+            token,
+            subs: Vec::new(),
+            compiled: Vec::new(),
+            stamp: 0,
+            out: OutQueue::default(),
+            last_poll: Instant::now(),
+        });
+        self.metrics.connections[transport as usize].inc();
+        self.metrics.connections_opened[transport as usize].inc();
+        let create = cloudevents::rig_event(
+            "rig.connection.create",
+            Some(serde_json::json!({ "connection_token": token.encode() })),
+        );
+        self.push_rig_event(slot, &create);
+        self.replace_subscriptions(slot, subs);
+        (slot, token)
+    }
+
+    /// The slot a token names, if it is a live session of this shard.
+    pub fn lookup(&self, token: &Token) -> Result<Slot, LookupError> {
+        if token.node != self.node || token.shard != self.shard {
+            return Err(LookupError::Invalid);
+        }
+        match self.slab.get(token.slot as usize) {
+            Some(s) if s.token == *token => Ok(token.slot),
+            _ => Err(LookupError::Gone),
+        }
+    }
+
+    pub fn token(&self, slot: Slot) -> Option<Token> {
+        self.slab.get(slot as usize).map(|s| s.token)
+    }
+
+    /// Replaces all subscriptions of a session and queues `rig.subscriptions_set`.
+    pub fn replace_subscriptions(&mut self, slot: Slot, subs: Vec<Subscription>) {
+        let compiled: Vec<Compiled> = subs
+            .iter()
+            .map(|s| Compiled::new(s, &self.cfg.extractors))
+            .collect();
+        let Some(s) = self.slab.get_mut(slot as usize) else {
+            return;
+        };
+        self.index.remove(slot, &s.compiled);
+        self.index.insert(slot, &compiled);
+        self.metrics.subscriptions.sub(s.subs.len() as u64);
+        self.metrics.subscriptions.add(subs.len() as u64);
+        let data = Value::Array(subs.iter().map(Subscription::to_json).collect());
+        s.subs = subs;
+        s.compiled = compiled;
+        let set = cloudevents::rig_event("rig.subscriptions_set", Some(data));
+        self.push_rig_event(slot, &set);
+    }
+
+    fn push_rig_event(&mut self, slot: Slot, ce: &cloudevents::CloudEvent) {
+        let Some(s) = self.slab.get(slot as usize) else {
+            return;
+        };
+        let bytes = encode(s.transport, &ce.id, &ce.event_type, &ce.to_json());
+        self.push(slot, bytes);
+    }
+
+    /// Queues the event to every matching session; returns how many.
+    pub fn deliver(&mut self, ev: &Event) -> usize {
+        let Some(c) = self.index.candidates(&ev.event_type, &ev.fields) else {
+            return 0;
+        };
+        self.stamp += 1;
+        let stamp = self.stamp;
+        let mut targets: Vec<Slot> = Vec::new();
+        if let Some(all) = c.all {
+            targets.extend(all.iter().copied());
+        }
+        for set in &c.keyed {
+            for &slot in set.iter() {
+                if let Some(s) = self.slab.get(slot as usize) {
+                    if s.compiled
+                        .iter()
+                        .any(|c| *c.event_type == *ev.event_type && c.matches(&ev.fields))
+                    {
+                        targets.push(slot);
+                    }
+                }
+            }
+        }
+        drop(c);
+        let mut encoded: [Option<Bytes>; 3] = [None, None, None];
+        let mut n = 0;
+        for slot in targets {
+            let Some(s) = self.slab.get_mut(slot as usize) else {
+                continue;
+            };
+            if s.stamp == stamp {
+                continue;
+            }
+            s.stamp = stamp;
+            let t = s.transport;
+            let bytes = encoded[t as usize]
+                .get_or_insert_with(|| encode(t, &ev.id, &ev.event_type, &ev.json))
+                .clone();
+            if self.push(slot, bytes) {
+                self.metrics.delivered[t as usize].inc();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Appends to a session's queue under the slow-consumer policy; false if it was not queued.
+    pub fn push(&mut self, slot: Slot, bytes: Bytes) -> bool {
+        let limits = &self.cfg.tuning;
+        let Some(s) = self.slab.get_mut(slot as usize) else {
+            return false;
+        };
+        let q = &mut s.out;
+        if q.close.is_some() {
+            return false;
+        }
+        let t = s.transport;
+        if t == Transport::LongPoll {
+            // The long-poll buffer is a ring: the oldest event falls out.
+            if q.items.len() >= limits.longpoll.buffer_events {
+                if let Some(old) = q.items.pop_front() {
+                    q.bytes -= old.len();
+                    self.metrics.dropped(t, DropReason::SlowConsumer, 1);
+                }
+            }
+        } else if q.items.len() >= limits.sessions.queue_events
+            || q.bytes + bytes.len() > limits.sessions.queue_bytes
+        {
+            match limits.sessions.slow_consumer {
+                SlowConsumer::Close => {
+                    let lost = q.items.len() as u64 + 1;
+                    q.items.clear();
+                    q.bytes = 0;
+                    q.close = Some(CloseReason::SlowConsumer);
+                    self.metrics.slow_consumer_closes[t as usize].inc();
+                    self.metrics.dropped(t, DropReason::SlowConsumer, lost);
+                    if let Some(w) = q.waker.take() {
+                        w.wake();
+                    }
+                    return false;
+                }
+                SlowConsumer::DropOldest => {
+                    while !q.items.is_empty()
+                        && (q.items.len() >= limits.sessions.queue_events
+                            || q.bytes + bytes.len() > limits.sessions.queue_bytes)
+                    {
+                        let old = q.items.pop_front().unwrap();
+                        q.bytes -= old.len();
+                        q.gap += 1;
+                        self.metrics.dropped(t, DropReason::SlowConsumer, 1);
+                    }
+                }
+            }
+        }
+        q.bytes += bytes.len();
+        q.items.push_back(bytes);
+        q.next_seq += 1;
+        q.active = true;
+        if let Some(w) = q.waker.take() {
+            w.wake();
+        }
+        true
+    }
+
+    /// For SSE and WebSocket drivers: moves everything queued into `out` (one write for all of
+    /// it), or registers the waker and returns Pending.
+    pub fn poll_drain(&mut self, slot: Slot, token: &Token, cx: &Context<'_>, out: &mut Vec<u8>) -> Poll<Drain> {
+        let Some(s) = self.slab.get_mut(slot as usize).filter(|s| s.token == *token) else {
+            return Poll::Ready(Drain::Gone);
+        };
+        let q = &mut s.out;
+        if let Some(r) = q.close {
+            return Poll::Ready(Drain::Close(r));
+        }
+        if q.items.is_empty() && q.gap == 0 {
+            q.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        if q.gap > 0 && s.transport == Transport::Sse {
+            sse::comment(out, &format!("{} events dropped (slow consumer)", q.gap));
+        }
+        q.gap = 0;
+        out.reserve(q.bytes);
+        for b in q.items.drain(..) {
+            out.extend_from_slice(&b);
+        }
+        q.bytes = 0;
+        Poll::Ready(Drain::Data)
+    }
+
+    /// Ready when the session must end; drivers poll this while a write is blocked.
+    pub fn poll_closing(&mut self, slot: Slot, token: &Token, cx: &Context<'_>) -> Poll<Drain> {
+        match self.slab.get_mut(slot as usize).filter(|s| s.token == *token) {
+            None => Poll::Ready(Drain::Gone),
+            Some(s) => match s.out.close {
+                Some(r) => Poll::Ready(Drain::Close(r)),
+                None => {
+                    s.out.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            },
+        }
+    }
+
+    /// Removes a session (its driver ended, or a long-poll session expired).
+    pub fn close(&mut self, slot: Slot, token: &Token) {
+        if self.slab.get(slot as usize).is_none_or(|s| s.token != *token) {
+            return;
+        }
+        let s = self.slab.remove(slot as usize);
+        self.index.remove(slot, &s.compiled);
+        let t = s.transport as usize;
+        self.metrics.subscriptions.sub(s.subs.len() as u64);
+        self.metrics.connections[t].sub(1);
+        if s.transport != Transport::LongPoll && !s.out.items.is_empty() {
+            self.metrics
+                .dropped(s.transport, DropReason::Closed, s.out.items.len() as u64);
+        }
+    }
+
+    /// Long-poll read: events with sequence numbers after `after` (None = from the start), or,
+    /// when there are none, Pending with the waker stored. Returns the events and the sequence
+    /// number of the newest event (the next `last_event_id`).
+    pub fn poll_longpoll(
+        &mut self,
+        slot: Slot,
+        after: Option<u64>,
+        cx: Option<&Context<'_>>,
+    ) -> Poll<Option<(Vec<Bytes>, u64)>> {
+        let Some(s) = self.slab.get_mut(slot as usize) else {
+            return Poll::Ready(None);
+        };
+        s.last_poll = Instant::now();
+        let q = &mut s.out;
+        let first_seq = q.next_seq - q.items.len() as u64;
+        // Ids are "seq of the last event seen"; events after it start at after + 1. An id older
+        // than the ring returns what is left (RIG returns nothing; both lost the dropped ones).
+        let start = match after {
+            None => first_seq,
+            Some(a) => (a + 1).max(first_seq),
+        };
+        let last = q.next_seq.saturating_sub(1);
+        if start < q.next_seq {
+            let skip = (start - first_seq) as usize;
+            let events: Vec<Bytes> = q.items.iter().skip(skip).cloned().collect();
+            self.metrics.delivered[Transport::LongPoll as usize].add(0);
+            return Poll::Ready(Some((events, last)));
+        }
+        match cx {
+            Some(cx) => {
+                q.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            None => Poll::Ready(Some((Vec::new(), last))),
+        }
+    }
+
+    /// The shard's periodic tick: heartbeats for idle SSE/WebSocket sessions, expiry of
+    /// abandoned long-poll sessions.
+    pub fn tick(&mut self, now: Instant) {
+        let lp_timeout = Duration::from_millis(self.cfg.tuning.longpoll.session_timeout_ms);
+        let mut idle: Vec<Slot> = Vec::new();
+        let mut expired: Vec<(Slot, Token)> = Vec::new();
+        for (slot, s) in self.slab.iter_mut() {
+            match s.transport {
+                Transport::LongPoll => {
+                    if now.duration_since(s.last_poll) > lp_timeout {
+                        expired.push((slot as Slot, s.token));
+                    }
+                }
+                _ => {
+                    if !s.out.active {
+                        idle.push(slot as Slot);
+                    }
+                    s.out.active = false;
+                }
+            }
+        }
+        for slot in idle {
+            let beat = match self.slab[slot as usize].transport {
+                Transport::Sse => Bytes::from_static(sse::HEARTBEAT),
+                _ => Bytes::from_static(ws::PING),
+            };
+            self.push(slot, beat);
+            self.slab[slot as usize].out.active = false;
+        }
+        for (slot, token) in expired {
+            self.close(slot, &token);
+        }
+    }
+
+    /// Asks every session to end (shutdown).
+    pub fn close_all(&mut self, reason: CloseReason) {
+        for (_, s) in self.slab.iter_mut() {
+            s.out.close = Some(reason);
+            if let Some(w) = s.out.waker.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// One event in one transport's wire form (SSE frame, WebSocket text frame, long-poll JSON).
+pub fn encode(t: Transport, id: &str, event_type: &str, json: &[u8]) -> Bytes {
+    match t {
+        Transport::Sse => {
+            let mut out = Vec::with_capacity(json.len() + event_type.len() + id.len() + 24);
+            // The JSON is compact (no raw newlines), so it is one data line.
+            sse::encode_event(
+                &mut out,
+                Some(id),
+                Some(event_type),
+                std::str::from_utf8(json).unwrap_or_default(),
+            );
+            Bytes::from(out)
+        }
+        Transport::Ws => Bytes::from(ws::text_frame(json)),
+        Transport::LongPoll => Bytes::copy_from_slice(json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, EnvMap};
+    use serde_json::json;
+
+    fn sessions(queue_events: usize, policy: SlowConsumer) -> Sessions {
+        let mut cfg = Config::load(&EnvMap::new(), None).unwrap();
+        cfg.tuning.sessions.queue_events = queue_events;
+        cfg.tuning.sessions.slow_consumer = policy;
+        Sessions::new(Arc::new(cfg), 7, 0, Arc::new(ShardMetrics::default()))
+    }
+
+    fn ev(ty: &str, n: u32) -> Event {
+        Event {
+            event_type: ty.into(),
+            id: format!("0-{n}").into(),
+            json: Bytes::from(format!("{{\"type\":\"{ty}\",\"n\":{n}}}")),
+            fields: Vec::new(),
+        }
+    }
+
+    fn sub(ty: &str) -> Vec<Subscription> {
+        Subscription::parse_list(&json!([{ "eventType": ty }]), subscription::Limits {
+            max_subscriptions: 8,
+            max_clauses: 8,
+        })
+        .unwrap()
+    }
+
+    fn drain(s: &mut Sessions, slot: Slot, token: &Token) -> (Poll<Drain>, Vec<u8>) {
+        let mut out = Vec::new();
+        let w = std::task::Waker::noop();
+        let cx = Context::from_waker(w);
+        (s.poll_drain(slot, token, &cx, &mut out), out)
+    }
+
+    #[test]
+    fn open_queues_rig_events_and_delivers_once() {
+        let mut s = sessions(16, SlowConsumer::Close);
+        let (slot, token) = s.open(Transport::Sse, sub("a"));
+        let (_, first) = drain(&mut s, slot, &token);
+        let text = String::from_utf8(first).unwrap();
+        assert!(text.contains("event: rig.connection.create\n"), "{text}");
+        assert!(text.contains("event: rig.subscriptions_set\n"), "{text}");
+        assert!(text.contains(&token.encode()));
+        assert_eq!(s.deliver(&ev("a", 1)), 1);
+        assert_eq!(s.deliver(&ev("b", 2)), 0);
+        let (p, out) = drain(&mut s, slot, &token);
+        assert_eq!(p, Poll::Ready(Drain::Data));
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "id: 0-1\nevent: a\ndata: {\"type\":\"a\",\"n\":1}\n\n");
+        assert!(drain(&mut s, slot, &token).0.is_pending());
+    }
+
+    #[test]
+    fn full_queue_closes_under_close_policy() {
+        let mut s = sessions(4, SlowConsumer::Close);
+        let (slot, token) = s.open(Transport::Ws, sub("a"));
+        for n in 0..10 {
+            s.deliver(&ev("a", n));
+        }
+        assert_eq!(
+            drain(&mut s, slot, &token).0,
+            Poll::Ready(Drain::Close(CloseReason::SlowConsumer))
+        );
+        assert_eq!(s.metrics.slow_consumer_closes[1].get(), 1);
+    }
+
+    #[test]
+    fn drop_oldest_keeps_newest_and_reports_the_gap() {
+        let mut s = sessions(4, SlowConsumer::DropOldest);
+        let (slot, token) = s.open(Transport::Sse, sub("a"));
+        for n in 0..10 {
+            s.deliver(&ev("a", n));
+        }
+        let (_, out) = drain(&mut s, slot, &token);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with(": 8 events dropped"), "{text}");
+        assert!(text.contains("id: 0-9\n") && !text.contains("id: 0-5\n"), "{text}");
+    }
+
+    #[test]
+    fn longpoll_reads_by_sequence() {
+        let mut s = sessions(4, SlowConsumer::Close);
+        let (slot, _) = s.open(Transport::LongPoll, sub("a"));
+        let Poll::Ready(Some((first, last))) = s.poll_longpoll(slot, None, None) else {
+            panic!()
+        };
+        assert_eq!((first.len(), last), (2, 1));
+        s.deliver(&ev("a", 5));
+        let Poll::Ready(Some((next, last))) = s.poll_longpoll(slot, Some(1), None) else {
+            panic!()
+        };
+        assert_eq!((next.len(), last), (1, 2));
+        assert_eq!(&next[0][..], br#"{"type":"a","n":5}"#);
+        let Poll::Ready(Some((none, _))) = s.poll_longpoll(slot, Some(2), None) else {
+            panic!()
+        };
+        assert!(none.is_empty());
+    }
+}
