@@ -1,7 +1,7 @@
 //! Opening connections: `GET /_rig/v1/connection/{sse,ws,longpolling}` with RIG's
 //! `subscriptions` query parameter, status codes and bodies (rig-contract.md 1.2, 1.4).
 
-use super::{Outcome, Resp, JSON};
+use super::{Outcome, Resp};
 use crate::metrics::Transport;
 use crate::proto::http1::{self, RequestHead};
 use crate::proto::ws;
@@ -108,7 +108,8 @@ pub async fn longpoll(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
                     .header("retry-after", "1")
                     .into()
             }
-            Reply::SetSubscriptions(_) => unreachable!("long-poll request answered out of kind"),
+            // A reply of another kind is our bug; answer it as ours rather than panic the shard.
+            _ => return Resp::text(500, "Internal server error: unexpected shard reply.").into(),
         }
     }
     let subs = match query_subscriptions(shard, head) {
@@ -121,8 +122,7 @@ pub async fn longpoll(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
 
 fn lp_reply(shard: &Shard, r: Resp, token: &str, last: &str) -> Outcome {
     // Cookie values are JSON strings for last_event_id, as RIG writes them.
-    r.header("content-type", JSON)
-        .header("cache-control", "no-cache")
+    r.header("cache-control", "no-cache")
         .header("access-control-allow-origin", shard.cfg().cors.clone())
         .header("access-control-allow-credentials", "true")
         .header("set-cookie", format!("connection_token={token}; Path=/; HttpOnly"))

@@ -75,7 +75,7 @@ pub async fn put(shard: &Rc<Shard>, head: &RequestHead, raw_token: &str, body: &
         Reply::Unavailable => Resp::text(503, "The connection's shard did not answer; retry.")
             .header("retry-after", "1")
             .into(),
-        Reply::LongPoll(_) => unreachable!("subscriptions request answered out of kind"),
+        _ => Resp::text(500, "Internal server error: unexpected shard reply.").into(),
     }
 }
 

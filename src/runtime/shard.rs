@@ -29,7 +29,12 @@ pub struct Globals {
 /// Shard-to-shard messages. Events travel in batches (one message per batch per shard);
 /// requests for a session go to the shard named in its token.
 pub enum ShardMsg {
-    Events(Vec<Arc<Event>>),
+    /// Events to deliver; with `ack`, the receiver answers `Reply::Delivered` to `(shard, id)`
+    /// once they are queued to its sessions.
+    Events {
+        events: Vec<Arc<Event>>,
+        ack: Option<(usize, u64)>,
+    },
     Request { from: usize, id: u64, req: Request },
     Reply { id: u64, rep: Reply },
 }
@@ -50,6 +55,7 @@ pub enum Request {
 pub enum Reply {
     SetSubscriptions(Result<(), LookupError>),
     LongPoll(Result<(Vec<Bytes>, u64), LookupError>),
+    Delivered,
     /// The owner shard did not answer in time or its channel closed.
     Unavailable,
 }
@@ -98,16 +104,45 @@ impl Shard {
         n
     }
 
-    /// Delivers events here and sends one batch to every other shard. Waits while a peer's
-    /// channel is full: back-pressure reaches the publisher instead of growing a queue.
-    pub async fn broadcast(&self, events: Vec<Arc<Event>>) {
+    /// Delivers events on every shard (one batch per peer) and returns once every shard has
+    /// queued them to its sessions. Publishers answer only then, so an event published after
+    /// another's 202 can never overtake it on some shard. Waits while a peer's channel is full:
+    /// back-pressure reaches the publisher instead of growing a queue.
+    pub async fn broadcast(self: &Rc<Self>, events: Vec<Arc<Event>>) {
+        let mut waits = Vec::with_capacity(self.shard_count());
         for peer in 0..self.shard_count() {
-            if peer != self.id {
+            if peer == self.id {
+                continue;
+            }
+            let id = self.next_seq();
+            let (tx, rx) = oneshot::channel();
+            self.pending.borrow_mut().insert(id, tx);
+            let msg = ShardMsg::Events {
+                events: events.clone(),
+                ack: Some((self.id, id)),
+            };
+            if self.mesh.send_to(peer, msg).await.is_ok() {
+                waits.push((id, rx));
+            } else {
                 // A closed channel means that shard is shutting down; nothing to deliver to.
-                let _ = self.mesh.send_to(peer, ShardMsg::Events(events.clone())).await;
+                self.pending.borrow_mut().remove(&id);
             }
         }
         self.deliver(&events);
+        for (id, rx) in waits {
+            self.await_reply(id, rx).await;
+        }
+    }
+
+    async fn await_reply(&self, id: u64, rx: oneshot::Receiver<Reply>) -> Reply {
+        let limit = Duration::from_millis(self.cfg().tuning.longpoll.hold_ms + 5_000);
+        let reply = future::or(async { Some(rx.await) }, async {
+            glommio::timer::sleep(limit).await;
+            None
+        })
+        .await;
+        self.pending.borrow_mut().remove(&id);
+        reply.unwrap_or(Reply::Unavailable)
     }
 
     pub fn deliver(&self, events: &[Arc<Event>]) {
@@ -140,14 +175,7 @@ impl Shard {
             self.pending.borrow_mut().remove(&id);
             return Reply::Unavailable;
         }
-        let limit = Duration::from_millis(self.cfg().tuning.longpoll.hold_ms + 5_000);
-        let reply = future::or(async { Some(rx.await) }, async {
-            glommio::timer::sleep(limit).await;
-            None
-        })
-        .await;
-        self.pending.borrow_mut().remove(&id);
-        reply.unwrap_or(Reply::Unavailable)
+        self.await_reply(id, rx).await
     }
 
     /// Handles one request for a session owned by this shard.
@@ -174,7 +202,6 @@ impl Shard {
                     self.sessions
                         .borrow_mut()
                         .poll_longpoll(slot, after, None)
-                        .map(|r| r)
                         .into_ready()
                 })
                 .await;
@@ -187,7 +214,18 @@ impl Shard {
     pub async fn receive(self: Rc<Self>, rx: glommio::channels::shared_channel::ConnectedReceiver<ShardMsg>) {
         while let Some(msg) = rx.recv().await {
             match msg {
-                ShardMsg::Events(events) => self.deliver(&events),
+                ShardMsg::Events { events, ack } => {
+                    self.deliver(&events);
+                    if let Some((from, id)) = ack {
+                        // Sent from its own task: a receiver that waited on a full channel
+                        // could deadlock with a peer doing the same.
+                        let me = self.clone();
+                        glommio::spawn_local(async move {
+                            let _ = me.mesh.send_to(from, ShardMsg::Reply { id, rep: Reply::Delivered }).await;
+                        })
+                        .detach();
+                    }
+                }
                 ShardMsg::Request { from, id, req } => {
                     let me = self.clone();
                     glommio::spawn_local(async move {

@@ -385,7 +385,6 @@ impl Sessions {
         if start < q.next_seq {
             let skip = (start - first_seq) as usize;
             let events: Vec<Bytes> = q.items.iter().skip(skip).cloned().collect();
-            self.metrics.delivered[Transport::LongPoll as usize].add(0);
             return Poll::Ready(Some((events, last)));
         }
         match cx {
