@@ -1,0 +1,102 @@
+//! A client that stops reading is closed by the slow-consumer policy and counted, while the
+//! others keep receiving every event; the server's memory does not grow with its backlog.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn metric(srv: &Server, line_prefix: &str) -> u64 {
+    let text = request(srv.api, "GET", "/metrics", &[], b"").text();
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {line_prefix} in\n{text}"))
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn corebridge_pid(port: u16) -> u32 {
+    // The harness's child is the only corebridge listening on this port.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ss -ltnpH 'sport = :{port}' | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2"))
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn stalled_reader_is_closed_and_others_keep_receiving() {
+    let srv = Server::start_with(
+        2,
+        "[sessions]\nqueue_events = 64\nqueue_bytes = 262144\n",
+        &[],
+    );
+    // The stalled client: a tiny receive buffer, and it never reads after the request.
+    let stalled = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    stalled.set_recv_buffer_size(4096).unwrap();
+    stalled
+        .connect(&std::net::SocketAddr::from(([127, 0, 0, 1], srv.inbound)).into())
+        .unwrap();
+    let mut stalled: TcpStream = stalled.into();
+    write!(
+        stalled,
+        "GET /_rig/v1/connection/sse?subscriptions={} HTTP/1.1\r\nhost: x\r\n\r\n",
+        enc(r#"[{"eventType":"load"}]"#)
+    )
+    .unwrap();
+    let mut readers: Vec<SseClient> = (0..4)
+        .map(|_| SseClient::connect(srv.inbound, Some(r#"[{"eventType":"load"}]"#)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let pid = corebridge_pid(srv.inbound);
+    let rss_before = rss_kib(pid);
+
+    // More than the kernel send buffer can absorb (tcp_wmem max is 4 MiB here).
+    let payload = "x".repeat(12_000);
+    let total = 600;
+    // Readers drain concurrently while the publisher pushes ~7 MB per client.
+    let handles: Vec<_> = readers
+        .drain(..)
+        .map(|mut c| {
+            std::thread::spawn(move || {
+                for n in 0..total {
+                    let e = c.next_event();
+                    assert_eq!(e["data"]["n"], n, "a healthy reader lost or reordered events");
+                }
+            })
+        })
+        .collect();
+    for n in 0..total {
+        let r = publish(srv.inbound, &ce("load", json!({"n": n, "pad": payload})));
+        assert_eq!(r.status, 202);
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&srv, "corebridge_slow_consumer_closes_total{transport=\"sse\"}") < 1 {
+        assert!(Instant::now() < deadline, "the stalled client was never closed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(metric(&srv, "corebridge_events_dropped_total{transport=\"sse\",reason=\"slow_consumer\"}") >= 1);
+    // The stalled client's backlog is bounded by the queue, not by what was published.
+    let grown = rss_kib(pid).saturating_sub(rss_before);
+    assert!(grown < 16 * 1024, "RSS grew by {grown} KiB");
+    assert_eq!(metric(&srv, "corebridge_connections{transport=\"sse\"}"), 0);
+    drop(stalled);
+}
