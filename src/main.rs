@@ -45,7 +45,10 @@ fn main() -> ExitCode {
     let cfg = match Config::load(&config::process_env(), tuning) {
         Ok(c) => c,
         Err(problems) => {
-            eprintln!("corebridge: configuration has {} problem(s):", problems.len());
+            eprintln!(
+                "corebridge: configuration has {} problem(s):",
+                problems.len()
+            );
             for p in problems {
                 eprintln!("  - {p}");
             }

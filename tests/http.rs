@@ -31,11 +31,19 @@ fn keep_alive_and_pipelining() {
     let b = read_response(&mut r);
     let c = read_response(&mut r);
     assert_eq!((a.status, a.text().as_str()), (200, "OK"));
-    assert_eq!((b.status, b.text().as_str()), (404, r#"{"message":"Not Found"}"#));
+    assert_eq!(
+        (b.status, b.text().as_str()),
+        (404, r#"{"message":"Not Found"}"#)
+    );
     assert_eq!(c.status, 200);
     // And the connection is still usable.
-    s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
-    assert_eq!(read_response(&mut r).status, 404, "/health is on the internal port only");
+    s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_response(&mut r).status,
+        404,
+        "/health is on the internal port only"
+    );
 }
 
 #[test]
@@ -47,14 +55,18 @@ fn http10_closes_unless_keep_alive() {
     s.read_to_end(&mut all).unwrap();
     let text = String::from_utf8(all).unwrap();
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(text.to_ascii_lowercase().contains("connection: close"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
 }
 
 #[test]
 fn chunked_request_body_publishes() {
     let srv = Server::start();
     let mut c = SseClient::connect(srv.inbound, Some(r#"[{"eventType":"chunky"}]"#));
-    let body = json!({"specversion":"1.0","type":"chunky","source":"s","id":"1","data":{"x":1}}).to_string();
+    let body = json!({"specversion":"1.0","type":"chunky","source":"s","id":"1","data":{"x":1}})
+        .to_string();
     let (a, b) = body.split_at(10);
     let req = format!(
         "POST /_rig/v1/events HTTP/1.1\r\nhost: x\r\ncontent-type: application/cloudevents+json\r\n\
@@ -173,9 +185,18 @@ fn preflight_for_events() {
     let srv = Server::start_with(2, "", &[("CORS", "https://app.example")]);
     let r = request(srv.inbound, "OPTIONS", "/_rig/v1/events", &[], b"");
     assert_eq!(r.status, 204);
-    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example"));
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
     assert_eq!(r.header("access-control-allow-methods"), Some("POST"));
-    assert_eq!(r.header("access-control-allow-headers"), Some("content-type"));
+    assert_eq!(
+        r.header("access-control-allow-headers"),
+        Some("content-type")
+    );
     let r = publish(srv.inbound, &ce("x", json!({})));
-    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example"));
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
 }

@@ -15,7 +15,10 @@ fn metrics_count_and_pass_promtool() {
         .map(|_| SseClient::connect(srv.inbound, Some(r#"[{"eventType":"m"}]"#)))
         .collect();
     for n in 0..3 {
-        assert_eq!(publish(srv.inbound, &ce("m", json!({ "n": n }))).status, 202);
+        assert_eq!(
+            publish(srv.inbound, &ce("m", json!({ "n": n }))).status,
+            202
+        );
     }
     for c in clients.iter_mut() {
         for _ in 0..3 {
@@ -24,7 +27,10 @@ fn metrics_count_and_pass_promtool() {
     }
     let r = request(srv.api, "GET", "/metrics", &[], b"");
     assert_eq!(r.status, 200);
-    assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
     let text = r.text();
     for want in [
         "corebridge_connections{transport=\"sse\"} 6\n",
@@ -42,7 +48,12 @@ fn metrics_count_and_pass_promtool() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool must be installed (apt-get install prometheus); .ci/run does it");
-    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = promtool.wait_with_output().unwrap();
     assert!(
         out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),

@@ -5,8 +5,17 @@
 fn proto_has_no_io() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/proto");
     let forbidden = [
-        "glommio", "tokio", "std::net", "std::fs", "std::io::Read", "std::io::Write",
-        "crate::conn", "crate::session", "crate::runtime", "crate::broker", "std::thread",
+        "glommio",
+        "tokio",
+        "std::net",
+        "std::fs",
+        "std::io::Read",
+        "std::io::Write",
+        "crate::conn",
+        "crate::session",
+        "crate::runtime",
+        "crate::broker",
+        "std::thread",
     ];
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
@@ -21,5 +30,9 @@ fn proto_has_no_io() {
         }
         checked += 1;
     }
-    assert!(checked >= 5, "expected the protocol modules in {}", dir.display());
+    assert!(
+        checked >= 5,
+        "expected the protocol modules in {}",
+        dir.display()
+    );
 }

@@ -33,10 +33,16 @@ fn corebridge_pid(port: u16) -> u32 {
     // The harness's child is the only corebridge listening on this port.
     let out = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("ss -ltnpH 'sport = :{port}' | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2"))
+        .arg(format!(
+            "ss -ltnpH 'sport = :{port}' | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2"
+        ))
         .output()
         .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -76,7 +82,10 @@ fn stalled_reader_is_closed_and_others_keep_receiving() {
             std::thread::spawn(move || {
                 for n in 0..total {
                     let e = c.next_event();
-                    assert_eq!(e["data"]["n"], n, "a healthy reader lost or reordered events");
+                    assert_eq!(
+                        e["data"]["n"], n,
+                        "a healthy reader lost or reordered events"
+                    );
                 }
             })
         })
@@ -89,11 +98,23 @@ fn stalled_reader_is_closed_and_others_keep_receiving() {
         h.join().unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&srv, "corebridge_slow_consumer_closes_total{transport=\"sse\"}") < 1 {
-        assert!(Instant::now() < deadline, "the stalled client was never closed");
+    while metric(
+        &srv,
+        "corebridge_slow_consumer_closes_total{transport=\"sse\"}",
+    ) < 1
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled client was never closed"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(metric(&srv, "corebridge_events_dropped_total{transport=\"sse\",reason=\"slow_consumer\"}") >= 1);
+    assert!(
+        metric(
+            &srv,
+            "corebridge_events_dropped_total{transport=\"sse\",reason=\"slow_consumer\"}"
+        ) >= 1
+    );
     // The stalled client's backlog is bounded by the queue, not by what was published.
     let grown = rss_kib(pid).saturating_sub(rss_before);
     assert!(grown < 16 * 1024, "RSS grew by {grown} KiB");

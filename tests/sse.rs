@@ -88,7 +88,10 @@ fn bad_subscriptions_are_400_with_rigs_message() {
     let r = request(
         srv.inbound,
         "GET",
-        &format!("/_rig/v1/connection/sse?subscriptions={}", enc(r#"[{"oneOf":[]}]"#)),
+        &format!(
+            "/_rig/v1/connection/sse?subscriptions={}",
+            enc(r#"[{"oneOf":[]}]"#)
+        ),
         &[],
         b"",
     );
@@ -116,7 +119,8 @@ fn received(srv: &Server, c: &mut SseClient, events: &[serde_json::Value]) -> Ve
 #[test]
 fn constraint_matching_follows_rig() {
     let srv = Server::start();
-    let greet = |n: i64, name: &str, age: i64| ce("greeting", json!({"n": n, "name": name, "age": age}));
+    let greet =
+        |n: i64, name: &str, age: i64| ce("greeting", json!({"n": n, "name": name, "age": age}));
     let events = vec![
         greet(1, "joe", 30),
         greet(2, "joe", 31),
@@ -126,16 +130,34 @@ fn constraint_matching_follows_rig() {
     ];
     let cases: &[(&str, &[i64])] = &[
         // name=joe matches joe with any age (and joe without an age).
-        (r#"[{"eventType":"greeting","oneOf":[{"name":"joe"}]},{"eventType":"marker"}]"#, &[1, 2, 5]),
+        (
+            r#"[{"eventType":"greeting","oneOf":[{"name":"joe"}]},{"eventType":"marker"}]"#,
+            &[1, 2, 5],
+        ),
         // name=joe AND age=30 matches only joe/30.
-        (r#"[{"eventType":"greeting","oneOf":[{"name":"joe","age":30}]},{"eventType":"marker"}]"#, &[1]),
+        (
+            r#"[{"eventType":"greeting","oneOf":[{"name":"joe","age":30}]},{"eventType":"marker"}]"#,
+            &[1],
+        ),
         // OR of clauses.
-        (r#"[{"eventType":"greeting","oneOf":[{"name":"ann"},{"age":31}]},{"eventType":"marker"}]"#, &[2, 3]),
+        (
+            r#"[{"eventType":"greeting","oneOf":[{"name":"ann"},{"age":31}]},{"eventType":"marker"}]"#,
+            &[2, 3],
+        ),
         // A field the extractors do not know is ignored.
-        (r#"[{"eventType":"greeting","oneOf":[{"shoe":"red"}]},{"eventType":"marker"}]"#, &[1, 2, 3, 5]),
+        (
+            r#"[{"eventType":"greeting","oneOf":[{"shoe":"red"}]},{"eventType":"marker"}]"#,
+            &[1, 2, 3, 5],
+        ),
         // Event types match exactly: no prefix, no wildcard.
-        (r#"[{"eventType":"greet"},{"eventType":"greeting*"},{"eventType":"marker"}]"#, &[]),
-        (r#"[{"eventType":"greetings"},{"eventType":"marker"}]"#, &[4]),
+        (
+            r#"[{"eventType":"greet"},{"eventType":"greeting*"},{"eventType":"marker"}]"#,
+            &[],
+        ),
+        (
+            r#"[{"eventType":"greetings"},{"eventType":"marker"}]"#,
+            &[4],
+        ),
     ];
     let mut clients: Vec<SseClient> = cases
         .iter()
@@ -163,7 +185,11 @@ fn put_replaces_subscriptions_from_any_shard() {
     let srv = Server::start_with(4, "", &[]);
     let mut c = SseClient::connect(srv.inbound, Some(r#"[{"eventType":"marker"}]"#));
     assert_eq!(
-        received(&srv, &mut c, &[ce("greeting", json!({"n": 1, "name": "joe"}))]),
+        received(
+            &srv,
+            &mut c,
+            &[ce("greeting", json!({"n": 1, "name": "joe"}))]
+        ),
         Vec::<i64>::new()
     );
     // Several PUTs on fresh connections land on different shards; all must reach the owner.
@@ -207,15 +233,34 @@ fn put_status_codes() {
     assert_eq!(put(&path, &json_ct, r#"{"subscriptions":[]}"#).status, 204);
     let r = put(&path, &json_ct, "{not json");
     assert_eq!(r.status, 400);
-    assert!(r.text().starts_with("Expected JSON encoded body"), "{}", r.text());
+    assert!(
+        r.text().starts_with("Expected JSON encoded body"),
+        "{}",
+        r.text()
+    );
     let r = put(&path, &json_ct, r#"{"subs":[]}"#);
     assert_eq!(r.status, 400);
-    assert!(r.text().contains("\"subscriptions\" is not present"), "{}", r.text());
+    assert!(
+        r.text().contains("\"subscriptions\" is not present"),
+        "{}",
+        r.text()
+    );
     let r = put(&path, &json_ct, r#"{"subscriptions":[{"oneOf":[]}]}"#);
     assert_eq!(r.status, 400);
-    assert!(r.text().starts_with("cannot accept subscription request:"), "{}", r.text());
-    let r = put("/_rig/v1/connection/sse/garbage/subscriptions", &json_ct, r#"{"subscriptions":[]}"#);
-    assert_eq!((r.status, r.text().as_str()), (400, "Invalid connection token."));
+    assert!(
+        r.text().starts_with("cannot accept subscription request:"),
+        "{}",
+        r.text()
+    );
+    let r = put(
+        "/_rig/v1/connection/sse/garbage/subscriptions",
+        &json_ct,
+        r#"{"subscriptions":[]}"#,
+    );
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (400, "Invalid connection token.")
+    );
     let r = put(&path, &[("accept", "text/html")], r#"{"subscriptions":[]}"#);
     assert_eq!(r.status, 406);
     let r = request(srv.inbound, "OPTIONS", &path, &[], b"");
@@ -249,7 +294,8 @@ fn publish_modes_and_versions() {
     let echo: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(echo, v10, "202 echoes the event, unknown fields kept");
     assert_eq!(c.next_event(), v10);
-    let v02 = json!({"specversion":"0.2","type":"greeting","source":"s","id":"b","data":{"v":"0.2"}});
+    let v02 =
+        json!({"specversion":"0.2","type":"greeting","source":"s","id":"b","data":{"v":"0.2"}});
     let r = request(
         srv.api,
         "POST",
@@ -289,7 +335,12 @@ fn publish_modes_and_versions() {
         br#"{"specversion":"1.0","type":"greeting"}"#,
     );
     assert_eq!(r.status, 400);
-    assert!(r.text().starts_with("The request body does not look like a CloudEvent"), "{}", r.text());
+    assert!(
+        r.text()
+            .starts_with("The request body does not look like a CloudEvent"),
+        "{}",
+        r.text()
+    );
     let r = request(
         srv.inbound,
         "POST",
@@ -320,14 +371,25 @@ fn fan_out_reaches_every_shard() {
         seen[c.shard() as usize] += 1;
         clients.push(c);
     }
-    assert!(seen.iter().all(|&n| n >= 2), "connections per shard: {seen:?}");
+    assert!(
+        seen.iter().all(|&n| n >= 2),
+        "connections per shard: {seen:?}"
+    );
     for n in 0..5 {
-        assert_eq!(publish(srv.inbound, &ce("fan", json!({"n": n}))).status, 202);
+        assert_eq!(
+            publish(srv.inbound, &ce("fan", json!({"n": n}))).status,
+            202
+        );
     }
     for c in clients.iter_mut() {
         for n in 0..5 {
             let e = c.next_event();
-            assert_eq!(e["data"]["n"], n, "shard {} got events out of order", c.shard());
+            assert_eq!(
+                e["data"]["n"],
+                n,
+                "shard {} got events out of order",
+                c.shard()
+            );
         }
     }
 }

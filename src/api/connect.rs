@@ -91,8 +91,11 @@ pub async fn longpoll(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
         };
         match shard.call(token.shard as usize, req).await {
             Reply::LongPoll(Ok((events, last))) => {
-                let mut body = Vec::with_capacity(64 + events.iter().map(|e| e.len() + 1).sum::<usize>());
-                body.extend_from_slice(format!("{{\"last_event_id\":\"{last}\",\"events\":[").as_bytes());
+                let mut body =
+                    Vec::with_capacity(64 + events.iter().map(|e| e.len() + 1).sum::<usize>());
+                body.extend_from_slice(
+                    format!("{{\"last_event_id\":\"{last}\",\"events\":[").as_bytes(),
+                );
                 for (i, e) in events.iter().enumerate() {
                     if i > 0 {
                         body.push(b',');
@@ -100,13 +103,21 @@ pub async fn longpoll(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
                     body.extend_from_slice(e);
                 }
                 body.extend_from_slice(b"]}");
-                return lp_reply(shard, Resp::json(200, body), &token.encode(), &last.to_string());
+                return lp_reply(
+                    shard,
+                    Resp::json(200, body),
+                    &token.encode(),
+                    &last.to_string(),
+                );
             }
             Reply::LongPoll(Err(_)) => {} // gone or foreign: a new session, as RIG does
             Reply::Unavailable => {
-                return Resp::text(503, "Long-polling session is temporarily unavailable; retry.")
-                    .header("retry-after", "1")
-                    .into()
+                return Resp::text(
+                    503,
+                    "Long-polling session is temporarily unavailable; retry.",
+                )
+                .header("retry-after", "1")
+                .into()
             }
             // A reply of another kind is our bug; answer it as ours rather than panic the shard.
             _ => return Resp::text(500, "Internal server error: unexpected shard reply.").into(),
@@ -117,7 +128,12 @@ pub async fn longpoll(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
         Err(e) => return Resp::text(400, e).into(),
     };
     let (_, token) = shard.sessions.borrow_mut().open(Transport::LongPoll, subs);
-    lp_reply(shard, Resp::json(200, b"\"ok\"".to_vec()), &token.encode(), "first_event")
+    lp_reply(
+        shard,
+        Resp::json(200, b"\"ok\"".to_vec()),
+        &token.encode(),
+        "first_event",
+    )
 }
 
 fn lp_reply(shard: &Shard, r: Resp, token: &str, last: &str) -> Outcome {
@@ -125,7 +141,13 @@ fn lp_reply(shard: &Shard, r: Resp, token: &str, last: &str) -> Outcome {
     r.header("cache-control", "no-cache")
         .header("access-control-allow-origin", shard.cfg().cors.clone())
         .header("access-control-allow-credentials", "true")
-        .header("set-cookie", format!("connection_token={token}; Path=/; HttpOnly"))
-        .header("set-cookie", format!("last_event_id=\"{last}\"; Path=/; HttpOnly"))
+        .header(
+            "set-cookie",
+            format!("connection_token={token}; Path=/; HttpOnly"),
+        )
+        .header(
+            "set-cookie",
+            format!("last_event_id=\"{last}\"; Path=/; HttpOnly"),
+        )
         .into()
 }

@@ -55,11 +55,22 @@ impl Resp {
 pub enum Outcome {
     Resp(Resp),
     /// Send `head` (a streaming response head), then stream the session's queue as SSE.
-    Sse { head: Vec<u8>, slot: u32, token: Token },
+    Sse {
+        head: Vec<u8>,
+        slot: u32,
+        token: Token,
+    },
     /// Send `head` (101), then run the session as a WebSocket.
-    Ws { head: Vec<u8>, slot: u32, token: Token },
+    Ws {
+        head: Vec<u8>,
+        slot: u32,
+        token: Token,
+    },
     /// Upgrade, then close at once with code 1000 and `reason` (RIG's way to refuse a WebSocket).
-    WsRefuse { head: Vec<u8>, reason: String },
+    WsRefuse {
+        head: Vec<u8>,
+        reason: String,
+    },
 }
 
 impl From<Resp> for Outcome {
@@ -68,7 +79,12 @@ impl From<Resp> for Outcome {
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, listener: Listener, head: &RequestHead, body: Vec<u8>) -> Outcome {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    listener: Listener,
+    head: &RequestHead,
+    body: Vec<u8>,
+) -> Outcome {
     match listener {
         Listener::Inbound => inbound(shard, head, body).await,
         Listener::Api => internal(shard, head, body).await,
@@ -132,8 +148,14 @@ async fn inbound(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outcom
     // RIG sends CORS on successes only; we add it to every inbound answer so browsers can read
     // our error messages (RIG users asked for it: Accenture/reactive-interaction-gateway#344).
     match out {
-        Outcome::Resp(r) if !r.headers.iter().any(|(n, _)| *n == "access-control-allow-origin") => {
-            r.header("access-control-allow-origin", shard.cfg().cors.clone()).into()
+        Outcome::Resp(r)
+            if !r
+                .headers
+                .iter()
+                .any(|(n, _)| *n == "access-control-allow-origin") =>
+        {
+            r.header("access-control-allow-origin", shard.cfg().cors.clone())
+                .into()
         }
         other => other,
     }

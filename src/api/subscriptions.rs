@@ -27,14 +27,26 @@ fn accepts_json(head: &RequestHead) -> bool {
         return true;
     };
     accept.split(',').any(|range| {
-        let media = range.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        matches!(media.as_str(), "application/json" | "application/*" | "*/*" | "")
+        let media = range
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        matches!(
+            media.as_str(),
+            "application/json" | "application/*" | "*/*" | ""
+        )
     })
 }
 
 pub async fn put(shard: &Rc<Shard>, head: &RequestHead, raw_token: &str, body: &[u8]) -> Outcome {
     if !accepts_json(head) {
-        return Resp::text(406, "Not acceptable: this endpoint answers application/json.").into();
+        return Resp::text(
+            406,
+            "Not acceptable: this endpoint answers application/json.",
+        )
+        .into();
     }
     let Some(token) = Token::decode(raw_token) else {
         return Resp::text(400, "Invalid connection token.").into();
@@ -44,9 +56,7 @@ pub async fn put(shard: &Rc<Shard>, head: &RequestHead, raw_token: &str, body: &
         Err(e) => {
             return Resp::text(
                 400,
-                format!(
-                    "Expected JSON encoded body of the form {{\"subscriptions\": [...]}}: {e}"
-                ),
+                format!("Expected JSON encoded body of the form {{\"subscriptions\": [...]}}: {e}"),
             )
             .into()
         }
@@ -61,7 +71,9 @@ pub async fn put(shard: &Rc<Shard>, head: &RequestHead, raw_token: &str, body: &
     let limits = shard.sessions.borrow().subscription_limits();
     let subs = match Subscription::parse_list(list, limits) {
         Ok(s) => s,
-        Err(e) => return Resp::text(400, format!("cannot accept subscription request: {e}")).into(),
+        Err(e) => {
+            return Resp::text(400, format!("cannot accept subscription request: {e}")).into()
+        }
     };
     let req = Request::SetSubscriptions { token, subs };
     match shard.call(token.shard as usize, req).await {
@@ -85,10 +97,22 @@ mod tests {
 
     #[test]
     fn paths() {
-        assert_eq!(parse_path("/_rig/v1/connection/sse/abc/subscriptions"), Some("abc"));
-        assert_eq!(parse_path("/_rig/v1/connection/longpolling/abc/subscriptions"), Some("abc"));
-        assert_eq!(parse_path("/_rig/v1/connection/foo/abc/subscriptions"), None);
+        assert_eq!(
+            parse_path("/_rig/v1/connection/sse/abc/subscriptions"),
+            Some("abc")
+        );
+        assert_eq!(
+            parse_path("/_rig/v1/connection/longpolling/abc/subscriptions"),
+            Some("abc")
+        );
+        assert_eq!(
+            parse_path("/_rig/v1/connection/foo/abc/subscriptions"),
+            None
+        );
         assert_eq!(parse_path("/_rig/v1/connection/ws//subscriptions"), None);
-        assert_eq!(parse_path("/_rig/v1/connection/ws/abc/subscriptions/x"), None);
+        assert_eq!(
+            parse_path("/_rig/v1/connection/ws/abc/subscriptions/x"),
+            None
+        );
     }
 }

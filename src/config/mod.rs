@@ -117,10 +117,7 @@ impl Config {
             None | Some("text") | Some("erlang") => LogFormat::Text,
             Some("json") | Some("gcl") => LogFormat::Json,
             Some(other) => {
-                problems.push(format!(
-                    "{}={other:?}: expected text or json",
-                    env::LOG_FMT
-                ));
+                problems.push(format!("{}={other:?}: expected text or json", env::LOG_FMT));
                 LogFormat::Text
             }
         };

@@ -146,11 +146,20 @@ impl Tuning {
         nonzero("http.keepalive_timeout_ms", self.http.keepalive_timeout_ms);
         nonzero("sessions.queue_events", self.sessions.queue_events as u64);
         nonzero("sessions.queue_bytes", self.sessions.queue_bytes as u64);
-        nonzero("sessions.heartbeat_interval_ms", self.sessions.heartbeat_interval_ms);
-        nonzero("sessions.max_subscriptions", self.sessions.max_subscriptions as u64);
+        nonzero(
+            "sessions.heartbeat_interval_ms",
+            self.sessions.heartbeat_interval_ms,
+        );
+        nonzero(
+            "sessions.max_subscriptions",
+            self.sessions.max_subscriptions as u64,
+        );
         nonzero("sessions.max_clauses", self.sessions.max_clauses as u64);
         nonzero("longpoll.buffer_events", self.longpoll.buffer_events as u64);
-        nonzero("longpoll.session_timeout_ms", self.longpoll.session_timeout_ms);
+        nonzero(
+            "longpoll.session_timeout_ms",
+            self.longpoll.session_timeout_ms,
+        );
         if self.http.max_headers > 256 {
             problems.push(format!(
                 "tuning: http.max_headers is {}; at most 256 are supported",

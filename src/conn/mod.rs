@@ -17,7 +17,7 @@ mod ws;
 
 use crate::api::{self, Outcome, Resp};
 use crate::metrics::Listener;
-use crate::proto::http1::{self, BodyReader, BodyKind, HttpError, Limits};
+use crate::proto::http1::{self, BodyKind, BodyReader, HttpError, Limits};
 use crate::runtime::shard::Shard;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -33,17 +33,19 @@ enum ReadErr {
 }
 
 /// Reads more bytes into `buf` (at most up to `cap` total), bounded in time.
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, cap: usize, within: Duration) -> Result<(), ReadErr> {
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    cap: usize,
+    within: Duration,
+) -> Result<(), ReadErr> {
     let old = buf.len();
     let want = READ_CHUNK.min(cap.saturating_sub(old)).max(1);
     buf.resize(old + want, 0);
-    let read = future::or(
-        async { Some(stream.read(&mut buf[old..]).await) },
-        async {
-            glommio::timer::sleep(within).await;
-            None
-        },
-    )
+    let read = future::or(async { Some(stream.read(&mut buf[old..]).await) }, async {
+        glommio::timer::sleep(within).await;
+        None
+    })
     .await;
     let n = match read {
         None => Err(ReadErr::Timeout),
@@ -65,11 +67,20 @@ fn limits(shard: &Shard) -> Limits {
     }
 }
 
-async fn send_error(shard: &Shard, stream: &mut TcpStream, which: Listener, status: u16, msg: &str) {
+async fn send_error(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    which: Listener,
+    status: u16,
+    msg: &str,
+) {
     shard.metrics.response(which, status);
     let bytes = http1::response(
         status,
-        &[("content-type", api::TEXT), ("access-control-allow-origin", &shard.cfg().cors)],
+        &[
+            ("content-type", api::TEXT),
+            ("access-control-allow-origin", &shard.cfg().cors),
+        ],
         msg.as_bytes(),
         false,
     );
@@ -91,14 +102,23 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
             match http1::parse_head(&buf, &limits) {
                 Ok(Some(parsed)) => break parsed,
                 Ok(None) => {}
-                Err(e) => return send_error(&shard, &mut stream, which, e.status(), &e.to_string()).await,
+                Err(e) => {
+                    return send_error(&shard, &mut stream, which, e.status(), &e.to_string()).await
+                }
             }
             let waiting_first_byte = buf.iter().all(|b| matches!(b, b'\r' | b'\n'));
-            let within = if waiting_first_byte { keepalive } else { header_timeout };
+            let within = if waiting_first_byte {
+                keepalive
+            } else {
+                header_timeout
+            };
             match read_more(&mut stream, &mut buf, limits.max_head_bytes + 1, within).await {
                 Ok(()) => {}
                 Err(ReadErr::Timeout) if !waiting_first_byte => {
-                    let msg = format!("request head not received within {} ms", http.header_timeout_ms);
+                    let msg = format!(
+                        "request head not received within {} ms",
+                        http.header_timeout_ms
+                    );
                     return send_error(&shard, &mut stream, which, 408, &msg).await;
                 }
                 Err(_) => return,
@@ -121,7 +141,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
                             break;
                         }
                     }
-                    Err(e) => return send_error(&shard, &mut stream, which, e.status(), &e.to_string()).await,
+                    Err(e) => {
+                        return send_error(&shard, &mut stream, which, e.status(), &e.to_string())
+                            .await
+                    }
                 }
                 match read_more(&mut stream, &mut buf, READ_CHUNK * 4, header_timeout).await {
                     Ok(()) => {}
@@ -137,7 +160,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
         let keep_alive = head.keep_alive;
         match api::handle(&shard, which, &head, body).await {
             Outcome::Resp(r) => {
-                if !write_resp(&shard, &mut stream, which, r, keep_alive, head.method).await || !keep_alive {
+                if !write_resp(&shard, &mut stream, which, r, keep_alive, head.method).await
+                    || !keep_alive
+                {
                     let _ = stream.close().await;
                     return;
                 }

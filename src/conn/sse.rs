@@ -29,7 +29,13 @@ pub(super) async fn client_gone(stream: &mut TcpStream) {
 }
 
 /// Writes `bytes` unless the session is told to close first; false if it should end.
-pub(super) async fn write_or_close(shard: &Shard, stream: &mut TcpStream, bytes: &[u8], slot: u32, token: &Token) -> bool {
+pub(super) async fn write_or_close(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    slot: u32,
+    token: &Token,
+) -> bool {
     future::or(async { stream.write_all(bytes).await.is_ok() }, async {
         future::poll_fn(|cx| shard.sessions.borrow_mut().poll_closing(slot, token, cx)).await;
         false

@@ -23,7 +23,10 @@ enum Wake {
 }
 
 /// Reads until one whole client frame (or a data frame header) is buffered.
-async fn next_frame(stream: &mut TcpStream, rbuf: &mut Vec<u8>) -> Result<Option<ClientFrame>, FrameError> {
+async fn next_frame(
+    stream: &mut TcpStream,
+    rbuf: &mut Vec<u8>,
+) -> Result<Option<ClientFrame>, FrameError> {
     loop {
         if let Some((frame, used)) = ws::decode_client_frame(rbuf)? {
             rbuf.drain(..used);
@@ -38,7 +41,14 @@ async fn next_frame(stream: &mut TcpStream, rbuf: &mut Vec<u8>) -> Result<Option
     }
 }
 
-pub async fn run(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, early: Vec<u8>, slot: u32, token: Token) {
+pub async fn run(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    head: Vec<u8>,
+    early: Vec<u8>,
+    slot: u32,
+    token: Token,
+) {
     let mut pending = head;
     let mut rbuf = early;
     loop {

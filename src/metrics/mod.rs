@@ -115,15 +115,18 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
     header(&mut o, names::SHARDS, "gauge");
     let _ = writeln!(o, "{} {}", names::SHARDS.0, shards.len());
 
-    let per_transport = |o: &mut String, m: (&str, &str), kind: &str, f: &dyn Fn(&ShardMetrics, usize) -> u64| {
-        header(o, m, kind);
-        for t in Transport::ALL {
-            let v = sum(shards, |s| f(s, t as usize));
-            // Gauges are summed as wrapping u64; a transient negative per shard cancels out.
-            let _ = writeln!(o, "{}{{transport=\"{}\"}} {}", m.0, t.label(), v as i64);
-        }
-    };
-    per_transport(&mut o, names::CONNECTIONS, "gauge", &|s, t| s.connections[t].get());
+    let per_transport =
+        |o: &mut String, m: (&str, &str), kind: &str, f: &dyn Fn(&ShardMetrics, usize) -> u64| {
+            header(o, m, kind);
+            for t in Transport::ALL {
+                let v = sum(shards, |s| f(s, t as usize));
+                // Gauges are summed as wrapping u64; a transient negative per shard cancels out.
+                let _ = writeln!(o, "{}{{transport=\"{}\"}} {}", m.0, t.label(), v as i64);
+            }
+        };
+    per_transport(&mut o, names::CONNECTIONS, "gauge", &|s, t| {
+        s.connections[t].get()
+    });
     per_transport(&mut o, names::CONNECTIONS_OPENED, "counter", &|s, t| {
         s.connections_opened[t].get()
     });
@@ -188,7 +191,10 @@ mod tests {
         b.connections[0].sub(1); // a connection counted up on a, down on b (cannot happen today, but must not wrap)
         a.received[Source::Http as usize].inc();
         let text = render(&[a, b]);
-        assert!(text.contains("corebridge_connections{transport=\"sse\"} 2\n"), "{text}");
+        assert!(
+            text.contains("corebridge_connections{transport=\"sse\"} 2\n"),
+            "{text}"
+        );
         assert!(text.contains("corebridge_events_received_total{source=\"http\"} 1\n"));
     }
 }

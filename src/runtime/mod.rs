@@ -169,10 +169,12 @@ async fn shard_main(
     ready: mpsc::Sender<Result<(), StartError>>,
 ) {
     let cfg = globals.cfg.clone();
-    let bind = |addr| TcpListener::bind(addr).map_err(|e| StartError::Bind {
-        addr,
-        source: std::io::Error::other(e.to_string()),
-    });
+    let bind = |addr| {
+        TcpListener::bind(addr).map_err(|e| StartError::Bind {
+            addr,
+            source: std::io::Error::other(e.to_string()),
+        })
+    };
     let listeners = bind(cfg.inbound).and_then(|i| Ok((i, bind(cfg.api)?)));
     let (inbound, api) = match listeners {
         Ok(l) => l,

@@ -35,8 +35,15 @@ pub enum ShardMsg {
         events: Vec<Arc<Event>>,
         ack: Option<(usize, u64)>,
     },
-    Request { from: usize, id: u64, req: Request },
-    Reply { id: u64, rep: Reply },
+    Request {
+        from: usize,
+        id: u64,
+        req: Request,
+    },
+    Reply {
+        id: u64,
+        rep: Reply,
+    },
 }
 
 pub enum Request {
@@ -159,7 +166,9 @@ impl Shard {
         }
         if owner >= self.shard_count() {
             return match req {
-                Request::SetSubscriptions { .. } => Reply::SetSubscriptions(Err(LookupError::Invalid)),
+                Request::SetSubscriptions { .. } => {
+                    Reply::SetSubscriptions(Err(LookupError::Invalid))
+                }
                 Request::LongPoll { .. } => Reply::LongPoll(Err(LookupError::Invalid)),
             };
         }
@@ -183,7 +192,10 @@ impl Shard {
         match req {
             Request::SetSubscriptions { token, subs } => {
                 let mut s = self.sessions.borrow_mut();
-                Reply::SetSubscriptions(s.lookup(&token).map(|slot| s.replace_subscriptions(slot, subs)))
+                Reply::SetSubscriptions(
+                    s.lookup(&token)
+                        .map(|slot| s.replace_subscriptions(slot, subs)),
+                )
             }
             Request::LongPoll { token, after, hold } => {
                 let slot = match self.sessions.borrow().lookup(&token) {
@@ -211,7 +223,10 @@ impl Shard {
     }
 
     /// Receives from one peer until its channel closes.
-    pub async fn receive(self: Rc<Self>, rx: glommio::channels::shared_channel::ConnectedReceiver<ShardMsg>) {
+    pub async fn receive(
+        self: Rc<Self>,
+        rx: glommio::channels::shared_channel::ConnectedReceiver<ShardMsg>,
+    ) {
         while let Some(msg) = rx.recv().await {
             match msg {
                 ShardMsg::Events { events, ack } => {
@@ -221,7 +236,16 @@ impl Shard {
                         // could deadlock with a peer doing the same.
                         let me = self.clone();
                         glommio::spawn_local(async move {
-                            let _ = me.mesh.send_to(from, ShardMsg::Reply { id, rep: Reply::Delivered }).await;
+                            let _ = me
+                                .mesh
+                                .send_to(
+                                    from,
+                                    ShardMsg::Reply {
+                                        id,
+                                        rep: Reply::Delivered,
+                                    },
+                                )
+                                .await;
                         })
                         .detach();
                     }

@@ -306,8 +306,18 @@ impl Sessions {
 
     /// For SSE and WebSocket drivers: moves everything queued into `out` (one write for all of
     /// it), or registers the waker and returns Pending.
-    pub fn poll_drain(&mut self, slot: Slot, token: &Token, cx: &Context<'_>, out: &mut Vec<u8>) -> Poll<Drain> {
-        let Some(s) = self.slab.get_mut(slot as usize).filter(|s| s.token == *token) else {
+    pub fn poll_drain(
+        &mut self,
+        slot: Slot,
+        token: &Token,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Poll<Drain> {
+        let Some(s) = self
+            .slab
+            .get_mut(slot as usize)
+            .filter(|s| s.token == *token)
+        else {
             return Poll::Ready(Drain::Gone);
         };
         let q = &mut s.out;
@@ -332,7 +342,11 @@ impl Sessions {
 
     /// Ready when the session must end; drivers poll this while a write is blocked.
     pub fn poll_closing(&mut self, slot: Slot, token: &Token, cx: &Context<'_>) -> Poll<Drain> {
-        match self.slab.get_mut(slot as usize).filter(|s| s.token == *token) {
+        match self
+            .slab
+            .get_mut(slot as usize)
+            .filter(|s| s.token == *token)
+        {
             None => Poll::Ready(Drain::Gone),
             Some(s) => match s.out.close {
                 Some(r) => Poll::Ready(Drain::Close(r)),
@@ -346,7 +360,11 @@ impl Sessions {
 
     /// Removes a session (its driver ended, or a long-poll session expired).
     pub fn close(&mut self, slot: Slot, token: &Token) {
-        if self.slab.get(slot as usize).is_none_or(|s| s.token != *token) {
+        if self
+            .slab
+            .get(slot as usize)
+            .is_none_or(|s| s.token != *token)
+        {
             return;
         }
         let s = self.slab.remove(slot as usize);
@@ -483,10 +501,13 @@ mod tests {
     }
 
     fn sub(ty: &str) -> Vec<Subscription> {
-        Subscription::parse_list(&json!([{ "eventType": ty }]), subscription::Limits {
-            max_subscriptions: 8,
-            max_clauses: 8,
-        })
+        Subscription::parse_list(
+            &json!([{ "eventType": ty }]),
+            subscription::Limits {
+                max_subscriptions: 8,
+                max_clauses: 8,
+            },
+        )
         .unwrap()
     }
 
@@ -511,7 +532,10 @@ mod tests {
         let (p, out) = drain(&mut s, slot, &token);
         assert_eq!(p, Poll::Ready(Drain::Data));
         let text = String::from_utf8(out).unwrap();
-        assert_eq!(text, "id: 0-1\nevent: a\ndata: {\"type\":\"a\",\"n\":1}\n\n");
+        assert_eq!(
+            text,
+            "id: 0-1\nevent: a\ndata: {\"type\":\"a\",\"n\":1}\n\n"
+        );
         assert!(drain(&mut s, slot, &token).0.is_pending());
     }
 
@@ -539,7 +563,10 @@ mod tests {
         let (_, out) = drain(&mut s, slot, &token);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with(": 8 events dropped"), "{text}");
-        assert!(text.contains("id: 0-9\n") && !text.contains("id: 0-5\n"), "{text}");
+        assert!(
+            text.contains("id: 0-9\n") && !text.contains("id: 0-5\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -280,9 +280,12 @@ mod tests {
         assert_eq!(e, "invalid subscription: event-type empty");
         let e = Subscription::parse_list(&json!({"eventType": "x"}), L).unwrap_err();
         assert!(e.starts_with("expected a JSON list"), "{e}");
-        let many: Vec<Value> = (0..9).map(|i| json!({"eventType": i.to_string()})).collect();
+        let many: Vec<Value> = (0..9)
+            .map(|i| json!({"eventType": i.to_string()}))
+            .collect();
         assert!(Subscription::parse_list(&Value::Array(many), L).is_err());
-        let s = Subscription::parse_list(&json!([{"event_type": "a"}, {"eventType": "a"}]), L).unwrap();
+        let s =
+            Subscription::parse_list(&json!([{"event_type": "a"}, {"eventType": "a"}]), L).unwrap();
         assert_eq!(s.len(), 1);
     }
 }

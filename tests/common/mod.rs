@@ -167,7 +167,13 @@ pub fn raw(port: u16, request: &[u8]) -> Response {
     read_response(&mut BufReader::new(s))
 }
 
-pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
@@ -232,7 +238,11 @@ impl SseClient {
         let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut w = s.try_clone().unwrap();
-        write!(w, "GET {path} HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n").unwrap();
+        write!(
+            w,
+            "GET {path} HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n"
+        )
+        .unwrap();
         let mut reader = BufReader::new(s);
         let head = read_response(&mut reader);
         let mut c = SseClient {

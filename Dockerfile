@@ -1,0 +1,28 @@
+# Corebridge container image.
+#
+# io_uring: Docker's default seccomp profile blocks io_uring_setup/enter/register, and
+# corebridge exits at start-up naming that cause. Run with a profile that allows them, e.g.
+#   docker run --security-opt seccomp=unconfined --ulimit memlock=-1 --ulimit nofile=1048576 \
+#     -p 4000:4000 -p 127.0.0.1:4010:4010 -e CB_API_BIND=0.0.0.0 corebridge
+# (the internal API binds to loopback by default; inside a container publish it to the host's
+# loopback only, as above). The host kernel must have kernel.io_uring_disabled = 0.
+
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY loadtest/Cargo.toml loadtest/Cargo.toml
+COPY src src
+COPY loadtest/src loadtest/src
+COPY benches benches
+RUN cargo build --release --locked -p corebridge
+
+FROM debian:bookworm-slim
+RUN useradd --system --no-create-home corebridge \
+ && apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/corebridge /usr/local/bin/corebridge
+COPY tuning /etc/corebridge/tuning
+USER corebridge
+EXPOSE 4000 4010
+ENV CB_TUNING_FILE=/etc/corebridge/tuning/default.toml
+ENTRYPOINT ["/usr/local/bin/corebridge"]
