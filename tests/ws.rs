@@ -136,10 +136,16 @@ fn first_frames_are_connection_create_then_subscriptions_set() {
     assert_eq!(create["type"], "rig.connection.create");
     assert_eq!(create["specversion"], "0.2");
     assert_eq!(create["source"], "rig");
-    assert!(create["id"].as_str().is_some_and(|s| !s.is_empty()), "{create}");
+    assert!(
+        create["id"].as_str().is_some_and(|s| !s.is_empty()),
+        "{create}"
+    );
     let token = create["data"]["connection_token"].as_str().unwrap();
     assert!(!token.is_empty());
-    assert!((token_shard(token) as usize) < 2, "token names a shard of this server");
+    assert!(
+        (token_shard(token) as usize) < 2,
+        "token names a shard of this server"
+    );
     let set = next_text(&mut ws);
     assert_eq!(set["type"], "rig.subscriptions_set");
     assert_eq!(set["specversion"], "0.2");
@@ -186,7 +192,10 @@ fn connection_stays_open_across_events() {
     let srv = Server::start();
     let mut c = Client::connect(srv.inbound, Some(r#"[{"eventType":"seq"}]"#));
     for n in 0..5 {
-        assert_eq!(publish(srv.inbound, &ce("seq", json!({"n": n}))).status, 202);
+        assert_eq!(
+            publish(srv.inbound, &ce("seq", json!({"n": n}))).status,
+            202
+        );
         let e = next_text(&mut c.ws);
         assert_eq!(e["data"]["n"], n, "{e}");
         std::thread::sleep(Duration::from_millis(50));
@@ -239,6 +248,32 @@ fn client_ping_gets_pong_with_the_same_payload() {
             other => panic!("expected a pong, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn pings_interleaved_with_events_all_get_pongs() {
+    let srv = Server::start();
+    let mut c = Client::connect(srv.inbound, Some(r#"[{"eventType":"mix"}]"#));
+    for n in 0..10u8 {
+        c.ws.send(Message::Ping(vec![b'p', n].into())).unwrap();
+        assert_eq!(
+            publish(srv.inbound, &ce("mix", json!({"n": n}))).status,
+            202
+        );
+    }
+    let (mut pongs, mut events) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        match next_within(&mut c.ws, Duration::from_secs(5)) {
+            Some(Message::Pong(p)) => pongs.push(p.to_vec()),
+            Some(Message::Text(t)) => {
+                let e: Value = serde_json::from_str(t.as_str()).unwrap();
+                events.push(e["data"]["n"].as_i64().unwrap());
+            }
+            other => panic!("after {pongs:?} / {events:?} got {other:?}"),
+        }
+    }
+    assert_eq!(pongs, (0..10u8).map(|n| vec![b'p', n]).collect::<Vec<_>>());
+    assert_eq!(events, (0..10).collect::<Vec<i64>>());
 }
 
 #[test]
@@ -331,7 +366,10 @@ fn server_pings_an_idle_connection() {
             None => break,
         }
     }
-    assert!(pinged, "no ping within 2 s with heartbeat_interval_ms = 200");
+    assert!(
+        pinged,
+        "no ping within 2 s with heartbeat_interval_ms = 200"
+    );
     // tungstenite answered with a pong; the connection is still usable.
     let ev = ce("after", json!({"n": 1}));
     assert_eq!(publish(srv.inbound, &ev).status, 202);
@@ -462,5 +500,8 @@ fn python_websockets_client_receives_an_event() {
     let _ = reader.join();
     let (ready, _) = result.unwrap();
     assert_eq!(ready, "READY rig.connection.create rig.subscriptions_set");
-    assert!(status.is_some_and(|s| s.success()), "python exit: {status:?}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "python exit: {status:?}"
+    );
 }

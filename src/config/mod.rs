@@ -70,10 +70,14 @@ impl Config {
 
         let port = |name: &str, default: u16, problems: &mut Vec<String>| match get(name) {
             None => default,
-            Some(v) => v.parse::<u16>().unwrap_or_else(|_| {
-                problems.push(format!("{name}={v:?} is not a port number (0-65535)"));
-                default
-            }),
+            // Port 0 would give every shard's SO_REUSEPORT listener a different port.
+            Some(v) => match v.parse::<u16>() {
+                Ok(p) if p > 0 => p,
+                _ => {
+                    problems.push(format!("{name}={v:?} is not a port number (1-65535)"));
+                    default
+                }
+            },
         };
         let ip = |name: &str, default: &str, problems: &mut Vec<String>| {
             let v = get(name).unwrap_or(default);

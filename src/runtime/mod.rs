@@ -8,11 +8,13 @@ pub mod shard;
 use crate::config::Config;
 use crate::conn;
 use crate::metrics::{Listener, ShardMetrics};
+use crate::session::CloseReason;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use shard::{Globals, Shard, ShardMsg};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -102,9 +104,36 @@ fn probe_port(addr: std::net::SocketAddr) -> Result<(), StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
-/// Starts every shard and blocks until they stop.
+/// SIGTERM/SIGINT are blocked in every thread (shards inherit the mask from here) and taken
+/// by one thread with `sigwait`, which sets the shutdown flag the shards watch. No handler
+/// runs inside an executor.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain libc signal-set manipulation on a local, zero-initialised sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for_signal(set: libc::sigset_t) -> i32 {
+    let mut sig = 0;
+    // SAFETY: `set` holds signals blocked in all threads; sigwait writes the one received.
+    unsafe { libc::sigwait(&set, &mut sig) };
+    sig
+}
+
+/// How long shards give their streams to end cleanly (SSE last chunk, WebSocket 1001) after
+/// SIGTERM before the process exits.
+const DRAIN: Duration = Duration::from_secs(3);
+
+/// Starts every shard and blocks until they stop (SIGTERM or SIGINT).
 pub fn run(cfg: Config) -> Result<(), StartError> {
     check_io_uring()?;
+    let signals = block_signals();
     probe_port(cfg.inbound)?;
     probe_port(cfg.api)?;
     let cpus = placement(&cfg);
@@ -114,6 +143,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         cfg: cfg.clone(),
         node: fastrand::u32(..),
         metrics: (0..n).map(|_| Arc::new(ShardMetrics::default())).collect(),
+        shutdown: AtomicBool::new(false),
     });
     let mesh = MeshBuilder::<ShardMsg, _>::full(n, cfg.tuning.runtime.mesh_queue);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), StartError>>();
@@ -156,6 +186,15 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         api = %cfg.api,
         "corebridge listening"
     );
+    let watcher = globals.clone();
+    std::thread::Builder::new()
+        .name("cb-signals".into())
+        .spawn(move || {
+            let sig = wait_for_signal(signals);
+            tracing::info!(signal = sig, "shutting down: closing streams");
+            watcher.shutdown.store(true, Ordering::Relaxed);
+        })
+        .expect("spawn the signal thread");
     for h in handles {
         let _ = h.join();
     }
@@ -209,7 +248,17 @@ async fn shard_main(
     .detach();
     glommio::spawn_local(accept_loop(shard.clone(), api, Listener::Api)).detach();
     let _ = ready.send(Ok(()));
-    accept_loop(shard, inbound, Listener::Inbound).await;
+    let stop = async {
+        while !shard.globals.shutdown.load(Ordering::Relaxed) {
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    futures_lite::future::or(accept_loop(shard.clone(), inbound, Listener::Inbound), stop).await;
+    shard.sessions.borrow_mut().close_all(CloseReason::Shutdown);
+    let deadline = Instant::now() + DRAIN;
+    while shard.sessions.borrow().streams() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, which: Listener) {

@@ -24,6 +24,8 @@ pub struct Globals {
     /// Random per process: tokens minted by another process are recognised as foreign.
     pub node: u32,
     pub metrics: Vec<Arc<ShardMetrics>>,
+    /// Set once by the signal thread; shards stop accepting and close their streams.
+    pub shutdown: std::sync::atomic::AtomicBool,
 }
 
 /// Shard-to-shard messages. Events travel in batches (one message per batch per shard);

@@ -118,6 +118,14 @@ impl Sessions {
         self.slab.is_empty()
     }
 
+    /// SSE and WebSocket sessions (those with a socket driver).
+    pub fn streams(&self) -> usize {
+        self.slab
+            .iter()
+            .filter(|(_, s)| s.transport != Transport::LongPoll)
+            .count()
+    }
+
     pub fn subscription_limits(&self) -> subscription::Limits {
         subscription::Limits {
             max_subscriptions: self.cfg.tuning.sessions.max_subscriptions,

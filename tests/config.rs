@@ -1,0 +1,77 @@
+//! `corebridge --check-config`: validates environment and tuning file and reports every
+//! problem at once; a good configuration passes; the binary refuses to share its port.
+
+use std::process::Command;
+
+fn corebridge() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_corebridge"));
+    c.env_clear();
+    c
+}
+
+#[test]
+fn every_problem_reported_at_once() {
+    let dir = std::env::temp_dir().join(format!("cb-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tuning = dir.join("bad.toml");
+    std::fs::write(&tuning, "[sessions]\nqueue_event = 5\n").unwrap();
+    let out = corebridge()
+        .arg("--check-config")
+        .arg("--tuning")
+        .arg(&tuning)
+        .env("INBOUND_PORT", "99999")
+        .env("LOG_LEVEL", "chatty")
+        .env(
+            "EXTRACTORS",
+            r#"{"t":{"f":{"event":{"json_pointer":"/x"}}}}"#,
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "queue_event",
+        "INBOUND_PORT",
+        "LOG_LEVEL",
+        "stable_field_index",
+    ] {
+        assert!(err.contains(want), "{want} missing from:\n{err}");
+    }
+    assert!(err.contains("4 problem(s)"), "{err}");
+}
+
+#[test]
+fn shipped_tuning_file_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tuning/default.toml");
+    let out = corebridge()
+        .args(["--check-config", "--tuning", path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("configuration OK"));
+}
+
+#[test]
+fn refuses_a_port_another_process_holds() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = corebridge()
+        .env("INBOUND_PORT", port.to_string())
+        .env("CB_INBOUND_BIND", "127.0.0.1")
+        .env("API_HTTP_PORT", {
+            let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            free.local_addr().unwrap().port().to_string()
+        })
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+}

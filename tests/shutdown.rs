@@ -1,0 +1,34 @@
+//! SIGTERM (systemd stop): streams end cleanly so clients reconnect elsewhere, and the
+//! process exits 0 within the drain time.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn sigterm_closes_streams_and_exits_cleanly() {
+    let mut srv = Server::start();
+    let mut sse = SseClient::connect(srv.inbound, None);
+    let (mut ws, _) = tungstenite::connect(format!(
+        "ws://127.0.0.1:{}/_rig/v1/connection/ws",
+        srv.inbound
+    ))
+    .unwrap();
+    for _ in 0..2 {
+        ws.read().unwrap(); // rig.connection.create, rig.subscriptions_set
+    }
+    let status = srv
+        .terminate(Duration::from_secs(10))
+        .expect("exit within the drain time");
+    assert!(status.success(), "{status:?}");
+    // SSE: the chunked stream was terminated (last chunk), not cut.
+    assert!(sse.try_next().is_none());
+    // WebSocket: close 1001 "going away".
+    match ws.read() {
+        Ok(tungstenite::Message::Close(Some(frame))) => {
+            assert_eq!(u16::from(frame.code), 1001);
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
