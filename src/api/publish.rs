@@ -17,7 +17,7 @@ pub async fn publish(shard: &Rc<Shard>, head: &RequestHead, body: &[u8]) -> Outc
         Err(e) => return Resp::text(e.status(), e.to_string()).into(),
     };
     // The SSE id names where the event entered: origin shard and its sequence.
-    let id = format!("{}-{}", shard.id, shard.next_seq());
+    let id = format!("{}-{}", shard.id, shard.next_publish_seq());
     let event = Arc::new(Event::from_cloudevent(&ce, id, &shard.cfg().extractors));
     let echo = event.json.to_vec();
     shard.metrics.received[Source::Http as usize].inc();

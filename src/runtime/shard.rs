@@ -77,6 +77,7 @@ pub struct Shard {
     mesh: Senders<ShardMsg>,
     pending: RefCell<HashMap<u64, oneshot::Sender<Reply>>>,
     next_id: Cell<u64>,
+    publish_seq: Cell<u64>,
 }
 
 impl Shard {
@@ -95,6 +96,7 @@ impl Shard {
             mesh,
             pending: RefCell::new(HashMap::new()),
             next_id: Cell::new(0),
+            publish_seq: Cell::new(0),
         }
     }
 
@@ -106,10 +108,17 @@ impl Shard {
         self.globals.metrics.len()
     }
 
-    /// A shard-local sequence number (ids of events published here).
-    pub fn next_seq(&self) -> u64 {
+    /// Ids of cross-shard requests awaiting a reply.
+    fn next_request_id(&self) -> u64 {
         let n = self.next_id.get() + 1;
         self.next_id.set(n);
+        n
+    }
+
+    /// The sequence of events published through this shard (their SSE ids).
+    pub fn next_publish_seq(&self) -> u64 {
+        let n = self.publish_seq.get() + 1;
+        self.publish_seq.set(n);
         n
     }
 
@@ -123,7 +132,7 @@ impl Shard {
             if peer == self.id {
                 continue;
             }
-            let id = self.next_seq();
+            let id = self.next_request_id();
             let (tx, rx) = oneshot::channel();
             self.pending.borrow_mut().insert(id, tx);
             let msg = ShardMsg::Events {
@@ -174,7 +183,7 @@ impl Shard {
                 Request::LongPoll { .. } => Reply::LongPoll(Err(LookupError::Invalid)),
             };
         }
-        let id = self.next_seq();
+        let id = self.next_request_id();
         let (tx, rx) = oneshot::channel();
         self.pending.borrow_mut().insert(id, tx);
         let msg = ShardMsg::Request {
