@@ -8,10 +8,12 @@
 //! - `session` — per-shard sessions, subscription index, bounded outbound queues, tokens
 //! - `route`   — events on their way to shards (decoded and field-extracted once)
 //! - `api`     — request handlers for the inbound and internal listeners
+//! - `broker`  — the broker island: rskafka on its own tokio thread, bounded queues to shards
 //! - `metrics` — metric names, per-shard probes, the Prometheus exporter
 //! - `logging` — structured logs on stderr
 
 pub mod api;
+pub mod broker;
 pub mod config;
 pub mod conn;
 pub mod logging;

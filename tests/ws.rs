@@ -166,6 +166,11 @@ fn first_frames_are_connection_create_then_subscriptions_set() {
     assert_ne!(c.token, token, "every connection gets its own token");
 }
 
+// BUG: fails against the current server. src/conn/ws.rs `next_frame` grows `rbuf` to
+// MAX_CONTROL_FRAME with zero bytes *before* awaiting `stream.read`; when an outbound event wins
+// the `future::or` in `run`, that read future is dropped with the zeros left in `rbuf`. The next
+// `decode_client_frame` sees 0x00 0x00 (an unmasked frame) and the server sends close 1002
+// "Protocol error." right after the first event (or server ping) sent while the reader waited.
 #[test]
 fn published_event_arrives_as_one_text_frame() {
     let srv = Server::start();
@@ -186,6 +191,11 @@ fn published_event_arrives_as_one_text_frame() {
     assert_eq!(next_within(&mut c.ws, Duration::from_millis(300)), None);
 }
 
+// BUG: fails against the current server. src/conn/ws.rs `next_frame` grows `rbuf` to
+// MAX_CONTROL_FRAME with zero bytes *before* awaiting `stream.read`; when an outbound event wins
+// the `future::or` in `run`, that read future is dropped with the zeros left in `rbuf`. The next
+// `decode_client_frame` sees 0x00 0x00 (an unmasked frame) and the server sends close 1002
+// "Protocol error." right after the first event (or server ping) sent while the reader waited.
 #[test]
 fn connection_stays_open_across_events() {
     // Events arriving while the server also waits for client frames, one at a time.
@@ -202,6 +212,11 @@ fn connection_stays_open_across_events() {
     }
 }
 
+// BUG: fails against the current server. src/conn/ws.rs `next_frame` grows `rbuf` to
+// MAX_CONTROL_FRAME with zero bytes *before* awaiting `stream.read`; when an outbound event wins
+// the `future::or` in `run`, that read future is dropped with the zeros left in `rbuf`. The next
+// `decode_client_frame` sees 0x00 0x00 (an unmasked frame) and the server sends close 1002
+// "Protocol error." right after the first event (or server ping) sent while the reader waited.
 #[test]
 fn put_subscriptions_replaces_them_and_announces_the_new_set() {
     let srv = Server::start();
@@ -250,12 +265,25 @@ fn client_ping_gets_pong_with_the_same_payload() {
     }
 }
 
+// BUG: fails against the current server. src/conn/ws.rs `next_frame` grows `rbuf` to
+// MAX_CONTROL_FRAME with zero bytes *before* awaiting `stream.read`; when an outbound event wins
+// the `future::or` in `run`, that read future is dropped with the zeros left in `rbuf`. The next
+// `decode_client_frame` sees 0x00 0x00 (an unmasked frame) and the server sends close 1002
+// "Protocol error." right after the first event (or server ping) sent while the reader waited.
 #[test]
 fn pings_interleaved_with_events_all_get_pongs() {
     let srv = Server::start();
     let mut c = Client::connect(srv.inbound, Some(r#"[{"eventType":"mix"}]"#));
     for n in 0..10u8 {
-        c.ws.send(Message::Ping(vec![b'p', n].into())).unwrap();
+        if let Err(e) = c.ws.send(Message::Ping(vec![b'p', n].into())) {
+            // Show why the server dropped us rather than just the broken pipe.
+            set_timeout(&mut c.ws, Duration::from_millis(500));
+            let mut sent = Vec::new();
+            while let (true, Ok(m)) = (sent.len() < 30, c.ws.read()) {
+                sent.push(m);
+            }
+            panic!("ping {n} not sent ({e}); the server had sent {sent:?}");
+        }
         assert_eq!(
             publish(srv.inbound, &ce("mix", json!({"n": n}))).status,
             202
@@ -348,34 +376,32 @@ fn handshake_refusals() {
     assert_eq!(accept.as_deref(), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
 }
 
+// BUG: fails against the current server. src/conn/ws.rs `next_frame` grows `rbuf` to
+// MAX_CONTROL_FRAME with zero bytes *before* awaiting `stream.read`; when an outbound event wins
+// the `future::or` in `run`, that read future is dropped with the zeros left in `rbuf`. The next
+// `decode_client_frame` sees 0x00 0x00 (an unmasked frame) and the server sends close 1002
+// "Protocol error." right after the first event (or server ping) sent while the reader waited.
 #[test]
 fn server_pings_an_idle_connection() {
     let srv = Server::start_with(2, "[sessions]\nheartbeat_interval_ms = 200\n", &[]);
     let mut c = Client::connect(srv.inbound, Some(r#"[{"eventType":"after"}]"#));
-    let t0 = Instant::now();
-    let mut pinged = false;
-    while t0.elapsed() < Duration::from_secs(2) {
-        let left = Duration::from_secs(2).saturating_sub(t0.elapsed());
-        match next_within(&mut c.ws, left.max(Duration::from_millis(1))) {
-            Some(Message::Ping(p)) => {
-                assert!(p.is_empty(), "server ping payload {p:?}");
-                pinged = true;
-                break;
-            }
-            Some(other) => panic!("idle connection got {other:?}"),
-            None => break,
-        }
+    // An idle connection gets only pings: the first frame within 2 s must be one.
+    match next_within(&mut c.ws, Duration::from_secs(2)) {
+        Some(Message::Ping(p)) => assert!(p.is_empty(), "server ping payload {p:?}"),
+        Some(other) => panic!("idle connection got {other:?}"),
+        None => panic!("no ping within 2 s with heartbeat_interval_ms = 200"),
     }
-    assert!(
-        pinged,
-        "no ping within 2 s with heartbeat_interval_ms = 200"
-    );
     // tungstenite answered with a pong; the connection is still usable.
     let ev = ce("after", json!({"n": 1}));
     assert_eq!(publish(srv.inbound, &ev).status, 202);
     assert_eq!(next_text(&mut c.ws), ev);
 }
 
+// BUG: fails against the current server. src/conn/ws.rs `next_frame` grows `rbuf` to
+// MAX_CONTROL_FRAME with zero bytes *before* awaiting `stream.read`; when an outbound event wins
+// the `future::or` in `run`, that read future is dropped with the zeros left in `rbuf`. The next
+// `decode_client_frame` sees 0x00 0x00 (an unmasked frame) and the server sends close 1002
+// "Protocol error." right after the first event (or server ping) sent while the reader waited.
 #[test]
 fn fan_out_to_many_clients_on_every_shard() {
     let shards = 4;

@@ -172,7 +172,11 @@ async fn internal(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outco
             Method::Get => {
                 let mut r = Resp::new(200)
                     .header("content-type", "text/plain; version=0.0.4; charset=utf-8");
-                r.body = crate::metrics::render(&shard.globals.metrics).into_bytes();
+                let mut text = crate::metrics::render(&shard.globals.metrics);
+                if shard.globals.broker.is_some() {
+                    shard.globals.island.render(&mut text);
+                }
+                r.body = text.into_bytes();
                 r.into()
             }
             _ => not_allowed("GET"),

@@ -1,8 +1,11 @@
 //! `POST /_rig/v1/events` (inbound) and `POST /v3/messages` (internal): validate a CloudEvent
 //! (structured or binary mode, 0.1/0.2/1.0), deliver it to every shard, answer 202 with the
-//! event. Without a broker the event goes straight through the shard mesh.
+//! event. Without a broker the event goes straight through the shard mesh. With Kafka, it is
+//! produced to the publish topic and answered after the broker's acknowledgement; every node
+//! (this one included) consumes that topic, so subscribers everywhere receive it.
 
 use super::{Outcome, Resp};
+use crate::broker::{BrokerHandle, ProduceError, ProduceRecord};
 use crate::metrics::Source;
 use crate::proto::cloudevents;
 use crate::proto::http1::RequestHead;
@@ -16,6 +19,9 @@ pub async fn publish(shard: &Rc<Shard>, head: &RequestHead, body: &[u8]) -> Outc
         Ok(ce) => ce,
         Err(e) => return Resp::text(e.status(), e.to_string()).into(),
     };
+    if let Some(broker) = &shard.globals.broker {
+        return produce(shard, broker, &ce).await;
+    }
     // The SSE id names where the event entered: origin shard and its sequence.
     let id = format!("{}-{}", shard.id, shard.next_publish_seq());
     let event = Arc::new(Event::from_cloudevent(&ce, id, &shard.cfg().extractors));
@@ -23,4 +29,33 @@ pub async fn publish(shard: &Rc<Shard>, head: &RequestHead, body: &[u8]) -> Outc
     shard.metrics.received[Source::Http as usize].inc();
     shard.broadcast(vec![event]).await;
     Resp::json(202, echo).into()
+}
+
+async fn produce(shard: &Rc<Shard>, broker: &BrokerHandle, ce: &cloudevents::CloudEvent) -> Outcome {
+    // CloudEvents' partitioning extension names the key; RIG's `rig.target_partition` too.
+    let key = ce
+        .value
+        .get("partitionkey")
+        .or_else(|| ce.value.pointer("/rig/target_partition"))
+        .map(|k| match k {
+            serde_json::Value::String(s) => s.clone().into_bytes(),
+            other => other.to_string().into_bytes(),
+        });
+    let echo = ce.to_json();
+    let record = ProduceRecord {
+        topic: broker.publish_topic.clone(),
+        key,
+        value: echo.clone(),
+        headers: vec![("content-type".into(), b"application/cloudevents+json".to_vec())],
+    };
+    match broker.produce(record).await {
+        Ok(_) => {
+            shard.metrics.received[Source::Http as usize].inc();
+            Resp::json(202, echo).into()
+        }
+        Err(e @ ProduceError::Unavailable(_)) => Resp::text(503, e.to_string())
+            .header("retry-after", "5")
+            .into(),
+        Err(e @ ProduceError::Rejected(_)) => Resp::text(502, e.to_string()).into(),
+    }
 }

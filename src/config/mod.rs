@@ -4,6 +4,7 @@
 
 pub mod env;
 pub mod extractors;
+pub mod kafka;
 pub mod tuning;
 
 use std::collections::HashMap;
@@ -11,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 pub use extractors::Extractors;
+pub use kafka::KafkaConfig;
 pub use tuning::{SlowConsumer, Tuning};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +32,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub tuning: Tuning,
     pub tuning_file: Option<PathBuf>,
+    /// None: Kafka off (no `KAFKA_BROKERS`); publishing goes straight to the shards.
+    pub kafka: Option<KafkaConfig>,
 }
 
 /// A key/value view of the environment so tests can build configs without touching the process.
@@ -126,8 +130,12 @@ impl Config {
             }
         };
 
+        let owned = |k: &str| get(k).map(str::to_string);
+        let kafka = KafkaConfig::load(&owned, &mut problems);
+
         if problems.is_empty() {
             Ok(Config {
+                kafka,
                 inbound,
                 api,
                 cors,

@@ -3,6 +3,7 @@
 //! counting costs the hot path almost nothing. The exporter, on whichever shard serves
 //! `/metrics`, reads every shard's probes and sums them. Nothing here is per event or per user.
 
+pub mod island;
 pub mod names;
 
 use std::fmt::Write;
@@ -70,6 +71,11 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
+    /// For gauges with one writer.
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -98,7 +104,7 @@ fn sum(shards: &[std::sync::Arc<ShardMetrics>], f: impl Fn(&ShardMetrics) -> u64
     shards.iter().map(|s| f(s)).fold(0u64, u64::wrapping_add)
 }
 
-fn header(out: &mut String, (name, help): (&str, &str), kind: &str) {
+pub(crate) fn header(out: &mut String, (name, help): (&str, &str), kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 

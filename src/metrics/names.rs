@@ -38,3 +38,45 @@ pub const BUILD_INFO: (&str, &str) = (
     "corebridge_build_info",
     "Always 1; the version label names the running build.",
 );
+
+// Broker island (Kafka).
+pub const KAFKA_UP: (&str, &str) = (
+    "corebridge_kafka_up",
+    "1 while the last broker request succeeded, else 0.",
+);
+pub const KAFKA_CONNECT_FAILURES: (&str, &str) = (
+    "corebridge_kafka_connect_failures_total",
+    "Failed attempts to reach the Kafka cluster (start-up and reconnects).",
+);
+pub const KAFKA_CONSUMED: (&str, &str) = (
+    "corebridge_kafka_records_consumed_total",
+    "Records read from Kafka and turned into events, by topic.",
+);
+pub const KAFKA_FAILED: (&str, &str) = (
+    "corebridge_kafka_records_failed_total",
+    "Records skipped because they are not CloudEvents (or unmappable), by topic.",
+);
+pub const KAFKA_TOO_LARGE: (&str, &str) = (
+    "corebridge_kafka_records_too_large_total",
+    "Records skipped because they exceed KAFKA_MESSAGE_MAX_BYTES, by topic.",
+);
+pub const KAFKA_LAG: (&str, &str) = (
+    "corebridge_kafka_consumer_lag",
+    "High watermark minus the next offset to read, by topic and partition.",
+);
+pub const KAFKA_PRODUCED: (&str, &str) = (
+    "corebridge_kafka_produced_total",
+    "Records acknowledged by Kafka for publish requests.",
+);
+pub const KAFKA_PRODUCE_FAILED: (&str, &str) = (
+    "corebridge_kafka_produce_failed_total",
+    "Publish requests Kafka did not acknowledge, by reason.",
+);
+pub const KAFKA_PRODUCE_LATENCY: (&str, &str) = (
+    "corebridge_kafka_produce_latency_seconds",
+    "Time from a publish request reaching the island to the broker's acknowledgement.",
+);
+pub const ISLAND_QUEUE: (&str, &str) = (
+    "corebridge_island_queue_batches",
+    "Event batches waiting in the island-to-shard queue, by shard.",
+);

@@ -4,5 +4,6 @@
 
 pub mod cloudevents;
 pub mod http1;
+pub mod kafka_record;
 pub mod sse;
 pub mod ws;

@@ -8,6 +8,8 @@ pub mod shard;
 use crate::config::Config;
 use crate::conn;
 use crate::metrics::{Listener, ShardMetrics};
+use crate::broker::EventBatch;
+use crate::metrics::island::IslandMetrics;
 use crate::session::CloseReason;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
@@ -139,7 +141,23 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
     let cpus = placement(&cfg);
     let n = cpus.len();
     let cfg = Arc::new(cfg);
+    let island = Arc::new(IslandMetrics::default());
+    // One bounded queue per shard from the broker island (Kafka only).
+    let (island_tx, island_rx): (Vec<_>, Vec<_>) = (0..n)
+        .map(|_| {
+            let depth = cfg.kafka.as_ref().map_or(1, |k| k.shard_queue);
+            async_channel::bounded::<EventBatch>(depth)
+        })
+        .unzip();
+    island.watch_queues(island_tx.clone());
+    let broker = if cfg.kafka.is_some() {
+        crate::broker::start(cfg.clone(), island_tx, island.clone())
+    } else {
+        None
+    };
     let globals = Arc::new(Globals {
+        broker,
+        island,
         cfg: cfg.clone(),
         node: fastrand::u32(..),
         metrics: (0..n).map(|_| Arc::new(ShardMetrics::default())).collect(),
@@ -155,11 +173,12 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
             Placement::Unbound
         };
         let (globals, mesh, ready) = (globals.clone(), mesh.clone(), ready_tx.clone());
+        let from_island = island_rx[id].clone();
         let spawned = LocalExecutorBuilder::new(placement)
             .name(&format!("cb-shard-{id}"))
             .io_memory(cfg.tuning.runtime.io_memory)
             .ring_depth(cfg.tuning.runtime.ring_depth)
-            .spawn(move || shard_main(id, globals, mesh, ready));
+            .spawn(move || shard_main(id, globals, mesh, from_island, ready));
         match spawned {
             Ok(h) => handles.push(h),
             Err(e) => {
@@ -205,6 +224,7 @@ async fn shard_main(
     id: usize,
     globals: Arc<Globals>,
     mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    from_island: async_channel::Receiver<EventBatch>,
     ready: mpsc::Sender<Result<(), StartError>>,
 ) {
     let cfg = globals.cfg.clone();
@@ -237,6 +257,13 @@ async fn shard_main(
     for (_, rx) in receivers.streams() {
         glommio::spawn_local(shard.clone().receive(rx)).detach();
     }
+    let island = shard.clone();
+    glommio::spawn_local(async move {
+        while let Ok(batch) = from_island.recv().await {
+            island.deliver(&batch);
+        }
+    })
+    .detach();
     let ticker = shard.clone();
     glommio::spawn_local(async move {
         let every = Duration::from_millis(ticker.cfg().tuning.sessions.heartbeat_interval_ms);

@@ -24,6 +24,9 @@ pub struct Globals {
     /// Random per process: tokens minted by another process are recognised as foreign.
     pub node: u32,
     pub metrics: Vec<Arc<ShardMetrics>>,
+    /// Produces publishes to Kafka when it is configured.
+    pub broker: Option<crate::broker::BrokerHandle>,
+    pub island: Arc<crate::metrics::island::IslandMetrics>,
     /// Set once by the signal thread; shards stop accepting and close their streams.
     pub shutdown: std::sync::atomic::AtomicBool,
 }

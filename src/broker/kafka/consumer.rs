@@ -1,0 +1,195 @@
+//! One task per source partition.
+//!
+//! ```text
+//! resolve start offset ──> fetch ──> decode once ──> one batch to every shard ──> fetch ...
+//!                            │ error: log (rate-limited), back off, retry from the same offset
+//!                            │ offset out of range (log truncated or broker lost data): earliest
+//!                            └ a shard queue full: `send` waits, so this partition stops being
+//!                              fetched until that shard drains (back-pressure, no buffering)
+//! ```
+
+use super::Ctx;
+use crate::config::kafka::StartOffset;
+use crate::proto::kafka_record::{self, RecordView};
+use crate::route::Event;
+use rskafka::client::error::{Error as KafkaError, ProtocolError};
+use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::client::Client;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Upper bound of one fetch response; a single larger record still comes whole (KIP-74).
+const FETCH_MAX_BYTES: i32 = 4 << 20;
+/// How long the broker may hold a fetch open waiting for records.
+const FETCH_WAIT_MS: i32 = 500;
+
+struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    /// At most one line per 10 s per partition, saying how many were suppressed.
+    fn allow(&mut self) -> Option<u64> {
+        if self.last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(Instant::now());
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+fn is_out_of_range(e: &KafkaError) -> bool {
+    matches!(
+        e,
+        KafkaError::ServerError {
+            protocol_error: ProtocolError::OffsetOutOfRange,
+            ..
+        }
+    )
+}
+
+/// The first offset to read. For `latest`, ListOffsets is not enough: some brokers (Tansu)
+/// answer the last batch's base offset + 1 instead of the high watermark, so an empty fetch
+/// there supplies the real high watermark.
+async fn start_offset(pc: &PartitionClient, start: StartOffset) -> Result<i64, KafkaError> {
+    match start {
+        StartOffset::Earliest => pc.get_offset(OffsetAt::Earliest).await,
+        StartOffset::Latest => {
+            let listed = pc.get_offset(OffsetAt::Latest).await?;
+            match pc.fetch_records(listed, 1..1024, 0).await {
+                Ok((_, hw)) => Ok(listed.max(hw)),
+                Err(e) if is_out_of_range(&e) => Ok(listed),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, partition: i32) {
+    let stats = ctx.metrics.topic(&topic);
+    let lag = ctx.metrics.partition(&topic, partition);
+    let mapping = ctx.kafka.mapping_for(&topic).map(|m| m.event_type.clone());
+    let max_bytes = ctx.kafka.message_max_bytes;
+    let mut errors = RateLimitedLog { last: None, suppressed: 0 };
+    let mut bad_records = RateLimitedLog { last: None, suppressed: 0 };
+    let mut backoff = Duration::from_millis(200);
+    let pc = loop {
+        match client
+            .partition_client(topic.clone(), partition, UnknownTopicHandling::Retry)
+            .await
+        {
+            Ok(pc) => break pc,
+            Err(e) => {
+                if errors.allow().is_some() {
+                    tracing::warn!(topic = %topic, partition, error = %e, "cannot open partition (whose fault: broker)");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    let mut offset: Option<i64> = None;
+    let mut down_since: Option<Instant> = None;
+    loop {
+        let at = match offset {
+            Some(o) => o,
+            None => match start_offset(&pc, ctx.kafka.start).await {
+                Ok(o) => {
+                    offset = Some(o);
+                    o
+                }
+                Err(e) => {
+                    ctx.metrics.up.set(0);
+                    if errors.allow().is_some() {
+                        tracing::warn!(topic = %topic, partition, error = %e, "cannot read start offset (whose fault: broker)");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            },
+        };
+        match pc.fetch_records(at, 1..FETCH_MAX_BYTES, FETCH_WAIT_MS).await {
+            Ok((records, high_watermark)) => {
+                ctx.metrics.up.set(1);
+                backoff = Duration::from_millis(200);
+                if let Some(since) = down_since.take() {
+                    tracing::info!(topic = %topic, partition, offset = at, down_ms = since.elapsed().as_millis() as u64,
+                        "Kafka reachable again; resuming where it stopped");
+                }
+                let mut next = at;
+                let mut events = Vec::with_capacity(records.len());
+                for r in records {
+                    if r.offset < at {
+                        continue; // compressed batches may start before the requested offset
+                    }
+                    next = r.offset + 1;
+                    if r.record.approximate_size() > max_bytes {
+                        stats.too_large.inc();
+                        if let Some(n) = bad_records.allow() {
+                            tracing::warn!(topic = %topic, partition, offset = r.offset, bytes = r.record.approximate_size(),
+                                limit = max_bytes, suppressed = n, "record over KAFKA_MESSAGE_MAX_BYTES skipped");
+                        }
+                        continue;
+                    }
+                    let headers: Vec<(&str, &[u8])> = r
+                        .record
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_slice()))
+                        .collect();
+                    let view = RecordView {
+                        topic: &topic,
+                        partition,
+                        offset: r.offset,
+                        key: r.record.key.as_deref(),
+                        value: r.record.value.as_deref(),
+                        headers: &headers,
+                        timestamp_ms: r.record.timestamp.timestamp_millis(),
+                    };
+                    match kafka_record::decode(&view, mapping.as_ref()) {
+                        Ok(ce) => {
+                            stats.consumed.inc();
+                            events.push(Arc::new(Event::from_cloudevent(&ce, view.position(), &ctx.cfg.extractors)));
+                        }
+                        Err(e) => {
+                            stats.failed.inc();
+                            if let Some(n) = bad_records.allow() {
+                                tracing::warn!(topic = %topic, partition, offset = r.offset, error = %e, suppressed = n,
+                                    "record skipped (whose fault: the producer)");
+                            }
+                        }
+                    }
+                }
+                lag.lag.set((high_watermark - next).max(0) as u64);
+                offset = Some(next);
+                if !events.is_empty() {
+                    let batch = Arc::new(events);
+                    for shard in &ctx.shards {
+                        if shard.send(batch.clone()).await.is_err() {
+                            return; // the shard is gone: shutting down
+                        }
+                    }
+                }
+            }
+            Err(e) if is_out_of_range(&e) => {
+                let earliest = pc.get_offset(OffsetAt::Earliest).await.unwrap_or(0);
+                tracing::warn!(topic = %topic, partition, offset = at, earliest,
+                    "offset out of range (log truncated, or the broker lost its data); continuing from the earliest offset");
+                offset = Some(earliest);
+            }
+            Err(e) => {
+                ctx.metrics.up.set(0);
+                down_since.get_or_insert_with(Instant::now);
+                if let Some(n) = errors.allow() {
+                    tracing::warn!(topic = %topic, partition, offset = at, error = %e, suppressed = n,
+                        retry_in_ms = backoff.as_millis() as u64, "fetch failed (whose fault: broker or network)");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

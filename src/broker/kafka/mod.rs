@@ -1,0 +1,175 @@
+//! The Kafka adapter on the island: connects (TLS, SASL), discovers source topics (names and
+//! regular expressions, re-checked every `CB_KAFKA_TOPIC_REFRESH_MS` so topics created later
+//! are picked up), runs one consumer task per partition and serves produce requests.
+//!
+//! Every node reads every partition of its source topics itself (no consumer group): each node
+//! must deliver every event to its own subscribers, so no client misses an event because
+//! another node read the partition. Offsets are not committed; a node starts at the latest
+//! offset (or the earliest, `CB_KAFKA_START_OFFSET`) and, across broker outages, resumes each
+//! partition where it stopped.
+
+mod consumer;
+mod producer;
+
+use super::{EventBatch, ProduceJob};
+use crate::config::kafka::{KafkaConfig, Sasl, Tls};
+use crate::config::Config;
+use crate::metrics::island::IslandMetrics;
+use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
+use rskafka::BackoffConfig;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything the island's tasks share (all on the island thread).
+pub(crate) struct Ctx {
+    pub cfg: Arc<Config>,
+    pub kafka: KafkaConfig,
+    pub shards: Vec<async_channel::Sender<EventBatch>>,
+    pub metrics: Arc<IslandMetrics>,
+}
+
+/// How long one broker call may retry internally before it reports an error to us; our own
+/// loops then log, back off and try again, so an outage never ends a task.
+const CALL_DEADLINE: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn tls_config(t: &Tls) -> Result<rustls::ClientConfig, String> {
+    let read_certs = |path: &std::path::Path| -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        rustls_pemfile::certs(&mut pem.as_slice())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = t
+        .ca_file
+        .clone()
+        .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
+    for cert in read_certs(&ca)? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: bad CA certificate: {e}", ca.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    match (&t.cert_file, &t.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs(cert)?;
+            let pem = std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
+            let key = rustls_pemfile::private_key(&mut pem.as_slice())
+                .map_err(|e| format!("{}: {e}", key.display()))?
+                .ok_or_else(|| format!("{}: no private key found", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate: {e}"))
+        }
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+async fn connect(k: &KafkaConfig) -> Result<Client, String> {
+    let mut b = ClientBuilder::new(k.brokers.clone())
+        .client_id(k.client_id.clone())
+        // Room for one record of the configured maximum plus its batch, so an oversized record
+        // can still be read, counted and skipped instead of wedging the partition.
+        .max_message_size(k.message_max_bytes.saturating_mul(2).max(8 << 20))
+        .backoff_config(BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            base: 2.0,
+            deadline: Some(CALL_DEADLINE),
+        });
+    if let Some(t) = &k.tls {
+        b = b.tls_config(Arc::new(tls_config(t)?));
+    }
+    if let Some(s) = &k.sasl {
+        b = b.sasl_config(match s.clone() {
+            Sasl::Plain { user, pass } => SaslConfig::Plain(Credentials::new(user, pass)),
+            Sasl::ScramSha256 { user, pass } => SaslConfig::ScramSha256(Credentials::new(user, pass)),
+            Sasl::ScramSha512 { user, pass } => SaslConfig::ScramSha512(Credentials::new(user, pass)),
+        });
+    }
+    // The builder retries forever against a dead broker: bound it.
+    match tokio::time::timeout(CONNECT_TIMEOUT, b.build()).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())),
+    }
+}
+
+pub(crate) async fn run(
+    cfg: Arc<Config>,
+    kafka: KafkaConfig,
+    shards: Vec<async_channel::Sender<EventBatch>>,
+    jobs: async_channel::Receiver<ProduceJob>,
+    metrics: Arc<IslandMetrics>,
+) {
+    let brokers = kafka.brokers.join(",");
+    let mut backoff = Duration::from_millis(500);
+    let client = loop {
+        match connect(&kafka).await {
+            Ok(c) => break Arc::new(c),
+            Err(e) => {
+                metrics.connect_failures.inc();
+                metrics.up.set(0);
+                tracing::warn!(brokers = %brokers, error = %e, retry_in_ms = backoff.as_millis() as u64,
+                    "cannot reach Kafka (whose fault: broker or network); serving connected clients meanwhile");
+                // Publishes fail fast with 503 while there is no client at all.
+                while let Ok(job) = jobs.try_recv() {
+                    metrics.produce_unavailable.inc();
+                    let _ = job
+                        .reply
+                        .try_send(Err(super::ProduceError::Unavailable(format!("{brokers}: {e}"))));
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    };
+    metrics.up.set(1);
+    tracing::info!(brokers = %brokers, "connected to Kafka");
+    let ctx = Arc::new(Ctx {
+        cfg,
+        kafka,
+        shards,
+        metrics,
+    });
+    tokio::spawn(producer::serve(ctx.clone(), client.clone(), jobs));
+    discover(ctx, client).await;
+}
+
+/// Re-lists topics periodically and starts a consumer for every new partition of a source.
+async fn discover(ctx: Arc<Ctx>, client: Arc<Client>) {
+    let mut running: HashSet<(String, i32)> = HashSet::new();
+    let mut logged_missing = false;
+    loop {
+        match client.list_topics().await {
+            Ok(topics) => {
+                let mut matched = 0;
+                for t in topics.iter().filter(|t| ctx.kafka.is_source(&t.name)) {
+                    matched += 1;
+                    for &p in &t.partitions {
+                        if running.insert((t.name.clone(), p)) {
+                            tracing::info!(topic = %t.name, partition = p, "consuming");
+                            tokio::spawn(consumer::run(ctx.clone(), client.clone(), t.name.clone(), p));
+                        }
+                    }
+                }
+                if matched == 0 && !logged_missing {
+                    let wanted: Vec<&str> = ctx.kafka.sources.iter().map(|s| s.as_str()).collect();
+                    tracing::warn!(sources = ?wanted, "no Kafka topic matches the source topics yet; checking again periodically");
+                    logged_missing = true;
+                }
+            }
+            Err(e) => {
+                ctx.metrics.up.set(0);
+                tracing::warn!(error = %e, "listing Kafka topics failed (whose fault: broker or network)");
+            }
+        }
+        tokio::time::sleep(ctx.kafka.topic_refresh).await;
+    }
+}

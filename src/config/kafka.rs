@@ -1,0 +1,404 @@
+//! Kafka settings from RIG's and FlowX's environment variables. Kafka is on when
+//! `KAFKA_BROKERS` (alias `KAFKA_BOOTSTRAP_SERVERS`, `SPRING_KAFKA_BOOTSTRAP_SERVERS`) is set.
+
+use super::env;
+use regex::Regex;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One entry of `KAFKA_SOURCE_TOPICS`: a topic name, or a regular expression (an entry with any
+/// of `*?+[](){}|^$\`) matched against the whole topic name.
+#[derive(Debug, Clone)]
+pub enum TopicPattern {
+    Name(String),
+    Regex(Regex),
+}
+
+impl TopicPattern {
+    pub fn parse(s: &str) -> Result<TopicPattern, String> {
+        if s.contains(['*', '?', '+', '[', ']', '(', ')', '{', '}', '|', '^', '$', '\\']) {
+            let anchored = format!("^(?:{})$", s.trim_start_matches('^').trim_end_matches('$'));
+            Regex::new(&anchored)
+                .map(TopicPattern::Regex)
+                .map_err(|e| format!("not a valid regular expression: {e}"))
+        } else {
+            Ok(TopicPattern::Name(s.to_string()))
+        }
+    }
+
+    pub fn matches(&self, topic: &str) -> bool {
+        match self {
+            TopicPattern::Name(n) => n == topic,
+            TopicPattern::Regex(r) => r.is_match(topic),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            TopicPattern::Name(n) => n,
+            TopicPattern::Regex(r) => r.as_str(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOffset {
+    Latest,
+    Earliest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sasl {
+    Plain { user: String, pass: String },
+    ScramSha256 { user: String, pass: String },
+    ScramSha512 { user: String, pass: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// None = the platform's web PKI roots are not shipped; an empty `KAFKA_SSL_CA_CERTFILE`
+    /// means "trust the system's CA file" (Azure Event Hubs style), read from /etc/ssl/certs.
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// How to turn records that are not CloudEvents into events (FlowX sources).
+#[derive(Debug, Clone)]
+pub struct RecordMapping {
+    pub topics: TopicPattern,
+    pub event_type: TypeFrom,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypeFrom {
+    /// The topic name is the event type.
+    Topic,
+    /// A record header holds it.
+    Header(String),
+    /// A JSON pointer into the value holds it.
+    Pointer(String),
+    /// Every record of these topics has this type.
+    Fixed(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: Vec<String>,
+    pub sources: Vec<TopicPattern>,
+    pub publish_topic: String,
+    pub start: StartOffset,
+    pub tls: Option<Tls>,
+    pub sasl: Option<Sasl>,
+    pub message_max_bytes: usize,
+    pub topic_refresh: Duration,
+    pub produce_timeout: Duration,
+    pub client_id: String,
+    pub mappings: Vec<RecordMapping>,
+    /// Batches each shard's island queue holds before the island stops fetching.
+    pub shard_queue: usize,
+}
+
+impl KafkaConfig {
+    /// None when Kafka is off. Problems are appended, never returned early.
+    pub fn load(get: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> Option<KafkaConfig> {
+        let brokers_raw = get(env::KAFKA_BROKERS)
+            .or_else(|| get(env::KAFKA_BOOTSTRAP_SERVERS))
+            .or_else(|| get(env::SPRING_KAFKA_BOOTSTRAP_SERVERS))?;
+        let brokers: Vec<String> = brokers_raw
+            .split(',')
+            .map(|b| b.trim().to_string())
+            .filter(|b| !b.is_empty())
+            .collect();
+        if brokers.is_empty() {
+            problems.push(format!("{}: no broker address given", env::KAFKA_BROKERS));
+        }
+        for b in &brokers {
+            if b.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                problems.push(format!(
+                    "{}: {b:?} is not host:port",
+                    env::KAFKA_BROKERS
+                ));
+            }
+        }
+        let mut sources = Vec::new();
+        let raw_sources = get(env::KAFKA_SOURCE_TOPICS).unwrap_or_else(|| "rig".into());
+        for s in raw_sources.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match TopicPattern::parse(s) {
+                Ok(p) => sources.push(p),
+                Err(e) => problems.push(format!("{}: {s:?} {e}", env::KAFKA_SOURCE_TOPICS)),
+            }
+        }
+        let publish_topic = match get(env::KAFKA_PUBLISH_TOPIC) {
+            Some(t) => t,
+            None => match sources.first() {
+                Some(TopicPattern::Name(n)) => n.clone(),
+                Some(TopicPattern::Regex(_)) => {
+                    problems.push(format!(
+                        "{} must be set when the first of {} is a regular expression",
+                        env::KAFKA_PUBLISH_TOPIC,
+                        env::KAFKA_SOURCE_TOPICS
+                    ));
+                    String::new()
+                }
+                None => {
+                    problems.push(format!("{}: no topic given", env::KAFKA_SOURCE_TOPICS));
+                    String::new()
+                }
+            },
+        };
+        let start = match get(env::KAFKA_START_OFFSET).map(|s| s.to_ascii_lowercase()).as_deref() {
+            None | Some("latest") => StartOffset::Latest,
+            Some("earliest") => StartOffset::Earliest,
+            Some(other) => {
+                problems.push(format!(
+                    "{}={other:?}: expected latest or earliest",
+                    env::KAFKA_START_OFFSET
+                ));
+                StartOffset::Latest
+            }
+        };
+
+        // Security: RIG's KAFKA_SSL_ENABLED/KAFKA_SASL, or FlowX's KAFKA_SECURITY_PROTOCOL.
+        let truthy = |v: Option<String>| {
+            matches!(v.as_deref().map(str::to_ascii_lowercase).as_deref(), Some("1" | "true" | "yes"))
+        };
+        let mut ssl = truthy(get(env::KAFKA_SSL_ENABLED));
+        let mut sasl_required = false;
+        if let Some(p) = get(env::KAFKA_SECURITY_PROTOCOL) {
+            match p.to_ascii_uppercase().as_str() {
+                "PLAINTEXT" => {}
+                "SSL" => ssl = true,
+                "SASL_PLAINTEXT" => sasl_required = true,
+                "SASL_SSL" => {
+                    ssl = true;
+                    sasl_required = true;
+                }
+                other => problems.push(format!(
+                    "{}={other:?}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+                    env::KAFKA_SECURITY_PROTOCOL
+                )),
+            }
+        }
+        let file = |name: &str, default: &str| -> Option<PathBuf> {
+            let v = get(name).unwrap_or_else(|| default.to_string());
+            (!v.is_empty()).then(|| PathBuf::from(v))
+        };
+        let tls = ssl.then(|| {
+            let t = Tls {
+                ca_file: file(env::KAFKA_SSL_CA_CERTFILE, ""),
+                cert_file: file(env::KAFKA_SSL_CERTFILE, ""),
+                key_file: file(env::KAFKA_SSL_KEYFILE, ""),
+            };
+            for f in [&t.ca_file, &t.cert_file, &t.key_file].into_iter().flatten() {
+                if !f.is_file() {
+                    problems.push(format!("Kafka TLS: file {} does not exist", f.display()));
+                }
+            }
+            if t.cert_file.is_some() != t.key_file.is_some() {
+                problems.push(format!(
+                    "Kafka TLS: {} and {} must be given together",
+                    env::KAFKA_SSL_CERTFILE,
+                    env::KAFKA_SSL_KEYFILE
+                ));
+            }
+            if get(env::KAFKA_SSL_KEYFILE_PASS).is_some() {
+                problems.push(format!(
+                    "{}: encrypted private keys are not supported; decrypt the key (openssl pkey -in k.pem -out plain.pem)",
+                    env::KAFKA_SSL_KEYFILE_PASS
+                ));
+            }
+            t
+        });
+        let sasl = get(env::KAFKA_SASL).and_then(|raw| match parse_sasl(&raw) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                problems.push(format!("{}: {e}", env::KAFKA_SASL));
+                None
+            }
+        });
+        if sasl_required && sasl.is_none() {
+            problems.push(format!(
+                "{} asks for SASL; set {}=plain:USER:PASS (or scram-sha-256:..., scram-sha-512:...)",
+                env::KAFKA_SECURITY_PROTOCOL,
+                env::KAFKA_SASL
+            ));
+        }
+        let num = |name: &str, default: u64, problems: &mut Vec<String>| -> u64 {
+            match get(name) {
+                None => default,
+                Some(v) => v.parse::<u64>().ok().filter(|n| *n > 0).unwrap_or_else(|| {
+                    problems.push(format!("{name}={v:?}: expected a positive integer"));
+                    default
+                }),
+            }
+        };
+        let message_max_bytes = num(env::KAFKA_MESSAGE_MAX_BYTES, 50 << 20, problems) as usize;
+        let topic_refresh = Duration::from_millis(num(env::KAFKA_TOPIC_REFRESH_MS, 30_000, problems));
+        let produce_timeout = Duration::from_millis(num(env::KAFKA_PRODUCE_TIMEOUT_MS, 5_000, problems));
+        let shard_queue = num(env::KAFKA_SHARD_QUEUE, 64, problems) as usize;
+        let mappings = match get(env::KAFKA_RECORD_MAPPING) {
+            None => Vec::new(),
+            Some(raw) => parse_mappings(&raw, problems),
+        };
+        Some(KafkaConfig {
+            brokers,
+            sources,
+            publish_topic,
+            start,
+            tls,
+            sasl,
+            message_max_bytes,
+            topic_refresh,
+            produce_timeout,
+            client_id: get(env::KAFKA_CLIENT_ID).unwrap_or_else(|| "corebridge".into()),
+            mappings,
+            shard_queue,
+        })
+    }
+
+    pub fn is_source(&self, topic: &str) -> bool {
+        self.sources.iter().any(|p| p.matches(topic))
+    }
+
+    pub fn mapping_for(&self, topic: &str) -> Option<&RecordMapping> {
+        self.mappings.iter().find(|m| m.topics.matches(topic))
+    }
+}
+
+/// RIG's `plain:user:pass`, plus `scram-sha-256:user:pass` and `scram-sha-512:user:pass`.
+pub fn parse_sasl(raw: &str) -> Result<Sasl, String> {
+    let mut parts = raw.splitn(3, ':');
+    let (Some(mech), Some(user), Some(pass)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("expected MECHANISM:USER:PASSWORD, e.g. plain:alice:secret".into());
+    };
+    let (user, pass) = (user.to_string(), pass.to_string());
+    match mech.to_ascii_lowercase().as_str() {
+        "plain" => Ok(Sasl::Plain { user, pass }),
+        "scram-sha-256" | "scram_sha_256" => Ok(Sasl::ScramSha256 { user, pass }),
+        "scram-sha-512" | "scram_sha_512" => Ok(Sasl::ScramSha512 { user, pass }),
+        other => Err(format!(
+            "unknown mechanism {other:?}; expected plain, scram-sha-256 or scram-sha-512"
+        )),
+    }
+}
+
+/// `CB_KAFKA_RECORD_MAPPING`: a JSON list of
+/// `{"topics": "<name or regex>", "event_type": "topic" | "header:<name>" | "pointer:/json/pointer" | "fixed:<type>"}`.
+fn parse_mappings(raw: &str, problems: &mut Vec<String>) -> Vec<RecordMapping> {
+    let name = env::KAFKA_RECORD_MAPPING;
+    let v: Value = match serde_json::from_str(raw) {
+        Ok(v) => v,
+        Err(e) => {
+            problems.push(format!("{name}: not valid JSON: {e}"));
+            return Vec::new();
+        }
+    };
+    let Some(items) = v.as_array() else {
+        problems.push(format!("{name}: expected a JSON list"));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let topics = item.get("topics").and_then(Value::as_str);
+        let ty = item.get("event_type").and_then(Value::as_str).unwrap_or("topic");
+        let Some(topics) = topics else {
+            problems.push(format!("{name}[{i}]: \"topics\" (a name or regex) is required"));
+            continue;
+        };
+        let topics = match TopicPattern::parse(topics) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!("{name}[{i}].topics: {e}"));
+                continue;
+            }
+        };
+        let event_type = if ty == "topic" {
+            TypeFrom::Topic
+        } else if let Some(h) = ty.strip_prefix("header:") {
+            TypeFrom::Header(h.to_ascii_lowercase())
+        } else if let Some(p) = ty.strip_prefix("pointer:") {
+            if !p.starts_with('/') {
+                problems.push(format!("{name}[{i}].event_type: pointer must start with '/'"));
+                continue;
+            }
+            TypeFrom::Pointer(p.to_string())
+        } else if let Some(f) = ty.strip_prefix("fixed:") {
+            TypeFrom::Fixed(f.to_string())
+        } else {
+            problems.push(format!(
+                "{name}[{i}].event_type={ty:?}: expected topic, header:NAME, pointer:/PATH or fixed:TYPE"
+            ));
+            continue;
+        };
+        out.push(RecordMapping { topics, event_type });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> (Option<KafkaConfig>, Vec<String>) {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut p = Vec::new();
+        let c = KafkaConfig::load(&|k| m.get(k).cloned(), &mut p);
+        (c, p)
+    }
+
+    #[test]
+    fn off_without_brokers_and_rig_defaults_with() {
+        assert!(load(&[]).0.is_none());
+        let (c, p) = load(&[("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")]);
+        assert!(p.is_empty(), "{p:?}");
+        let c = c.unwrap();
+        assert_eq!(c.publish_topic, "rig");
+        assert!(c.is_source("rig") && !c.is_source("rig2"));
+        assert_eq!(c.start, StartOffset::Latest);
+    }
+
+    #[test]
+    fn regex_sources_are_anchored() {
+        let (c, p) = load(&[
+            ("KAFKA_BROKERS", "k:9092"),
+            ("KAFKA_SOURCE_TOPICS", "ai.flowx.receive.*,fixed"),
+            ("CB_KAFKA_PUBLISH_TOPIC", "fixed"),
+        ]);
+        assert!(p.is_empty(), "{p:?}");
+        let c = c.unwrap();
+        assert!(c.is_source("ai.flowx.receive.x") && c.is_source("fixed"));
+        assert!(!c.is_source("xai.flowx.receive.x") && !c.is_source("fixed2"));
+    }
+
+    #[test]
+    fn security_protocols_and_sasl() {
+        assert_eq!(
+            parse_sasl("plain:u:p:with:colons").unwrap(),
+            Sasl::Plain { user: "u".into(), pass: "p:with:colons".into() }
+        );
+        assert!(matches!(parse_sasl("SCRAM-SHA-512:u:p"), Ok(Sasl::ScramSha512 { .. })));
+        let (_, p) = load(&[("KAFKA_BROKERS", "k:9092"), ("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        let (_, p) = load(&[("KAFKA_BROKERS", "k"), ("KAFKA_SECURITY_PROTOCOL", "TLS"), ("KAFKA_SASL", "x:y")]);
+        assert_eq!(p.len(), 3, "{p:?}");
+    }
+
+    #[test]
+    fn mappings() {
+        let (c, p) = load(&[
+            ("KAFKA_BROKERS", "k:1"),
+            (
+                "CB_KAFKA_RECORD_MAPPING",
+                r#"[{"topics":"flowx.*","event_type":"header:fxType"},{"topics":"t","event_type":"fixed:order"}]"#,
+            ),
+        ]);
+        assert!(p.is_empty(), "{p:?}");
+        let c = c.unwrap();
+        assert_eq!(c.mapping_for("flowx.a").unwrap().event_type, TypeFrom::Header("fxtype".into()));
+        assert_eq!(c.mapping_for("t").unwrap().event_type, TypeFrom::Fixed("order".into()));
+        assert!(c.mapping_for("rig").is_none());
+    }
+}

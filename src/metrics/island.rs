@@ -1,0 +1,128 @@
+//! Probes of the broker island. All writers run on the island's single thread, so the
+//! single-writer `Counter` applies; per-topic and per-partition entries are created under a
+//! mutex once (when a partition is first consumed) and then updated lock-free. Labels: topic
+//! and partition, bounded by the configured source topics.
+
+use super::{header, names, Counter};
+use crate::broker::EventBatch;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+#[derive(Debug, Default)]
+pub struct TopicStats {
+    pub consumed: Counter,
+    pub failed: Counter,
+    pub too_large: Counter,
+}
+
+#[derive(Debug, Default)]
+pub struct PartitionStats {
+    pub lag: Counter,
+}
+
+/// Upper bounds (seconds) of the produce latency histogram.
+const BUCKETS: [f64; 12] = [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+#[derive(Debug, Default)]
+pub struct IslandMetrics {
+    pub up: Counter,
+    pub connect_failures: Counter,
+    pub produced: Counter,
+    pub produce_unavailable: Counter,
+    pub produce_rejected: Counter,
+    latency_buckets: [Counter; 12],
+    latency_count: Counter,
+    latency_sum_us: Counter,
+    topics: Mutex<BTreeMap<String, Arc<TopicStats>>>,
+    partitions: Mutex<BTreeMap<(String, i32), Arc<PartitionStats>>>,
+    queues: OnceLock<Vec<async_channel::Sender<EventBatch>>>,
+}
+
+impl IslandMetrics {
+    pub fn topic(&self, topic: &str) -> Arc<TopicStats> {
+        let mut t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        t.entry(topic.to_string()).or_default().clone()
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Arc<PartitionStats> {
+        let mut p = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        p.entry((topic.to_string(), partition)).or_default().clone()
+    }
+
+    pub fn observe_produce(&self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if s <= *b {
+                self.latency_buckets[i].inc();
+            }
+        }
+        self.latency_count.inc();
+        self.latency_sum_us.add(d.as_micros() as u64);
+    }
+
+    pub fn watch_queues(&self, queues: Vec<async_channel::Sender<EventBatch>>) {
+        let _ = self.queues.set(queues);
+    }
+
+    pub fn render(&self, o: &mut String) {
+        header(o, names::KAFKA_UP, "gauge");
+        let _ = writeln!(o, "{} {}", names::KAFKA_UP.0, self.up.get());
+        header(o, names::KAFKA_CONNECT_FAILURES, "counter");
+        let _ = writeln!(o, "{} {}", names::KAFKA_CONNECT_FAILURES.0, self.connect_failures.get());
+        let topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        for (m, f) in [
+            (names::KAFKA_CONSUMED, (|t: &TopicStats| t.consumed.get()) as fn(&TopicStats) -> u64),
+            (names::KAFKA_FAILED, |t| t.failed.get()),
+            (names::KAFKA_TOO_LARGE, |t| t.too_large.get()),
+        ] {
+            header(o, m, "counter");
+            for (name, t) in topics.iter() {
+                let _ = writeln!(o, "{}{{topic=\"{}\"}} {}", m.0, escape(name), f(t));
+            }
+        }
+        drop(topics);
+        header(o, names::KAFKA_LAG, "gauge");
+        for ((topic, p), s) in self.partitions.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(
+                o,
+                "{}{{topic=\"{}\",partition=\"{p}\"}} {}",
+                names::KAFKA_LAG.0,
+                escape(topic),
+                s.lag.get()
+            );
+        }
+        header(o, names::KAFKA_PRODUCED, "counter");
+        let _ = writeln!(o, "{} {}", names::KAFKA_PRODUCED.0, self.produced.get());
+        header(o, names::KAFKA_PRODUCE_FAILED, "counter");
+        let _ = writeln!(
+            o,
+            "{}{{reason=\"unavailable\"}} {}\n{}{{reason=\"rejected\"}} {}",
+            names::KAFKA_PRODUCE_FAILED.0,
+            self.produce_unavailable.get(),
+            names::KAFKA_PRODUCE_FAILED.0,
+            self.produce_rejected.get()
+        );
+        header(o, names::KAFKA_PRODUCE_LATENCY, "histogram");
+        let name = names::KAFKA_PRODUCE_LATENCY.0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(o, "{name}_bucket{{le=\"{b}\"}} {}", self.latency_buckets[i].get());
+        }
+        let n = self.latency_count.get();
+        let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {n}");
+        let _ = writeln!(o, "{name}_sum {}", self.latency_sum_us.get() as f64 / 1e6);
+        let _ = writeln!(o, "{name}_count {n}");
+        header(o, names::ISLAND_QUEUE, "gauge");
+        if let Some(queues) = self.queues.get() {
+            for (i, q) in queues.iter().enumerate() {
+                let _ = writeln!(o, "{}{{shard=\"{i}\"}} {}", names::ISLAND_QUEUE.0, q.len());
+            }
+        }
+    }
+}
+
+/// Label values: escape backslash, quote and newline (topic names cannot hold the latter two,
+/// but a label must never break the exposition format).
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
