@@ -166,11 +166,6 @@ fn first_frames_are_connection_create_then_subscriptions_set() {
     assert_ne!(c.token, token, "every connection gets its own token");
 }
 
-// BUG: fails against the current server. src/conn/ws.rs `next_frame` grows `rbuf` to
-// MAX_CONTROL_FRAME with zero bytes *before* awaiting `stream.read`; when an outbound event wins
-// the `future::or` in `run`, that read future is dropped with the zeros left in `rbuf`. The next
-// `decode_client_frame` sees 0x00 0x00 (an unmasked frame) and the server sends close 1002
-// "Protocol error." right after the first event (or server ping) sent while the reader waited.
 #[test]
 fn published_event_arrives_as_one_text_frame() {
     let srv = Server::start();
@@ -191,11 +186,6 @@ fn published_event_arrives_as_one_text_frame() {
     assert_eq!(next_within(&mut c.ws, Duration::from_millis(300)), None);
 }
 
-// BUG: fails against the current server. src/conn/ws.rs `next_frame` grows `rbuf` to
-// MAX_CONTROL_FRAME with zero bytes *before* awaiting `stream.read`; when an outbound event wins
-// the `future::or` in `run`, that read future is dropped with the zeros left in `rbuf`. The next
-// `decode_client_frame` sees 0x00 0x00 (an unmasked frame) and the server sends close 1002
-// "Protocol error." right after the first event (or server ping) sent while the reader waited.
 #[test]
 fn connection_stays_open_across_events() {
     // Events arriving while the server also waits for client frames, one at a time.
@@ -212,11 +202,6 @@ fn connection_stays_open_across_events() {
     }
 }
 
-// BUG: fails against the current server. src/conn/ws.rs `next_frame` grows `rbuf` to
-// MAX_CONTROL_FRAME with zero bytes *before* awaiting `stream.read`; when an outbound event wins
-// the `future::or` in `run`, that read future is dropped with the zeros left in `rbuf`. The next
-// `decode_client_frame` sees 0x00 0x00 (an unmasked frame) and the server sends close 1002
-// "Protocol error." right after the first event (or server ping) sent while the reader waited.
 #[test]
 fn put_subscriptions_replaces_them_and_announces_the_new_set() {
     let srv = Server::start();
@@ -265,11 +250,6 @@ fn client_ping_gets_pong_with_the_same_payload() {
     }
 }
 
-// BUG: fails against the current server. src/conn/ws.rs `next_frame` grows `rbuf` to
-// MAX_CONTROL_FRAME with zero bytes *before* awaiting `stream.read`; when an outbound event wins
-// the `future::or` in `run`, that read future is dropped with the zeros left in `rbuf`. The next
-// `decode_client_frame` sees 0x00 0x00 (an unmasked frame) and the server sends close 1002
-// "Protocol error." right after the first event (or server ping) sent while the reader waited.
 #[test]
 fn pings_interleaved_with_events_all_get_pongs() {
     let srv = Server::start();
@@ -376,11 +356,6 @@ fn handshake_refusals() {
     assert_eq!(accept.as_deref(), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
 }
 
-// BUG: fails against the current server. src/conn/ws.rs `next_frame` grows `rbuf` to
-// MAX_CONTROL_FRAME with zero bytes *before* awaiting `stream.read`; when an outbound event wins
-// the `future::or` in `run`, that read future is dropped with the zeros left in `rbuf`. The next
-// `decode_client_frame` sees 0x00 0x00 (an unmasked frame) and the server sends close 1002
-// "Protocol error." right after the first event (or server ping) sent while the reader waited.
 #[test]
 fn server_pings_an_idle_connection() {
     let srv = Server::start_with(2, "[sessions]\nheartbeat_interval_ms = 200\n", &[]);
@@ -397,11 +372,6 @@ fn server_pings_an_idle_connection() {
     assert_eq!(next_text(&mut c.ws), ev);
 }
 
-// BUG: fails against the current server. src/conn/ws.rs `next_frame` grows `rbuf` to
-// MAX_CONTROL_FRAME with zero bytes *before* awaiting `stream.read`; when an outbound event wins
-// the `future::or` in `run`, that read future is dropped with the zeros left in `rbuf`. The next
-// `decode_client_frame` sees 0x00 0x00 (an unmasked frame) and the server sends close 1002
-// "Protocol error." right after the first event (or server ping) sent while the reader waited.
 #[test]
 fn fan_out_to_many_clients_on_every_shard() {
     let shards = 4;

@@ -31,7 +31,11 @@ pub async fn publish(shard: &Rc<Shard>, head: &RequestHead, body: &[u8]) -> Outc
     Resp::json(202, echo).into()
 }
 
-async fn produce(shard: &Rc<Shard>, broker: &BrokerHandle, ce: &cloudevents::CloudEvent) -> Outcome {
+async fn produce(
+    shard: &Rc<Shard>,
+    broker: &BrokerHandle,
+    ce: &cloudevents::CloudEvent,
+) -> Outcome {
     // CloudEvents' partitioning extension names the key; RIG's `rig.target_partition` too.
     let key = ce
         .value
@@ -46,7 +50,10 @@ async fn produce(shard: &Rc<Shard>, broker: &BrokerHandle, ce: &cloudevents::Clo
         topic: broker.publish_topic.clone(),
         key,
         value: echo.clone(),
-        headers: vec![("content-type".into(), b"application/cloudevents+json".to_vec())],
+        headers: vec![(
+            "content-type".into(),
+            b"application/cloudevents+json".to_vec(),
+        )],
     };
     match broker.produce(record).await {
         Ok(_) => {

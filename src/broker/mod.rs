@@ -52,11 +52,15 @@ impl BrokerHandle {
         let (tx, rx) = async_channel::bounded(1);
         let job = ProduceJob { record, reply: tx };
         if self.jobs.send(job).await.is_err() {
-            return Err(ProduceError::Unavailable("the broker island has stopped".into()));
+            return Err(ProduceError::Unavailable(
+                "the broker island has stopped".into(),
+            ));
         }
-        rx.recv()
-            .await
-            .unwrap_or_else(|_| Err(ProduceError::Unavailable("the broker island dropped the request".into())))
+        rx.recv().await.unwrap_or_else(|_| {
+            Err(ProduceError::Unavailable(
+                "the broker island dropped the request".into(),
+            ))
+        })
     }
 }
 

@@ -17,7 +17,9 @@ pub enum TopicPattern {
 
 impl TopicPattern {
     pub fn parse(s: &str) -> Result<TopicPattern, String> {
-        if s.contains(['*', '?', '+', '[', ']', '(', ')', '{', '}', '|', '^', '$', '\\']) {
+        if s.contains([
+            '*', '?', '+', '[', ']', '(', ')', '{', '}', '|', '^', '$', '\\',
+        ]) {
             let anchored = format!("^(?:{})$", s.trim_start_matches('^').trim_end_matches('$'));
             Regex::new(&anchored)
                 .map(TopicPattern::Regex)
@@ -102,7 +104,10 @@ pub struct KafkaConfig {
 
 impl KafkaConfig {
     /// None when Kafka is off. Problems are appended, never returned early.
-    pub fn load(get: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> Option<KafkaConfig> {
+    pub fn load(
+        get: &dyn Fn(&str) -> Option<String>,
+        problems: &mut Vec<String>,
+    ) -> Option<KafkaConfig> {
         let brokers_raw = get(env::KAFKA_BROKERS)
             .or_else(|| get(env::KAFKA_BOOTSTRAP_SERVERS))
             .or_else(|| get(env::SPRING_KAFKA_BOOTSTRAP_SERVERS))?;
@@ -115,16 +120,20 @@ impl KafkaConfig {
             problems.push(format!("{}: no broker address given", env::KAFKA_BROKERS));
         }
         for b in &brokers {
-            if b.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
-                problems.push(format!(
-                    "{}: {b:?} is not host:port",
-                    env::KAFKA_BROKERS
-                ));
+            if b.rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                problems.push(format!("{}: {b:?} is not host:port", env::KAFKA_BROKERS));
             }
         }
         let mut sources = Vec::new();
         let raw_sources = get(env::KAFKA_SOURCE_TOPICS).unwrap_or_else(|| "rig".into());
-        for s in raw_sources.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for s in raw_sources
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             match TopicPattern::parse(s) {
                 Ok(p) => sources.push(p),
                 Err(e) => problems.push(format!("{}: {s:?} {e}", env::KAFKA_SOURCE_TOPICS)),
@@ -148,7 +157,10 @@ impl KafkaConfig {
                 }
             },
         };
-        let start = match get(env::KAFKA_START_OFFSET).map(|s| s.to_ascii_lowercase()).as_deref() {
+        let start = match get(env::KAFKA_START_OFFSET)
+            .map(|s| s.to_ascii_lowercase())
+            .as_deref()
+        {
             None | Some("latest") => StartOffset::Latest,
             Some("earliest") => StartOffset::Earliest,
             Some(other) => {
@@ -162,7 +174,10 @@ impl KafkaConfig {
 
         // Security: RIG's KAFKA_SSL_ENABLED/KAFKA_SASL, or FlowX's KAFKA_SECURITY_PROTOCOL.
         let truthy = |v: Option<String>| {
-            matches!(v.as_deref().map(str::to_ascii_lowercase).as_deref(), Some("1" | "true" | "yes"))
+            matches!(
+                v.as_deref().map(str::to_ascii_lowercase).as_deref(),
+                Some("1" | "true" | "yes")
+            )
         };
         let mut ssl = truthy(get(env::KAFKA_SSL_ENABLED));
         let mut sasl_required = false;
@@ -235,8 +250,10 @@ impl KafkaConfig {
             }
         };
         let message_max_bytes = num(env::KAFKA_MESSAGE_MAX_BYTES, 50 << 20, problems) as usize;
-        let topic_refresh = Duration::from_millis(num(env::KAFKA_TOPIC_REFRESH_MS, 30_000, problems));
-        let produce_timeout = Duration::from_millis(num(env::KAFKA_PRODUCE_TIMEOUT_MS, 5_000, problems));
+        let topic_refresh =
+            Duration::from_millis(num(env::KAFKA_TOPIC_REFRESH_MS, 30_000, problems));
+        let produce_timeout =
+            Duration::from_millis(num(env::KAFKA_PRODUCE_TIMEOUT_MS, 5_000, problems));
         let shard_queue = num(env::KAFKA_SHARD_QUEUE, 64, problems) as usize;
         let mappings = match get(env::KAFKA_RECORD_MAPPING) {
             None => Vec::new(),
@@ -302,9 +319,14 @@ fn parse_mappings(raw: &str, problems: &mut Vec<String>) -> Vec<RecordMapping> {
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let topics = item.get("topics").and_then(Value::as_str);
-        let ty = item.get("event_type").and_then(Value::as_str).unwrap_or("topic");
+        let ty = item
+            .get("event_type")
+            .and_then(Value::as_str)
+            .unwrap_or("topic");
         let Some(topics) = topics else {
-            problems.push(format!("{name}[{i}]: \"topics\" (a name or regex) is required"));
+            problems.push(format!(
+                "{name}[{i}]: \"topics\" (a name or regex) is required"
+            ));
             continue;
         };
         let topics = match TopicPattern::parse(topics) {
@@ -320,7 +342,9 @@ fn parse_mappings(raw: &str, problems: &mut Vec<String>) -> Vec<RecordMapping> {
             TypeFrom::Header(h.to_ascii_lowercase())
         } else if let Some(p) = ty.strip_prefix("pointer:") {
             if !p.starts_with('/') {
-                problems.push(format!("{name}[{i}].event_type: pointer must start with '/'"));
+                problems.push(format!(
+                    "{name}[{i}].event_type: pointer must start with '/'"
+                ));
                 continue;
             }
             TypeFrom::Pointer(p.to_string())
@@ -343,7 +367,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(pairs: &[(&str, &str)]) -> (Option<KafkaConfig>, Vec<String>) {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut p = Vec::new();
         let c = KafkaConfig::load(&|k| m.get(k).cloned(), &mut p);
         (c, p)
@@ -377,12 +404,25 @@ mod tests {
     fn security_protocols_and_sasl() {
         assert_eq!(
             parse_sasl("plain:u:p:with:colons").unwrap(),
-            Sasl::Plain { user: "u".into(), pass: "p:with:colons".into() }
+            Sasl::Plain {
+                user: "u".into(),
+                pass: "p:with:colons".into()
+            }
         );
-        assert!(matches!(parse_sasl("SCRAM-SHA-512:u:p"), Ok(Sasl::ScramSha512 { .. })));
-        let (_, p) = load(&[("KAFKA_BROKERS", "k:9092"), ("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")]);
+        assert!(matches!(
+            parse_sasl("SCRAM-SHA-512:u:p"),
+            Ok(Sasl::ScramSha512 { .. })
+        ));
+        let (_, p) = load(&[
+            ("KAFKA_BROKERS", "k:9092"),
+            ("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+        ]);
         assert_eq!(p.len(), 1, "{p:?}");
-        let (_, p) = load(&[("KAFKA_BROKERS", "k"), ("KAFKA_SECURITY_PROTOCOL", "TLS"), ("KAFKA_SASL", "x:y")]);
+        let (_, p) = load(&[
+            ("KAFKA_BROKERS", "k"),
+            ("KAFKA_SECURITY_PROTOCOL", "TLS"),
+            ("KAFKA_SASL", "x:y"),
+        ]);
         assert_eq!(p.len(), 3, "{p:?}");
     }
 
@@ -397,8 +437,14 @@ mod tests {
         ]);
         assert!(p.is_empty(), "{p:?}");
         let c = c.unwrap();
-        assert_eq!(c.mapping_for("flowx.a").unwrap().event_type, TypeFrom::Header("fxtype".into()));
-        assert_eq!(c.mapping_for("t").unwrap().event_type, TypeFrom::Fixed("order".into()));
+        assert_eq!(
+            c.mapping_for("flowx.a").unwrap().event_type,
+            TypeFrom::Header("fxtype".into())
+        );
+        assert_eq!(
+            c.mapping_for("t").unwrap().event_type,
+            TypeFrom::Fixed("order".into())
+        );
         assert!(c.mapping_for("rig").is_none());
     }
 }

@@ -32,11 +32,13 @@ async fn next_frame(
             rbuf.drain(..used);
             return Ok(Some(frame));
         }
-        let old = rbuf.len();
-        rbuf.resize(MAX_CONTROL_FRAME, 0);
-        match stream.read(&mut rbuf[old..]).await {
+        // Read into a local chunk, never into rbuf's spare length: this future is dropped
+        // whenever an event wins the race, and bytes must only enter rbuf once really read.
+        let mut chunk = [0u8; MAX_CONTROL_FRAME];
+        let room = MAX_CONTROL_FRAME.saturating_sub(rbuf.len()).max(1);
+        match stream.read(&mut chunk[..room]).await {
             Ok(0) | Err(_) => return Ok(None),
-            Ok(n) => rbuf.truncate(old + n),
+            Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
         }
     }
 }

@@ -22,7 +22,9 @@ pub struct PartitionStats {
 }
 
 /// Upper bounds (seconds) of the produce latency histogram.
-const BUCKETS: [f64; 12] = [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+const BUCKETS: [f64; 12] = [
+    0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 
 #[derive(Debug, Default)]
 pub struct IslandMetrics {
@@ -69,10 +71,18 @@ impl IslandMetrics {
         header(o, names::KAFKA_UP, "gauge");
         let _ = writeln!(o, "{} {}", names::KAFKA_UP.0, self.up.get());
         header(o, names::KAFKA_CONNECT_FAILURES, "counter");
-        let _ = writeln!(o, "{} {}", names::KAFKA_CONNECT_FAILURES.0, self.connect_failures.get());
+        let _ = writeln!(
+            o,
+            "{} {}",
+            names::KAFKA_CONNECT_FAILURES.0,
+            self.connect_failures.get()
+        );
         let topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
         for (m, f) in [
-            (names::KAFKA_CONSUMED, (|t: &TopicStats| t.consumed.get()) as fn(&TopicStats) -> u64),
+            (
+                names::KAFKA_CONSUMED,
+                (|t: &TopicStats| t.consumed.get()) as fn(&TopicStats) -> u64,
+            ),
             (names::KAFKA_FAILED, |t| t.failed.get()),
             (names::KAFKA_TOO_LARGE, |t| t.too_large.get()),
         ] {
@@ -83,7 +93,12 @@ impl IslandMetrics {
         }
         drop(topics);
         header(o, names::KAFKA_LAG, "gauge");
-        for ((topic, p), s) in self.partitions.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for ((topic, p), s) in self
+            .partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             let _ = writeln!(
                 o,
                 "{}{{topic=\"{}\",partition=\"{p}\"}} {}",
@@ -106,7 +121,11 @@ impl IslandMetrics {
         header(o, names::KAFKA_PRODUCE_LATENCY, "histogram");
         let name = names::KAFKA_PRODUCE_LATENCY.0;
         for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(o, "{name}_bucket{{le=\"{b}\"}} {}", self.latency_buckets[i].get());
+            let _ = writeln!(
+                o,
+                "{name}_bucket{{le=\"{b}\"}} {}",
+                self.latency_buckets[i].get()
+            );
         }
         let n = self.latency_count.get();
         let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {n}");
@@ -124,5 +143,7 @@ impl IslandMetrics {
 /// Label values: escape backslash, quote and newline (topic names cannot hold the latter two,
 /// but a label must never break the exposition format).
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

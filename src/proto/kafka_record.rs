@@ -55,9 +55,13 @@ pub fn decode(rec: &RecordView, mapping: Option<&TypeFrom>) -> Result<CloudEvent
         .header("content-type")
         .map(|v| String::from_utf8_lossy(v).trim().to_string())
         .filter(|v| !v.is_empty());
-    let media = content_type
-        .as_deref()
-        .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let media = content_type.as_deref().map(|c| {
+        c.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
     if media.as_deref().is_some_and(|m| m.starts_with("avro/")) {
         return Err(DecodeError::Unsupported(
             "Avro-encoded records (content-type avro/binary) are not supported".into(),
@@ -66,7 +70,8 @@ pub fn decode(rec: &RecordView, mapping: Option<&TypeFrom>) -> Result<CloudEvent
     let binary = rec.header("ce_specversion").is_some()
         && media.as_deref() != Some("application/cloudevents+json");
     if !binary {
-        return cloudevents::parse_structured(value).map_err(|e| DecodeError::NotCloudEvent(e.to_string()));
+        return cloudevents::parse_structured(value)
+            .map_err(|e| DecodeError::NotCloudEvent(e.to_string()));
     }
     // Binary mode: reuse the HTTP binding's rules with ce_ headers renamed to ce-.
     let headers: Vec<(String, Vec<u8>)> = rec
@@ -88,13 +93,19 @@ fn text(bytes: &[u8]) -> Value {
 }
 
 fn map_record(rec: &RecordView, how: &TypeFrom) -> Result<CloudEvent, DecodeError> {
-    let data = rec.value.map(|v| serde_json::from_slice::<Value>(v).unwrap_or_else(|_| text(v)));
+    let data = rec
+        .value
+        .map(|v| serde_json::from_slice::<Value>(v).unwrap_or_else(|_| text(v)));
     let event_type = match how {
         TypeFrom::Topic => rec.topic.to_string(),
         TypeFrom::Fixed(t) => t.clone(),
         TypeFrom::Header(h) => match rec.header(h) {
             Some(v) => String::from_utf8_lossy(v).into_owned(),
-            None => return Err(DecodeError::NotCloudEvent(format!("mapped record lacks header {h:?}"))),
+            None => {
+                return Err(DecodeError::NotCloudEvent(format!(
+                    "mapped record lacks header {h:?}"
+                )))
+            }
         },
         TypeFrom::Pointer(p) => match data.as_ref().and_then(|d| d.pointer(p)) {
             Some(Value::String(s)) => s.clone(),
@@ -106,15 +117,23 @@ fn map_record(rec: &RecordView, how: &TypeFrom) -> Result<CloudEvent, DecodeErro
         },
     };
     if event_type.is_empty() {
-        return Err(DecodeError::NotCloudEvent("mapped record has an empty event type".into()));
+        return Err(DecodeError::NotCloudEvent(
+            "mapped record has an empty event type".into(),
+        ));
     }
     let mut m = Map::new();
     m.insert("specversion".into(), "1.0".into());
     m.insert("type".into(), Value::String(event_type.clone()));
-    m.insert("source".into(), Value::String(format!("kafka:{}", rec.topic)));
+    m.insert(
+        "source".into(),
+        Value::String(format!("kafka:{}", rec.topic)),
+    );
     m.insert("id".into(), Value::String(rec.position()));
     if rec.timestamp_ms >= 0 {
-        m.insert("time".into(), Value::String(cloudevents::rfc3339_utc(rec.timestamp_ms as u64)));
+        m.insert(
+            "time".into(),
+            Value::String(cloudevents::rfc3339_utc(rec.timestamp_ms as u64)),
+        );
     }
     if let Some(k) = rec.key {
         m.insert("kafkakey".into(), text(k));
@@ -195,7 +214,10 @@ mod tests {
             ("foobar", -790332482),
             ("a-little-bit-long-string", -985981536),
             ("a-little-bit-longer-string", -1486304829),
-            ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+            (
+                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58897971,
+            ),
             ("abc", 479470107),
         ];
         for (input, want) in cases {
@@ -205,7 +227,8 @@ mod tests {
 
     #[test]
     fn structured_and_binary() {
-        let v = json!({"specversion":"1.0","type":"t","source":"s","id":"1","data":{"a":1}}).to_string();
+        let v = json!({"specversion":"1.0","type":"t","source":"s","id":"1","data":{"a":1}})
+            .to_string();
         let e = decode(&rec(v.as_bytes(), &[]), None).unwrap();
         assert_eq!(e.event_type, "t");
         let ct: &[(&str, &[u8])] = &[("content-type", b"application/cloudevents+json")];
@@ -218,22 +241,39 @@ mod tests {
             ("content-type", b"application/json"),
         ];
         let e = decode(&rec(br#"{"x":2}"#, h), None).unwrap();
-        assert_eq!((e.event_type.as_str(), &e.value["data"]), ("bin", &json!({"x": 2})));
-        assert!(matches!(decode(&rec(b"hello", &[]), None), Err(DecodeError::NotCloudEvent(_))));
+        assert_eq!(
+            (e.event_type.as_str(), &e.value["data"]),
+            ("bin", &json!({"x": 2}))
+        );
+        assert!(matches!(
+            decode(&rec(b"hello", &[]), None),
+            Err(DecodeError::NotCloudEvent(_))
+        ));
         let avro: &[(&str, &[u8])] = &[("content-type", b"avro/binary")];
-        assert!(matches!(decode(&rec(b"\0\0", avro), None), Err(DecodeError::Unsupported(_))));
+        assert!(matches!(
+            decode(&rec(b"\0\0", avro), None),
+            Err(DecodeError::Unsupported(_))
+        ));
     }
 
     #[test]
     fn mapping_builds_a_routable_event() {
         let h: &[(&str, &[u8])] = &[("fxType", b"process.update"), ("userId", b"u1")];
-        let e = decode(&rec(br#"{"pid":5}"#, h), Some(&TypeFrom::Header("fxtype".into()))).unwrap();
+        let e = decode(
+            &rec(br#"{"pid":5}"#, h),
+            Some(&TypeFrom::Header("fxtype".into())),
+        )
+        .unwrap();
         assert_eq!(e.event_type, "process.update");
         assert_eq!(e.value["id"], "rig/2/41");
         assert_eq!(e.value["kafkakey"], "user-7");
         assert_eq!(e.value["kafkaheaders"]["userid"], "u1");
         assert_eq!(e.value["data"]["pid"], 5);
-        let e = decode(&rec(br#"{"kind":"k1"}"#, &[]), Some(&TypeFrom::Pointer("/kind".into()))).unwrap();
+        let e = decode(
+            &rec(br#"{"kind":"k1"}"#, &[]),
+            Some(&TypeFrom::Pointer("/kind".into())),
+        )
+        .unwrap();
         assert_eq!(e.event_type, "k1");
         assert!(decode(&rec(b"{}", &[]), Some(&TypeFrom::Header("nope".into()))).is_err());
     }

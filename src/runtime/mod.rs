@@ -5,11 +5,11 @@
 pub mod oneshot;
 pub mod shard;
 
+use crate::broker::EventBatch;
 use crate::config::Config;
 use crate::conn;
-use crate::metrics::{Listener, ShardMetrics};
-use crate::broker::EventBatch;
 use crate::metrics::island::IslandMetrics;
+use crate::metrics::{Listener, ShardMetrics};
 use crate::session::CloseReason;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;

@@ -31,7 +31,10 @@ struct RateLimitedLog {
 impl RateLimitedLog {
     /// At most one line per 10 s per partition, saying how many were suppressed.
     fn allow(&mut self) -> Option<u64> {
-        if self.last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
             self.suppressed += 1;
             return None;
         }
@@ -72,8 +75,14 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
     let lag = ctx.metrics.partition(&topic, partition);
     let mapping = ctx.kafka.mapping_for(&topic).map(|m| m.event_type.clone());
     let max_bytes = ctx.kafka.message_max_bytes;
-    let mut errors = RateLimitedLog { last: None, suppressed: 0 };
-    let mut bad_records = RateLimitedLog { last: None, suppressed: 0 };
+    let mut errors = RateLimitedLog {
+        last: None,
+        suppressed: 0,
+    };
+    let mut bad_records = RateLimitedLog {
+        last: None,
+        suppressed: 0,
+    };
     let mut backoff = Duration::from_millis(200);
     let pc = loop {
         match client
@@ -111,7 +120,10 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
                 }
             },
         };
-        match pc.fetch_records(at, 1..FETCH_MAX_BYTES, FETCH_WAIT_MS).await {
+        match pc
+            .fetch_records(at, 1..FETCH_MAX_BYTES, FETCH_WAIT_MS)
+            .await
+        {
             Ok((records, high_watermark)) => {
                 ctx.metrics.up.set(1);
                 backoff = Duration::from_millis(200);
@@ -152,7 +164,11 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
                     match kafka_record::decode(&view, mapping.as_ref()) {
                         Ok(ce) => {
                             stats.consumed.inc();
-                            events.push(Arc::new(Event::from_cloudevent(&ce, view.position(), &ctx.cfg.extractors)));
+                            events.push(Arc::new(Event::from_cloudevent(
+                                &ce,
+                                view.position(),
+                                &ctx.cfg.extractors,
+                            )));
                         }
                         Err(e) => {
                             stats.failed.inc();

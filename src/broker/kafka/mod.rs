@@ -59,7 +59,8 @@ fn tls_config(t: &Tls) -> Result<rustls::ClientConfig, String> {
     match (&t.cert_file, &t.key_file) {
         (Some(cert), Some(key)) => {
             let chain = read_certs(cert)?;
-            let pem = std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
+            let pem =
+                std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
             let key = rustls_pemfile::private_key(&mut pem.as_slice())
                 .map_err(|e| format!("{}: {e}", key.display()))?
                 .ok_or_else(|| format!("{}: no private key found", key.display()))?;
@@ -89,8 +90,12 @@ async fn connect(k: &KafkaConfig) -> Result<Client, String> {
     if let Some(s) = &k.sasl {
         b = b.sasl_config(match s.clone() {
             Sasl::Plain { user, pass } => SaslConfig::Plain(Credentials::new(user, pass)),
-            Sasl::ScramSha256 { user, pass } => SaslConfig::ScramSha256(Credentials::new(user, pass)),
-            Sasl::ScramSha512 { user, pass } => SaslConfig::ScramSha512(Credentials::new(user, pass)),
+            Sasl::ScramSha256 { user, pass } => {
+                SaslConfig::ScramSha256(Credentials::new(user, pass))
+            }
+            Sasl::ScramSha512 { user, pass } => {
+                SaslConfig::ScramSha512(Credentials::new(user, pass))
+            }
         });
     }
     // The builder retries forever against a dead broker: bound it.
@@ -123,7 +128,9 @@ pub(crate) async fn run(
                     metrics.produce_unavailable.inc();
                     let _ = job
                         .reply
-                        .try_send(Err(super::ProduceError::Unavailable(format!("{brokers}: {e}"))));
+                        .try_send(Err(super::ProduceError::Unavailable(format!(
+                            "{brokers}: {e}"
+                        ))));
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -155,7 +162,12 @@ async fn discover(ctx: Arc<Ctx>, client: Arc<Client>) {
                     for &p in &t.partitions {
                         if running.insert((t.name.clone(), p)) {
                             tracing::info!(topic = %t.name, partition = p, "consuming");
-                            tokio::spawn(consumer::run(ctx.clone(), client.clone(), t.name.clone(), p));
+                            tokio::spawn(consumer::run(
+                                ctx.clone(),
+                                client.clone(),
+                                t.name.clone(),
+                                p,
+                            ));
                         }
                     }
                 }

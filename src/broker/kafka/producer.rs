@@ -24,7 +24,11 @@ struct Cache {
     clients: HashMap<(String, i32), Arc<PartitionClient>>,
 }
 
-pub(super) async fn serve(ctx: Arc<Ctx>, client: Arc<Client>, jobs: async_channel::Receiver<ProduceJob>) {
+pub(super) async fn serve(
+    ctx: Arc<Ctx>,
+    client: Arc<Client>,
+    jobs: async_channel::Receiver<ProduceJob>,
+) {
     let cache = Arc::new(Mutex::new(Cache::default()));
     let next = Arc::new(AtomicUsize::new(0));
     while let Ok(job) = jobs.recv().await {
@@ -82,15 +86,26 @@ fn classify(topic: &str, e: KafkaError) -> ProduceError {
     }
 }
 
-async fn partitions(client: &Client, cache: &Mutex<Cache>, topic: &str) -> Result<Vec<i32>, ProduceError> {
-    if let Some((at, p)) = cache.lock().unwrap_or_else(|e| e.into_inner()).topics.get(topic) {
+async fn partitions(
+    client: &Client,
+    cache: &Mutex<Cache>,
+    topic: &str,
+) -> Result<Vec<i32>, ProduceError> {
+    if let Some((at, p)) = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .topics
+        .get(topic)
+    {
         if at.elapsed() < TOPIC_TTL {
             return Ok(p.clone());
         }
     }
     let topics = client.list_topics().await.map_err(|e| classify(topic, e))?;
     let Some(t) = topics.into_iter().find(|t| t.name == topic) else {
-        return Err(ProduceError::Rejected(format!("topic {topic:?} does not exist")));
+        return Err(ProduceError::Rejected(format!(
+            "topic {topic:?} does not exist"
+        )));
     };
     let p: Vec<i32> = t.partitions.into_iter().collect();
     cache
@@ -109,7 +124,10 @@ async fn produce(
 ) -> Result<(i32, i64), ProduceError> {
     let parts = partitions(client, cache, &r.topic).await?;
     if parts.is_empty() {
-        return Err(ProduceError::Rejected(format!("topic {:?} has no partitions", r.topic)));
+        return Err(ProduceError::Rejected(format!(
+            "topic {:?} has no partitions",
+            r.topic
+        )));
     }
     let partition = match &r.key {
         Some(k) => partition_for_key(k, parts.len() as i32),

@@ -1,0 +1,405 @@
+//! The Kafka bridge against a real Kafka-protocol broker (Tansu, started with
+//! ../shared/services/kafka-up) and an independent client (Python confluent-kafka, i.e.
+//! librdkafka): produce with either side, structured and binary CloudEvents to SSE and
+//! WebSocket, regex sources picking up new topics, two nodes sharing a broker, record
+//! mappings, bad records, and a broker outage with clients staying connected.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SHARED_PORT: u16 = 19092;
+const OUTAGE_PORT: u16 = 19093;
+
+fn services(script: &str) -> String {
+    format!("{}/../shared/services/{script}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn broker_up(port: u16) -> String {
+    let out = Command::new(services("kafka-up"))
+        .arg(port.to_string())
+        .output()
+        .expect("run ../shared/services/kafka-up");
+    assert!(
+        out.status.success(),
+        "kafka-up {port} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!("127.0.0.1:{port}")
+}
+
+fn broker_down(port: u16) {
+    let out = Command::new(services("kafka-down"))
+        .arg(port.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn py(broker: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/kafka_client.py"
+        ))
+        .arg(broker)
+        .args(args)
+        .output()
+        .expect("python3");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "kafka_client.py {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn topic(prefix: &str) -> String {
+    format!("{prefix}-{:x}", fastrand::u32(..))
+}
+
+fn create(broker: &str, topic: &str, partitions: u32) {
+    py(broker, &["create", topic, &partitions.to_string()]).unwrap();
+}
+
+/// Produces with confluent-kafka; returns (partition, offset).
+fn produce(broker: &str, topic: &str, value: &str, extra: &[&str]) -> (i32, i64) {
+    let mut args = vec!["produce", topic, value];
+    args.extend_from_slice(extra);
+    let out = py(broker, &args).unwrap();
+    let mut it = out.split_whitespace().map(|s| s.parse::<i64>().unwrap());
+    (it.next().unwrap() as i32, it.next().unwrap())
+}
+
+fn node(broker: &str, envs: &[(&str, &str)]) -> Server {
+    let mut all = vec![
+        ("KAFKA_BROKERS", broker),
+        ("CB_KAFKA_START_OFFSET", "earliest"),
+        ("CB_KAFKA_TOPIC_REFRESH_MS", "300"),
+    ];
+    all.extend_from_slice(envs);
+    Server::start_with(2, "", &all)
+}
+
+fn metrics(srv: &Server) -> String {
+    request(srv.api, "GET", "/metrics", &[], b"").text()
+}
+
+fn metric(srv: &Server, line_prefix: &str) -> Option<f64> {
+    metrics(srv)
+        .lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the node consumes every partition of `topic` (its lag gauge exists).
+fn wait_consuming(srv: &Server, topic: &str, partitions: u32) {
+    wait_for(
+        &format!("consumers of {topic}"),
+        Duration::from_secs(20),
+        || {
+            let text = metrics(srv);
+            (0..partitions).all(|p| {
+                text.contains(&format!(
+                    "corebridge_kafka_consumer_lag{{topic=\"{topic}\",partition=\"{p}\"}}"
+                ))
+            })
+        },
+    );
+}
+
+#[test]
+fn structured_and_binary_records_reach_sse_and_websocket() {
+    let broker = broker_up(SHARED_PORT);
+    let t = topic("ce");
+    create(&broker, &t, 3);
+    let srv = node(&broker, &[("KAFKA_SOURCE_TOPICS", &t)]);
+    wait_consuming(&srv, &t, 3);
+    let mut sse = SseClient::connect(srv.inbound, Some(r#"[{"eventType":"greeting"}]"#));
+    let url = format!(
+        "ws://127.0.0.1:{}/_rig/v1/connection/ws?subscriptions={}",
+        srv.inbound,
+        enc(r#"[{"eventType":"greeting"}]"#)
+    );
+    let (mut ws, _) = tungstenite::connect(url).unwrap();
+    for _ in 0..2 {
+        ws.read().unwrap();
+    }
+    let structured = json!({"specversion":"1.0","type":"greeting","source":"py","id":"s1","data":{"mode":"structured"}});
+    let (p, o) = produce(&broker, &t, &structured.to_string(), &[]);
+    let m = sse.next();
+    assert_eq!(
+        m.id.as_deref(),
+        Some(format!("{t}/{p}/{o}").as_str()),
+        "SSE id names topic/partition/offset"
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&m.data).unwrap(),
+        structured
+    );
+    let frame = ws.read().unwrap().into_text().unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&frame).unwrap(),
+        structured
+    );
+
+    produce(
+        &broker,
+        &t,
+        r#"{"mode":"binary"}"#,
+        &[
+            "--header",
+            "ce_specversion=1.0",
+            "--header",
+            "ce_type=greeting",
+            "--header",
+            "ce_source=py",
+            "--header",
+            "ce_id=b1",
+            "--header",
+            "content-type=application/json",
+        ],
+    );
+    let e = sse.next_event();
+    assert_eq!(
+        (e["id"].as_str(), &e["data"]),
+        (Some("b1"), &json!({"mode": "binary"}))
+    );
+    let frame: serde_json::Value =
+        serde_json::from_str(&ws.read().unwrap().into_text().unwrap()).unwrap();
+    assert_eq!(frame["data"]["mode"], "binary");
+
+    // Not a CloudEvent: counted and skipped; the next good record still arrives.
+    produce(&broker, &t, "hello, not json", &[]);
+    let after = json!({"specversion":"1.0","type":"greeting","source":"py","id":"s2"});
+    produce(&broker, &t, &after.to_string(), &[]);
+    assert_eq!(sse.next_event()["id"], "s2");
+    assert_eq!(
+        metric(
+            &srv,
+            &format!("corebridge_kafka_records_failed_total{{topic=\"{t}\"}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &srv,
+            &format!("corebridge_kafka_records_consumed_total{{topic=\"{t}\"}}")
+        ),
+        Some(3.0)
+    );
+}
+
+#[test]
+fn publish_produces_keyed_records_where_java_would() {
+    let broker = broker_up(SHARED_PORT);
+    let t = topic("pub");
+    create(&broker, &t, 6);
+    let srv = node(&broker, &[("KAFKA_SOURCE_TOPICS", &t)]);
+    wait_consuming(&srv, &t, 6);
+    let mut sse = SseClient::connect(srv.inbound, Some(r#"[{"eventType":"order"}]"#));
+    for key in ["user-42", "abc", "a-little-bit-longer-string"] {
+        let ev =
+            json!({"specversion":"1.0","type":"order","source":"http","id":key,"partitionkey":key});
+        let r = publish(srv.inbound, &ev);
+        assert_eq!(r.status, 202, "{}", r.text());
+        assert_eq!(
+            sse.next_event()["id"],
+            key,
+            "the product's own consumer delivers it"
+        );
+        // librdkafka's Java-compatible partitioner is the reference.
+        let (java_partition, _) = produce(&broker, &t, "{}", &["--key", key, "--java-partitioner"]);
+        let out = py(&broker, &["consume", &t, "100", "--timeout", "5"]).unwrap_or_else(|e| e);
+        let ours = out
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|r| r["key"] == key && r["value"] != "{}")
+            .unwrap_or_else(|| panic!("record {key} not found in {out}"));
+        assert_eq!(ours["partition"], java_partition, "key {key}");
+        assert_eq!(
+            ours["headers"]["content-type"],
+            "application/cloudevents+json"
+        );
+    }
+}
+
+#[test]
+fn regex_source_picks_up_a_topic_created_later() {
+    let broker = broker_up(SHARED_PORT);
+    let base = topic("re");
+    let pattern = format!("{base}-.*");
+    let srv = node(
+        &broker,
+        &[
+            ("KAFKA_SOURCE_TOPICS", &pattern),
+            ("CB_KAFKA_PUBLISH_TOPIC", &format!("{base}-pub")),
+        ],
+    );
+    let mut sse = SseClient::connect(srv.inbound, Some(r#"[{"eventType":"late"}]"#));
+    std::thread::sleep(Duration::from_millis(500));
+    let t = format!("{base}-created-later");
+    create(&broker, &t, 2);
+    wait_consuming(&srv, &t, 2);
+    produce(
+        &broker,
+        &t,
+        &json!({"specversion":"1.0","type":"late","source":"py","id":"x"}).to_string(),
+        &[],
+    );
+    assert_eq!(sse.next_event()["id"], "x");
+}
+
+#[test]
+fn two_nodes_sharing_a_broker_both_deliver() {
+    let broker = broker_up(SHARED_PORT);
+    let t = topic("nodes");
+    create(&broker, &t, 2);
+    let a = node(&broker, &[("KAFKA_SOURCE_TOPICS", &t)]);
+    let b = node(&broker, &[("KAFKA_SOURCE_TOPICS", &t)]);
+    wait_consuming(&a, &t, 2);
+    wait_consuming(&b, &t, 2);
+    let mut ca = SseClient::connect(a.inbound, Some(r#"[{"eventType":"both"}]"#));
+    let mut cb = SseClient::connect(b.inbound, Some(r#"[{"eventType":"both"}]"#));
+    for (via, id) in [(&a, "via-a"), (&b, "via-b")] {
+        let r = publish(
+            via.inbound,
+            &json!({"specversion":"1.0","type":"both","source":"t","id":id}),
+        );
+        assert_eq!(r.status, 202, "{}", r.text());
+        assert_eq!(ca.next_event()["id"], id);
+        assert_eq!(cb.next_event()["id"], id);
+    }
+}
+
+#[test]
+fn record_mapping_routes_non_cloudevents() {
+    let broker = broker_up(SHARED_PORT);
+    let t = topic("flowx");
+    create(&broker, &t, 1);
+    let mapping = format!(r#"[{{"topics":"{t}","event_type":"header:fxType"}}]"#);
+    let extractors = r#"{"process.update":{"user":{"stable_field_index":0,"event":{"json_pointer":"/kafkaheaders/userid"}}}}"#;
+    let srv = node(
+        &broker,
+        &[
+            ("KAFKA_SOURCE_TOPICS", &t),
+            ("CB_KAFKA_RECORD_MAPPING", &mapping),
+            ("EXTRACTORS", extractors),
+        ],
+    );
+    wait_consuming(&srv, &t, 1);
+    let mut ann = SseClient::connect(
+        srv.inbound,
+        Some(r#"[{"eventType":"process.update","oneOf":[{"user":"ann"}]}]"#),
+    );
+    produce(
+        &broker,
+        &t,
+        r#"{"pid":1}"#,
+        &[
+            "--header",
+            "fxType=process.update",
+            "--header",
+            "userId=joe",
+        ],
+    );
+    produce(
+        &broker,
+        &t,
+        r#"{"pid":2}"#,
+        &[
+            "--header",
+            "fxType=process.update",
+            "--header",
+            "userId=ann",
+        ],
+    );
+    let e = ann.next_event();
+    assert_eq!(
+        (e["type"].as_str(), &e["data"]["pid"]),
+        (Some("process.update"), &json!(2))
+    );
+}
+
+#[test]
+fn broker_outage_keeps_clients_and_resumes() {
+    let broker = broker_up(OUTAGE_PORT);
+    let t = "outage";
+    create(&broker, t, 1);
+    let srv = node(
+        &broker,
+        &[
+            ("KAFKA_SOURCE_TOPICS", t),
+            ("CB_KAFKA_PRODUCE_TIMEOUT_MS", "2000"),
+        ],
+    );
+    wait_consuming(&srv, t, 1);
+    let mut sse = SseClient::connect(srv.inbound, Some(r#"[{"eventType":"tick"}]"#));
+    let tick =
+        |id: &str| json!({"specversion":"1.0","type":"tick","source":"t","id":id}).to_string();
+    produce(&broker, t, &tick("before"), &[]);
+    assert_eq!(sse.next_event()["id"], "before");
+
+    broker_down(OUTAGE_PORT);
+    let r = publish(
+        srv.inbound,
+        &json!({"specversion":"1.0","type":"tick","source":"t","id":"during"}),
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    wait_for("kafka_up 0", Duration::from_secs(20), || {
+        metric(&srv, "corebridge_kafka_up ") == Some(0.0)
+    });
+
+    // The broker comes back empty (in-memory): recreate the topic and produce until delivery resumes.
+    broker_up(OUTAGE_PORT);
+    create(&broker, t, 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    sse.set_timeout(Duration::from_secs(2));
+    let mut n = 0;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "delivery did not resume after the broker came back"
+        );
+        n += 1;
+        produce(&broker, t, &tick(&format!("after-{n}")), &[]);
+        if let Some(m) = sse.try_next() {
+            let e: serde_json::Value = serde_json::from_str(&m.data).unwrap();
+            assert!(e["id"].as_str().unwrap().starts_with("after-"), "{e}");
+            break;
+        }
+    }
+    // The same SSE connection survived the outage; publishing works again.
+    let r = publish(
+        srv.inbound,
+        &json!({"specversion":"1.0","type":"tick","source":"t","id":"final"}),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    loop {
+        let e = sse.next_event();
+        if e["id"] == "final" {
+            break;
+        }
+    }
+    broker_down(OUTAGE_PORT);
+}

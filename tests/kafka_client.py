@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""The independent Kafka client of the integration tests (confluent-kafka / librdkafka).
+
+usage:
+  kafka_client.py BROKER create TOPIC PARTITIONS
+  kafka_client.py BROKER produce TOPIC VALUE [--key K] [--header NAME=VALUE ...] [--java-partitioner]
+      prints "PARTITION OFFSET" of the acknowledged record
+  kafka_client.py BROKER consume TOPIC COUNT [--timeout S]
+      prints one JSON line per record: {"partition", "offset", "key", "value", "headers"}
+"""
+import json
+import sys
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def main(argv):
+    broker, cmd, topic = argv[1], argv[2], argv[3]
+    common = {"bootstrap.servers": broker, "broker.address.family": "v4"}
+    if cmd == "create":
+        admin = AdminClient(common)
+        fs = admin.create_topics([NewTopic(topic, num_partitions=int(argv[4]), replication_factor=1)])
+        for f in fs.values():
+            try:
+                f.result(timeout=20)
+            except KafkaException as e:
+                if "TOPIC_ALREADY_EXISTS" not in str(e):
+                    raise
+        print("created")
+        return 0
+    if cmd == "produce":
+        value = argv[4]
+        key = None
+        headers = []
+        conf = dict(common)
+        rest = argv[5:]
+        i = 0
+        while i < len(rest):
+            if rest[i] == "--key":
+                key = rest[i + 1]
+                i += 2
+            elif rest[i] == "--header":
+                name, _, v = rest[i + 1].partition("=")
+                headers.append((name, v.encode()))
+                i += 2
+            elif rest[i] == "--java-partitioner":
+                # librdkafka's Java-compatible partitioner: the reference for murmur2.
+                conf["partitioner"] = "murmur2_random"
+                i += 1
+            else:
+                raise SystemExit(f"unknown argument {rest[i]}")
+        p = Producer(conf)
+        result = {}
+
+        def done(err, msg):
+            if err is not None:
+                result["err"] = err
+            else:
+                result["pos"] = (msg.partition(), msg.offset())
+
+        p.produce(topic, value=value.encode(), key=key.encode() if key else None, headers=headers, on_delivery=done)
+        p.flush(20)
+        if "pos" not in result:
+            print(f"produce failed: {result.get('err')}", file=sys.stderr)
+            return 1
+        print(*result["pos"])
+        return 0
+    if cmd == "consume":
+        count = int(argv[4])
+        timeout = float(argv[argv.index("--timeout") + 1]) if "--timeout" in argv else 20.0
+        c = Consumer(dict(common, **{"group.id": f"test-{topic}", "auto.offset.reset": "earliest"}))
+        c.subscribe([topic])
+        got = 0
+        import time
+
+        deadline = time.time() + timeout
+        while got < count and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is None or m.error():
+                continue
+            print(json.dumps({
+                "partition": m.partition(),
+                "offset": m.offset(),
+                "key": m.key().decode() if m.key() else None,
+                "value": m.value().decode(),
+                "headers": {k: v.decode() for k, v in (m.headers() or [])},
+            }), flush=True)
+            got += 1
+        c.close()
+        return 0 if got == count else 1
+    raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
