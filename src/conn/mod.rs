@@ -157,23 +157,32 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
             }
         }
 
-        let keep_alive = head.keep_alive;
-        match api::handle(&shard, which, &head, body).await {
+        let (keep_alive, method) = (head.keep_alive, head.method);
+        let outcome = api::handle(&shard, which, &head, body).await;
+        drop(head);
+        match outcome {
             Outcome::Resp(r) => {
-                if !write_resp(&shard, &mut stream, which, r, keep_alive, head.method).await
+                if !write_resp(&shard, &mut stream, which, r, keep_alive, method).await
                     || !keep_alive
                 {
                     let _ = stream.close().await;
                     return;
                 }
             }
+            // A stream lives for hours and idle memory per connection bounds how many a host
+            // holds: hand the socket to a task of its own, so this request future (its
+            // buffers and the state of every handler) is freed rather than kept under it.
             Outcome::Sse { head, slot, token } => {
                 shard.metrics.response(which, 200);
-                return sse::run(shard, stream, head, slot, token).await;
+                glommio::spawn_local(sse::run(shard, stream, head, slot, token)).detach();
+                return;
             }
             Outcome::Ws { head, slot, token } => {
                 shard.metrics.response(which, 101);
-                return ws::run(shard, stream, head, buf, slot, token).await;
+                let mut early = std::mem::take(&mut buf);
+                early.shrink_to_fit();
+                glommio::spawn_local(ws::run(shard, stream, head, early, slot, token)).detach();
+                return;
             }
             Outcome::WsRefuse { head, reason } => {
                 shard.metrics.response(which, 101);

@@ -28,6 +28,11 @@ pub(super) async fn client_gone(stream: &mut TcpStream) {
     }
 }
 
+/// Waits until the session has output (appended to `out`) or must end.
+pub(super) async fn drained(shard: &Shard, slot: u32, token: &Token, out: &mut Vec<u8>) -> Drain {
+    future::poll_fn(|cx| shard.sessions.borrow_mut().poll_drain(slot, token, cx, out)).await
+}
+
 /// Writes `bytes` unless the session is told to close first; false if it should end.
 pub(super) async fn write_or_close(
     shard: &Shard,
@@ -48,17 +53,7 @@ pub async fn run(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, slot: u
     loop {
         let mut data = Vec::new();
         let wake = future::or(
-            async {
-                Wake::Out(
-                    future::poll_fn(|cx| {
-                        shard
-                            .sessions
-                            .borrow_mut()
-                            .poll_drain(slot, &token, cx, &mut data)
-                    })
-                    .await,
-                )
-            },
+            async { Wake::Out(drained(&shard, slot, &token, &mut data).await) },
             async {
                 if pending.is_empty() {
                     client_gone(&mut stream).await;

@@ -4,7 +4,7 @@
 //! used for two-way communication.") and a protocol error gets 1002. The read buffer never
 //! holds more than one control frame (<= 139 bytes) since data frames are refused unread.
 
-use super::sse::write_or_close;
+use super::sse::{drained, write_or_close};
 use crate::proto::ws::{self, ClientFrame, FrameError};
 use crate::runtime::shard::Shard;
 use crate::session::token::Token;
@@ -56,17 +56,7 @@ pub async fn run(
     loop {
         let wake = if pending.is_empty() {
             future::or(
-                async {
-                    Wake::Out(
-                        future::poll_fn(|cx| {
-                            shard
-                                .sessions
-                                .borrow_mut()
-                                .poll_drain(slot, &token, cx, &mut pending)
-                        })
-                        .await,
-                    )
-                },
+                async { Wake::Out(drained(&shard, slot, &token, &mut pending).await) },
                 async { Wake::In(next_frame(&mut stream, &mut rbuf).await) },
             )
             .await
