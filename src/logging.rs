@@ -6,7 +6,14 @@ use crate::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 pub fn init(cfg: &Config) {
-    let filter = EnvFilter::new(&cfg.log_level);
+    // rskafka logs every failed reconnect attempt; during an outage our own rate-limited lines
+    // say it once, with whose fault it is. Its detail comes back at debug level.
+    let directives = if matches!(cfg.log_level.as_str(), "debug" | "trace") {
+        cfg.log_level.clone()
+    } else {
+        format!("{},rskafka=error", cfg.log_level)
+    };
+    let filter = EnvFilter::new(directives);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -217,7 +217,10 @@ fn publish_produces_keyed_records_where_java_would() {
     let srv = node(&broker, &[("KAFKA_SOURCE_TOPICS", &t)]);
     wait_consuming(&srv, &t, 6);
     let mut sse = SseClient::connect(srv.inbound, Some(r#"[{"eventType":"order"}]"#));
-    for key in ["user-42", "abc", "a-little-bit-longer-string"] {
+    for (round, key) in ["user-42", "abc", "a-little-bit-longer-string"]
+        .into_iter()
+        .enumerate()
+    {
         let ev =
             json!({"specversion":"1.0","type":"order","source":"http","id":key,"partitionkey":key});
         let r = publish(srv.inbound, &ev);
@@ -229,7 +232,9 @@ fn publish_produces_keyed_records_where_java_would() {
         );
         // librdkafka's Java-compatible partitioner is the reference.
         let (java_partition, _) = produce(&broker, &t, "{}", &["--key", key, "--java-partitioner"]);
-        let out = py(&broker, &["consume", &t, "100", "--timeout", "5"]).unwrap_or_else(|e| e);
+        // Two records per round so far: ours and the reference.
+        let total = (2 * (round + 1)).to_string();
+        let out = py(&broker, &["consume", &t, &total, "--timeout", "10"]).unwrap();
         let ours = out
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

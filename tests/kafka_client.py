@@ -69,7 +69,11 @@ def main(argv):
     if cmd == "consume":
         count = int(argv[4])
         timeout = float(argv[argv.index("--timeout") + 1]) if "--timeout" in argv else 20.0
-        c = Consumer(dict(common, **{"group.id": f"test-{topic}", "auto.offset.reset": "earliest"}))
+        # A fresh group each time: every call reads the topic from the start.
+        import uuid
+
+        c = Consumer(dict(common, **{"group.id": f"test-{uuid.uuid4()}", "auto.offset.reset": "earliest",
+                                     "enable.auto.commit": False}))
         c.subscribe([topic])
         got = 0
         import time
