@@ -414,16 +414,26 @@ fn oversized_records_are_skipped_and_counted() {
     let broker = broker_up(SHARED_PORT);
     let t = topic("big");
     create(&broker, &t, 1);
-    let srv = node(&broker, &[("KAFKA_SOURCE_TOPICS", &t), ("KAFKA_MESSAGE_MAX_BYTES", "1000")]);
+    let srv = node(
+        &broker,
+        &[
+            ("KAFKA_SOURCE_TOPICS", &t),
+            ("KAFKA_MESSAGE_MAX_BYTES", "1000"),
+        ],
+    );
     wait_consuming(&srv, &t, 1);
     let mut sse = SseClient::connect(srv.inbound, Some(r#"[{"eventType":"sized"}]"#));
-    let big = json!({"specversion":"1.0","type":"sized","source":"t","id":"big","data":"x".repeat(2000)});
+    let big =
+        json!({"specversion":"1.0","type":"sized","source":"t","id":"big","data":"x".repeat(2000)});
     let small = json!({"specversion":"1.0","type":"sized","source":"t","id":"small"});
     produce(&broker, &t, &big.to_string(), &[]);
     produce(&broker, &t, &small.to_string(), &[]);
     assert_eq!(sse.next_event()["id"], "small");
     assert_eq!(
-        metric(&srv, &format!("corebridge_kafka_records_too_large_total{{topic=\"{t}\"}}")),
+        metric(
+            &srv,
+            &format!("corebridge_kafka_records_too_large_total{{topic=\"{t}\"}}")
+        ),
         Some(1.0)
     );
 }

@@ -27,7 +27,7 @@ pub fn sse(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
         // RIG's SSE errors carry no CORS header; ours do (see `inbound`).
         Err(e) => return Resp::text(400, e).into(),
     };
-    let (slot, token) = shard.sessions.borrow_mut().open(Transport::Sse, subs);
+    let (slot, token) = shard.sessions.borrow_mut().open(Transport::Sse, subs, None);
     let head = http1::streaming_head(
         200,
         &[
@@ -55,7 +55,7 @@ pub fn ws(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
     let upgrade = ws::handshake_response(&accept, &[]);
     match query_subscriptions(shard, head) {
         Ok(subs) => {
-            let (slot, token) = shard.sessions.borrow_mut().open(Transport::Ws, subs);
+            let (slot, token) = shard.sessions.borrow_mut().open(Transport::Ws, subs, None);
             Outcome::Ws {
                 head: upgrade,
                 slot,
@@ -127,7 +127,10 @@ pub async fn longpoll(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
         Ok(s) => s,
         Err(e) => return Resp::text(400, e).into(),
     };
-    let (_, token) = shard.sessions.borrow_mut().open(Transport::LongPoll, subs);
+    let (_, token) = shard
+        .sessions
+        .borrow_mut()
+        .open(Transport::LongPoll, subs, None);
     lp_reply(
         shard,
         Resp::json(200, b"\"ok\"".to_vec()),

@@ -6,6 +6,7 @@
 //! PUT, `/_rig/v1/events`, `/_rig/health`. Internal port: `/v3/messages` (and `/v2/`), `/health`,
 //! `/metrics`.
 
+mod blacklist;
 mod connect;
 mod publish;
 mod subscriptions;
@@ -185,6 +186,20 @@ async fn internal(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outco
             Method::Post => publish::publish(shard, head, &body).await,
             _ => not_allowed("POST"),
         },
-        _ => Resp::json(404, br#"{"message":"Not Found"}"#.to_vec()).into(),
+        "/v3/session-blacklist" | "/v2/session-blacklist" => match m {
+            Method::Post => blacklist::add(shard, &body).await,
+            _ => not_allowed("POST"),
+        },
+        path => match path
+            .strip_prefix("/v3/session-blacklist/")
+            .or_else(|| path.strip_prefix("/v2/session-blacklist/"))
+            .filter(|id| !id.is_empty() && !id.contains('/'))
+        {
+            Some(id) => match m {
+                Method::Get => blacklist::check(shard, id),
+                _ => not_allowed("GET"),
+            },
+            None => Resp::json(404, br#"{"message":"Not Found"}"#.to_vec()).into(),
+        },
     }
 }

@@ -9,7 +9,7 @@ use crate::broker::{BrokerHandle, ProduceError, ProduceRecord};
 use crate::metrics::Source;
 use crate::proto::cloudevents;
 use crate::proto::http1::RequestHead;
-use crate::route::Event;
+use crate::route::{Control, Event};
 use crate::runtime::shard::Shard;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -27,7 +27,9 @@ pub async fn publish(shard: &Rc<Shard>, head: &RequestHead, body: &[u8]) -> Outc
     let event = Arc::new(Event::from_cloudevent(&ce, id, &shard.cfg().extractors));
     let echo = event.json.to_vec();
     shard.metrics.received[Source::Http as usize].inc();
-    shard.broadcast(vec![event]).await;
+    shard
+        .broadcast(Control::Events(Arc::new(vec![event])))
+        .await;
     Resp::json(202, echo).into()
 }
 

@@ -9,11 +9,8 @@ pub mod kafka;
 
 use crate::config::Config;
 use crate::metrics::island::IslandMetrics;
-use crate::route::Event;
+use crate::route::Control;
 use std::sync::Arc;
-
-/// Events for one shard from one fetch.
-pub type EventBatch = Arc<Vec<Arc<Event>>>;
 
 /// A record to produce for a publish request.
 #[derive(Debug)]
@@ -44,6 +41,7 @@ pub(crate) struct ProduceJob {
 pub struct BrokerHandle {
     jobs: async_channel::Sender<ProduceJob>,
     pub publish_topic: String,
+    pub control_topic: String,
 }
 
 impl BrokerHandle {
@@ -67,7 +65,7 @@ impl BrokerHandle {
 /// Starts the island when Kafka is configured. `shards` are the per-shard event queues.
 pub fn start(
     cfg: Arc<Config>,
-    shards: Vec<async_channel::Sender<EventBatch>>,
+    shards: Vec<async_channel::Sender<Control>>,
     metrics: Arc<IslandMetrics>,
 ) -> Option<BrokerHandle> {
     let kafka = cfg.kafka.clone()?;
@@ -75,6 +73,7 @@ pub fn start(
     let handle = BrokerHandle {
         jobs: jobs_tx,
         publish_topic: kafka.publish_topic.clone(),
+        control_topic: kafka.control_topic.clone(),
     };
     std::thread::Builder::new()
         .name("cb-island".into())

@@ -90,6 +90,8 @@ pub struct KafkaConfig {
     pub brokers: Vec<String>,
     pub sources: Vec<TopicPattern>,
     pub publish_topic: String,
+    /// Control messages every node reads (session blacklist entries), from the earliest offset.
+    pub control_topic: String,
     pub start: StartOffset,
     pub tls: Option<Tls>,
     pub sasl: Option<Sasl>,
@@ -263,6 +265,8 @@ impl KafkaConfig {
             brokers,
             sources,
             publish_topic,
+            control_topic: get(env::KAFKA_CONTROL_TOPIC)
+                .unwrap_or_else(|| "corebridge-control".into()),
             start,
             tls,
             sasl,
@@ -277,6 +281,11 @@ impl KafkaConfig {
 
     pub fn is_source(&self, topic: &str) -> bool {
         self.sources.iter().any(|p| p.matches(topic))
+    }
+
+    /// Topics this node consumes: the sources and the control topic.
+    pub fn consumes(&self, topic: &str) -> bool {
+        topic == self.control_topic || self.is_source(topic)
     }
 
     pub fn mapping_for(&self, topic: &str) -> Option<&RecordMapping> {

@@ -66,7 +66,8 @@ pub async fn run(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, slot: u
         .await;
         match wake {
             Wake::Out(Drain::Data) => http1::push_chunk(&mut pending, &data),
-            Wake::Out(Drain::Close(CloseReason::Shutdown)) => {
+            Wake::Out(Drain::Close(CloseReason::Shutdown | CloseReason::Killed)) => {
+                http1::push_chunk(&mut pending, &data);
                 pending.extend_from_slice(http1::LAST_CHUNK);
                 let _ = stream.write_all(&pending).await;
                 break;

@@ -66,6 +66,8 @@ pub async fn run(
         let close = match wake {
             Wake::Out(Drain::Data) => None,
             Wake::Out(Drain::Close(CloseReason::Shutdown)) => Some((1001, "Server shutting down.")),
+            // RIG's close for a blacklisted session.
+            Wake::Out(Drain::Close(CloseReason::Killed)) => Some((1000, "Session killed.")),
             Wake::Out(Drain::Close(CloseReason::SlowConsumer)) | Wake::Out(Drain::Gone) => break,
             Wake::In(Ok(None)) => break,
             Wake::In(Ok(Some(ClientFrame::Ping(payload)))) => {

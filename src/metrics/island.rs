@@ -4,7 +4,7 @@
 //! and partition, bounded by the configured source topics.
 
 use super::{header, names, Counter};
-use crate::broker::EventBatch;
+use crate::route::Control;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -38,7 +38,7 @@ pub struct IslandMetrics {
     latency_sum_us: Counter,
     topics: Mutex<BTreeMap<String, Arc<TopicStats>>>,
     partitions: Mutex<BTreeMap<(String, i32), Arc<PartitionStats>>>,
-    queues: OnceLock<Vec<async_channel::Sender<EventBatch>>>,
+    queues: OnceLock<Vec<async_channel::Sender<Control>>>,
 }
 
 impl IslandMetrics {
@@ -63,7 +63,7 @@ impl IslandMetrics {
         self.latency_sum_us.add(d.as_micros() as u64);
     }
 
-    pub fn watch_queues(&self, queues: Vec<async_channel::Sender<EventBatch>>) {
+    pub fn watch_queues(&self, queues: Vec<async_channel::Sender<Control>>) {
         let _ = self.queues.set(queues);
     }
 

@@ -7,6 +7,22 @@ use crate::config::Extractors;
 use crate::proto::cloudevents::CloudEvent;
 use crate::session::subscription::extract;
 use bytes::Bytes;
+use std::sync::Arc;
+
+/// Events for one shard from one fetch or publish, shared by every shard that gets it.
+pub type EventBatch = Arc<Vec<Arc<Event>>>;
+
+/// What travels to every shard (from a publish, the broker island, or another shard).
+#[derive(Debug, Clone)]
+pub enum Control {
+    Events(EventBatch),
+    /// A session blacklist entry: end that session's connections, refuse its token until
+    /// `until_ms` (Unix ms).
+    Blacklist {
+        session: Arc<str>,
+        until_ms: u64,
+    },
+}
 
 #[derive(Debug)]
 pub struct Event {

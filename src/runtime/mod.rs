@@ -5,11 +5,11 @@
 pub mod oneshot;
 pub mod shard;
 
-use crate::broker::EventBatch;
 use crate::config::Config;
 use crate::conn;
 use crate::metrics::island::IslandMetrics;
 use crate::metrics::{Listener, ShardMetrics};
+use crate::route::Control;
 use crate::session::CloseReason;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
@@ -146,7 +146,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
     let (island_tx, island_rx): (Vec<_>, Vec<_>) = (0..n)
         .map(|_| {
             let depth = cfg.kafka.as_ref().map_or(1, |k| k.shard_queue);
-            async_channel::bounded::<EventBatch>(depth)
+            async_channel::bounded::<Control>(depth)
         })
         .unzip();
     island.watch_queues(island_tx.clone());
@@ -224,7 +224,7 @@ async fn shard_main(
     id: usize,
     globals: Arc<Globals>,
     mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
-    from_island: async_channel::Receiver<EventBatch>,
+    from_island: async_channel::Receiver<Control>,
     ready: mpsc::Sender<Result<(), StartError>>,
 ) {
     let cfg = globals.cfg.clone();
@@ -259,8 +259,8 @@ async fn shard_main(
     }
     let island = shard.clone();
     glommio::spawn_local(async move {
-        while let Ok(batch) = from_island.recv().await {
-            island.deliver(&batch);
+        while let Ok(msg) = from_island.recv().await {
+            island.apply(&msg);
         }
     })
     .detach();

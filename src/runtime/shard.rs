@@ -5,7 +5,7 @@
 use super::oneshot;
 use crate::config::Config;
 use crate::metrics::ShardMetrics;
-use crate::route::Event;
+use crate::route::Control;
 use crate::session::subscription::Subscription;
 use crate::session::token::Token;
 use crate::session::{LookupError, Sessions};
@@ -34,10 +34,10 @@ pub struct Globals {
 /// Shard-to-shard messages. Events travel in batches (one message per batch per shard);
 /// requests for a session go to the shard named in its token.
 pub enum ShardMsg {
-    /// Events to deliver; with `ack`, the receiver answers `Reply::Delivered` to `(shard, id)`
-    /// once they are queued to its sessions.
-    Events {
-        events: Vec<Arc<Event>>,
+    /// Something every shard applies (events to deliver, a blacklist entry); with `ack`, the
+    /// receiver answers `Reply::Delivered` to `(shard, id)` once it is applied.
+    Apply {
+        what: Control,
         ack: Option<(usize, u64)>,
     },
     Request {
@@ -129,7 +129,7 @@ impl Shard {
     /// queued them to its sessions. Publishers answer only then, so an event published after
     /// another's 202 can never overtake it on some shard. Waits while a peer's channel is full:
     /// back-pressure reaches the publisher instead of growing a queue.
-    pub async fn broadcast(self: &Rc<Self>, events: Vec<Arc<Event>>) {
+    pub async fn broadcast(self: &Rc<Self>, what: Control) {
         let mut waits = Vec::with_capacity(self.shard_count());
         for peer in 0..self.shard_count() {
             if peer == self.id {
@@ -138,8 +138,8 @@ impl Shard {
             let id = self.next_request_id();
             let (tx, rx) = oneshot::channel();
             self.pending.borrow_mut().insert(id, tx);
-            let msg = ShardMsg::Events {
-                events: events.clone(),
+            let msg = ShardMsg::Apply {
+                what: what.clone(),
                 ack: Some((self.id, id)),
             };
             if self.mesh.send_to(peer, msg).await.is_ok() {
@@ -149,7 +149,7 @@ impl Shard {
                 self.pending.borrow_mut().remove(&id);
             }
         }
-        self.deliver(&events);
+        self.apply(&what);
         for (id, rx) in waits {
             self.await_reply(id, rx).await;
         }
@@ -166,10 +166,24 @@ impl Shard {
         reply.unwrap_or(Reply::Unavailable)
     }
 
-    pub fn deliver(&self, events: &[Arc<Event>]) {
+    pub fn apply(&self, what: &Control) {
         let mut s = self.sessions.borrow_mut();
-        for ev in events {
-            s.deliver(ev);
+        match what {
+            Control::Events(events) => {
+                for ev in events.iter() {
+                    s.deliver(ev);
+                }
+            }
+            Control::Blacklist { session, until_ms } => {
+                let n = s.blacklist(session, *until_ms);
+                if n > 0 {
+                    tracing::info!(
+                        shard = self.id,
+                        connections = n,
+                        "blacklisted session ended"
+                    );
+                }
+            }
         }
     }
 
@@ -243,8 +257,8 @@ impl Shard {
     ) {
         while let Some(msg) = rx.recv().await {
             match msg {
-                ShardMsg::Events { events, ack } => {
-                    self.deliver(&events);
+                ShardMsg::Apply { what, ack } => {
+                    self.apply(&what);
                     if let Some((from, id)) = ack {
                         // Sent from its own task: a receiver that waited on a full channel
                         // could deadlock with a peer doing the same.

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use index::{Slot, SubscriptionIndex};
 use serde_json::Value;
 use slab::Slab;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -37,6 +37,9 @@ pub enum CloseReason {
     SlowConsumer,
     /// The process is shutting down.
     Shutdown,
+    /// The session was blacklisted; anything queued (`rig.session_killed` for SSE) goes out
+    /// first.
+    Killed,
 }
 
 /// What a socket driver gets when it asks for output.
@@ -74,6 +77,8 @@ pub struct Session {
     stamp: u64,
     out: OutQueue,
     last_poll: Instant,
+    /// The JWT session (claim named by JWT_SESSION_FIELD) this connection belongs to.
+    jwt_session: Option<Box<str>>,
 }
 
 pub struct Sessions {
@@ -85,6 +90,11 @@ pub struct Sessions {
     next_gen: u32,
     stamp: u64,
     metrics: Arc<ShardMetrics>,
+    /// Connections per JWT session, to end them when the session is blacklisted.
+    by_session: HashMap<Box<str>, Vec<(Slot, Token)>>,
+    /// Blacklisted sessions and when (unix ms) each entry expires. Every shard holds all of
+    /// them (entries reach every shard through the mesh and, with Kafka, every node).
+    blacklist: HashMap<Box<str>, u64>,
 }
 
 /// Why a token does not name a live session here.
@@ -107,6 +117,8 @@ impl Sessions {
             next_gen: fastrand::u32(..),
             stamp: 0,
             metrics,
+            by_session: HashMap::new(),
+            blacklist: HashMap::new(),
         }
     }
 
@@ -134,7 +146,12 @@ impl Sessions {
     }
 
     /// Registers a session, queues `rig.connection.create` and `rig.subscriptions_set`.
-    pub fn open(&mut self, transport: Transport, subs: Vec<Subscription>) -> (Slot, Token) {
+    pub fn open(
+        &mut self,
+        transport: Transport,
+        subs: Vec<Subscription>,
+        jwt_session: Option<String>,
+    ) -> (Slot, Token) {
         self.next_gen = self.next_gen.wrapping_add(1);
         let entry = self.slab.vacant_entry();
         let slot = entry.key() as Slot;
@@ -153,7 +170,11 @@ impl Sessions {
             stamp: 0,
             out: OutQueue::default(),
             last_poll: Instant::now(),
+            jwt_session: None,
         });
+        if let Some(js) = jwt_session {
+            self.associate(slot, js);
+        }
         self.metrics.connections[transport as usize].inc();
         self.metrics.connections_opened[transport as usize].inc();
         let create = cloudevents::rig_event(
@@ -174,6 +195,74 @@ impl Sessions {
             Some(s) if s.token == *token => Ok(token.slot),
             _ => Err(LookupError::Gone),
         }
+    }
+
+    /// Ties a connection to a JWT session (at connect, and again on each subscriptions PUT
+    /// that carries a token, as RIG does).
+    pub fn associate(&mut self, slot: Slot, jwt_session: String) {
+        let Some(s) = self.slab.get_mut(slot as usize) else {
+            return;
+        };
+        if s.jwt_session.as_deref() == Some(jwt_session.as_str()) {
+            return;
+        }
+        let token = s.token;
+        let old = s.jwt_session.replace(jwt_session.clone().into_boxed_str());
+        if let Some(old) = old {
+            self.forget_session(&old, slot);
+        }
+        self.by_session
+            .entry(jwt_session.into_boxed_str())
+            .or_default()
+            .push((slot, token));
+    }
+
+    fn forget_session(&mut self, jwt_session: &str, slot: Slot) {
+        if let Some(list) = self.by_session.get_mut(jwt_session) {
+            list.retain(|(s, _)| *s != slot);
+            if list.is_empty() {
+                self.by_session.remove(jwt_session);
+            }
+        }
+    }
+
+    pub fn is_blacklisted(&self, jwt_session: &str, now_ms: u64) -> bool {
+        self.blacklist
+            .get(jwt_session)
+            .is_some_and(|&until| until > now_ms)
+    }
+
+    /// Adds (or extends) a blacklist entry and ends every connection of that session on this
+    /// shard: SSE gets `rig.session_killed` and its stream closes, WebSocket closes with
+    /// "Session killed.", long-poll sessions are removed. Returns how many ended.
+    pub fn blacklist(&mut self, jwt_session: &str, until_ms: u64) -> usize {
+        let entry = self.blacklist.entry(jwt_session.into()).or_insert(0);
+        *entry = (*entry).max(until_ms);
+        let Some(victims) = self.by_session.remove(jwt_session) else {
+            return 0;
+        };
+        let mut n = 0;
+        for (slot, token) in victims {
+            let Some(s) = self.slab.get(slot as usize).filter(|s| s.token == token) else {
+                continue;
+            };
+            n += 1;
+            match s.transport {
+                Transport::LongPoll => self.close(slot, &token),
+                t => {
+                    if t == Transport::Sse {
+                        let ev = cloudevents::rig_event("rig.session_killed", None);
+                        self.push(slot, encode(t, &ev.id, &ev.event_type, &ev.to_json()));
+                    }
+                    let q = &mut self.slab[slot as usize].out;
+                    q.close = Some(CloseReason::Killed);
+                    if let Some(w) = q.waker.take() {
+                        w.wake();
+                    }
+                }
+            }
+        }
+        n
     }
 
     pub fn token(&self, slot: Slot) -> Option<Token> {
@@ -330,6 +419,12 @@ impl Sessions {
         };
         let q = &mut s.out;
         if let Some(r) = q.close {
+            if r == CloseReason::Killed {
+                for b in q.items.drain(..) {
+                    out.extend_from_slice(&b);
+                }
+                q.bytes = 0;
+            }
             return Poll::Ready(Drain::Close(r));
         }
         if q.items.is_empty() && q.gap == 0 {
@@ -376,6 +471,9 @@ impl Sessions {
             return;
         }
         let s = self.slab.remove(slot as usize);
+        if let Some(js) = &s.jwt_session {
+            self.forget_session(js, slot);
+        }
         self.index.remove(slot, &s.compiled);
         let t = s.transport as usize;
         self.metrics.subscriptions.sub(s.subs.len() as u64);
@@ -454,6 +552,8 @@ impl Sessions {
         for (slot, token) in expired {
             self.close(slot, &token);
         }
+        let now_ms = crate::session::now_ms();
+        self.blacklist.retain(|_, until| *until > now_ms);
     }
 
     /// Asks every session to end (shutdown).
@@ -465,6 +565,13 @@ impl Sessions {
             }
         }
     }
+}
+
+/// Wall-clock milliseconds since the Unix epoch: blacklist expiry is compared across nodes.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One event in one transport's wire form (SSE frame, WebSocket text frame, long-poll JSON).
@@ -529,7 +636,7 @@ mod tests {
     #[test]
     fn open_queues_rig_events_and_delivers_once() {
         let mut s = sessions(16, SlowConsumer::Close);
-        let (slot, token) = s.open(Transport::Sse, sub("a"));
+        let (slot, token) = s.open(Transport::Sse, sub("a"), None);
         let (_, first) = drain(&mut s, slot, &token);
         let text = String::from_utf8(first).unwrap();
         assert!(text.contains("event: rig.connection.create\n"), "{text}");
@@ -550,7 +657,7 @@ mod tests {
     #[test]
     fn full_queue_closes_under_close_policy() {
         let mut s = sessions(4, SlowConsumer::Close);
-        let (slot, token) = s.open(Transport::Ws, sub("a"));
+        let (slot, token) = s.open(Transport::Ws, sub("a"), None);
         for n in 0..10 {
             s.deliver(&ev("a", n));
         }
@@ -564,7 +671,7 @@ mod tests {
     #[test]
     fn drop_oldest_keeps_newest_and_reports_the_gap() {
         let mut s = sessions(4, SlowConsumer::DropOldest);
-        let (slot, token) = s.open(Transport::Sse, sub("a"));
+        let (slot, token) = s.open(Transport::Sse, sub("a"), None);
         for n in 0..10 {
             s.deliver(&ev("a", n));
         }
@@ -578,9 +685,35 @@ mod tests {
     }
 
     #[test]
+    fn blacklisting_ends_every_transport_of_the_session_only() {
+        let mut s = sessions(16, SlowConsumer::Close);
+        let (sse, sse_t) = s.open(Transport::Sse, sub("a"), Some("sess-1".into()));
+        let (ws, ws_t) = s.open(Transport::Ws, sub("a"), Some("sess-1".into()));
+        let (lp, _) = s.open(Transport::LongPoll, sub("a"), Some("sess-1".into()));
+        let (other, other_t) = s.open(Transport::Sse, sub("a"), Some("sess-2".into()));
+        let _ = drain(&mut s, sse, &sse_t);
+        let until = now_ms() + 60_000;
+        assert_eq!(s.blacklist("sess-1", until), 3);
+        let (p, out) = drain(&mut s, sse, &sse_t);
+        assert_eq!(p, Poll::Ready(Drain::Close(CloseReason::Killed)));
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("event: rig.session_killed\n"));
+        assert_eq!(
+            drain(&mut s, ws, &ws_t).0,
+            Poll::Ready(Drain::Close(CloseReason::Killed))
+        );
+        assert!(matches!(s.poll_longpoll(lp, None, None), Poll::Ready(None)));
+        assert_eq!(drain(&mut s, other, &other_t).0, Poll::Ready(Drain::Data));
+        assert!(s.is_blacklisted("sess-1", now_ms()));
+        assert!(!s.is_blacklisted("sess-1", until + 1));
+        assert!(!s.is_blacklisted("sess-2", now_ms()));
+    }
+
+    #[test]
     fn longpoll_reads_by_sequence() {
         let mut s = sessions(4, SlowConsumer::Close);
-        let (slot, _) = s.open(Transport::LongPoll, sub("a"));
+        let (slot, _) = s.open(Transport::LongPoll, sub("a"), None);
         let Poll::Ready(Some((first, last))) = s.poll_longpoll(slot, None, None) else {
             panic!()
         };

@@ -11,7 +11,7 @@
 use super::Ctx;
 use crate::config::kafka::StartOffset;
 use crate::proto::kafka_record::{self, RecordView};
-use crate::route::Event;
+use crate::route::{Control, Event};
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::Client;
@@ -75,6 +75,13 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
     let lag = ctx.metrics.partition(&topic, partition);
     let mapping = ctx.kafka.mapping_for(&topic).map(|m| m.event_type.clone());
     let max_bytes = ctx.kafka.message_max_bytes;
+    // Blacklist entries must reach a node that starts after they were written.
+    let control = topic == ctx.kafka.control_topic;
+    let start = if control {
+        StartOffset::Earliest
+    } else {
+        ctx.kafka.start
+    };
     let mut errors = RateLimitedLog {
         last: None,
         suppressed: 0,
@@ -104,7 +111,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
     loop {
         let at = match offset {
             Some(o) => o,
-            None => match start_offset(&pc, ctx.kafka.start).await {
+            None => match start_offset(&pc, start).await {
                 Ok(o) => {
                     offset = Some(o);
                     o
@@ -133,6 +140,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
                 }
                 let mut next = at;
                 let mut events = Vec::with_capacity(records.len());
+                let mut controls = Vec::new();
                 for r in records {
                     if r.offset < at {
                         continue; // compressed batches may start before the requested offset
@@ -143,6 +151,13 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
                         if let Some(n) = bad_records.allow() {
                             tracing::warn!(topic = %topic, partition, offset = r.offset, bytes = r.record.approximate_size(),
                                 limit = max_bytes, suppressed = n, "record over KAFKA_MESSAGE_MAX_BYTES skipped");
+                        }
+                        continue;
+                    }
+                    if control {
+                        match r.record.value.as_deref().and_then(decode_control) {
+                            Some(c) => controls.push(c),
+                            None => stats.failed.inc(),
                         }
                         continue;
                     }
@@ -181,8 +196,15 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
                 }
                 lag.lag.set((high_watermark - next).max(0) as u64);
                 offset = Some(next);
+                for c in controls {
+                    for shard in &ctx.shards {
+                        if shard.send(c.clone()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
                 if !events.is_empty() {
-                    let batch = Arc::new(events);
+                    let batch = Control::Events(Arc::new(events));
                     for shard in &ctx.shards {
                         if shard.send(batch.clone()).await.is_err() {
                             return; // the shard is gone: shutting down
@@ -208,4 +230,20 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
             }
         }
     }
+}
+
+/// A control record: `{"blacklist":{"sessionId":"...","until":<unix ms>}}` (see `encode_blacklist`).
+fn decode_control(value: &[u8]) -> Option<Control> {
+    let v: serde_json::Value = serde_json::from_slice(value).ok()?;
+    let b = v.get("blacklist")?;
+    Some(Control::Blacklist {
+        session: b.get("sessionId")?.as_str()?.into(),
+        until_ms: b.get("until")?.as_u64()?,
+    })
+}
+
+pub fn encode_blacklist(session: &str, until_ms: u64) -> Vec<u8> {
+    serde_json::json!({"blacklist": {"sessionId": session, "until": until_ms}})
+        .to_string()
+        .into_bytes()
 }

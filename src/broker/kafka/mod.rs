@@ -9,12 +9,14 @@
 //! partition where it stopped.
 
 mod consumer;
+pub use consumer::encode_blacklist;
 mod producer;
 
-use super::{EventBatch, ProduceJob};
+use super::ProduceJob;
 use crate::config::kafka::{KafkaConfig, Sasl, Tls};
 use crate::config::Config;
 use crate::metrics::island::IslandMetrics;
+use crate::route::Control;
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::BackoffConfig;
 use std::collections::HashSet;
@@ -25,7 +27,7 @@ use std::time::Duration;
 pub(crate) struct Ctx {
     pub cfg: Arc<Config>,
     pub kafka: KafkaConfig,
-    pub shards: Vec<async_channel::Sender<EventBatch>>,
+    pub shards: Vec<async_channel::Sender<Control>>,
     pub metrics: Arc<IslandMetrics>,
 }
 
@@ -109,7 +111,7 @@ async fn connect(k: &KafkaConfig) -> Result<Client, String> {
 pub(crate) async fn run(
     cfg: Arc<Config>,
     kafka: KafkaConfig,
-    shards: Vec<async_channel::Sender<EventBatch>>,
+    shards: Vec<async_channel::Sender<Control>>,
     jobs: async_channel::Receiver<ProduceJob>,
     metrics: Arc<IslandMetrics>,
 ) {
@@ -157,8 +159,8 @@ async fn discover(ctx: Arc<Ctx>, client: Arc<Client>) {
         match client.list_topics().await {
             Ok(topics) => {
                 let mut matched = 0;
-                for t in topics.iter().filter(|t| ctx.kafka.is_source(&t.name)) {
-                    matched += 1;
+                for t in topics.iter().filter(|t| ctx.kafka.consumes(&t.name)) {
+                    matched += usize::from(ctx.kafka.is_source(&t.name));
                     for &p in &t.partitions {
                         if running.insert((t.name.clone(), p)) {
                             tracing::info!(topic = %t.name, partition = p, "consuming");
