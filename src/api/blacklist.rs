@@ -39,7 +39,7 @@ fn parse(body: &[u8]) -> Result<(String, u64), String> {
     let raw = v.get("validityInSeconds").map(short).unwrap_or_default();
     match secs {
         None => Err(format!("Expected a number, got {raw}")),
-        Some(s) if !(s > 0.0) || !s.is_finite() => {
+        Some(s) if s.is_nan() || s <= 0.0 || !s.is_finite() => {
             Err(format!("Expected a positive number, got {raw}"))
         }
         // At most ten years: the expiry must stay representable.
