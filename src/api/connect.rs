@@ -1,6 +1,14 @@
 //! Opening connections: `GET /_rig/v1/connection/{sse,ws,longpolling}` with RIG's
-//! `subscriptions` query parameter, status codes and bodies (rig-contract.md 1.2, 1.4).
+//! `subscriptions` and `jwt` query parameters, status codes, bodies and close reasons
+//! (rig-contract.md 1.2, 1.4).
+//!
+//! Admission, in RIG's order: parse `subscriptions`; verify `jwt` (signature, `exp`, the
+//! session blacklist) and derive automatic subscriptions from its claims; merge them
+//! (`uniq(jwt ++ manual)`); run `SUBSCRIPTION_CHECK` when subscriptions were given; apply
+//! `MAX_CONNECTIONS_PER_MINUTE`. Long-poll sessions go through the same admission (RIG skipped
+//! the check and the session association there, so blacklisting could not end them).
 
+use super::access;
 use super::{Outcome, Resp};
 use crate::metrics::Transport;
 use crate::proto::http1::{self, RequestHead};
@@ -10,38 +18,120 @@ use crate::session::subscription::Subscription;
 use crate::session::token::Token;
 use std::rc::Rc;
 
-/// The `subscriptions` query parameter: absent = none; RIG's messages for bad input.
-fn query_subscriptions(shard: &Shard, head: &RequestHead) -> Result<Vec<Subscription>, String> {
-    let Some(raw) = http1::query_param(head.query.as_deref(), "subscriptions") else {
-        return Ok(Vec::new());
-    };
-    let v: serde_json::Value = serde_json::from_str(&raw)
-        .map_err(|e| format!("Failed to decode subscription list: {e}"))?;
-    let limits = shard.sessions.borrow().subscription_limits();
-    Subscription::parse_list(&v, limits).map_err(|e| format!("could not parse subscriptions: {e}"))
+/// Why a connection was refused; each transport words it as RIG does.
+enum Refusal {
+    /// Bad `subscriptions`: the message goes to the client (SSE/LP body, WebSocket close reason).
+    Subscriptions(String),
+    /// Bad, expired or blacklisted `jwt`.
+    Jwt(String),
+    /// `SUBSCRIPTION_CHECK` said no.
+    Denied,
+    /// `MAX_CONNECTIONS_PER_MINUTE` reached.
+    RateLimited,
 }
 
-pub fn sse(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
-    let subs = match query_subscriptions(shard, head) {
-        Ok(s) => s,
-        // RIG's SSE errors carry no CORS header; ours do (see `inbound`).
-        Err(e) => return Resp::text(400, e).into(),
+impl Refusal {
+    fn http(self) -> Outcome {
+        match self {
+            Refusal::Subscriptions(m) => Resp::text(400, m).into(),
+            Refusal::Jwt(m) => Resp::text(
+                400,
+                format!("could not parse subscriptions: could not decode JWT: {m}"),
+            )
+            .into(),
+            Refusal::Denied => Resp::text(400, "Subscription denied (not authorized).").into(),
+            Refusal::RateLimited => Resp::text(429, "Reached maximum number of connections").into(),
+        }
+    }
+
+    /// RIG upgrades, then closes with 1000; the detail is only given for bad subscriptions.
+    fn ws_reason(self) -> String {
+        match self {
+            Refusal::Subscriptions(m) => m,
+            _ => "Bad request.".into(),
+        }
+    }
+}
+
+struct Admitted {
+    subs: Vec<Subscription>,
+    session: Option<String>,
+}
+
+async fn admit(shard: &Rc<Shard>, head: &RequestHead) -> Result<Admitted, Refusal> {
+    let raw = http1::query_param(head.query.as_deref(), "subscriptions");
+    let manual = match &raw {
+        None => Vec::new(),
+        Some(raw) => {
+            let v: serde_json::Value = serde_json::from_str(raw).map_err(|e| {
+                Refusal::Subscriptions(format!("Failed to decode subscription list: {e}"))
+            })?;
+            let limits = shard.sessions.borrow().subscription_limits();
+            Subscription::parse_list(&v, limits).map_err(|e| {
+                Refusal::Subscriptions(format!("could not parse subscriptions: {e}"))
+            })?
+        }
     };
-    let (slot, token) = shard.sessions.borrow_mut().open(Transport::Sse, subs, None);
-    let head = http1::streaming_head(
-        200,
-        &[
-            ("content-type", "text/event-stream; charset=utf-8"),
-            ("cache-control", "no-cache"),
-            ("access-control-allow-origin", &shard.cfg().cors),
-            // Tell nginx-style proxies not to buffer the stream.
-            ("x-accel-buffering", "no"),
-        ],
-    );
+    let token = http1::query_param(head.query.as_deref(), "jwt").filter(|t| !t.is_empty());
+    let (subs, session) = match &token {
+        None => (manual, None),
+        Some(t) => {
+            let id = access::verify(shard, t).await.map_err(Refusal::Jwt)?;
+            let auto = access::jwt_subscriptions(&id.claims, &shard.cfg().extractors);
+            (access::merge(auto, manual), id.session)
+        }
+    };
+    // As RIG: no `subscriptions` parameter, no check.
+    if let Some(raw) = &raw {
+        let body = format!("{{\"subscriptions\":{raw}}}");
+        let tokens: Vec<String> = token.into_iter().collect();
+        if !access::check(
+            shard,
+            &shard.cfg().subscription_check,
+            &tokens,
+            body.as_bytes(),
+        )
+        .await
+        {
+            return Err(Refusal::Denied);
+        }
+    }
+    let now = crate::session::now_ms() / 1000;
+    if !shard
+        .globals
+        .connection_rate
+        .admit(now, shard.cfg().max_connections_per_minute)
+    {
+        return Err(Refusal::RateLimited);
+    }
+    Ok(Admitted { subs, session })
+}
+
+pub async fn sse(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
+    let a = match admit(shard, head).await {
+        Ok(a) => a,
+        Err(r) => return r.http(),
+    };
+    let (slot, token) = shard
+        .sessions
+        .borrow_mut()
+        .open(Transport::Sse, a.subs, a.session);
+    let mut headers = vec![
+        (
+            "content-type",
+            "text/event-stream; charset=utf-8".to_string(),
+        ),
+        ("cache-control", "no-cache".to_string()),
+        // Tell nginx-style proxies not to buffer the stream.
+        ("x-accel-buffering", "no".to_string()),
+    ];
+    headers.extend(super::cors_headers(shard, head.header_str("origin")));
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let head = http1::streaming_head(200, &headers);
     Outcome::Sse { head, slot, token }
 }
 
-pub fn ws(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
+pub async fn ws(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
     let accept = match ws::check_handshake(head) {
         Ok(a) => a,
         Err(e) => {
@@ -53,18 +143,21 @@ pub fn ws(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
         }
     };
     let upgrade = ws::handshake_response(&accept, &[]);
-    match query_subscriptions(shard, head) {
-        Ok(subs) => {
-            let (slot, token) = shard.sessions.borrow_mut().open(Transport::Ws, subs, None);
+    match admit(shard, head).await {
+        Ok(a) => {
+            let (slot, token) = shard
+                .sessions
+                .borrow_mut()
+                .open(Transport::Ws, a.subs, a.session);
             Outcome::Ws {
                 head: upgrade,
                 slot,
                 token,
             }
         }
-        Err(reason) => Outcome::WsRefuse {
+        Err(r) => Outcome::WsRefuse {
             head: upgrade,
-            reason,
+            reason: r.ws_reason(),
         },
     }
 }
@@ -103,12 +196,7 @@ pub async fn longpoll(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
                     body.extend_from_slice(e);
                 }
                 body.extend_from_slice(b"]}");
-                return lp_reply(
-                    shard,
-                    Resp::json(200, body),
-                    &token.encode(),
-                    &last.to_string(),
-                );
+                return lp_reply(Resp::json(200, body), &token.encode(), &last.to_string());
             }
             Reply::LongPoll(Err(_)) => {} // gone or foreign: a new session, as RIG does
             Reply::Unavailable => {
@@ -123,26 +211,24 @@ pub async fn longpoll(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
             _ => return Resp::text(500, "Internal server error: unexpected shard reply.").into(),
         }
     }
-    let subs = match query_subscriptions(shard, head) {
-        Ok(s) => s,
-        Err(e) => return Resp::text(400, e).into(),
+    let a = match admit(shard, head).await {
+        Ok(a) => a,
+        Err(r) => return r.http(),
     };
     let (_, token) = shard
         .sessions
         .borrow_mut()
-        .open(Transport::LongPoll, subs, None);
+        .open(Transport::LongPoll, a.subs, a.session);
     lp_reply(
-        shard,
         Resp::json(200, b"\"ok\"".to_vec()),
         &token.encode(),
         "first_event",
     )
 }
 
-fn lp_reply(shard: &Shard, r: Resp, token: &str, last: &str) -> Outcome {
+fn lp_reply(r: Resp, token: &str, last: &str) -> Outcome {
     // Cookie values are JSON strings for last_event_id, as RIG writes them.
     r.header("cache-control", "no-cache")
-        .header("access-control-allow-origin", shard.cfg().cors.clone())
         .header("access-control-allow-credentials", "true")
         .header(
             "set-cookie",

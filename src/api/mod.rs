@@ -6,9 +6,12 @@
 //! PUT, `/_rig/v1/events`, `/_rig/health`. Internal port: `/v3/messages` (and `/v2/`), `/health`,
 //! `/metrics`.
 
+pub mod access;
 mod blacklist;
 mod connect;
 mod publish;
+pub mod ratelimit;
+
 mod subscriptions;
 
 use crate::metrics::Listener;
@@ -92,6 +95,20 @@ pub async fn handle(
     }
 }
 
+/// CORS headers for an inbound answer to a request with this `Origin`: the allowed origin (if
+/// any) and, when the answer depends on the origin, `Vary: Origin`.
+pub fn cors_headers(shard: &Shard, origin: Option<&str>) -> Vec<(&'static str, String)> {
+    let cors = &shard.cfg().cors;
+    let mut h = Vec::with_capacity(2);
+    if let Some(o) = cors.allow_origin(origin) {
+        h.push(("access-control-allow-origin", o.into_owned()));
+    }
+    if cors.varies() {
+        h.push(("vary", "Origin".to_string()));
+    }
+    h
+}
+
 fn not_allowed(allow: &str) -> Outcome {
     Resp::text(405, format!("Method not allowed. Allowed: {allow}"))
         .header("allow", allow)
@@ -100,8 +117,8 @@ fn not_allowed(allow: &str) -> Outcome {
 
 /// RIG's preflight answer: 204 with the allowed methods and headers.
 fn preflight(shard: &Shard, methods: &str, headers: &str) -> Outcome {
+    let _ = shard;
     Resp::new(204)
-        .header("access-control-allow-origin", shard.cfg().cors.clone())
         .header("access-control-allow-methods", methods)
         .header("access-control-allow-headers", headers)
         .header("access-control-allow-credentials", "true")
@@ -118,12 +135,12 @@ async fn inbound(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outcom
             _ => not_allowed("GET, HEAD"),
         },
         "/_rig/v1/connection/sse" => match m {
-            Method::Get => connect::sse(shard, head),
+            Method::Get => connect::sse(shard, head).await,
             Method::Options => preflight(shard, "GET", "*"),
             _ => not_allowed("GET, OPTIONS"),
         },
         "/_rig/v1/connection/ws" => match m {
-            Method::Get => connect::ws(shard, head),
+            Method::Get => connect::ws(shard, head).await,
             _ => not_allowed("GET"),
         },
         "/_rig/v1/connection/longpolling" => match m {
@@ -132,7 +149,7 @@ async fn inbound(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outcom
             _ => not_allowed("GET, OPTIONS"),
         },
         "/_rig/v1/events" => match m {
-            Method::Post => publish::publish(shard, head, &body).await,
+            Method::Post => publish::submit(shard, head, &body).await,
             Method::Options => preflight(shard, "POST", "content-type"),
             _ => not_allowed("POST, OPTIONS"),
         },
@@ -149,20 +166,44 @@ async fn inbound(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outcom
     // RIG sends CORS on successes only; we add it to every inbound answer so browsers can read
     // our error messages (RIG users asked for it: Accenture/reactive-interaction-gateway#344).
     match out {
-        Outcome::Resp(r)
-            if !r
-                .headers
-                .iter()
-                .any(|(n, _)| *n == "access-control-allow-origin") =>
-        {
-            r.header("access-control-allow-origin", shard.cfg().cors.clone())
-                .into()
+        Outcome::Resp(mut r) => {
+            r.headers
+                .extend(cors_headers(shard, head.header_str("origin")));
+            r.into()
         }
         other => other,
     }
 }
 
+/// The internal API's optional bearer token (`CB_API_TOKEN`); `/health` stays open for probes.
+fn api_token_ok(shard: &Shard, head: &RequestHead) -> bool {
+    let Some(want) = shard.cfg().api_token.as_deref() else {
+        return true;
+    };
+    head.path == "/health"
+        || head.header_values("authorization").any(|v| {
+            let v = String::from_utf8_lossy(v);
+            let v = v.trim();
+            v.len() > 7
+                && v[..7].eq_ignore_ascii_case("bearer ")
+                && constant_time_eq(v[7..].trim().as_bytes(), want.as_bytes())
+        })
+}
+
+/// Compares secrets without an early exit, so timing does not reveal matching prefixes.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 async fn internal(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outcome {
+    if !api_token_ok(shard, head) {
+        return Resp::text(
+            401,
+            "Unauthorized: the internal API requires Authorization: Bearer <CB_API_TOKEN>.",
+        )
+        .header("www-authenticate", "Bearer")
+        .into();
+    }
     let m = head.method;
     match head.path.as_str() {
         "/health" => match m {

@@ -2,7 +2,10 @@
 //! a connection, wherever it lives (the token names its shard). Status codes as RIG's:
 //! 204, 400, 406, 410; plus 503 if the owner shard cannot answer.
 
+use super::access;
 use super::{Outcome, Resp};
+use crate::auth::jwt::bearer_tokens;
+use crate::config::Check;
 use crate::proto::http1::RequestHead;
 use crate::runtime::shard::{Reply, Request, Shard};
 use crate::session::subscription::Subscription;
@@ -75,7 +78,38 @@ pub async fn put(shard: &Rc<Shard>, head: &RequestHead, raw_token: &str, body: &
             return Resp::text(400, format!("cannot accept subscription request: {e}")).into()
         }
     };
-    let req = Request::SetSubscriptions { token, subs };
+    // JWT-derived subscriptions are recomputed from this request's Authorization header; without
+    // one they are dropped (RIG's docs/event-subscription.md).
+    let tokens = bearer_tokens(head.header_values("authorization"));
+    let check = &shard.cfg().subscription_check;
+    let mut auto = Vec::new();
+    let mut session = None;
+    for t in &tokens {
+        match access::verify(shard, t).await {
+            Ok(id) => {
+                auto = access::merge(auto, access::jwt_subscriptions(&id.claims, &shard.cfg().extractors));
+                session = session.or(id.session);
+            }
+            // An external checker may accept tokens we cannot verify (RIG #377 refused them).
+            Err(_) if matches!(check, Check::Url(_)) => {}
+            Err(e) => {
+                return Resp::text(
+                    400,
+                    format!("cannot accept subscription request: invalid authorization header: could not decode JWT: {e}"),
+                )
+                .into()
+            }
+        }
+    }
+    let subs = access::merge(auto, subs);
+    if !access::check(shard, check, &tokens, body).await {
+        return Resp::text(403, "Subscription denied.").into();
+    }
+    let req = Request::SetSubscriptions {
+        token,
+        subs,
+        session,
+    };
     match shard.call(token.shard as usize, req).await {
         Reply::SetSubscriptions(Ok(())) => Resp::new(204).into(),
         Reply::SetSubscriptions(Err(LookupError::Invalid)) => {

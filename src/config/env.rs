@@ -8,6 +8,8 @@ pub const INBOUND_BIND: &str = "CB_INBOUND_BIND";
 /// Address the internal API binds to (ours; loopback unless told otherwise).
 pub const API_BIND: &str = "CB_API_BIND";
 pub const CORS: &str = "CORS";
+/// FlowX: a comma list of allowed origins, wildcard subdomains allowed.
+pub const APPLICATION_CORS_ALLOW_ORIGIN: &str = "APPLICATION_CORS_ALLOW_ORIGIN";
 pub const EXTRACTORS: &str = "EXTRACTORS";
 pub const LOG_LEVEL: &str = "LOG_LEVEL";
 pub const LOG_FMT: &str = "LOG_FMT";
@@ -34,3 +36,10 @@ pub const KAFKA_RECORD_MAPPING: &str = "CB_KAFKA_RECORD_MAPPING";
 pub const KAFKA_SHARD_QUEUE: &str = "CB_KAFKA_SHARD_QUEUE";
 pub const KAFKA_CLIENT_ID: &str = "CB_KAFKA_CLIENT_ID";
 pub const KAFKA_CONTROL_TOPIC: &str = "CB_KAFKA_CONTROL_TOPIC";
+
+// Access control.
+pub const MAX_CONNECTIONS_PER_MINUTE: &str = "MAX_CONNECTIONS_PER_MINUTE";
+pub const SUBSCRIPTION_CHECK: &str = "SUBSCRIPTION_CHECK";
+pub const SUBMISSION_CHECK: &str = "SUBMISSION_CHECK";
+/// Bearer token the internal API port requires when set (ours; RIG's internal API has none).
+pub const API_TOKEN: &str = "CB_API_TOKEN";

@@ -25,8 +25,11 @@ pub enum LogFormat {
 pub struct Config {
     pub inbound: SocketAddr,
     pub api: SocketAddr,
-    /// `Access-Control-Allow-Origin` value for the inbound endpoints (RIG's `CORS`).
-    pub cors: String,
+    /// `Access-Control-Allow-Origin` policy for the inbound endpoints (RIG's `CORS` or
+    /// FlowX's `APPLICATION_CORS_ALLOW_ORIGIN`).
+    pub cors: crate::auth::cors::Cors,
+    /// None: JWT off (no key configured); tokens are then refused where one is given.
+    pub jwt: Option<crate::auth::jwt::JwtSettings>,
     pub extractors: Extractors,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -34,6 +37,41 @@ pub struct Config {
     pub tuning_file: Option<PathBuf>,
     /// None: Kafka off (no `KAFKA_BROKERS`); publishing goes straight to the shards.
     pub kafka: Option<KafkaConfig>,
+    /// New SSE/WS/long-poll connections per minute on this node (RIG: 5000).
+    pub max_connections_per_minute: u64,
+    pub subscription_check: Check,
+    pub submission_check: Check,
+    /// When set, the internal API (except `/health`) requires `Authorization: Bearer <token>`.
+    pub api_token: Option<String>,
+}
+
+/// RIG's authorization checks (`SUBSCRIPTION_CHECK`, `SUBMISSION_CHECK`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    None,
+    /// At least one valid, not blacklisted bearer token.
+    JwtValidation,
+    /// POST the request to this URL with the caller's Authorization header: 2xx allows.
+    Url(String),
+}
+
+impl Check {
+    fn parse(name: &str, raw: Option<&str>, problems: &mut Vec<String>) -> Check {
+        match raw.map(str::trim) {
+            None | Some("") => Check::None,
+            Some(v) if v.eq_ignore_ascii_case("no_check") => Check::None,
+            Some(v) if v.eq_ignore_ascii_case("jwt_validation") => Check::JwtValidation,
+            Some(v) if v.starts_with("http://") || v.starts_with("https://") => {
+                Check::Url(v.to_string())
+            }
+            Some(v) => {
+                problems.push(format!(
+                    "{name}={v:?}: expected no_check, jwt_validation or an http(s) URL"
+                ));
+                Check::None
+            }
+        }
+    }
 }
 
 /// A key/value view of the environment so tests can build configs without touching the process.
@@ -107,10 +145,12 @@ impl Config {
             ));
         }
 
-        let cors = get(env::CORS).unwrap_or("*").to_string();
-        if cors.contains(['\r', '\n']) {
-            problems.push(format!("{} must not contain line breaks", env::CORS));
-        }
+        let cors = crate::auth::cors::Cors::load(
+            get(env::CORS),
+            get(env::APPLICATION_CORS_ALLOW_ORIGIN),
+            &mut problems,
+        );
+        let jwt = crate::auth::jwt::load(&|k| get(k).map(str::to_string), &mut problems);
 
         let extractors = Extractors::load(get(env::EXTRACTORS).unwrap_or(""), &mut problems);
 
@@ -132,13 +172,39 @@ impl Config {
 
         let owned = |k: &str| get(k).map(str::to_string);
         let kafka = KafkaConfig::load(&owned, &mut problems);
+        let max_connections_per_minute = match get(env::MAX_CONNECTIONS_PER_MINUTE) {
+            None => 5000,
+            Some(v) => v.parse::<u64>().ok().filter(|n| *n > 0).unwrap_or_else(|| {
+                problems.push(format!(
+                    "{}={v:?}: expected a positive integer",
+                    env::MAX_CONNECTIONS_PER_MINUTE
+                ));
+                5000
+            }),
+        };
+        let subscription_check = Check::parse(
+            env::SUBSCRIPTION_CHECK,
+            get(env::SUBSCRIPTION_CHECK),
+            &mut problems,
+        );
+        let submission_check = Check::parse(
+            env::SUBMISSION_CHECK,
+            get(env::SUBMISSION_CHECK),
+            &mut problems,
+        );
+        let api_token = get(env::API_TOKEN).map(str::to_string);
 
         if problems.is_empty() {
             Ok(Config {
                 kafka,
+                max_connections_per_minute,
+                subscription_check,
+                submission_check,
+                api_token,
                 inbound,
                 api,
                 cors,
+                jwt,
                 extractors,
                 log_level: if log_level == "warning" {
                     "warn".into()
@@ -180,7 +246,10 @@ mod tests {
         let c = Config::load(&EnvMap::new(), None).unwrap();
         assert_eq!(c.inbound.port(), 4000);
         assert_eq!(c.api.to_string(), "127.0.0.1:4010");
-        assert_eq!(c.cors, "*");
+        assert_eq!(
+            c.cors.allow_origin(Some("https://x.example")).as_deref(),
+            Some("*")
+        );
         assert_eq!(c.tuning.sessions.heartbeat_interval_ms, 15_000);
     }
 

@@ -75,15 +75,11 @@ async fn send_error(
     msg: &str,
 ) {
     shard.metrics.response(which, status);
-    let bytes = http1::response(
-        status,
-        &[
-            ("content-type", api::TEXT),
-            ("access-control-allow-origin", &shard.cfg().cors),
-        ],
-        msg.as_bytes(),
-        false,
-    );
+    // The request (and its Origin) could not be read: the policy for "no Origin" applies.
+    let mut headers = vec![("content-type", api::TEXT.to_string())];
+    headers.extend(api::cors_headers(shard, None));
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let bytes = http1::response(status, &headers, msg.as_bytes(), false);
     let _ = stream.write_all(&bytes).await;
     let _ = stream.close().await;
 }

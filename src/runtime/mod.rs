@@ -29,6 +29,8 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("JWT configuration: {0}")]
+    Jwt(String),
     #[error("cannot start shard {shard} on cpu {cpu}: {reason}")]
     Executor {
         shard: usize,
@@ -155,6 +157,12 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
     } else {
         None
     };
+    let jwt = match &cfg.jwt {
+        None => None,
+        Some(settings) => Some(std::sync::RwLock::new(
+            crate::auth::jwt::Verifier::new(settings).map_err(StartError::Jwt)?,
+        )),
+    };
     let globals = Arc::new(Globals {
         broker,
         island,
@@ -162,6 +170,10 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         node: fastrand::u32(..),
         metrics: (0..n).map(|_| Arc::new(ShardMetrics::default())).collect(),
         shutdown: AtomicBool::new(false),
+        connection_rate: Default::default(),
+        jwt,
+        jwks_fetched_ms: Default::default(),
+        outbound: crate::outbound::Outbound::start(),
     });
     let mesh = MeshBuilder::<ShardMsg, _>::full(n, cfg.tuning.runtime.mesh_queue);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), StartError>>();
@@ -274,6 +286,27 @@ async fn shard_main(
     })
     .detach();
     glommio::spawn_local(accept_loop(shard.clone(), api, Listener::Api)).detach();
+    if id == 0 && shard.globals.jwt.is_some() {
+        // Shard 0 keeps the JWKS fresh: at start, then every 10 minutes (plus on unknown kids).
+        let keeper = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                let wait = match crate::api::access::refresh_jwks(&keeper).await {
+                    Ok(0) => return, // a static key: nothing to refresh
+                    Ok(n) => {
+                        tracing::info!(keys = n, "JWKS loaded");
+                        600
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "JWKS fetch failed (whose fault: identity provider or network); retrying");
+                        10
+                    }
+                };
+                glommio::timer::sleep(Duration::from_secs(wait)).await;
+            }
+        })
+        .detach();
+    }
     let _ = ready.send(Ok(()));
     let stop = async {
         while !shard.globals.shutdown.load(Ordering::Relaxed) {

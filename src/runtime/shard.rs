@@ -27,6 +27,12 @@ pub struct Globals {
     /// Produces publishes to Kafka when it is configured.
     pub broker: Option<crate::broker::BrokerHandle>,
     pub island: Arc<crate::metrics::island::IslandMetrics>,
+    pub connection_rate: crate::api::ratelimit::ConnectionRate,
+    /// The JWT verifier; replaced when a new JWKS is fetched (read once per connect).
+    pub jwt: Option<std::sync::RwLock<crate::auth::jwt::Verifier>>,
+    /// When the JWKS was last fetched (Unix ms), to rate-limit refreshes.
+    pub jwks_fetched_ms: std::sync::atomic::AtomicU64,
+    pub outbound: crate::outbound::Outbound,
     /// Set once by the signal thread; shards stop accepting and close their streams.
     pub shutdown: std::sync::atomic::AtomicBool,
 }
@@ -55,6 +61,8 @@ pub enum Request {
     SetSubscriptions {
         token: Token,
         subs: Vec<Subscription>,
+        /// The JWT session of the PUT's token, associated with the connection (as RIG does).
+        session: Option<String>,
     },
     /// Long-poll read; waits up to the hold time for an event when `hold`.
     LongPoll {
@@ -218,12 +226,18 @@ impl Shard {
     /// Handles one request for a session owned by this shard.
     pub async fn serve(self: &Rc<Self>, req: Request) -> Reply {
         match req {
-            Request::SetSubscriptions { token, subs } => {
+            Request::SetSubscriptions {
+                token,
+                subs,
+                session,
+            } => {
                 let mut s = self.sessions.borrow_mut();
-                Reply::SetSubscriptions(
-                    s.lookup(&token)
-                        .map(|slot| s.replace_subscriptions(slot, subs)),
-                )
+                Reply::SetSubscriptions(s.lookup(&token).map(|slot| {
+                    if let Some(js) = session {
+                        s.associate(slot, js);
+                    }
+                    s.replace_subscriptions(slot, subs)
+                }))
             }
             Request::LongPoll { token, after, hold } => {
                 let slot = match self.sessions.borrow().lookup(&token) {
