@@ -85,7 +85,7 @@ fn sessions_with(n: usize, constrained: bool) -> (Sessions, Vec<Event>) {
             serde_json::json!([{"eventType": "greeting"}])
         };
         let subs = Subscription::parse_list(&sub, limits).unwrap();
-        s.open(Transport::Sse, subs, None);
+        s.open(Transport::Sse, subs, None).unwrap();
     }
     let events = (0..64)
         .map(|i| {

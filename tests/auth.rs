@@ -245,15 +245,25 @@ struct Sse {
 impl Sse {
     /// Connects; on 200 reads `rig.connection.create` and `rig.subscriptions_set`.
     fn connect(port: u16, jwt: Option<&str>, subscriptions: Option<&str>) -> Sse {
+        Sse::connect_with(port, jwt, subscriptions, &[])
+    }
+
+    fn connect_with(
+        port: u16,
+        jwt: Option<&str>,
+        subscriptions: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Sse {
         let path = format!("/_rig/v1/connection/sse{}", query(jwt, subscriptions));
         let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut w = s.try_clone().unwrap();
-        write!(
-            w,
-            "GET {path} HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n"
-        )
-        .unwrap();
+        let mut req = format!("GET {path} HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        w.write_all(req.as_bytes()).unwrap();
         let mut reader = BufReader::new(s);
         let head = read_response(&mut reader);
         let mut c = Sse {
@@ -665,6 +675,12 @@ fn jwt_claims_become_automatic_subscriptions() {
     assert_eq!(j.ns_until(4), [2, 4], "joe gets joe's events only");
     assert_eq!(a.ns_until(3), [1, 3], "ann gets ann's events only");
 
+    // Connecting reads the `jwt` parameter only, never an Authorization header (RIG).
+    let h = format!("Bearer {joe}");
+    let c = Sse::connect_with(srv.inbound, None, None, &[("authorization", &h)]);
+    assert_eq!(c.head.status, 200, "{}", c.head.text());
+    assert_eq!(c.subs, json!([]));
+
     // Manual subscriptions are merged after the automatic one (RIG: uniq(jwt ++ manual)).
     let mut m = Sse::ok(
         srv.inbound,
@@ -722,6 +738,33 @@ fn jwt_claims_become_automatic_subscriptions() {
     );
     publish_ok(&srv, &[greet(12, "joe"), ce("third", json!({"n": 13}))]);
     assert_eq!(m.ns_until(13), [13]);
+
+    // Several bearer credentials (comma-separated, or several headers): each one's automatic
+    // subscription, in order.
+    for (i, headers) in [
+        vec![format!("Bearer {joe}, Bearer {ann}")],
+        vec![format!("Bearer {joe}"), format!("Bearer {ann}")],
+        vec![format!("Bearer {joe}, {ann}")],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut h = vec![("content-type", "application/json")];
+        h.extend(headers.iter().map(|v| ("authorization", v.as_str())));
+        let r = request(
+            srv.inbound,
+            "PUT",
+            &format!("/_rig/v1/connection/sse/{}/subscriptions", m.token),
+            &h,
+            br#"{"subscriptions":[]}"#,
+        );
+        assert_eq!(r.status, 204, "case {i}: {}", r.text());
+        assert_eq!(
+            m.next_subs_set(),
+            json!([auto_sub("joe"), auto_sub("ann")]),
+            "case {i}"
+        );
+    }
 
     // PUT with ann's token: the automatic subscription follows this request's token.
     let r = put_subs(&srv, &m.token, Some(&ann), &json!({"subscriptions": []}));
@@ -791,7 +834,7 @@ fn bad_tokens_are_refused_as_rig_does() {
     let r = sse_get(&srv, &hs(&expired));
     assert!(r.text().contains("expired"), "{}", r.text());
 
-    // Within the default 5 s leeway an just-expired token still counts.
+    // Within the default 5 s leeway a just-expired token still counts.
     let recent = json!({"username": "joe", "jti": "s1", "exp": now() - 1});
     let c = Sse::ok(srv.inbound, Some(&hs(&recent)), None);
     assert_eq!(c.subs, json!([auto_sub("joe")]));
@@ -928,16 +971,7 @@ fn jwks_keys_are_fetched_and_rotated() {
 
     let k1 = rs(RSA1_PRIV, Some("k1"), &user_claims("joe", "j1"));
     let k2 = rs(RSA2_PRIV, Some("k2"), &user_claims("ann", "j2"));
-    // The keys are installed right after the fetch; allow a moment for that.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let c = loop {
-        let c = Sse::connect(srv.inbound, Some(&k1), None);
-        if c.head.status == 200 || Instant::now() > deadline {
-            break c;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(c.head.status, 200, "k1: {}", c.head.text());
+    let c = connect_once_keys_loaded(srv.inbound, &k1);
     assert_eq!(c.subs, json!([auto_sub("joe")]));
 
     // The identity provider rotates to k2. A k2 token within 10 s of the last fetch cannot
@@ -958,12 +992,109 @@ fn jwks_keys_are_fetched_and_rotated() {
     assert_eq!(idp.seen().len(), 2);
 }
 
+/// Connects once the JWKS keys are installed (right after the initial fetch).
+fn connect_once_keys_loaded(port: u16, token: &str) -> Sse {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let c = Sse::connect(port, Some(token), None);
+        if c.head.status == 200 || Instant::now() > deadline {
+            assert_eq!(c.head.status, 200, "{}", c.head.text());
+            return c;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn keycloak_realm_names_the_jwks_url() {
+    let idp = Mock::start(200, &jwks("k1", RSA1_N));
+    let base = idp.url("/auth/");
+    // No JWT_ALG: a JWKS implies RS256.
+    let srv = Server::start_with(
+        1,
+        "",
+        &[
+            ("SECURITY_OAUTH2_BASESERVERURL", &base),
+            ("SECURITY_OAUTH2_SAREALM", "flowx"),
+            ("EXTRACTORS", JWT_EXTRACTORS),
+        ],
+    );
+    let seen = idp.wait_seen(1, Duration::from_secs(5));
+    assert_eq!(
+        seen[0].path, "/auth/realms/flowx/protocol/openid-connect/certs",
+        "{seen:?}"
+    );
+    let c = connect_once_keys_loaded(
+        srv.inbound,
+        &rs(RSA1_PRIV, Some("k1"), &user_claims("joe", "kc1")),
+    );
+    assert_eq!(c.subs, json!([auto_sub("joe")]));
+    // A token without kid is fine while the key set holds a single key.
+    let c = Sse::ok(
+        srv.inbound,
+        Some(&rs(RSA1_PRIV, None, &user_claims("ann", "kc2"))),
+        None,
+    );
+    assert_eq!(c.subs, json!([auto_sub("ann")]));
+    assert_jwt_refused(
+        &sse_get(&srv, &rs(RSA2_PRIV, Some("k1"), &user_claims("joe", "kc1"))),
+        "kid k1 signed by another key",
+    );
+}
+
+#[test]
+fn issuer_audience_and_leeway_when_configured() {
+    let srv = hs_server(
+        1,
+        &[
+            ("CB_JWT_ISSUER", "https://idp.test/realms/a"),
+            ("CB_JWT_AUDIENCE", "corebridge"),
+            ("CB_JWT_LEEWAY_SECS", "0"),
+        ],
+    );
+    let claims = |iss: Option<&str>, aud: Option<Value>, exp: u64| {
+        let mut c = json!({"username": "joe", "jti": "i1", "exp": exp});
+        if let Some(i) = iss {
+            c["iss"] = json!(i);
+        }
+        if let Some(a) = aud {
+            c["aud"] = a;
+        }
+        c
+    };
+    let iss = Some("https://idp.test/realms/a");
+    let later = now() + 600;
+    for aud in [json!("corebridge"), json!(["account", "corebridge"])] {
+        let c = Sse::ok(srv.inbound, Some(&hs(&claims(iss, Some(aud), later))), None);
+        assert_eq!(c.subs, json!([auto_sub("joe")]));
+    }
+    for (what, c) in [
+        (
+            "other issuer",
+            claims(
+                Some("https://idp.test/realms/b"),
+                Some(json!("corebridge")),
+                later,
+            ),
+        ),
+        ("no issuer", claims(None, Some(json!("corebridge")), later)),
+        ("other audience", claims(iss, Some(json!("account")), later)),
+        ("no audience", claims(iss, None, later)),
+        (
+            "expired a second ago, no leeway",
+            claims(iss, Some(json!("corebridge")), now() - 1),
+        ),
+    ] {
+        assert_jwt_refused(&sse_get(&srv, &hs(&c)), what);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. Session blacklist.
 
 #[test]
 fn blacklist_api_follows_rig() {
-    let srv = Server::start_with(1, "", &[]);
+    let srv = hs_server(1, &[]);
     let r = blacklist(&srv, "s1", 60);
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.text(), "{}");
@@ -1024,19 +1155,29 @@ fn blacklist_api_follows_rig() {
     let r = request(srv.api, "GET", "/v3/session-blacklist/s2", &[], b"");
     assert_eq!(r.status, 404, "refused entries are not stored");
 
-    // A numeric string is a number; entries expire after their validity.
+    // A numeric string is a number; entries expire after their validity, and the session's
+    // tokens are accepted again.
+    let brief = hs(&user_claims("joe", "brief"));
     let r = post(r#"{"sessionId":"brief","validityInSeconds":"1"}"#);
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(
         request(srv.api, "GET", "/v3/session-blacklist/brief", &[], b"").status,
         200
     );
+    assert_jwt_refused(&sse_get(&srv, &brief), "blacklisted for a second");
     std::thread::sleep(Duration::from_millis(1300));
     assert_eq!(
         request(srv.api, "GET", "/v3/session-blacklist/brief", &[], b"").status,
         404,
         "expired after validityInSeconds"
     );
+    assert_eq!(sse_get(&srv, &brief).status, 200, "accepted after expiry");
+
+    // Ids are percent-decoded in the GET path.
+    let r = post(r#"{"sessionId":"a b/c","validityInSeconds":60}"#);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = request(srv.api, "GET", "/v3/session-blacklist/a%20b%2Fc", &[], b"");
+    assert_eq!((r.status, r.text().as_str()), (200, "{}"));
 }
 
 #[test]
@@ -1170,6 +1311,69 @@ fn session_field_names_the_session() {
     c.assert_ends();
 }
 
+#[test]
+fn put_with_a_token_associates_the_connection_with_its_session() {
+    let srv = hs_server(2, &[]);
+    let mut c = Sse::ok(srv.inbound, None, Some(r#"[{"eventType":"ping"}]"#));
+    let s3 = hs(&user_claims("joe", "s3"));
+    let body = json!({"subscriptions": [{"eventType": "ping"}]});
+    let r = put_subs(&srv, &c.token, Some(&s3), &body);
+    assert_eq!(r.status, 204, "{}", r.text());
+    c.next_subs_set();
+    blacklist_ok(&srv, "s3");
+    assert_eq!(c.next().event.as_deref(), Some("rig.session_killed"));
+    c.assert_ends();
+}
+
+#[test]
+fn a_connection_stays_associated_with_every_session_it_used() {
+    let srv = hs_server(2, &[]);
+    let m1 = hs(&user_claims("joe", "m1"));
+    let m2 = hs(&user_claims("joe", "m2"));
+    let mut c = Sse::ok(srv.inbound, Some(&m1), Some(r#"[{"eventType":"ping"}]"#));
+    let body = json!({"subscriptions": [{"eventType": "ping"}]});
+    let r = put_subs(&srv, &c.token, Some(&m2), &body);
+    assert_eq!(r.status, 204, "{}", r.text());
+    c.next_subs_set();
+    blacklist_ok(&srv, "m1");
+    c.set_timeout(Duration::from_secs(3));
+    let m = c.read();
+    assert!(
+        matches!(&m, Ok(Some(m)) if m.event.as_deref() == Some("rig.session_killed")),
+        "blacklisting the session the connection was opened with must end it; got {:?}",
+        m.map(|o| o.map(|m| (m.event, m.data)))
+    );
+    c.assert_ends();
+}
+
+#[test]
+fn blacklist_during_admission_is_not_missed() {
+    let checker = Mock::start(200, "{}");
+    checker.set_delay(Duration::from_millis(1500));
+    let url = checker.url("/check");
+    let srv = hs_server(1, &[("SUBSCRIPTION_CHECK", &url)]);
+    let token = hs(&user_claims("joe", "race-1"));
+    let port = srv.inbound;
+    let t = token.clone();
+    let opening =
+        std::thread::spawn(move || Sse::connect(port, Some(&t), Some(r#"[{"eventType":"ping"}]"#)));
+    checker.wait_seen(1, Duration::from_secs(3));
+    blacklist_ok(&srv, "race-1");
+    let mut c = opening.join().unwrap();
+    if c.head.status == 200 {
+        c.set_timeout(Duration::from_secs(3));
+        let m = c.read();
+        assert!(
+            matches!(&m, Ok(Some(m)) if m.event.as_deref() == Some("rig.session_killed")),
+            "a connection of a blacklisted session stays open; got {:?}",
+            m.map(|o| o.map(|m| (m.event, m.data)))
+        );
+        c.assert_ends();
+    } else {
+        assert_jwt_refused(&c.head, "blacklisted during admission");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 6. Blacklist across nodes through Kafka (helpers as in tests/kafka.rs).
 
@@ -1279,6 +1483,27 @@ fn blacklist_on_one_node_ends_a_session_on_another() {
     let r = publish(a.inbound, &greet(1, "joe"));
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(bystander.ns_until(1), [1]);
+
+    // A node started after the entry was written learns it from the control topic.
+    let c = node(&broker, &[("KAFKA_SOURCE_TOPICS", &source)]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while request(
+        c.api,
+        "GET",
+        &format!("/v3/session-blacklist/{session}"),
+        &[],
+        b"",
+    )
+    .status
+        != 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the late node never learned the entry"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_jwt_refused(&sse_get(&c, &token), "blacklisted before this node started");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1305,6 +1530,18 @@ fn subscription_check_jwt_validation() {
     assert_eq!(
         (u16::from(f.code), f.reason.as_str()),
         (1000, "Bad request.")
+    );
+    // Long-polling goes through the same admission (RIG skipped the check there).
+    let r = request(
+        srv.inbound,
+        "GET",
+        &format!("{LP}{}", query(None, Some(subs))),
+        &[],
+        b"",
+    );
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (400, "Subscription denied (not authorized).")
     );
     let c = Sse::ok(srv.inbound, Some(&joe), Some(subs));
     assert_eq!(
@@ -1425,6 +1662,18 @@ fn submission_check_jwt_validation() {
     assert_eq!((r.status, r.text().as_str()), (403, "Submission denied."));
     let r = submit(Some(&joe), 3);
     assert_eq!(r.status, 202, "{}", r.text());
+    // A credential without a scheme counts as a bearer token (RIG's auth_header.ex).
+    let r = request(
+        srv.inbound,
+        "POST",
+        "/_rig/v1/events",
+        &[
+            ("content-type", "application/cloudevents+json"),
+            ("authorization", &format!("Basic eDp5, {joe}")),
+        ],
+        ce("aside", json!({})).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
     // The internal port is never checked.
     let r = request(
         srv.api,
@@ -1486,7 +1735,19 @@ fn connection_rate_limit() {
     if secs > 55.0 {
         std::thread::sleep(Duration::from_secs_f64(60.3 - secs));
     }
-    let _open: Vec<Sse> = (0..3).map(|_| Sse::ok(srv.inbound, None, None)).collect();
+    // A long-poll session counts once; its polls do not.
+    let r = request(srv.inbound, "GET", LP, &[], b"");
+    assert_eq!((r.status, r.text().as_str()), (200, "\"ok\""));
+    let cookie = format!(
+        "connection_token={}; last_event_id=\"first_event\"",
+        set_cookie(&r, "connection_token").unwrap()
+    );
+    let poll = || request(srv.inbound, "GET", LP, &[("cookie", &cookie)], b"");
+    for _ in 0..4 {
+        let r = poll();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let _open: Vec<Sse> = (0..2).map(|_| Sse::ok(srv.inbound, None, None)).collect();
     let r = request(srv.inbound, "GET", "/_rig/v1/connection/sse", &[], b"");
     assert_eq!(
         (r.status, r.text().as_str()),
@@ -1503,6 +1764,11 @@ fn connection_rate_limit() {
         (u16::from(f.code), f.reason.as_str()),
         (1000, "Bad request.")
     );
+    // The existing long-poll session keeps polling.
+    let r = poll();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["events"][0]["type"], "rig.connection.create");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1565,6 +1831,32 @@ fn cors_origin_lists_and_rig_fixed_value() {
         Some("https://app.test")
     );
 
+    // Preflights and error answers carry it too (so browsers can read the error).
+    let r = request(
+        srv.inbound,
+        "OPTIONS",
+        "/_rig/v1/connection/sse",
+        &[("origin", "https://x.example.com")],
+        b"",
+    );
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://x.example.com")
+    );
+    let r = request(
+        srv.inbound,
+        "GET",
+        &format!("/_rig/v1/connection/sse?subscriptions={}", enc("[{")),
+        &[("origin", "https://app.test")],
+        b"",
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.test")
+    );
+
     let rig = Server::start_with(1, "", &[("CORS", "https://only.example")]);
     for origin in [Some("https://evil.com"), Some("https://only.example"), None] {
         let r = allow_origin(&rig, "/_rig/v1/connection/sse", origin);
@@ -1573,6 +1865,7 @@ fn cors_origin_lists_and_rig_fixed_value() {
             Some("https://only.example"),
             "{origin:?}"
         );
+        assert_eq!(r.header("vary"), None, "a fixed value does not vary");
     }
 }
 

@@ -87,8 +87,24 @@ pub async fn add(shard: &Rc<Shard>, body: &[u8]) -> Outcome {
         })
         .await;
     Resp::json(201, b"{}".to_vec())
-        .header("location", format!("/v3/session-blacklist/{session}"))
+        .header(
+            "location",
+            format!("/v3/session-blacklist/{}", encode_segment(&session)),
+        )
         .into()
+}
+
+/// Percent-encodes a path segment (the session id in `location`).
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 pub fn check(shard: &Shard, session: &str) -> Outcome {

@@ -53,6 +53,9 @@ impl Refusal {
     }
 }
 
+/// A blacklist entry may land while a connection is being admitted, after its token passed.
+const BLACKLISTED: &str = "the session is blacklisted";
+
 struct Admitted {
     subs: Vec<Subscription>,
     session: Option<String>,
@@ -112,10 +115,13 @@ pub async fn sse(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
         Ok(a) => a,
         Err(r) => return r.http(),
     };
-    let (slot, token) = shard
+    let opened = shard
         .sessions
         .borrow_mut()
         .open(Transport::Sse, a.subs, a.session);
+    let Ok((slot, token)) = opened else {
+        return Refusal::Jwt(BLACKLISTED.into()).http();
+    };
     let mut headers = vec![
         (
             "content-type",
@@ -144,17 +150,21 @@ pub async fn ws(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
     };
     let upgrade = ws::handshake_response(&accept, &[]);
     match admit(shard, head).await {
-        Ok(a) => {
-            let (slot, token) = shard
-                .sessions
-                .borrow_mut()
-                .open(Transport::Ws, a.subs, a.session);
-            Outcome::Ws {
+        Ok(a) => match shard
+            .sessions
+            .borrow_mut()
+            .open(Transport::Ws, a.subs, a.session)
+        {
+            Ok((slot, token)) => Outcome::Ws {
                 head: upgrade,
                 slot,
                 token,
-            }
-        }
+            },
+            Err(_) => Outcome::WsRefuse {
+                head: upgrade,
+                reason: Refusal::Jwt(BLACKLISTED.into()).ws_reason(),
+            },
+        },
         Err(r) => Outcome::WsRefuse {
             head: upgrade,
             reason: r.ws_reason(),
@@ -215,10 +225,13 @@ pub async fn longpoll(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
         Ok(a) => a,
         Err(r) => return r.http(),
     };
-    let (_, token) = shard
+    let opened = shard
         .sessions
         .borrow_mut()
         .open(Transport::LongPoll, a.subs, a.session);
+    let Ok((_, token)) = opened else {
+        return Refusal::Jwt(BLACKLISTED.into()).http();
+    };
     lp_reply(
         Resp::json(200, b"\"ok\"".to_vec()),
         &token.encode(),

@@ -83,12 +83,12 @@ pub async fn put(shard: &Rc<Shard>, head: &RequestHead, raw_token: &str, body: &
     let tokens = bearer_tokens(head.header_values("authorization"));
     let check = &shard.cfg().subscription_check;
     let mut auto = Vec::new();
-    let mut session = None;
+    let mut sessions = Vec::new();
     for t in &tokens {
         match access::verify(shard, t).await {
             Ok(id) => {
                 auto = access::merge(auto, access::jwt_subscriptions(&id.claims, &shard.cfg().extractors));
-                session = session.or(id.session);
+                sessions.extend(id.session);
             }
             // An external checker may accept tokens we cannot verify (RIG #377 refused them).
             Err(_) if matches!(check, Check::Url(_)) => {}
@@ -108,7 +108,7 @@ pub async fn put(shard: &Rc<Shard>, head: &RequestHead, raw_token: &str, body: &
     let req = Request::SetSubscriptions {
         token,
         subs,
-        session,
+        sessions,
     };
     match shard.call(token.shard as usize, req).await {
         Reply::SetSubscriptions(Ok(())) => Resp::new(204).into(),

@@ -61,8 +61,8 @@ pub enum Request {
     SetSubscriptions {
         token: Token,
         subs: Vec<Subscription>,
-        /// The JWT session of the PUT's token, associated with the connection (as RIG does).
-        session: Option<String>,
+        /// The JWT sessions of the PUT's tokens, added to the connection's (as RIG does).
+        sessions: Vec<String>,
     },
     /// Long-poll read; waits up to the hold time for an event when `hold`.
     LongPoll {
@@ -229,15 +229,20 @@ impl Shard {
             Request::SetSubscriptions {
                 token,
                 subs,
-                session,
+                sessions,
             } => {
                 let mut s = self.sessions.borrow_mut();
-                Reply::SetSubscriptions(s.lookup(&token).map(|slot| {
-                    if let Some(js) = session {
-                        s.associate(slot, js);
+                let reply = s.lookup(&token).and_then(|slot| {
+                    // A session blacklisted since its token was checked ends the connection.
+                    for js in sessions {
+                        if !s.associate(slot, js) {
+                            return Err(LookupError::Gone);
+                        }
                     }
-                    s.replace_subscriptions(slot, subs)
-                }))
+                    s.replace_subscriptions(slot, subs);
+                    Ok(())
+                });
+                Reply::SetSubscriptions(reply)
             }
             Request::LongPoll { token, after, hold } => {
                 let slot = match self.sessions.borrow().lookup(&token) {

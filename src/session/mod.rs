@@ -77,8 +77,9 @@ pub struct Session {
     stamp: u64,
     out: OutQueue,
     last_poll: Instant,
-    /// The JWT session (claim named by JWT_SESSION_FIELD) this connection belongs to.
-    jwt_session: Option<Box<str>>,
+    /// The JWT sessions (claim named by JWT_SESSION_FIELD) this connection was used with; it
+    /// belongs to all of them, as in RIG, so blacklisting any one ends it.
+    jwt_sessions: Vec<Box<str>>,
 }
 
 pub struct Sessions {
@@ -96,6 +97,10 @@ pub struct Sessions {
     /// them (entries reach every shard through the mesh and, with Kafka, every node).
     blacklist: HashMap<Box<str>, u64>,
 }
+
+/// The connection's JWT session is blacklisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blacklisted;
 
 /// Why a token does not name a live session here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,12 +151,19 @@ impl Sessions {
     }
 
     /// Registers a session, queues `rig.connection.create` and `rig.subscriptions_set`.
+    /// Refused when its JWT session is blacklisted by now: an entry that arrived while the
+    /// connection was being admitted (after its token was checked) must not be missed.
     pub fn open(
         &mut self,
         transport: Transport,
         subs: Vec<Subscription>,
         jwt_session: Option<String>,
-    ) -> (Slot, Token) {
+    ) -> Result<(Slot, Token), Blacklisted> {
+        if let Some(js) = &jwt_session {
+            if self.is_blacklisted(js, now_ms()) {
+                return Err(Blacklisted);
+            }
+        }
         self.next_gen = self.next_gen.wrapping_add(1);
         let entry = self.slab.vacant_entry();
         let slot = entry.key() as Slot;
@@ -170,7 +182,7 @@ impl Sessions {
             stamp: 0,
             out: OutQueue::default(),
             last_poll: Instant::now(),
-            jwt_session: None,
+            jwt_sessions: Vec::new(),
         });
         if let Some(js) = jwt_session {
             self.associate(slot, js);
@@ -183,7 +195,7 @@ impl Sessions {
         );
         self.push_rig_event(slot, &create);
         self.replace_subscriptions(slot, subs);
-        (slot, token)
+        Ok((slot, token))
     }
 
     /// The slot a token names, if it is a live session of this shard.
@@ -197,24 +209,28 @@ impl Sessions {
         }
     }
 
-    /// Ties a connection to a JWT session (at connect, and again on each subscriptions PUT
-    /// that carries a token, as RIG does).
-    pub fn associate(&mut self, slot: Slot, jwt_session: String) {
+    /// Adds a JWT session to a connection (at connect, and on each subscriptions PUT that
+    /// carries a token, as RIG does; earlier sessions stay). If that session is blacklisted by
+    /// now, the connection is ended as a blacklisting would and false is returned.
+    pub fn associate(&mut self, slot: Slot, jwt_session: String) -> bool {
         let Some(s) = self.slab.get_mut(slot as usize) else {
-            return;
+            return false;
         };
-        if s.jwt_session.as_deref() == Some(jwt_session.as_str()) {
-            return;
+        if s.jwt_sessions.iter().any(|j| **j == *jwt_session) {
+            return true;
         }
         let token = s.token;
-        let old = s.jwt_session.replace(jwt_session.clone().into_boxed_str());
-        if let Some(old) = old {
-            self.forget_session(&old, slot);
-        }
+        s.jwt_sessions.push(jwt_session.clone().into_boxed_str());
         self.by_session
-            .entry(jwt_session.into_boxed_str())
+            .entry(jwt_session.clone().into_boxed_str())
             .or_default()
             .push((slot, token));
+        if self.is_blacklisted(&jwt_session, now_ms()) {
+            let until = self.blacklist[jwt_session.as_str()];
+            self.blacklist(&jwt_session, until);
+            return false;
+        }
+        true
     }
 
     fn forget_session(&mut self, jwt_session: &str, slot: Slot) {
@@ -471,7 +487,7 @@ impl Sessions {
             return;
         }
         let s = self.slab.remove(slot as usize);
-        if let Some(js) = &s.jwt_session {
+        for js in &s.jwt_sessions {
             self.forget_session(js, slot);
         }
         self.index.remove(slot, &s.compiled);
@@ -636,7 +652,7 @@ mod tests {
     #[test]
     fn open_queues_rig_events_and_delivers_once() {
         let mut s = sessions(16, SlowConsumer::Close);
-        let (slot, token) = s.open(Transport::Sse, sub("a"), None);
+        let (slot, token) = s.open(Transport::Sse, sub("a"), None).unwrap();
         let (_, first) = drain(&mut s, slot, &token);
         let text = String::from_utf8(first).unwrap();
         assert!(text.contains("event: rig.connection.create\n"), "{text}");
@@ -657,7 +673,7 @@ mod tests {
     #[test]
     fn full_queue_closes_under_close_policy() {
         let mut s = sessions(4, SlowConsumer::Close);
-        let (slot, token) = s.open(Transport::Ws, sub("a"), None);
+        let (slot, token) = s.open(Transport::Ws, sub("a"), None).unwrap();
         for n in 0..10 {
             s.deliver(&ev("a", n));
         }
@@ -671,7 +687,7 @@ mod tests {
     #[test]
     fn drop_oldest_keeps_newest_and_reports_the_gap() {
         let mut s = sessions(4, SlowConsumer::DropOldest);
-        let (slot, token) = s.open(Transport::Sse, sub("a"), None);
+        let (slot, token) = s.open(Transport::Sse, sub("a"), None).unwrap();
         for n in 0..10 {
             s.deliver(&ev("a", n));
         }
@@ -687,10 +703,18 @@ mod tests {
     #[test]
     fn blacklisting_ends_every_transport_of_the_session_only() {
         let mut s = sessions(16, SlowConsumer::Close);
-        let (sse, sse_t) = s.open(Transport::Sse, sub("a"), Some("sess-1".into()));
-        let (ws, ws_t) = s.open(Transport::Ws, sub("a"), Some("sess-1".into()));
-        let (lp, _) = s.open(Transport::LongPoll, sub("a"), Some("sess-1".into()));
-        let (other, other_t) = s.open(Transport::Sse, sub("a"), Some("sess-2".into()));
+        let (sse, sse_t) = s
+            .open(Transport::Sse, sub("a"), Some("sess-1".into()))
+            .unwrap();
+        let (ws, ws_t) = s
+            .open(Transport::Ws, sub("a"), Some("sess-1".into()))
+            .unwrap();
+        let (lp, _) = s
+            .open(Transport::LongPoll, sub("a"), Some("sess-1".into()))
+            .unwrap();
+        let (other, other_t) = s
+            .open(Transport::Sse, sub("a"), Some("sess-2".into()))
+            .unwrap();
         let _ = drain(&mut s, sse, &sse_t);
         let until = now_ms() + 60_000;
         assert_eq!(s.blacklist("sess-1", until), 3);
@@ -713,7 +737,7 @@ mod tests {
     #[test]
     fn longpoll_reads_by_sequence() {
         let mut s = sessions(4, SlowConsumer::Close);
-        let (slot, _) = s.open(Transport::LongPoll, sub("a"), None);
+        let (slot, _) = s.open(Transport::LongPoll, sub("a"), None).unwrap();
         let Poll::Ready(Some((first, last))) = s.poll_longpoll(slot, None, None) else {
             panic!()
         };
