@@ -84,8 +84,16 @@ pub fn decode(rec: &RecordView, mapping: Option<&TypeFrom>) -> Result<CloudEvent
                 .map(|attr| (format!("ce-{attr}"), v.to_vec()))
         })
         .collect();
-    cloudevents::from_http(content_type.as_deref(), &headers, value)
-        .map_err(|e| DecodeError::NotCloudEvent(e.to_string()))
+    cloudevents::from_http(content_type.as_deref(), &headers, value).map_err(not_cloudevent)
+}
+
+/// The CloudEvents messages speak of HTTP requests; here it is a record's value.
+fn not_cloudevent(e: cloudevents::CeError) -> DecodeError {
+    let msg = e.to_string();
+    DecodeError::NotCloudEvent(
+        msg.replacen("The request body does not look like a CloudEvent: ", "", 1)
+            .replacen("The request does not look like a CloudEvent: ", "", 1),
+    )
 }
 
 fn text(bytes: &[u8]) -> Value {
