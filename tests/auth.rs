@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::kafka::{broker_up, create};
+
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use common::*;
@@ -19,7 +21,6 @@ use serde_json::{json, Value};
 use std::collections::{HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -1375,49 +1376,10 @@ fn blacklist_during_admission_is_not_missed() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 6. Blacklist across nodes through Kafka (helpers as in tests/kafka.rs).
+// 6. Blacklist across nodes through Kafka (helpers in tests/common/kafka.rs).
 
 const SHARED_PORT: u16 = 19092;
 const CONTROL_TOPIC: &str = "corebridge-control";
-
-fn broker_up(port: u16) -> String {
-    let script = format!("{}/../shared/services/kafka-up", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(script)
-        .arg(port.to_string())
-        .output()
-        .expect("run ../shared/services/kafka-up");
-    assert!(
-        out.status.success(),
-        "kafka-up {port} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    format!("127.0.0.1:{port}")
-}
-
-fn py(broker: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/kafka_client.py"
-        ))
-        .arg(broker)
-        .args(args)
-        .output()
-        .expect("python3");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "kafka_client.py {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-fn create(broker: &str, topic: &str, partitions: u32) {
-    py(broker, &["create", topic, &partitions.to_string()]).unwrap();
-}
 
 fn node(broker: &str, envs: &[(&str, &str)]) -> Server {
     let mut all = vec![

@@ -80,7 +80,14 @@ fn refuses_a_port_another_process_holds() {
 fn shipped_profiles_are_valid() {
     for name in ["high-fanout", "many-connections"] {
         let path = format!("{}/tuning/{name}.toml", env!("CARGO_MANIFEST_DIR"));
-        let out = corebridge().args(["--check-config", "--tuning", &path]).output().unwrap();
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = corebridge()
+            .args(["--check-config", "--tuning", &path])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

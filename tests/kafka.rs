@@ -6,70 +6,16 @@
 
 mod common;
 
+use common::kafka::{broker_down, broker_up, create, py};
 use common::*;
 use serde_json::json;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SHARED_PORT: u16 = 19092;
 const OUTAGE_PORT: u16 = 19093;
 
-fn services(script: &str) -> String {
-    format!("{}/../shared/services/{script}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn broker_up(port: u16) -> String {
-    let out = Command::new(services("kafka-up"))
-        .arg(port.to_string())
-        .output()
-        .expect("run ../shared/services/kafka-up");
-    assert!(
-        out.status.success(),
-        "kafka-up {port} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    format!("127.0.0.1:{port}")
-}
-
-fn broker_down(port: u16) {
-    let out = Command::new(services("kafka-down"))
-        .arg(port.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn py(broker: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/kafka_client.py"
-        ))
-        .arg(broker)
-        .args(args)
-        .output()
-        .expect("python3");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "kafka_client.py {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
 fn topic(prefix: &str) -> String {
     format!("{prefix}-{:x}", fastrand::u32(..))
-}
-
-fn create(broker: &str, topic: &str, partitions: u32) {
-    py(broker, &["create", topic, &partitions.to_string()]).unwrap();
 }
 
 /// Produces with confluent-kafka; returns (partition, offset).

@@ -110,17 +110,25 @@ async fn admit(shard: &Rc<Shard>, head: &RequestHead) -> Result<Admitted, Refusa
     Ok(Admitted { subs, session })
 }
 
-pub async fn sse(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
-    let a = match admit(shard, head).await {
-        Ok(a) => a,
-        Err(r) => return r.http(),
-    };
+/// Admission, then the session on this shard (refused if its JWT session was blacklisted
+/// meanwhile).
+async fn open(
+    shard: &Rc<Shard>,
+    head: &RequestHead,
+    transport: Transport,
+) -> Result<(u32, Token), Refusal> {
+    let a = admit(shard, head).await?;
     let opened = shard
         .sessions
         .borrow_mut()
-        .open(Transport::Sse, a.subs, a.session);
-    let Ok((slot, token)) = opened else {
-        return Refusal::Jwt(BLACKLISTED.into()).http();
+        .open(transport, a.subs, a.session);
+    opened.map_err(|_| Refusal::Jwt(BLACKLISTED.into()))
+}
+
+pub async fn sse(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
+    let (slot, token) = match open(shard, head, Transport::Sse).await {
+        Ok(opened) => opened,
+        Err(r) => return r.http(),
     };
     let mut headers = vec![
         (
@@ -149,21 +157,11 @@ pub async fn ws(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
         }
     };
     let upgrade = ws::handshake_response(&accept, &[]);
-    match admit(shard, head).await {
-        Ok(a) => match shard
-            .sessions
-            .borrow_mut()
-            .open(Transport::Ws, a.subs, a.session)
-        {
-            Ok((slot, token)) => Outcome::Ws {
-                head: upgrade,
-                slot,
-                token,
-            },
-            Err(_) => Outcome::WsRefuse {
-                head: upgrade,
-                reason: Refusal::Jwt(BLACKLISTED.into()).ws_reason(),
-            },
+    match open(shard, head, Transport::Ws).await {
+        Ok((slot, token)) => Outcome::Ws {
+            head: upgrade,
+            slot,
+            token,
         },
         Err(r) => Outcome::WsRefuse {
             head: upgrade,
@@ -221,16 +219,9 @@ pub async fn longpoll(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
             _ => return Resp::text(500, "Internal server error: unexpected shard reply.").into(),
         }
     }
-    let a = match admit(shard, head).await {
-        Ok(a) => a,
+    let token = match open(shard, head, Transport::LongPoll).await {
+        Ok((_, token)) => token,
         Err(r) => return r.http(),
-    };
-    let opened = shard
-        .sessions
-        .borrow_mut()
-        .open(Transport::LongPoll, a.subs, a.session);
-    let Ok((_, token)) = opened else {
-        return Refusal::Jwt(BLACKLISTED.into()).http();
     };
     lp_reply(
         Resp::json(200, b"\"ok\"".to_vec()),

@@ -2,6 +2,8 @@
 //! it with plain sockets (a Rust SSE client, raw HTTP), so tests exercise the wire.
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use corebridge::proto::sse;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

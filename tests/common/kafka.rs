@@ -1,0 +1,60 @@
+//! Kafka helpers shared by the tests: the test broker from ../shared/services and the
+//! independent client (tests/kafka_client.py, confluent-kafka).
+
+use std::process::Command;
+
+fn services(script: &str) -> String {
+    format!("{}/../shared/services/{script}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Starts (or finds running) the test broker on `port`; returns its address.
+pub fn broker_up(port: u16) -> String {
+    let out = Command::new(services("kafka-up"))
+        .arg(port.to_string())
+        .output()
+        .expect("run ../shared/services/kafka-up");
+    assert!(
+        out.status.success(),
+        "kafka-up {port} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!("127.0.0.1:{port}")
+}
+
+pub fn broker_down(port: u16) {
+    let out = Command::new(services("kafka-down"))
+        .arg(port.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs tests/kafka_client.py against `broker`; stdout on success.
+pub fn py(broker: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/kafka_client.py"
+        ))
+        .arg(broker)
+        .args(args)
+        .output()
+        .expect("python3");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "kafka_client.py {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+pub fn create(broker: &str, topic: &str, partitions: u32) {
+    py(broker, &["create", topic, &partitions.to_string()]).unwrap();
+}
