@@ -24,6 +24,7 @@ fn sigterm_closes_streams_and_exits_cleanly() {
     assert!(status.success(), "{status:?}");
     // SSE: the chunked stream was terminated (last chunk), not cut.
     assert!(sse.try_next().is_none());
+    assert!(sse.ended_cleanly, "the SSE stream was cut instead of ended");
     // WebSocket: close 1001 "going away".
     match ws.read() {
         Ok(tungstenite::Message::Close(Some(frame))) => {

@@ -249,6 +249,8 @@ pub struct SseClient {
     queue: std::collections::VecDeque<sse::Message>,
     pub head: Response,
     pub token: String,
+    /// The server ended the chunked stream properly (last chunk), rather than cutting it.
+    pub ended_cleanly: bool,
 }
 
 impl SseClient {
@@ -273,6 +275,7 @@ impl SseClient {
             queue: Default::default(),
             head,
             token: String::new(),
+            ended_cleanly: false,
         };
         if c.head.status == 200 {
             let create = c.next();
@@ -301,6 +304,7 @@ impl SseClient {
             }
             let size = usize::from_str_radix(line.trim_end(), 16).ok()?;
             if size == 0 {
+                self.ended_cleanly = true;
                 return None;
             }
             let mut data = vec![0; size + 2];
