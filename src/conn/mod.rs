@@ -154,7 +154,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
         }
 
         let (keep_alive, method) = (head.keep_alive, head.method);
-        let outcome = api::handle(&shard, which, &head, body).await;
+        // Boxed: handler state (JWT checks, shard calls, publishes) is large and short-lived;
+        // inline it would size every connection task for it, and the holes it leaves behind
+        // fragment the heap between long-lived streams.
+        let outcome = Box::pin(api::handle(&shard, which, &head, body)).await;
         drop(head);
         match outcome {
             Outcome::Resp(r) => {
