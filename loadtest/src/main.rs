@@ -1,7 +1,91 @@
-//! corebridge-loadtest: the load-test harness (issue 5). A stub until then: it exists so the
-//! workspace layout is final and the harness never shares the appliance's runtime.
+//! corebridge-loadtest: the load-test harness for Corebridge. It does not link the appliance
+//! (own protocol code, own runtime and allocator). See loadtest/README.md.
+//!
+//! - `corebridge-loadtest run SCENARIO.toml [--out result.json] [--report report.svg]
+//!   [--server-pid PID]`: the parent (spawns workers, publishes, measures, reports);
+//! - `corebridge-loadtest worker`: one worker process, configured on stdin (internal).
+
+mod metrics;
+mod net;
+mod procfs;
+mod proto;
+mod publish;
+mod report;
+mod run;
+mod scenario;
+mod track;
+mod worker;
+
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+
+const USAGE: &str = "usage: corebridge-loadtest run SCENARIO.toml [--out result.json] [--report report.svg] [--server-pid PID]
+       corebridge-loadtest check SCENARIO.toml     (validate a scenario file)
+       corebridge-loadtest worker                  (internal: one worker process)";
+
+fn parse_run(args: &[String]) -> Result<run::RunArgs> {
+    let mut scenario = None;
+    let mut out = None;
+    let mut report = None;
+    let mut server_pid = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value"))
+        };
+        match a.as_str() {
+            "--out" => out = Some(PathBuf::from(value("--out")?)),
+            "--report" => report = Some(PathBuf::from(value("--report")?)),
+            "--server-pid" => {
+                server_pid = Some(
+                    value("--server-pid")?
+                        .parse()
+                        .context("--server-pid must be a number")?,
+                )
+            }
+            s if s.starts_with('-') => bail!("unknown option {s}\n{USAGE}"),
+            s if scenario.is_none() => scenario = Some(PathBuf::from(s)),
+            s => bail!("unexpected argument {s:?}\n{USAGE}"),
+        }
+    }
+    Ok(run::RunArgs {
+        scenario: scenario.with_context(|| format!("missing SCENARIO.toml\n{USAGE}"))?,
+        out,
+        report,
+        server_pid,
+    })
+}
 
 fn main() {
-    eprintln!("corebridge-loadtest: not implemented yet (see the load-test issue)");
-    std::process::exit(2);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let r = match args.first().map(String::as_str) {
+        Some("run") => parse_run(&args[1..]).and_then(run::run),
+        Some("check") if args.len() == 2 => scenario::Scenario::load(args[1].as_ref()).map(|s| {
+            println!(
+                "{}: ok ({} {} connections)",
+                s.name,
+                s.connections,
+                s.transport.name()
+            );
+            0
+        }),
+        Some("worker") => worker::main().map(|()| 0),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(0)
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            Ok(2)
+        }
+    };
+    match r {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("corebridge-loadtest: {e:#}");
+            std::process::exit(1);
+        }
+    }
 }
