@@ -97,6 +97,10 @@ pub struct KafkaConfig {
     pub sasl: Option<Sasl>,
     pub message_max_bytes: usize,
     pub topic_refresh: Duration,
+    /// How long a fetch may wait at the broker for records. Kafka answers as soon as a record
+    /// arrives, so this only paces idle polling; brokers that hold the fetch for the whole wait
+    /// (Tansu) add up to this much latency.
+    pub fetch_wait: Duration,
     pub produce_timeout: Duration,
     pub client_id: String,
     pub mappings: Vec<RecordMapping>,
@@ -254,6 +258,8 @@ impl KafkaConfig {
         let message_max_bytes = num(env::KAFKA_MESSAGE_MAX_BYTES, 50 << 20, problems) as usize;
         let topic_refresh =
             Duration::from_millis(num(env::KAFKA_TOPIC_REFRESH_MS, 30_000, problems));
+        let fetch_wait =
+            Duration::from_millis(num(env::KAFKA_FETCH_WAIT_MS, 100, problems).min(30_000));
         let produce_timeout =
             Duration::from_millis(num(env::KAFKA_PRODUCE_TIMEOUT_MS, 5_000, problems));
         let shard_queue = num(env::KAFKA_SHARD_QUEUE, 64, problems) as usize;
@@ -272,6 +278,7 @@ impl KafkaConfig {
             sasl,
             message_max_bytes,
             topic_refresh,
+            fetch_wait,
             produce_timeout,
             client_id: get(env::KAFKA_CLIENT_ID).unwrap_or_else(|| "corebridge".into()),
             mappings,

@@ -240,12 +240,7 @@ async fn shard_main(
     ready: mpsc::Sender<Result<(), StartError>>,
 ) {
     let cfg = globals.cfg.clone();
-    let bind = |addr| {
-        TcpListener::bind(addr).map_err(|e| StartError::Bind {
-            addr,
-            source: std::io::Error::other(e.to_string()),
-        })
-    };
+    let bind = |addr| listen(addr).map_err(|source| StartError::Bind { addr, source });
     let listeners = bind(cfg.inbound).and_then(|i| Ok((i, bind(cfg.api)?)));
     let (inbound, api) = match listeners {
         Ok(l) => l,
@@ -319,6 +314,22 @@ async fn shard_main(
     while shard.sessions.borrow().streams() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A listening socket shared by all shards through SO_REUSEPORT. SO_REUSEADDR too (glommio's
+/// own `bind` omits it): without it a restart fails with "address in use" for as long as
+/// connections the server closed linger in TIME_WAIT.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::IntoRawFd;
+    let sk = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sk.set_reuse_address(true)?;
+    sk.set_reuse_port(true)?;
+    sk.bind(&addr.into())?;
+    // The kernel caps this at net.core.somaxconn; reconnect storms need a deep queue.
+    sk.listen(4096)?;
+    // SAFETY: the fd is a bound, listening TCP socket whose ownership moves to the listener.
+    Ok(unsafe { <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(sk.into_raw_fd()) })
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, which: Listener) {

@@ -20,8 +20,6 @@ use std::time::{Duration, Instant};
 
 /// Upper bound of one fetch response; a single larger record still comes whole (KIP-74).
 const FETCH_MAX_BYTES: i32 = 4 << 20;
-/// How long the broker may hold a fetch open waiting for records.
-const FETCH_WAIT_MS: i32 = 500;
 
 struct RateLimitedLog {
     last: Option<Instant>,
@@ -75,6 +73,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
     let lag = ctx.metrics.partition(&topic, partition);
     let mapping = ctx.kafka.mapping_for(&topic).map(|m| m.event_type.clone());
     let max_bytes = ctx.kafka.message_max_bytes;
+    let fetch_wait_ms = ctx.kafka.fetch_wait.as_millis() as i32;
     // Blacklist entries must reach a node that starts after they were written.
     let control = topic == ctx.kafka.control_topic;
     let start = if control {
@@ -128,7 +127,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
             },
         };
         match pc
-            .fetch_records(at, 1..FETCH_MAX_BYTES, FETCH_WAIT_MS)
+            .fetch_records(at, 1..FETCH_MAX_BYTES, fetch_wait_ms)
             .await
         {
             Ok((records, high_watermark)) => {
