@@ -48,14 +48,36 @@ pub(super) async fn write_or_close(
     .await
 }
 
+/// Room left in front of drained events for the chunk-size line (16 hex digits + CRLF), so
+/// events are copied once, from the queue into the write buffer, and framed in place.
+const CHUNK_LINE_ROOM: usize = 18;
+
+/// Frames `out[start + CHUNK_LINE_ROOM..]` as one chunk in place; returns where the bytes to
+/// write begin (the response head, if `out` starts with it, stays in front).
+fn frame_chunk(out: &mut Vec<u8>, start: usize) -> usize {
+    let len = out.len() - start - CHUNK_LINE_ROOM;
+    let line = format!("{len:x}\r\n");
+    let at = start + CHUNK_LINE_ROOM - line.len();
+    out[at..start + CHUNK_LINE_ROOM].copy_from_slice(line.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if start == 0 {
+        at
+    } else {
+        // Only the first write carries the head: close the gap behind it.
+        out.drain(start..at);
+        0
+    }
+}
+
 pub async fn run(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, slot: u32, token: Token) {
-    let mut pending = head;
+    let mut out = head;
     loop {
-        let mut data = Vec::new();
+        let start = out.len();
+        out.resize(start + CHUNK_LINE_ROOM, 0);
         let wake = future::or(
-            async { Wake::Out(drained(&shard, slot, &token, &mut data).await) },
+            async { Wake::Out(drained(&shard, slot, &token, &mut out).await) },
             async {
-                if pending.is_empty() {
+                if start == 0 {
                     client_gone(&mut stream).await;
                     Wake::ClientGone
                 } else {
@@ -64,23 +86,34 @@ pub async fn run(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, slot: u
             },
         )
         .await;
-        match wake {
-            Wake::Out(Drain::Data) => http1::push_chunk(&mut pending, &data),
+        let from = match wake {
+            Wake::Out(Drain::Data) if out.len() > start + CHUNK_LINE_ROOM => {
+                frame_chunk(&mut out, start)
+            }
+            Wake::Out(Drain::Data) => {
+                out.truncate(start);
+                continue;
+            }
             Wake::Out(Drain::Close(CloseReason::Shutdown | CloseReason::Killed)) => {
-                http1::push_chunk(&mut pending, &data);
-                pending.extend_from_slice(http1::LAST_CHUNK);
-                let _ = stream.write_all(&pending).await;
+                let from = if out.len() > start + CHUNK_LINE_ROOM {
+                    frame_chunk(&mut out, start)
+                } else {
+                    out.truncate(start);
+                    0
+                };
+                out.extend_from_slice(http1::LAST_CHUNK);
+                let _ = stream.write_all(&out[from..]).await;
                 break;
             }
             // Slow consumer: its socket is full anyway; drop it.
             Wake::Out(Drain::Close(CloseReason::SlowConsumer)) | Wake::Out(Drain::Gone) => break,
             Wake::ClientGone => break,
-        }
+        };
         // The head (first time) and the drained events go out in one write.
-        if !write_or_close(&shard, &mut stream, &pending, slot, &token).await {
+        if !write_or_close(&shard, &mut stream, &out[from..], slot, &token).await {
             break;
         }
-        pending = Vec::new();
+        out = Vec::new();
     }
     shard.sessions.borrow_mut().close(slot, &token);
     let _ = stream.close().await;

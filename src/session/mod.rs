@@ -456,6 +456,11 @@ impl Sessions {
             out.extend_from_slice(&b);
         }
         q.bytes = 0;
+        // A burst grows the queue's ring; an idle connection must not keep it (idle memory per
+        // connection is what bounds a host).
+        if q.items.capacity() > 32 {
+            q.items = VecDeque::new();
+        }
         Poll::Ready(Drain::Data)
     }
 
