@@ -70,8 +70,7 @@ pub fn decode(rec: &RecordView, mapping: Option<&TypeFrom>) -> Result<CloudEvent
     let binary = rec.header("ce_specversion").is_some()
         && media.as_deref() != Some("application/cloudevents+json");
     if !binary {
-        return cloudevents::parse_structured(value)
-            .map_err(|e| DecodeError::NotCloudEvent(e.to_string()));
+        return cloudevents::parse_structured(value).map_err(not_cloudevent);
     }
     // Binary mode: reuse the HTTP binding's rules with ce_ headers renamed to ce-.
     let headers: Vec<(String, Vec<u8>)> = rec
@@ -157,7 +156,7 @@ fn map_record(rec: &RecordView, how: &TypeFrom) -> Result<CloudEvent, DecodeErro
     if let Some(d) = data {
         m.insert("data".into(), d);
     }
-    cloudevents::from_value(Value::Object(m)).map_err(|e| DecodeError::NotCloudEvent(e.to_string()))
+    cloudevents::from_value(Value::Object(m)).map_err(not_cloudevent)
 }
 
 /// Kafka's murmur2 (the Java client's `Utils.murmur2`), seed 0x9747b28c.
