@@ -450,14 +450,6 @@ fn ws_close(ws: &mut Ws) -> CloseFrame {
 
 const LP: &str = "/_rig/v1/connection/longpolling";
 
-fn set_cookie(r: &Response, name: &str) -> Option<String> {
-    r.headers_all("set-cookie").into_iter().find_map(|h| {
-        let (pair, _) = h.split_once(';').unwrap_or((h, ""));
-        let (k, v) = pair.split_once('=')?;
-        (k.trim() == name).then(|| v.trim().to_string())
-    })
-}
-
 fn blacklist(srv: &Server, session: &str, secs: u64) -> Response {
     request(
         srv.api,
@@ -1207,7 +1199,9 @@ fn blacklisting_a_session_ends_its_connections_on_every_shard() {
         b"",
     );
     assert_eq!((r.status, r.text().as_str()), (200, "\"ok\""), "{r:?}");
-    let lp_token = set_cookie(&r, "connection_token").expect("connection_token cookie");
+    let lp_token = r
+        .set_cookie("connection_token")
+        .expect("connection_token cookie");
     let lp_cookie =
         |token: &str| format!("connection_token={token}; last_event_id=\"first_event\"");
     // The long-poll session is alive: its first poll returns the two set-up events.
@@ -1259,7 +1253,9 @@ fn blacklisting_a_session_ends_its_connections_on_every_shard() {
         b"",
     );
     assert_eq!((r.status, r.text().as_str()), (200, "\"ok\""), "{r:?}");
-    let new_token = set_cookie(&r, "connection_token").expect("a new connection_token");
+    let new_token = r
+        .set_cookie("connection_token")
+        .expect("a new connection_token");
     assert_ne!(new_token, lp_token);
 
     // Another session is untouched.
@@ -1702,7 +1698,7 @@ fn connection_rate_limit() {
     assert_eq!((r.status, r.text().as_str()), (200, "\"ok\""));
     let cookie = format!(
         "connection_token={}; last_event_id=\"first_event\"",
-        set_cookie(&r, "connection_token").unwrap()
+        r.set_cookie("connection_token").unwrap()
     );
     let poll = || request(srv.inbound, "GET", LP, &[("cookie", &cookie)], b"");
     for _ in 0..4 {

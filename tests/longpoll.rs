@@ -12,15 +12,6 @@ use std::time::{Duration, Instant};
 
 const LP: &str = "/_rig/v1/connection/longpolling";
 
-/// The value of the cookie `name` set by a response (`set-cookie: name=value; ...`).
-fn set_cookie(r: &Response, name: &str) -> Option<String> {
-    r.headers_all("set-cookie").into_iter().find_map(|h| {
-        let (pair, _) = h.split_once(';').unwrap_or((h, ""));
-        let (k, v) = pair.split_once('=')?;
-        (k.trim() == name).then(|| v.trim().to_string())
-    })
-}
-
 fn lp_path(subscriptions: Option<&str>) -> String {
     match subscriptions {
         Some(s) => format!("{LP}?subscriptions={}", enc(s)),
@@ -43,8 +34,10 @@ impl Lp {
         assert_eq!((r.status, r.text().as_str()), (200, "\"ok\""), "{r:?}");
         Lp {
             port,
-            token: set_cookie(&r, "connection_token").expect("connection_token cookie"),
-            last: set_cookie(&r, "last_event_id").expect("last_event_id cookie"),
+            token: r
+                .set_cookie("connection_token")
+                .expect("connection_token cookie"),
+            last: r.set_cookie("last_event_id").expect("last_event_id cookie"),
         }
     }
 
@@ -73,12 +66,12 @@ impl Lp {
             .as_str()
             .unwrap_or_else(|| panic!("no last_event_id: {body}"));
         assert_eq!(
-            set_cookie(&r, "last_event_id"),
+            r.set_cookie("last_event_id"),
             Some(format!("\"{id}\"")),
             "cookie and body agree"
         );
         assert_eq!(
-            set_cookie(&r, "connection_token").as_deref(),
+            r.set_cookie("connection_token").as_deref(),
             Some(self.token.as_str()),
             "the session keeps its token"
         );
@@ -117,7 +110,7 @@ fn first_get_creates_a_session_with_rigs_cookies() {
     assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
     let cookies = r.headers_all("set-cookie");
     assert_eq!(cookies.len(), 2, "{cookies:?}");
-    let token = set_cookie(&r, "connection_token").unwrap();
+    let token = r.set_cookie("connection_token").unwrap();
     assert!(!token.is_empty());
     assert!((token_shard(&token) as usize) < 2);
     assert_eq!(
@@ -321,11 +314,11 @@ fn a_garbage_or_foreign_cookie_token_starts_a_new_session() {
             (200, "\"ok\""),
             "cookie {bad:?}"
         );
-        let token = set_cookie(&r, "connection_token").unwrap();
+        let token = r.set_cookie("connection_token").unwrap();
         assert_ne!(token, bad);
         assert!((token_shard(&token) as usize) < 2);
         assert_eq!(
-            set_cookie(&r, "last_event_id").as_deref(),
+            r.set_cookie("last_event_id").as_deref(),
             Some("\"first_event\"")
         );
         // The new session works.

@@ -141,6 +141,15 @@ impl Response {
             .map(|(_, v)| v.as_str())
             .collect()
     }
+    /// The value of the cookie `name` this response sets (`set-cookie: name=value; ...`).
+    pub fn set_cookie(&self, name: &str) -> Option<String> {
+        self.headers_all("set-cookie").into_iter().find_map(|h| {
+            let (pair, _) = h.split_once(';').unwrap_or((h, ""));
+            let (k, v) = pair.split_once('=')?;
+            (k.trim() == name).then(|| v.trim().to_string())
+        })
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
