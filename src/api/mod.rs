@@ -116,8 +116,7 @@ fn not_allowed(allow: &str) -> Outcome {
 }
 
 /// RIG's preflight answer: 204 with the allowed methods and headers.
-fn preflight(shard: &Shard, methods: &str, headers: &str) -> Outcome {
-    let _ = shard;
+fn preflight(methods: &str, headers: &str) -> Outcome {
     Resp::new(204)
         .header("access-control-allow-methods", methods)
         .header("access-control-allow-headers", headers)
@@ -136,7 +135,7 @@ async fn inbound(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outcom
         },
         "/_rig/v1/connection/sse" => match m {
             Method::Get => connect::sse(shard, head).await,
-            Method::Options => preflight(shard, "GET", "*"),
+            Method::Options => preflight("GET", "*"),
             _ => not_allowed("GET, OPTIONS"),
         },
         "/_rig/v1/connection/ws" => match m {
@@ -145,18 +144,18 @@ async fn inbound(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outcom
         },
         "/_rig/v1/connection/longpolling" => match m {
             Method::Get => connect::longpoll(shard, head).await,
-            Method::Options => preflight(shard, "GET", "*"),
+            Method::Options => preflight("GET", "*"),
             _ => not_allowed("GET, OPTIONS"),
         },
         "/_rig/v1/events" => match m {
             Method::Post => publish::submit(shard, head, &body).await,
-            Method::Options => preflight(shard, "POST", "content-type"),
+            Method::Options => preflight("POST", "content-type"),
             _ => not_allowed("POST, OPTIONS"),
         },
         _ => match subscriptions::parse_path(path) {
             Some(token) => match m {
                 Method::Put => subscriptions::put(shard, head, token, &body).await,
-                Method::Options => preflight(shard, "PUT", "content-type,authorization"),
+                Method::Options => preflight("PUT", "content-type,authorization"),
                 _ => not_allowed("PUT, OPTIONS"),
             },
             // RIG hands every other path to its API proxy, which answers this when nothing matches.

@@ -19,6 +19,8 @@ use crate::api::{self, Outcome, Resp};
 use crate::metrics::Listener;
 use crate::proto::http1::{self, BodyKind, BodyReader, HttpError, Limits};
 use crate::runtime::shard::Shard;
+use crate::session::token::Token;
+use crate::session::Drain;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::rc::Rc;
@@ -193,6 +195,27 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
             }
         }
     }
+}
+
+/// What both stream drivers (SSE, WebSocket) share.
+/// Waits until the session has output (appended to `out`) or must end.
+async fn drained(shard: &Shard, slot: u32, token: &Token, out: &mut Vec<u8>) -> Drain {
+    future::poll_fn(|cx| shard.sessions.borrow_mut().poll_drain(slot, token, cx, out)).await
+}
+
+/// Writes `bytes` unless the session is told to close first; false if it should end.
+async fn write_or_close(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    slot: u32,
+    token: &Token,
+) -> bool {
+    future::or(async { stream.write_all(bytes).await.is_ok() }, async {
+        future::poll_fn(|cx| shard.sessions.borrow_mut().poll_closing(slot, token, cx)).await;
+        false
+    })
+    .await
 }
 
 async fn write_resp(

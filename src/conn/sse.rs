@@ -3,6 +3,7 @@
 //! reading, new events wait in the bounded queue; when that overflows, the session is closed by
 //! the slow-consumer policy and this driver drops the socket. Nothing is kept while idle.
 
+use super::{drained, write_or_close};
 use crate::proto::http1;
 use crate::runtime::shard::Shard;
 use crate::session::token::Token;
@@ -28,52 +29,11 @@ pub(super) async fn client_gone(stream: &mut TcpStream) {
     }
 }
 
-/// Waits until the session has output (appended to `out`) or must end.
-pub(super) async fn drained(shard: &Shard, slot: u32, token: &Token, out: &mut Vec<u8>) -> Drain {
-    future::poll_fn(|cx| shard.sessions.borrow_mut().poll_drain(slot, token, cx, out)).await
-}
-
-/// Writes `bytes` unless the session is told to close first; false if it should end.
-pub(super) async fn write_or_close(
-    shard: &Shard,
-    stream: &mut TcpStream,
-    bytes: &[u8],
-    slot: u32,
-    token: &Token,
-) -> bool {
-    future::or(async { stream.write_all(bytes).await.is_ok() }, async {
-        future::poll_fn(|cx| shard.sessions.borrow_mut().poll_closing(slot, token, cx)).await;
-        false
-    })
-    .await
-}
-
-/// Room left in front of drained events for the chunk-size line (16 hex digits + CRLF), so
-/// events are copied once, from the queue into the write buffer, and framed in place.
-const CHUNK_LINE_ROOM: usize = 18;
-
-/// Frames `out[start + CHUNK_LINE_ROOM..]` as one chunk in place; returns where the bytes to
-/// write begin (the response head, if `out` starts with it, stays in front).
-fn frame_chunk(out: &mut Vec<u8>, start: usize) -> usize {
-    let len = out.len() - start - CHUNK_LINE_ROOM;
-    let line = format!("{len:x}\r\n");
-    let at = start + CHUNK_LINE_ROOM - line.len();
-    out[at..start + CHUNK_LINE_ROOM].copy_from_slice(line.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    if start == 0 {
-        at
-    } else {
-        // Only the first write carries the head: close the gap behind it.
-        out.drain(start..at);
-        0
-    }
-}
-
 pub async fn run(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, slot: u32, token: Token) {
     let mut out = head;
     loop {
         let start = out.len();
-        out.resize(start + CHUNK_LINE_ROOM, 0);
+        out.resize(start + http1::CHUNK_LINE_ROOM, 0);
         let wake = future::or(
             async { Wake::Out(drained(&shard, slot, &token, &mut out).await) },
             async {
@@ -87,16 +47,16 @@ pub async fn run(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, slot: u
         )
         .await;
         let from = match wake {
-            Wake::Out(Drain::Data) if out.len() > start + CHUNK_LINE_ROOM => {
-                frame_chunk(&mut out, start)
+            Wake::Out(Drain::Data) if out.len() > start + http1::CHUNK_LINE_ROOM => {
+                http1::frame_chunk(&mut out, start)
             }
             Wake::Out(Drain::Data) => {
                 out.truncate(start);
                 continue;
             }
             Wake::Out(Drain::Close(CloseReason::Shutdown | CloseReason::Killed)) => {
-                let from = if out.len() > start + CHUNK_LINE_ROOM {
-                    frame_chunk(&mut out, start)
+                let from = if out.len() > start + http1::CHUNK_LINE_ROOM {
+                    http1::frame_chunk(&mut out, start)
                 } else {
                     out.truncate(start);
                     0

@@ -4,7 +4,7 @@
 //! used for two-way communication.") and a protocol error gets 1002. The read buffer never
 //! holds more than one control frame (<= 139 bytes) since data frames are refused unread.
 
-use super::sse::{drained, write_or_close};
+use super::{drained, write_or_close};
 use crate::proto::ws::{self, ClientFrame, FrameError};
 use crate::runtime::shard::Shard;
 use crate::session::token::Token;

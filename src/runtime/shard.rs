@@ -257,11 +257,11 @@ impl Shard {
                 let hold_for = Duration::from_millis(self.cfg().tuning.longpoll.hold_ms);
                 let got = future::or(read, async {
                     glommio::timer::sleep(hold_for).await;
-                    // Hold over: answer with nothing new.
-                    self.sessions
-                        .borrow_mut()
-                        .poll_longpoll(slot, after, None)
-                        .into_ready()
+                    // Hold over: answer with nothing new (without a context it never waits).
+                    match self.sessions.borrow_mut().poll_longpoll(slot, after, None) {
+                        std::task::Poll::Ready(r) => r,
+                        std::task::Poll::Pending => None,
+                    }
                 })
                 .await;
                 Reply::LongPoll(got.ok_or(LookupError::Gone))
@@ -311,20 +311,6 @@ impl Shard {
                     }
                 }
             }
-        }
-    }
-}
-
-trait IntoReady<T> {
-    fn into_ready(self) -> T;
-}
-
-impl<T> IntoReady<T> for std::task::Poll<T> {
-    fn into_ready(self) -> T {
-        match self {
-            std::task::Poll::Ready(v) => v,
-            // poll_longpoll without a context never returns Pending.
-            std::task::Poll::Pending => unreachable!("poll_longpoll(None) is always ready"),
         }
     }
 }
