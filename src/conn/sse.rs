@@ -1,13 +1,13 @@
-//! SSE driver: after the response head, every wake-up drains the session's whole queue into
-//! one chunk and one write (coalescing). While a write is blocked on a client that stopped
+//! SSE driver: after the response head, every wake-up drains the session's queue (up to one
+//! write's worth) into one chunk and one `sendmsg` straight from the queued frames (coalescing). While a write is blocked on a client that stopped
 //! reading, new events wait in the bounded queue; when that overflows, the session is closed by
 //! the slow-consumer policy and this driver drops the socket. Nothing is kept while idle.
 
-use super::{drained, write_or_close};
+use super::{drained, write_or_close, write_parts, Parts};
 use crate::proto::http1;
 use crate::runtime::shard::Shard;
 use crate::session::token::Token;
-use crate::session::{CloseReason, Drain};
+use crate::session::{CloseReason, Drain, Frame};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::rc::Rc;
@@ -30,14 +30,16 @@ pub(super) async fn client_gone(stream: &mut TcpStream) {
 }
 
 pub async fn run(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, slot: u32, token: Token) {
-    let mut out = head;
+    // The response head goes out with the first events; after that `lead` holds chunk lines.
+    let mut lead = head;
+    let mut frames: Vec<Frame> = Vec::new();
     loop {
-        let start = out.len();
-        out.resize(start + http1::CHUNK_LINE_ROOM, 0);
+        frames.clear();
+        let watch_client = lead.is_empty();
         let wake = future::or(
-            async { Wake::Out(drained(&shard, slot, &token, &mut out).await) },
+            async { Wake::Out(drained(&shard, slot, &token, &mut frames).await) },
             async {
-                if start == 0 {
+                if watch_client {
                     client_gone(&mut stream).await;
                     Wake::ClientGone
                 } else {
@@ -46,35 +48,44 @@ pub async fn run(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, slot: u
             },
         )
         .await;
-        let from = match wake {
-            Wake::Out(Drain::Data) if out.len() > start + http1::CHUNK_LINE_ROOM => {
-                http1::frame_chunk(&mut out, start)
-            }
-            Wake::Out(Drain::Data) => {
-                out.truncate(start);
-                continue;
-            }
-            Wake::Out(Drain::Close(CloseReason::Shutdown | CloseReason::Killed)) => {
-                let from = if out.len() > start + http1::CHUNK_LINE_ROOM {
-                    http1::frame_chunk(&mut out, start)
-                } else {
-                    out.truncate(start);
-                    0
-                };
-                out.extend_from_slice(http1::LAST_CHUNK);
-                let _ = stream.write_all(&out[from..]).await;
-                break;
-            }
+        let closing = match wake {
+            Wake::Out(Drain::Data) => false,
+            // Killed: what was queued (`rig.session_killed`) goes out, then the last chunk.
+            Wake::Out(Drain::Close(CloseReason::Shutdown | CloseReason::Killed)) => true,
             // Slow consumer: its socket is full anyway; drop it.
             Wake::Out(Drain::Close(CloseReason::SlowConsumer)) | Wake::Out(Drain::Gone) => break,
             Wake::ClientGone => break,
         };
-        // The head (first time) and the drained events go out in one write.
-        if !write_or_close(&shard, &mut stream, &out[from..], slot, &token).await {
+        let len: usize = frames.iter().map(|f| f.len()).sum();
+        if len > 0 {
+            http1::chunk_line(&mut lead, len);
+        }
+        let tail: &[u8] = match (len > 0, closing) {
+            (true, false) => b"\r\n",
+            (true, true) => b"\r\n0\r\n\r\n",
+            (false, true) => http1::LAST_CHUNK,
+            (false, false) => b"",
+        };
+        let parts = Parts {
+            lead: &lead,
+            frames: &frames,
+            tail,
+        };
+        if closing {
+            let _ = write_parts(&mut stream, &parts).await;
             break;
         }
-        out = Vec::new();
+        if !parts.is_empty() && !write_or_close(&shard, &mut stream, &parts, slot, &token).await {
+            break;
+        }
+        lead.clear();
+        // Neither the head's allocation nor a burst's frame list is kept by an idle stream.
+        lead.shrink_to(16);
+        if frames.capacity() > 16 {
+            frames = Vec::new();
+        }
     }
+    drop(frames);
     shard.sessions.borrow_mut().close(slot, &token);
     let _ = stream.close().await;
 }

@@ -4,11 +4,11 @@
 //! used for two-way communication.") and a protocol error gets 1002. The read buffer never
 //! holds more than one control frame (<= 139 bytes) since data frames are refused unread.
 
-use super::{drained, write_or_close};
+use super::{drained, write_or_close, write_parts, Parts};
 use crate::proto::ws::{self, ClientFrame, FrameError};
 use crate::runtime::shard::Shard;
 use crate::session::token::Token;
-use crate::session::{CloseReason, Drain};
+use crate::session::{CloseReason, Drain, Frame};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::rc::Rc;
@@ -51,12 +51,15 @@ pub async fn run(
     slot: u32,
     token: Token,
 ) {
-    let mut pending = head;
+    // Bytes to send before the next frames: the 101 head, pongs.
+    let mut lead = head;
     let mut rbuf = early;
+    let mut frames: Vec<Frame> = Vec::new();
     loop {
-        let wake = if pending.is_empty() {
+        frames.clear();
+        let wake = if lead.is_empty() {
             future::or(
-                async { Wake::Out(drained(&shard, slot, &token, &mut pending).await) },
+                async { Wake::Out(drained(&shard, slot, &token, &mut frames).await) },
                 async { Wake::In(next_frame(&mut stream, &mut rbuf).await) },
             )
             .await
@@ -66,34 +69,43 @@ pub async fn run(
         let close = match wake {
             Wake::Out(Drain::Data) => None,
             Wake::Out(Drain::Close(CloseReason::Shutdown)) => Some((1001, "Server shutting down.")),
-            // RIG's close for a blacklisted session.
+            // RIG's close for a blacklisted session, after what was queued.
             Wake::Out(Drain::Close(CloseReason::Killed)) => Some((1000, "Session killed.")),
             Wake::Out(Drain::Close(CloseReason::SlowConsumer)) | Wake::Out(Drain::Gone) => break,
             Wake::In(Ok(None)) => break,
             Wake::In(Ok(Some(ClientFrame::Ping(payload)))) => {
-                ws::encode_frame(&mut pending, ws::OpCode::Pong, &payload);
+                ws::encode_frame(&mut lead, ws::OpCode::Pong, &payload);
                 None
             }
             Wake::In(Ok(Some(ClientFrame::Pong))) => continue,
             Wake::In(Ok(Some(ClientFrame::Close { code, .. }))) => {
                 // Echo the client's code, as RFC 6455 5.5.1 asks.
-                pending.extend_from_slice(&ws::close_frame(code.unwrap_or(1000), ""));
-                let _ = stream.write_all(&pending).await;
+                lead.extend_from_slice(&ws::close_frame(code.unwrap_or(1000), ""));
+                let _ = stream.write_all(&lead).await;
                 break;
             }
             Wake::In(Ok(Some(ClientFrame::Data { .. }))) => Some((1000, TWO_WAY)),
             Wake::In(Err(e)) => Some((e.close_code(), "Protocol error.")),
         };
-        if let Some((code, reason)) = close {
-            pending.extend_from_slice(&ws::close_frame(code, reason));
-            let _ = stream.write_all(&pending).await;
+        let close_frame = close.map(|(code, reason)| ws::close_frame(code, reason));
+        let parts = Parts {
+            lead: &lead,
+            frames: &frames,
+            tail: close_frame.as_deref().unwrap_or_default(),
+        };
+        if close_frame.is_some() {
+            let _ = write_parts(&mut stream, &parts).await;
             break;
         }
-        if !write_or_close(&shard, &mut stream, &pending, slot, &token).await {
+        if !parts.is_empty() && !write_or_close(&shard, &mut stream, &parts, slot, &token).await {
             break;
         }
-        pending = Vec::new();
+        lead = Vec::new();
+        if frames.capacity() > 16 {
+            frames = Vec::new();
+        }
     }
+    drop(frames);
     shard.sessions.borrow_mut().close(slot, &token);
     let _ = stream.close().await;
 }

@@ -720,25 +720,16 @@ pub fn streaming_head(status: u16, headers: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
-/// Room a writer leaves in front of a chunk's data for its size line (16 hex digits + CRLF),
-/// so the data is copied into the buffer once and framed in place by `frame_chunk`.
-pub const CHUNK_LINE_ROOM: usize = 18;
-
-/// Frames `out[start + CHUNK_LINE_ROOM..]` (non-empty) as one chunk in place and returns
-/// where the framed bytes begin. Bytes before `start` (a response head) stay in front: the
-/// unused part of the room is then removed, and the result starts at 0.
-pub fn frame_chunk(out: &mut Vec<u8>, start: usize) -> usize {
-    let len = out.len() - start - CHUNK_LINE_ROOM;
-    let line = format!("{len:x}\r\n");
-    let at = start + CHUNK_LINE_ROOM - line.len();
-    out[at..start + CHUNK_LINE_ROOM].copy_from_slice(line.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    if start == 0 {
-        at
-    } else {
-        out.drain(start..at);
-        0
+/// Appends a chunk's size line (`<hex>\r\n`) for `len` (non-zero) bytes of data; the writer
+/// sends the data and `\r\n` after it without copying them next to the line.
+pub fn chunk_line(out: &mut Vec<u8>, len: usize) {
+    debug_assert!(len > 0, "an empty chunk would end the body");
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1);
+    for d in (0..digits).rev() {
+        out.push(HEX[(len >> (d * 4)) & 0xf]);
     }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends one chunk (`<hex>\r\n<data>\r\n`). Empty data appends nothing,
@@ -747,11 +738,9 @@ pub fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
     if data.is_empty() {
         return;
     }
-    let start = out.len();
-    out.resize(start + CHUNK_LINE_ROOM, 0);
+    chunk_line(out, data.len());
     out.extend_from_slice(data);
-    let from = frame_chunk(out, start);
-    out.drain(..from);
+    out.extend_from_slice(b"\r\n");
 }
 
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
@@ -842,20 +831,21 @@ mod tests {
     }
 
     #[test]
-    fn chunks_framed_in_place_keep_the_head_in_front() {
+    fn chunk_lines() {
         let mut plain = b"HEAD".to_vec();
         push_chunk(&mut plain, b"hello");
         assert_eq!(plain, b"HEAD5\r\nhello\r\n");
-        let mut out = b"HEAD".to_vec();
-        out.resize(4 + CHUNK_LINE_ROOM, 0);
-        out.extend_from_slice(b"hello");
-        let from = frame_chunk(&mut out, 4);
-        assert_eq!(&out[from..], &plain[..]);
-        let mut bare = vec![0; CHUNK_LINE_ROOM];
-        bare.extend_from_slice(&[b'x'; 300]);
-        let from = frame_chunk(&mut bare, 0);
-        assert!(bare[from..].starts_with(b"12c\r\nxxx"));
-        assert!(bare.ends_with(b"x\r\n"));
+        for (len, line) in [
+            (1, "1"),
+            (15, "f"),
+            (16, "10"),
+            (300, "12c"),
+            (65536, "10000"),
+        ] {
+            let mut out = Vec::new();
+            chunk_line(&mut out, len);
+            assert_eq!(out, format!("{line}\r\n").as_bytes(), "{len}");
+        }
     }
 
     #[test]

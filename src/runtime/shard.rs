@@ -178,9 +178,7 @@ impl Shard {
         let mut s = self.sessions.borrow_mut();
         match what {
             Control::Events(events) => {
-                for ev in events.iter() {
-                    s.deliver(ev);
-                }
+                s.deliver_batch(events);
             }
             Control::Blacklist { session, until_ms } => {
                 let n = s.blacklist(session, *until_ms);

@@ -78,6 +78,18 @@ impl SubscriptionIndex {
     }
 
     /// `fields`: the event's extracted `(field id, canonical value)` pairs.
+    /// Whether the event goes to exactly the type's unconstrained subscribers: there are some,
+    /// and no constrained subscription is keyed on one of the event's field values.
+    pub fn takes_whole(&self, event_type: &str, fields: &[(u16, Box<str>)]) -> bool {
+        self.types.get(event_type).is_some_and(|t| {
+            !t.all.is_empty()
+                && (t.by_key.is_empty()
+                    || !fields
+                        .iter()
+                        .any(|(id, v)| t.by_key.contains_key(&(*id, v.clone()))))
+        })
+    }
+
     pub fn candidates<'a>(
         &'a self,
         event_type: &str,

@@ -50,6 +50,14 @@ pub enum CloseReason {
 
 /// Bytes drained into one write at most (more stay queued for the next write).
 const MAX_WRITE: usize = 64 * 1024;
+/// Frames drained into one write at most: each is one `iovec` of a `sendmsg`, and Linux takes
+/// at most 1,024.
+pub const MAX_FRAMES: usize = 512;
+/// Events in one batch frame at most (see [`Sessions::deliver_batch`]); also at most an eighth
+/// of `queue_events`, so a batch frame never alone makes a session a slow consumer.
+const BATCH_EVENTS: usize = 64;
+/// Payload bytes in one batch frame at most, so a batch frame stays well inside a write.
+const BATCH_BYTES: usize = 32 * 1024;
 
 /// What a socket driver gets when it asks for output.
 #[derive(Debug, PartialEq, Eq)]
@@ -62,10 +70,20 @@ pub enum Drain {
     Gone,
 }
 
+/// A queued frame and the events it carries: several for a batch frame, one for a single
+/// event, a RIG event or a heartbeat.
+#[derive(Debug)]
+struct Item {
+    frame: Frame,
+    events: u32,
+}
+
 #[derive(Debug, Default)]
 struct OutQueue {
-    items: VecDeque<Frame>,
+    items: VecDeque<Item>,
     bytes: usize,
+    /// Events queued, which `queue_events` bounds (a batch frame holds several).
+    events: u32,
     /// Sequence number the next pushed item gets (long-poll ids).
     next_seq: u64,
     waker: Option<Waker>,
@@ -326,6 +344,87 @@ impl Sessions {
         self.push(slot, bytes);
     }
 
+    /// Queues the events of one batch (a Kafka fetch, a publish) to every matching session, in
+    /// order; returns the deliveries. A run of consecutive events of one type that every
+    /// subscriber of the type takes whole (no constraints: the fan-out case) is encoded into
+    /// one frame per transport and queued once per session, so the subscribers are walked once
+    /// per run rather than once per event, and the socket driver writes one shared buffer.
+    pub fn deliver_batch(&mut self, evs: &[Arc<Event>]) -> usize {
+        let cap = BATCH_EVENTS.min(self.cfg.tuning.sessions.queue_events / 8);
+        let mut n = 0;
+        let mut i = 0;
+        while i < evs.len() {
+            let mut j = i + 1;
+            if cap >= 2 && self.index.takes_whole(&evs[i].event_type, &evs[i].fields) {
+                let mut bytes = evs[i].json.len();
+                while j < evs.len()
+                    && j - i < cap
+                    && bytes < BATCH_BYTES
+                    && evs[j].event_type == evs[i].event_type
+                    && self.index.takes_whole(&evs[j].event_type, &evs[j].fields)
+                {
+                    bytes += evs[j].json.len();
+                    j += 1;
+                }
+            }
+            n += if j - i >= 2 {
+                self.deliver_run(&evs[i..j])
+            } else {
+                self.deliver(&evs[i])
+            };
+            i = j;
+        }
+        n
+    }
+
+    /// Events of one type going to exactly the type's unconstrained subscribers.
+    fn deliver_run(&mut self, evs: &[Arc<Event>]) -> usize {
+        let Some(c) = self.index.candidates(&evs[0].event_type, &evs[0].fields) else {
+            return 0;
+        };
+        let targets: Vec<Slot> = c
+            .all
+            .map(|a| a.iter().copied().collect())
+            .unwrap_or_default();
+        let k = evs.len() as u32;
+        let mut whole: [Option<Frame>; 2] = [None, None];
+        let mut longpoll: Vec<Frame> = Vec::new();
+        let mut n = 0;
+        for slot in targets {
+            let Some(s) = self.slab.get(slot as usize) else {
+                continue;
+            };
+            let t = s.transport;
+            if t == Transport::LongPoll {
+                // Long-poll ids count events: one item each.
+                if longpoll.is_empty() {
+                    longpoll = evs.iter().map(|e| Frame::from(&e.json[..])).collect();
+                }
+                for f in &longpoll {
+                    if self.push(slot, f.clone()) {
+                        self.metrics.delivered[t as usize].inc();
+                        n += 1;
+                    }
+                }
+                continue;
+            }
+            let frame = whole[t as usize]
+                .get_or_insert_with(|| {
+                    let mut out = Vec::new();
+                    for e in evs {
+                        encode_into(&mut out, t, &e.id, &e.event_type, &e.json);
+                    }
+                    Frame::from(out)
+                })
+                .clone();
+            if self.push_n(slot, frame, k) {
+                self.metrics.delivered[t as usize].add(k as u64);
+                n += k as usize;
+            }
+        }
+        n
+    }
+
     /// Queues the event to every matching session; returns how many.
     pub fn deliver(&mut self, ev: &Event) -> usize {
         let Some(c) = self.index.candidates(&ev.event_type, &ev.fields) else {
@@ -372,8 +471,14 @@ impl Sessions {
         n
     }
 
-    /// Appends to a session's queue under the slow-consumer policy; false if it was not queued.
+    /// Appends one event (or heartbeat) to a session's queue; see [`Sessions::push_n`].
     pub fn push(&mut self, slot: Slot, bytes: Frame) -> bool {
+        self.push_n(slot, bytes, 1)
+    }
+
+    /// Appends a frame carrying `events` events to a session's queue under the slow-consumer
+    /// policy; false if it was not queued.
+    fn push_n(&mut self, slot: Slot, bytes: Frame, events: u32) -> bool {
         let limits = &self.cfg.tuning;
         let Some(s) = self.slab.get_mut(slot as usize) else {
             return false;
@@ -383,22 +488,26 @@ impl Sessions {
             return false;
         }
         let t = s.transport;
+        let over = |q: &OutQueue| {
+            q.events as usize + events as usize > limits.sessions.queue_events
+                || q.bytes + bytes.len() > limits.sessions.queue_bytes
+        };
         if t == Transport::LongPoll {
             // The long-poll buffer is a ring: the oldest event falls out.
             if q.items.len() >= limits.longpoll.buffer_events {
                 if let Some(old) = q.items.pop_front() {
-                    q.bytes -= old.len();
+                    q.bytes -= old.frame.len();
+                    q.events -= old.events;
                     self.metrics.dropped(t, DropReason::SlowConsumer, 1);
                 }
             }
-        } else if q.items.len() >= limits.sessions.queue_events
-            || q.bytes + bytes.len() > limits.sessions.queue_bytes
-        {
+        } else if over(q) {
             match limits.sessions.slow_consumer {
                 SlowConsumer::Close => {
-                    let lost = q.items.len() as u64 + 1;
+                    let lost = (q.events + events) as u64;
                     q.items.clear();
                     q.bytes = 0;
+                    q.events = 0;
                     q.close = Some(CloseReason::SlowConsumer);
                     self.metrics.slow_consumer_closes[t as usize].inc();
                     self.metrics.dropped(t, DropReason::SlowConsumer, lost);
@@ -408,20 +517,23 @@ impl Sessions {
                     return false;
                 }
                 SlowConsumer::DropOldest => {
-                    while !q.items.is_empty()
-                        && (q.items.len() >= limits.sessions.queue_events
-                            || q.bytes + bytes.len() > limits.sessions.queue_bytes)
-                    {
+                    while !q.items.is_empty() && over(q) {
                         let old = q.items.pop_front().unwrap();
-                        q.bytes -= old.len();
-                        q.gap += 1;
-                        self.metrics.dropped(t, DropReason::SlowConsumer, 1);
+                        q.bytes -= old.frame.len();
+                        q.events -= old.events;
+                        q.gap += old.events as u64;
+                        self.metrics
+                            .dropped(t, DropReason::SlowConsumer, old.events as u64);
                     }
                 }
             }
         }
         q.bytes += bytes.len();
-        q.items.push_back(bytes);
+        q.events += events;
+        q.items.push_back(Item {
+            frame: bytes,
+            events,
+        });
         q.next_seq += 1;
         q.active = true;
         if let Some(w) = q.waker.take() {
@@ -430,14 +542,15 @@ impl Sessions {
         true
     }
 
-    /// For SSE and WebSocket drivers: moves everything queued into `out` (one write for all of
-    /// it), or registers the waker and returns Pending.
+    /// For SSE and WebSocket drivers: moves what is queued into `out` (one write's worth: at
+    /// most about MAX_WRITE bytes in at most MAX_FRAMES frames; everything when the session was
+    /// killed), or registers the waker and returns Pending.
     pub fn poll_drain(
         &mut self,
         slot: Slot,
         token: &Token,
         cx: &Context<'_>,
-        out: &mut Vec<u8>,
+        out: &mut Vec<Frame>,
     ) -> Poll<Drain> {
         let Some(s) = self
             .slab
@@ -449,10 +562,9 @@ impl Sessions {
         let q = &mut s.out;
         if let Some(r) = q.close {
             if r == CloseReason::Killed {
-                for b in q.items.drain(..) {
-                    out.extend_from_slice(&b);
-                }
+                out.extend(q.items.drain(..).map(|i| i.frame));
                 q.bytes = 0;
+                q.events = 0;
             }
             return Poll::Ready(Drain::Close(r));
         }
@@ -461,19 +573,23 @@ impl Sessions {
             return Poll::Pending;
         }
         if q.gap > 0 && s.transport == Transport::Sse {
-            sse::comment(out, &format!("{} events dropped (slow consumer)", q.gap));
+            let mut note = Vec::new();
+            sse::comment(
+                &mut note,
+                &format!("{} events dropped (slow consumer)", q.gap),
+            );
+            out.push(Frame::from(note));
         }
         q.gap = 0;
-        // One write carries at most about MAX_WRITE bytes: bigger buffers come from fresh
-        // zeroed pages (mmap), and clearing them cost 11% of the server's CPU under a burst.
-        let start = out.len();
-        out.reserve(q.bytes.min(MAX_WRITE));
-        while let Some(b) = q.items.pop_front() {
-            q.bytes -= b.len();
-            out.extend_from_slice(&b);
-            if out.len() - start >= MAX_WRITE {
-                break;
-            }
+        // The frames are written from where they are (one sendmsg, no copy into a buffer); a
+        // cap on one write's size keeps a burst from monopolising the shard.
+        let mut bytes = 0;
+        while bytes < MAX_WRITE && out.len() < MAX_FRAMES {
+            let Some(i) = q.items.pop_front() else { break };
+            q.bytes -= i.frame.len();
+            q.events -= i.events;
+            bytes += i.frame.len();
+            out.push(i.frame);
         }
         // A burst grows the queue's ring; an idle connection must not keep it (idle memory per
         // connection is what bounds a host).
@@ -518,9 +634,9 @@ impl Sessions {
         let t = s.transport as usize;
         self.metrics.subscriptions.sub(s.subs.len() as u64);
         self.metrics.connections[t].sub(1);
-        if s.transport != Transport::LongPoll && !s.out.items.is_empty() {
+        if s.transport != Transport::LongPoll && s.out.events > 0 {
             self.metrics
-                .dropped(s.transport, DropReason::Closed, s.out.items.len() as u64);
+                .dropped(s.transport, DropReason::Closed, s.out.events as u64);
         }
     }
 
@@ -553,7 +669,7 @@ impl Sessions {
                 .items
                 .iter()
                 .skip(skip)
-                .map(|f| Bytes::copy_from_slice(f))
+                .map(|i| Bytes::copy_from_slice(&i.frame))
                 .collect();
             return Poll::Ready(Some((events, last)));
         }
@@ -622,20 +738,23 @@ pub fn now_ms() -> u64 {
 
 /// One event in one transport's wire form (SSE frame, WebSocket text frame, long-poll JSON).
 pub fn encode(t: Transport, id: &str, event_type: &str, json: &[u8]) -> Frame {
+    let mut out = Vec::with_capacity(json.len() + event_type.len() + id.len() + 24);
+    encode_into(&mut out, t, id, event_type, json);
+    Frame::from(out)
+}
+
+/// Appends one event's wire form; a batch frame is several of these back to back.
+fn encode_into(out: &mut Vec<u8>, t: Transport, id: &str, event_type: &str, json: &[u8]) {
     match t {
-        Transport::Sse => {
-            let mut out = Vec::with_capacity(json.len() + event_type.len() + id.len() + 24);
-            // The JSON is compact (no raw newlines), so it is one data line.
-            sse::encode_event(
-                &mut out,
-                Some(id),
-                Some(event_type),
-                std::str::from_utf8(json).unwrap_or_default(),
-            );
-            Frame::from(out)
-        }
-        Transport::Ws => Frame::from(ws::text_frame(json)),
-        Transport::LongPoll => Frame::from(json),
+        // The JSON is compact (no raw newlines), so it is one data line.
+        Transport::Sse => sse::encode_event(
+            out,
+            Some(id),
+            Some(event_type),
+            std::str::from_utf8(json).unwrap_or_default(),
+        ),
+        Transport::Ws => ws::encode_frame(out, ws::OpCode::Text, json),
+        Transport::LongPoll => out.extend_from_slice(json),
     }
 }
 
@@ -643,10 +762,16 @@ pub fn encode(t: Transport, id: &str, event_type: &str, json: &[u8]) -> Frame {
 mod tests {
     use super::*;
     use crate::config::{Config, EnvMap};
+    use crate::session::subscription::extract;
     use serde_json::json;
 
     fn sessions(queue_events: usize, policy: SlowConsumer) -> Sessions {
-        let mut cfg = Config::load(&EnvMap::new(), None).unwrap();
+        let env = EnvMap::from([(
+            "EXTRACTORS".to_string(),
+            r#"{"a": {"name": {"stable_field_index": 0, "event": {"json_pointer": "/data/name"}}}}"#
+                .to_string(),
+        )]);
+        let mut cfg = Config::load(&env, None).unwrap();
         cfg.tuning.sessions.queue_events = queue_events;
         cfg.tuning.sessions.slow_consumer = policy;
         Sessions::new(Arc::new(cfg), 7, 0, Arc::new(ShardMetrics::default()))
@@ -676,7 +801,8 @@ mod tests {
         let mut out = Vec::new();
         let w = std::task::Waker::noop();
         let cx = Context::from_waker(w);
-        (s.poll_drain(slot, token, &cx, &mut out), out)
+        let p = s.poll_drain(slot, token, &cx, &mut out);
+        (p, out.concat())
     }
 
     #[test]
@@ -762,6 +888,110 @@ mod tests {
         assert!(s.is_blacklisted("sess-1", now_ms()));
         assert!(!s.is_blacklisted("sess-1", until + 1));
         assert!(!s.is_blacklisted("sess-2", now_ms()));
+    }
+
+    fn constrained(ty: &str, name: &str) -> Vec<Subscription> {
+        Subscription::parse_list(
+            &json!([{ "eventType": ty, "oneOf": [{ "name": name }] }]),
+            subscription::Limits {
+                max_subscriptions: 8,
+                max_clauses: 8,
+            },
+        )
+        .unwrap()
+    }
+
+    fn ids(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .collect()
+    }
+
+    #[test]
+    fn batch_runs_reach_every_subscriber_in_order_counted_per_event() {
+        let mut s = sessions(64, SlowConsumer::Close);
+        let (sse, sse_t) = s.open(Transport::Sse, sub("a"), None).unwrap();
+        let (ws, ws_t) = s.open(Transport::Ws, sub("a"), None).unwrap();
+        let (lp, _) = s.open(Transport::LongPoll, sub("a"), None).unwrap();
+        let (b, b_t) = s.open(Transport::Sse, sub("b"), None).unwrap();
+        for (slot, t) in [(sse, &sse_t), (ws, &ws_t), (b, &b_t)] {
+            let _ = drain(&mut s, slot, t);
+        }
+        // a1..a3 form one run (one frame per transport), b1 breaks it, a4 a5 are another run.
+        let batch: Vec<Arc<Event>> = [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("a", 4), ("a", 5)]
+            .into_iter()
+            .map(|(t, n)| Arc::new(ev(t, n)))
+            .collect();
+        assert_eq!(s.deliver_batch(&batch), 3 * 5 + 1);
+        assert_eq!(s.slab[sse as usize].out.items.len(), 2);
+        assert_eq!(s.slab[sse as usize].out.events, 5);
+        let (_, out) = drain(&mut s, sse, &sse_t);
+        assert_eq!(
+            ids(&String::from_utf8(out).unwrap()),
+            ["0-1", "0-2", "0-3", "0-4", "0-5"]
+        );
+        let (_, out) = drain(&mut s, b, &b_t);
+        assert_eq!(ids(&String::from_utf8(out).unwrap()), ["0-1"]);
+        // WebSocket: five text frames, each one whole event.
+        let (_, mut out) = drain(&mut s, ws, &ws_t);
+        let mut ns = Vec::new();
+        while !out.is_empty() {
+            assert_eq!(out[0], 0x81);
+            let len = out[1] as usize;
+            let v: Value = serde_json::from_slice(&out[2..2 + len]).unwrap();
+            ns.push(v["n"].as_u64().unwrap());
+            out.drain(..2 + len);
+        }
+        assert_eq!(ns, [1, 2, 3, 4, 5]);
+        // Long-poll keeps one item (one id) per event.
+        let Poll::Ready(Some((events, last))) = s.poll_longpoll(lp, Some(1), None) else {
+            panic!()
+        };
+        assert_eq!((events.len(), last), (5, 6));
+        assert_eq!(s.metrics.delivered[Transport::Sse as usize].get(), 6);
+    }
+
+    #[test]
+    fn constrained_subscribers_break_runs_and_get_only_their_events() {
+        let mut s = sessions(64, SlowConsumer::Close);
+        let (all, all_t) = s.open(Transport::Sse, sub("a"), None).unwrap();
+        let (joe, joe_t) = s
+            .open(Transport::Sse, constrained("a", "joe"), None)
+            .unwrap();
+        for (slot, t) in [(all, &all_t), (joe, &joe_t)] {
+            let _ = drain(&mut s, slot, t);
+        }
+        let with_name = |n: u32, name: &str| {
+            let mut e = ev("a", n);
+            e.fields = extract("a", &json!({ "data": { "name": name } }), &s.cfg.extractors);
+            Arc::new(e)
+        };
+        let batch = vec![
+            with_name(1, "ann"),
+            with_name(2, "joe"),
+            with_name(3, "ann"),
+        ];
+        s.deliver_batch(&batch);
+        let (_, out) = drain(&mut s, all, &all_t);
+        assert_eq!(ids(&String::from_utf8(out).unwrap()), ["0-1", "0-2", "0-3"]);
+        let (_, out) = drain(&mut s, joe, &joe_t);
+        assert_eq!(ids(&String::from_utf8(out).unwrap()), ["0-2"]);
+    }
+
+    #[test]
+    fn batch_frames_count_their_events_against_the_queue_bound() {
+        // queue_events 16: runs of at most 2 events; 20 events overflow the queue.
+        let mut s = sessions(16, SlowConsumer::DropOldest);
+        let (slot, token) = s.open(Transport::Sse, sub("a"), None).unwrap();
+        let _ = drain(&mut s, slot, &token);
+        let batch: Vec<Arc<Event>> = (0..20).map(|n| Arc::new(ev("a", n))).collect();
+        s.deliver_batch(&batch);
+        assert!(s.slab[slot as usize].out.events <= 16);
+        let (_, out) = drain(&mut s, slot, &token);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with(": 4 events dropped"), "{text}");
+        assert_eq!(ids(&text).len(), 16);
+        assert_eq!(ids(&text)[15], "0-19");
     }
 
     #[test]

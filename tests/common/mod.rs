@@ -264,11 +264,18 @@ pub struct SseClient {
 
 impl SseClient {
     pub fn connect(port: u16, subscriptions: Option<&str>) -> SseClient {
+        SseClient::over(
+            TcpStream::connect(("127.0.0.1", port)).unwrap(),
+            subscriptions,
+        )
+    }
+
+    /// Connects over a socket the test made (a small receive buffer, say).
+    pub fn over(s: TcpStream, subscriptions: Option<&str>) -> SseClient {
         let path = match subscriptions {
             Some(s) => format!("/_rig/v1/connection/sse?subscriptions={}", enc(s)),
             None => "/_rig/v1/connection/sse".into(),
         };
-        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut w = s.try_clone().unwrap();
         write!(
@@ -339,6 +346,16 @@ impl SseClient {
 }
 
 /// The owner shard named in a connection token (see session/token.rs).
+/// A loopback connection with a small receive buffer: the server's writes to it fill up
+/// after a few KiB, so it must wait for room and resume mid-frame.
+pub fn small_window(port: u16) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    s.into()
+}
+
 pub fn token_shard(token: &str) -> u16 {
     let t = corebridge::session::token::Token::decode(token).expect("token");
     t.shard
