@@ -304,14 +304,17 @@ async fn write_parts(stream: &mut TcpStream, p: &Parts<'_>) -> io::Result<()> {
 }
 
 /// Writes the parts unless the session is told to close first; false if it should end.
+/// Drivers box this future: a stream task is as large as its largest state, every idle
+/// connection holds one, and writing is the largest (one allocation per write is cheap next
+/// to the write itself).
 async fn write_or_close(
     shard: &Shard,
     stream: &mut TcpStream,
-    parts: &Parts<'_>,
+    parts: Parts<'_>,
     slot: u32,
     token: &Token,
 ) -> bool {
-    future::or(async { write_parts(stream, parts).await.is_ok() }, async {
+    future::or(async { write_parts(stream, &parts).await.is_ok() }, async {
         future::poll_fn(|cx| shard.sessions.borrow_mut().poll_closing(slot, token, cx)).await;
         false
     })

@@ -20,7 +20,8 @@ enum Wake {
 
 /// Waits for the client to close; anything it sends on an event stream is read and dropped.
 pub(super) async fn client_gone(stream: &mut TcpStream) {
-    let mut sink = [0u8; 64];
+    // Small: it lives in every idle connection's task, and SSE clients send nothing.
+    let mut sink = [0u8; 16];
     loop {
         match stream.read(&mut sink).await {
             Ok(0) | Err(_) => return,
@@ -72,10 +73,12 @@ pub async fn run(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, slot: u
             tail,
         };
         if closing {
-            let _ = write_parts(&mut stream, &parts).await;
+            let _ = Box::pin(write_parts(&mut stream, &parts)).await;
             break;
         }
-        if !parts.is_empty() && !write_or_close(&shard, &mut stream, &parts, slot, &token).await {
+        if !parts.is_empty()
+            && !Box::pin(write_or_close(&shard, &mut stream, parts, slot, &token)).await
+        {
             break;
         }
         lead.clear();

@@ -16,6 +16,8 @@ use std::rc::Rc;
 const TWO_WAY: &str = "This WebSocket endpoint cannot be used for two-way communication.";
 /// Largest whole control frame: 2 header + 4 mask + 125 payload, with room for a 64-bit length.
 const MAX_CONTROL_FRAME: usize = 2 + 8 + 4 + 125;
+/// Bytes read from the client at a time.
+const READ_PIECE: usize = 16;
 
 enum Wake {
     Out(Drain),
@@ -34,8 +36,12 @@ async fn next_frame(
         }
         // Read into a local chunk, never into rbuf's spare length: this future is dropped
         // whenever an event wins the race, and bytes must only enter rbuf once really read.
-        let mut chunk = [0u8; MAX_CONTROL_FRAME];
-        let room = MAX_CONTROL_FRAME.saturating_sub(rbuf.len()).max(1);
+        // The chunk is small because it lives in every idle connection's task (clients send
+        // only rare control frames; a whole ping takes a few reads).
+        let mut chunk = [0u8; READ_PIECE];
+        let room = MAX_CONTROL_FRAME
+            .saturating_sub(rbuf.len())
+            .clamp(1, READ_PIECE);
         match stream.read(&mut chunk[..room]).await {
             Ok(0) | Err(_) => return Ok(None),
             Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
@@ -94,10 +100,12 @@ pub async fn run(
             tail: close_frame.as_deref().unwrap_or_default(),
         };
         if close_frame.is_some() {
-            let _ = write_parts(&mut stream, &parts).await;
+            let _ = Box::pin(write_parts(&mut stream, &parts)).await;
             break;
         }
-        if !parts.is_empty() && !write_or_close(&shard, &mut stream, &parts, slot, &token).await {
+        if !parts.is_empty()
+            && !Box::pin(write_or_close(&shard, &mut stream, parts, slot, &token)).await
+        {
             break;
         }
         lead = Vec::new();

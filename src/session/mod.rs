@@ -591,9 +591,9 @@ impl Sessions {
             bytes += i.frame.len();
             out.push(i.frame);
         }
-        // A burst grows the queue's ring; an idle connection must not keep it (idle memory per
-        // connection is what bounds a host).
-        if q.items.is_empty() && q.items.capacity() > 32 {
+        // An idle connection keeps no ring at all (idle memory per connection is what bounds a
+        // host); the next event allocates a small one again.
+        if q.items.is_empty() {
             q.items = VecDeque::new();
         }
         Poll::Ready(Drain::Data)
