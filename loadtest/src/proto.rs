@@ -24,9 +24,15 @@ pub fn percent_encode(s: &str) -> String {
 
 /// The load CloudEvent for `seq`, sent at `ts_ns` (unix ns), padded so the whole JSON is about
 /// `payload_bytes` long (never shorter than its fixed part).
-pub fn cloud_event(event_type: &str, seq: u64, ts_ns: u64, payload_bytes: usize) -> Vec<u8> {
+pub fn cloud_event(
+    event_type: &str,
+    seq: u64,
+    ts_ns: u64,
+    stream: u32,
+    payload_bytes: usize,
+) -> Vec<u8> {
     let head = format!(
-        "{{\"specversion\":\"1.0\",\"type\":\"{event_type}\",\"source\":\"/loadtest\",\"id\":\"{seq}\",\"data\":{{\"seq\":{seq},\"ts\":{ts_ns},\"pad\":\""
+        "{{\"specversion\":\"1.0\",\"type\":\"{event_type}\",\"source\":\"/loadtest\",\"id\":\"{seq}\",\"data\":{{\"seq\":{seq},\"ts\":{ts_ns},\"st\":{stream},\"pad\":\""
     );
     let tail = b"\"}}";
     let pad = payload_bytes.saturating_sub(head.len() + tail.len());
@@ -73,19 +79,36 @@ fn number_after(bytes: &[u8], at: usize) -> Option<(u64, usize)> {
     (i > start).then_some((n, i))
 }
 
-/// Finds the first `"seq":N` and the `"ts":T` after it (the load event's `data`).
-pub fn seq_ts(bytes: &[u8]) -> Option<(u64, u64, usize)> {
+/// A load event's marks: its sequence number, send time and ordering stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marks {
+    pub seq: u64,
+    pub ts: u64,
+    /// Events are ordered only within a stream: one Kafka partition, or one HTTP publishing
+    /// connection (which waits for each 202).
+    pub stream: u32,
+}
+
+/// Finds the first `"seq":N`, the `"ts":T` after it and the `"st":S` right after that (the
+/// load event's `data`); returns the marks and where they end.
+pub fn marks(bytes: &[u8]) -> Option<(Marks, usize)> {
     let s = find(bytes, b"\"seq\":")?;
     let (seq, end) = number_after(bytes, s + 6)?;
     let t = end + find(&bytes[end..], b"\"ts\":")?;
-    let (ts, end) = number_after(bytes, t + 5)?;
-    Some((seq, ts, end))
+    let (ts, mut end) = number_after(bytes, t + 5)?;
+    let mut stream = 0;
+    if bytes[end..].starts_with(b",\"st\":") {
+        let (st, e) = number_after(bytes, end + 6)?;
+        stream = u32::try_from(st).ok()?;
+        end = e;
+    }
+    Some((Marks { seq, ts, stream }, end))
 }
 
 /// Every load event in `bytes` (a long-poll body holds many), in order.
-pub fn each_seq_ts(mut bytes: &[u8], mut f: impl FnMut(u64, u64)) {
-    while let Some((seq, ts, end)) = seq_ts(bytes) {
-        f(seq, ts);
+pub fn each_marks(mut bytes: &[u8], mut f: impl FnMut(Marks)) {
+    while let Some((m, end)) = marks(bytes) {
+        f(m);
         bytes = &bytes[end..];
     }
 }
@@ -247,7 +270,7 @@ pub struct SseScanner {
 }
 
 impl SseScanner {
-    pub fn feed(&mut self, mut input: &[u8], f: &mut impl FnMut(u64, u64)) {
+    pub fn feed(&mut self, mut input: &[u8], f: &mut impl FnMut(Marks)) {
         while let Some(nl) = input.iter().position(|&b| b == b'\n') {
             if self.carry.is_empty() {
                 Self::line(&input[..nl], f);
@@ -264,10 +287,10 @@ impl SseScanner {
         self.carry.extend_from_slice(input);
     }
 
-    fn line(line: &[u8], f: &mut impl FnMut(u64, u64)) {
+    fn line(line: &[u8], f: &mut impl FnMut(Marks)) {
         if let Some(data) = line.strip_prefix(b"data:") {
-            if let Some((seq, ts, _)) = seq_ts(data) {
-                f(seq, ts);
+            if let Some((m, _)) = marks(data) {
+                f(m);
             }
         }
     }
@@ -348,7 +371,7 @@ impl WsDecoder {
         &mut self,
         mut input: &[u8],
         out: &mut WsOut,
-        f: &mut impl FnMut(u64, u64),
+        f: &mut impl FnMut(Marks),
     ) -> Result<(), String> {
         while !input.is_empty() && !out.closed {
             match self.rem {
@@ -408,7 +431,7 @@ impl WsDecoder {
         part: &[u8],
         left: u64,
         out: &mut WsOut,
-        f: &mut impl FnMut(u64, u64),
+        f: &mut impl FnMut(Marks),
     ) -> Result<(), String> {
         let control = self.opcode & 0x8 != 0;
         let whole = self.fin && self.opcode != 0;
@@ -446,7 +469,7 @@ impl WsDecoder {
         &mut self,
         payload: &[u8],
         out: &mut WsOut,
-        f: &mut impl FnMut(u64, u64),
+        f: &mut impl FnMut(Marks),
     ) -> Result<(), String> {
         self.rem = None;
         match self.opcode {
@@ -465,8 +488,8 @@ impl WsDecoder {
                 }
                 if self.fin {
                     if self.msg_opcode == 0x1 {
-                        if let Some((seq, ts, _)) = seq_ts(payload) {
-                            f(seq, ts);
+                        if let Some((m, _)) = marks(payload) {
+                            f(m);
                         }
                     }
                     self.msg_opcode = 0;
@@ -484,17 +507,23 @@ mod tests {
 
     #[test]
     fn event_is_padded_and_scannable() {
-        let e = cloud_event("load", 42, 1_700_000_000_123_456_789, 200);
+        let e = cloud_event("load", 42, 1_700_000_000_123_456_789, 0, 200);
         assert_eq!(e.len(), 200);
         let v: serde_json::Value = serde_json::from_slice(&e).unwrap();
         assert_eq!(v["data"]["seq"], 42);
         assert_eq!(v["id"], "42");
         assert_eq!(
-            seq_ts(&e).map(|x| (x.0, x.1)),
-            Some((42, 1_700_000_000_123_456_789))
+            marks(&e).map(|x| x.0),
+            Some(Marks {
+                seq: 42,
+                ts: 1_700_000_000_123_456_789,
+                stream: 0
+            })
         );
+        let e = cloud_event("load", 7, 8, 3, 200);
+        assert_eq!(marks(&e).map(|x| x.0.stream), Some(3));
         // Smaller than the fixed part: no padding, still valid.
-        let e = cloud_event("load", 1, 2, 10);
+        let e = cloud_event("load", 1, 2, 0, 10);
         serde_json::from_slice::<serde_json::Value>(&e).unwrap();
     }
 
@@ -502,11 +531,11 @@ mod tests {
     fn many_events_in_one_body() {
         let body = format!(
             "{{\"last_event_id\":\"3\",\"events\":[{},{}]}}",
-            String::from_utf8(cloud_event("load", 1, 10, 0)).unwrap(),
-            String::from_utf8(cloud_event("load", 2, 20, 0)).unwrap()
+            String::from_utf8(cloud_event("load", 1, 10, 0, 0)).unwrap(),
+            String::from_utf8(cloud_event("load", 2, 20, 0, 0)).unwrap()
         );
         let mut got = vec![];
-        each_seq_ts(body.as_bytes(), |s, t| got.push((s, t)));
+        each_marks(body.as_bytes(), |m: Marks| got.push((m.seq, m.ts)));
         assert_eq!(got, vec![(1, 10), (2, 20)]);
     }
 
@@ -519,7 +548,7 @@ mod tests {
         let mut body = Vec::new();
         body.extend_from_slice(b"event: rig.connection.create\ndata: {\"x\":1}\n\n");
         for &s in seqs {
-            let ev = cloud_event("load", s, s * 10, 120);
+            let ev = cloud_event("load", s, s * 10, 0, 120);
             body.extend_from_slice(format!("id: 1-{s}\nevent: load\ndata: ").as_bytes());
             body.extend_from_slice(&ev);
             body.extend_from_slice(b"\n\n: heartbeat\n\n");
@@ -548,8 +577,10 @@ mod tests {
             let mut sc = SseScanner::default();
             let mut got = vec![];
             for piece in wire.chunks(step) {
-                ch.feed(piece, |b| sc.feed(b, &mut |s, t| got.push((s, t))))
-                    .unwrap();
+                ch.feed(piece, |b| {
+                    sc.feed(b, &mut |m: Marks| got.push((m.seq, m.ts)))
+                })
+                .unwrap();
             }
             assert!(ch.done(), "step {step}");
             assert_eq!(got, vec![(0, 0), (1, 10), (2, 20), (5, 50), (3, 30)]);
@@ -597,10 +628,10 @@ mod tests {
             true,
             b"{\"type\":\"rig.connection.create\"}",
         ));
-        wire.extend(server_frame(1, true, &cloud_event("load", 0, 5, 100)));
+        wire.extend(server_frame(1, true, &cloud_event("load", 0, 5, 0, 100)));
         wire.extend(server_frame(9, true, b"hi"));
-        wire.extend(server_frame(1, true, &cloud_event("load", 1, 6, 70_000)));
-        let big = cloud_event("load", 2, 7, 300);
+        wire.extend(server_frame(1, true, &cloud_event("load", 1, 6, 0, 70_000)));
+        let big = cloud_event("load", 2, 7, 0, 300);
         wire.extend(server_frame(1, false, &big[..100]));
         wire.extend(server_frame(0, true, &big[100..]));
         wire.extend(server_frame(8, true, &[0x03, 0xe8, b'b', b'y', b'e']));
@@ -609,7 +640,7 @@ mod tests {
             let mut out = WsOut::default();
             let mut got = vec![];
             for piece in wire.chunks(step) {
-                d.feed(piece, &mut out, &mut |s, t| got.push((s, t)))
+                d.feed(piece, &mut out, &mut |m: Marks| got.push((m.seq, m.ts)))
                     .unwrap();
             }
             assert_eq!(got, vec![(0, 5), (1, 6), (2, 7)], "step {step}");

@@ -127,10 +127,10 @@ async fn next_seq(
 async fn http(s: &Scenario, t0: Instant, deadline: Instant, live: &Rc<Live>) -> Result<()> {
     let next = Rc::new(Cell::new(0u64));
     let mut tasks = Vec::new();
-    for _ in 0..s.publish_connections {
+    for stream in 0..s.publish_connections {
         let (s, next, live) = (s.clone(), next.clone(), live.clone());
         tasks.push(tokio::task::spawn_local(async move {
-            http_connection(&s, &next, t0, deadline, &live).await
+            http_connection(&s, stream, &next, t0, deadline, &live).await
         }));
     }
     for t in tasks {
@@ -139,8 +139,11 @@ async fn http(s: &Scenario, t0: Instant, deadline: Instant, live: &Rc<Live>) -> 
     Ok(())
 }
 
+/// One publishing connection: an ordering stream of its own, since it waits for each 202
+/// (events of different connections may overtake each other before the server sees them).
 async fn http_connection(
     s: &Scenario,
+    stream: u32,
     next: &Cell<u64>,
     t0: Instant,
     deadline: Instant,
@@ -161,7 +164,7 @@ async fn http_connection(
                 conn = Some(c);
             }
             let c = conn.as_ref().expect("connected above");
-            let body = cloud_event(&s.event_type, seq, now_ns(), s.payload_bytes);
+            let body = cloud_event(&s.event_type, seq, now_ns(), stream, s.payload_bytes);
             let mut req = format!(
                 "POST /v3/messages HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/cloudevents+json\r\nContent-Length: {}\r\n\r\n",
                 body.len()
@@ -257,8 +260,16 @@ async fn kafka(s: &Scenario, t0: Instant, deadline: Instant, live: &Rc<Live>) ->
         let Ok(permit) = sem.clone().acquire_owned().await else {
             break;
         };
-        let pc = clients[(seq % clients.len() as u64) as usize].clone();
-        let value = cloud_event(&s.event_type, seq, now_ns(), s.payload_bytes);
+        // Kafka orders within a partition only: each partition is an ordering stream.
+        let partition = (seq % clients.len() as u64) as usize;
+        let pc = clients[partition].clone();
+        let value = cloud_event(
+            &s.event_type,
+            seq,
+            now_ns(),
+            partition as u32,
+            s.payload_bytes,
+        );
         let live = live.clone();
         tokio::task::spawn_local(async move {
             let record = Record {

@@ -42,7 +42,12 @@ pub struct Deliveries {
     /// Of `lost`: holes below the highest sequence number a connection saw.
     pub lost_in_gaps: u64,
     pub duplicates: u64,
+    /// Arrivals after a later event of the same ordering stream (Kafka partition, publishing
+    /// connection): a defect.
     pub reordered: u64,
+    /// Arrivals after a later event of another stream: expected (partitions are consumed
+    /// independently), reported for information.
+    pub interleaved: u64,
     pub worst_connection_lost: u64,
     pub worst_connection_duplicates: u64,
     pub worst_connection_reordered: u64,
@@ -217,14 +222,15 @@ fn headline(s: &Summary) -> Vec<(String, String)> {
         rows.push((
             "loss / dup / reorder".into(),
             format!(
-                "{} / {} / {} (worst connection {} / {} / {}; {} incomplete)",
+                "{} / {} / {} (worst connection {} / {} / {}; {} incomplete; {} interleaved across streams)",
                 d.lost,
                 d.duplicates,
                 d.reordered,
                 d.worst_connection_lost,
                 d.worst_connection_duplicates,
                 d.worst_connection_reordered,
-                d.incomplete_connections
+                d.incomplete_connections,
+                d.interleaved
             ),
         ));
         rows.push((

@@ -444,6 +444,7 @@ fn build_summary(
         d.lost_in_gaps += r.lost_in_gaps;
         d.duplicates += r.duplicates;
         d.reordered += r.reordered;
+        d.interleaved += r.interleaved;
         d.worst_connection_lost = d.worst_connection_lost.max(r.worst_lost);
         d.worst_connection_duplicates = d.worst_connection_duplicates.max(r.worst_duplicates);
         d.worst_connection_reordered = d.worst_connection_reordered.max(r.worst_reordered);
@@ -531,6 +532,14 @@ fn build_summary(
     }
     if d.duplicates > 0 {
         problems.push(format!("{} duplicates", d.duplicates));
+    }
+    // A slow reader under drop_oldest legitimately loses events, never reorders them; but
+    // only readers that keep up are promised order here.
+    if d.reordered > 0 && s.slow_readers == 0.0 {
+        problems.push(format!(
+            "{} deliveries reordered within their stream",
+            d.reordered
+        ));
     }
     if c.disconnected > 0 {
         problems.push(format!(

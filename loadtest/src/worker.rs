@@ -126,17 +126,17 @@ impl Shared {
         *errors.entry(msg).or_default() += 1;
     }
 
-    fn deliver(&self, slot: usize, seq: u64, ts_ns: u64, now: u64) {
+    fn deliver(&self, slot: usize, m: proto::Marks, now: u64) {
         self.received.set(self.received.get() + 1);
         if self.first_recv_ns.get() == 0 {
             self.first_recv_ns.set(now);
         }
         self.last_recv_ns.set(now);
-        let us = now.saturating_sub(ts_ns) / 1000;
+        let us = now.saturating_sub(m.ts) / 1000;
         self.latency.borrow_mut().saturating_record(us.max(1));
         let mut conns = self.conns.borrow_mut();
         let c = &mut conns[slot];
-        c.tracker.observe(seq);
+        c.tracker.observe(m.seq, m.stream);
         if c.waiting && Some(c.tracker.unique) >= self.expected.get() {
             c.waiting = false;
             self.waiting.set(self.waiting.get() - 1);
@@ -233,7 +233,11 @@ pub struct WorkerResult {
     /// tail).
     pub lost_in_gaps: u64,
     pub duplicates: u64,
+    /// Arrived after a later event of the same ordering stream.
     pub reordered: u64,
+    /// Arrived after a later event of another stream (legitimate: see `track`).
+    #[serde(default)]
+    pub interleaved: u64,
     pub worst_lost: u64,
     pub worst_duplicates: u64,
     pub worst_reordered: u64,
@@ -502,6 +506,7 @@ fn summarize(sh: &Shared, deadline_hit: bool) -> WorkerResult {
         r.slow += u64::from(c.slow);
         r.duplicates += t.duplicates;
         r.reordered += t.reordered;
+        r.interleaved += t.interleaved;
         r.worst_duplicates = r.worst_duplicates.max(t.duplicates);
         r.worst_reordered = r.worst_reordered.max(t.reordered);
         if c.tracked() {
@@ -689,7 +694,7 @@ async fn read_sse(
     let mut sc = SseScanner::default();
     let mut feed = |bytes: &[u8]| -> Result<(), String> {
         let now = now_ns();
-        let mut f = |seq, ts| sh.deliver(slot, seq, ts, now);
+        let mut f = |m| sh.deliver(slot, m, now);
         if chunked {
             ch.feed(bytes, |b| sc.feed(b, &mut f))
         } else {
@@ -713,7 +718,7 @@ async fn read_ws(sh: &Shared, slot: usize, stream: TcpStream, rest: Vec<u8>) -> 
     let mut out = WsOut::default();
     let mut feed = |bytes: &[u8], out: &mut WsOut| -> Result<(), String> {
         let now = now_ns();
-        dec.feed(bytes, out, &mut |seq, ts| sh.deliver(slot, seq, ts, now))
+        dec.feed(bytes, out, &mut |m| sh.deliver(slot, m, now))
     };
     feed(&rest, &mut out).map_err(|e| anyhow!(e))?;
     drop(rest);
@@ -762,7 +767,7 @@ async fn long_poll(
                 failures = 0;
                 update_cookies(&mut session, &head);
                 let now = now_ns();
-                proto::each_seq_ts(&body, |seq, ts| sh.deliver(slot, seq, ts, now));
+                proto::each_marks(&body, |m| sh.deliver(slot, m, now));
                 head.close
             }
             Ok(Err(e)) => {
