@@ -3,8 +3,11 @@
 //!
 //! - `corebridge-loadtest run SCENARIO.toml [--out result.json] [--report report.svg]
 //!   [--server-pid PID]`: the parent (spawns workers, publishes, measures, reports);
-//! - `corebridge-loadtest worker`: one worker process, configured on stdin (internal).
+//! - `corebridge-loadtest worker`: one worker process, configured on stdin (internal);
+//! - `corebridge-loadtest floor [...]`: the kernel's own cost of uncoalesced fan-out here,
+//!   with no gateway (see `floor.rs`).
 
+mod floor;
 mod metrics;
 mod net;
 mod procfs;
@@ -21,6 +24,8 @@ use std::path::PathBuf;
 
 const USAGE: &str = "usage: corebridge-loadtest run SCENARIO.toml [--out result.json] [--report report.svg] [--server-pid PID]
        corebridge-loadtest check SCENARIO.toml     (validate a scenario file)
+       corebridge-loadtest floor [--connections 10000] [--events 100] [--rate 10] [--bytes 250] [--threads 2] [--readers 2]
+                                                   (plain send() fan-out with no gateway: this machine's floor)
        corebridge-loadtest worker                  (internal: one worker process)";
 
 fn parse_run(args: &[String]) -> Result<run::RunArgs> {
@@ -72,6 +77,8 @@ fn main() {
             0
         }),
         Some("worker") => worker::main().map(|()| 0),
+        Some("floor") => floor::main(&args[1..]),
+        Some("floor-reader") => floor::reader(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(0)

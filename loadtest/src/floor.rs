@@ -1,0 +1,313 @@
+//! `floor`: what the kernel alone charges for uncoalesced fan-out on this machine, with no
+//! gateway at all. A sender with one thread per core writes each event (a fixed-size frame
+//! starting with its send time) to N loopback TCP sockets with plain non-blocking `send`
+//! calls; reader processes (as many as the harness's workers) read them with epoll and record
+//! send-to-receipt latency. Corebridge's kafka-latency numbers are compared against this: the
+//! part above the floor is the gateway's, the floor itself is the machine's.
+//!
+//!   corebridge-loadtest floor [--connections 10000] [--events 100] [--rate 10]
+//!       [--bytes 250] [--threads 2] [--readers 2]
+
+use anyhow::{bail, Context, Result};
+use hdrhistogram::Histogram;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+struct Args {
+    connections: usize,
+    events: usize,
+    rate: f64,
+    bytes: usize,
+    threads: usize,
+    readers: usize,
+}
+
+fn parse(args: &[String]) -> Result<Args> {
+    let mut a = Args {
+        connections: 10_000,
+        events: 100,
+        rate: 10.0,
+        bytes: 250,
+        threads: 2,
+        readers: 2,
+    };
+    let mut it = args.iter();
+    while let Some(k) = it.next() {
+        let v = it.next().with_context(|| format!("{k} needs a value"))?;
+        let n: f64 = v.parse().with_context(|| format!("{k} {v:?}"))?;
+        match k.as_str() {
+            "--connections" => a.connections = n as usize,
+            "--events" => a.events = n as usize,
+            "--rate" => a.rate = n,
+            "--bytes" => a.bytes = n as usize,
+            "--threads" => a.threads = n as usize,
+            "--readers" => a.readers = n as usize,
+            _ => bail!("unknown option {k}"),
+        }
+    }
+    if a.bytes < 8 || a.threads == 0 || a.readers == 0 || a.rate <= 0.0 {
+        bail!("--bytes >= 8, --threads, --readers >= 1, --rate > 0");
+    }
+    if a.connections / a.readers > 19_000 {
+        bail!("at most 19,000 connections per reader process (open-file limit)");
+    }
+    Ok(a)
+}
+
+fn mono_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+fn cpu_ns(clock: libc::clockid_t) -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: as above.
+    unsafe { libc::clock_gettime(clock, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+pub fn main(args: &[String]) -> Result<i32> {
+    let a = parse(args)?;
+    let sk = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    sk.set_reuse_address(true)?;
+    sk.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    sk.listen(4096)?;
+    let listener: TcpListener = sk.into();
+    let port = listener.local_addr()?.port();
+    let exe = std::env::current_exe()?;
+    let per = a.connections.div_ceil(a.readers);
+    let mut readers = Vec::new();
+    let mut left = a.connections;
+    for r in 0..a.readers {
+        let n = per.min(left);
+        left -= n;
+        let child = Command::new(&exe)
+            .args(["floor-reader", &port.to_string(), &n.to_string()])
+            .arg(a.bytes.to_string())
+            .arg((n * a.events).to_string())
+            .arg(format!("127.0.0.{}", 2 + r))
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting a reader")?;
+        readers.push(child);
+    }
+    let mut socks = Vec::with_capacity(a.connections);
+    for _ in 0..a.connections {
+        let (s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        s.set_nonblocking(true)?;
+        socks.push(s);
+    }
+    eprintln!("floor: {} connections accepted", socks.len());
+    std::thread::sleep(Duration::from_millis(500));
+
+    let barrier = Arc::new(Barrier::new(a.threads));
+    let chunk = socks.len().div_ceil(a.threads);
+    let mut groups: Vec<Vec<TcpStream>> = Vec::new();
+    while !socks.is_empty() {
+        let rest = socks.split_off(chunk.min(socks.len()));
+        groups.push(std::mem::replace(&mut socks, rest));
+    }
+    let t0 = Instant::now() + Duration::from_millis(100);
+    let handles: Vec<_> = groups
+        .into_iter()
+        .map(|group| {
+            let barrier = barrier.clone();
+            let (events, rate, bytes) = (a.events, a.rate, a.bytes);
+            std::thread::spawn(move || {
+                let mut frame = vec![b'x'; bytes];
+                let (mut cpu, mut sends, mut full) = (0u64, 0u64, 0u64);
+                let mut bursts = Vec::with_capacity(events);
+                for e in 0..events {
+                    let at = t0 + Duration::from_secs_f64(e as f64 / rate);
+                    if let Some(d) = at.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(d);
+                    }
+                    barrier.wait();
+                    frame[..8].copy_from_slice(&mono_ns().to_le_bytes());
+                    let (c0, w0) = (cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID), Instant::now());
+                    for s in &group {
+                        // SAFETY: a valid socket and a buffer of the given length.
+                        let r = unsafe {
+                            libc::send(
+                                s.as_raw_fd(),
+                                frame.as_ptr().cast(),
+                                frame.len(),
+                                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                            )
+                        };
+                        if r != frame.len() as isize {
+                            full += 1;
+                        }
+                        sends += 1;
+                    }
+                    bursts.push(w0.elapsed());
+                    cpu += cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID) - c0;
+                }
+                (cpu, sends, full, bursts, group)
+            })
+        })
+        .collect();
+    let (mut cpu, mut sends, mut full, mut bursts) = (0u64, 0u64, 0u64, Vec::new());
+    let mut keep = Vec::new();
+    for h in handles {
+        let (c, s, f, b, g) = h.join().expect("sender thread");
+        cpu += c;
+        sends += s;
+        full += f;
+        bursts.extend(b);
+        keep.push(g);
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (mut received, mut reader_cpu) = (0u64, 0f64);
+    for mut r in readers {
+        let out = BufReader::new(r.stdout.take().expect("piped"));
+        for line in out.lines() {
+            let line = line?;
+            if let Some(rest) = line.strip_prefix("floor-result ") {
+                let v: serde_json::Value = serde_json::from_str(rest)?;
+                received += v["received"].as_u64().unwrap_or(0);
+                reader_cpu += v["cpu_seconds"].as_f64().unwrap_or(0.0);
+                for us in v["latency_us"].as_array().into_iter().flatten() {
+                    let pair = us.as_array().context("latency pair")?;
+                    hist.record_n(pair[0].as_u64().unwrap_or(1), pair[1].as_u64().unwrap_or(0))?;
+                }
+            }
+        }
+        r.wait()?;
+    }
+    drop(keep);
+    bursts.sort();
+    let ms = |us: u64| us as f64 / 1000.0;
+    println!(
+        "floor: {} connections, {} events at {}/s, {} B frames, {} sender threads, {} reader processes",
+        a.connections, a.events, a.rate, a.bytes, a.threads, a.readers
+    );
+    println!(
+        "  sends          {sends} ({full} short or refused), {:.2} us of sender CPU per send",
+        cpu as f64 / 1000.0 / sends.max(1) as f64
+    );
+    println!(
+        "  burst          one thread's {} sends took p50 {:.1} ms, max {:.1} ms (wall)",
+        chunk,
+        bursts[bursts.len() / 2].as_secs_f64() * 1000.0,
+        bursts.last().map_or(0.0, |b| b.as_secs_f64() * 1000.0)
+    );
+    println!(
+        "  received       {received} of {sends}; {:.2} us of reader CPU per receive",
+        reader_cpu * 1e6 / received.max(1) as f64
+    );
+    println!(
+        "  latency        p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms (send call to read)",
+        ms(hist.value_at_quantile(0.5)),
+        ms(hist.value_at_quantile(0.99)),
+        ms(hist.value_at_quantile(0.999)),
+        ms(hist.max())
+    );
+    Ok(if received == sends && full == 0 { 0 } else { 3 })
+}
+
+/// `floor-reader PORT N BYTES EXPECT SOURCE`: one reader process.
+pub fn reader(args: &[String]) -> Result<i32> {
+    let [port, n, bytes, expect, source] = args else {
+        bail!("floor-reader PORT N BYTES EXPECT SOURCE");
+    };
+    let (port, n, bytes, expect): (u16, usize, usize, u64) =
+        (port.parse()?, n.parse()?, bytes.parse()?, expect.parse()?);
+    let source: std::net::Ipv4Addr = source.parse()?;
+    // SAFETY: plain syscall; the fd is closed at exit.
+    let ep = unsafe { libc::epoll_create1(0) };
+    if ep < 0 {
+        bail!("epoll_create1: {}", std::io::Error::last_os_error());
+    }
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        s.bind(&std::net::SocketAddr::from((source, 0)).into())?;
+        s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+        s.set_nonblocking(true)?;
+        let s: TcpStream = s.into();
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: i as u64,
+        };
+        // SAFETY: valid epoll and socket fds.
+        if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev) } < 0 {
+            bail!("epoll_ctl: {}", std::io::Error::last_os_error());
+        }
+        // Position in the current frame and the first 8 bytes (the send time) seen so far.
+        conns.push((s, 0usize, [0u8; 8]));
+    }
+    let cpu0 = cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID);
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut received = 0u64;
+    let mut idle_since = Instant::now();
+    while received < expect && idle_since.elapsed() < Duration::from_secs(10) {
+        // SAFETY: the events buffer holds 1024 entries.
+        let k = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), 1024, 200) };
+        if k <= 0 {
+            continue;
+        }
+        idle_since = Instant::now();
+        for e in &events[..k as usize] {
+            let (s, pos, ts) = &mut conns[e.u64 as usize];
+            loop {
+                // SAFETY: reads into our buffer.
+                let r = unsafe {
+                    libc::recv(
+                        s.as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if r <= 0 {
+                    break;
+                }
+                let now = mono_ns();
+                let mut data = &buf[..r as usize];
+                while !data.is_empty() {
+                    if *pos < 8 {
+                        let take = (8 - *pos).min(data.len());
+                        ts[*pos..*pos + take].copy_from_slice(&data[..take]);
+                    }
+                    let take = (bytes - *pos).min(data.len());
+                    *pos += take;
+                    data = &data[take..];
+                    if *pos == bytes {
+                        *pos = 0;
+                        received += 1;
+                        let lat = now.saturating_sub(u64::from_le_bytes(*ts)) / 1000;
+                        hist.saturating_record(lat.max(1));
+                    }
+                }
+            }
+        }
+    }
+    let cpu = (cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID) - cpu0) as f64 / 1e9;
+    let pairs: Vec<(u64, u64)> = hist
+        .iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "floor-result {}",
+        serde_json::json!({ "received": received, "cpu_seconds": cpu, "latency_us": pairs })
+    )?;
+    Ok(0)
+}
