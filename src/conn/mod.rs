@@ -243,7 +243,9 @@ thread_local! {
 fn send_parts(fd: RawFd, p: &Parts<'_>, i: usize, off: usize) -> io::Result<usize> {
     IOV.with_borrow_mut(|iov| {
         iov.clear();
-        for j in i..p.count() {
+        // Linux refuses more than UIO_MAXIOV (1,024) entries; the rest go in the next call (a
+        // killed session drains its whole queue at once).
+        for j in (i..p.count()).take(1024) {
             let b = if j == i { &p.get(j)[off..] } else { p.get(j) };
             if !b.is_empty() {
                 iov.push(libc::iovec {

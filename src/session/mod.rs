@@ -52,7 +52,7 @@ pub enum CloseReason {
 const MAX_WRITE: usize = 64 * 1024;
 /// Frames drained into one write at most: each is one `iovec` of a `sendmsg`, and Linux takes
 /// at most 1,024.
-pub const MAX_FRAMES: usize = 512;
+const MAX_FRAMES: usize = 512;
 /// Events in one batch frame at most (see [`Sessions::deliver_batch`]); also at most an eighth
 /// of `queue_events`, so a batch frame never alone makes a session a slow consumer.
 const BATCH_EVENTS: usize = 64;
