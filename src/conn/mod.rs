@@ -239,13 +239,16 @@ thread_local! {
     static IOV: RefCell<Vec<libc::iovec>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Linux refuses a `sendmsg` with more iovecs than this.
+const UIO_MAXIOV: usize = 1024;
+
 /// One non-blocking `sendmsg` of the parts from part `i`, byte `off` on.
 fn send_parts(fd: RawFd, p: &Parts<'_>, i: usize, off: usize) -> io::Result<usize> {
     IOV.with_borrow_mut(|iov| {
         iov.clear();
-        // Linux refuses more than UIO_MAXIOV (1,024) entries; the rest go in the next call (a
-        // killed session drains its whole queue at once).
-        for j in (i..p.count()).take(1024) {
+        // The parts past UIO_MAXIOV go in the next call (a killed session drains its whole
+        // queue at once).
+        for j in (i..p.count()).take(UIO_MAXIOV) {
             let b = if j == i { &p.get(j)[off..] } else { p.get(j) };
             if !b.is_empty() {
                 iov.push(libc::iovec {

@@ -1,7 +1,8 @@
 //! SSE driver: after the response head, every wake-up drains the session's queue (up to one
-//! write's worth) into one chunk and one `sendmsg` straight from the queued frames (coalescing). While a write is blocked on a client that stopped
-//! reading, new events wait in the bounded queue; when that overflows, the session is closed by
-//! the slow-consumer policy and this driver drops the socket. Nothing is kept while idle.
+//! write's worth) into one chunk and one `sendmsg` straight from the queued frames
+//! (coalescing). While a write is blocked on a client that stopped reading, new events wait in
+//! the bounded queue; when that overflows, the session is closed by the slow-consumer policy
+//! and this driver drops the socket. Nothing is kept while idle.
 
 use super::{drained, write_or_close, write_parts, Parts};
 use crate::proto::http1;
@@ -88,7 +89,6 @@ pub async fn run(shard: Rc<Shard>, mut stream: TcpStream, head: Vec<u8>, slot: u
             frames = Vec::new();
         }
     }
-    drop(frames);
     shard.sessions.borrow_mut().close(slot, &token);
     let _ = stream.close().await;
 }

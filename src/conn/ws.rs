@@ -113,7 +113,6 @@ pub async fn run(
             frames = Vec::new();
         }
     }
-    drop(frames);
     shard.sessions.borrow_mut().close(slot, &token);
     let _ = stream.close().await;
 }

@@ -156,12 +156,6 @@ pub fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-pub fn text_frame(payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_frame(&mut out, OpCode::Text, payload);
-    out
-}
-
 /// Close frame; `reason` is cut at a char boundary so the payload fits the
 /// 125-byte control-frame limit.
 pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
@@ -438,7 +432,9 @@ mod tests {
         encode_frame(&mut out, OpCode::Binary, &vec![0; 65536]);
         assert_eq!(out[..10], [0x82, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0]);
         assert_eq!(PING, [0x89, 0x00]);
-        assert_eq!(text_frame(b"Hello")[..2], [0x81, 0x05]);
+        let mut out = Vec::new();
+        encode_frame(&mut out, OpCode::Text, b"Hello");
+        assert_eq!(out[..2], [0x81, 0x05]);
     }
 
     /// Test-side client encoder.

@@ -77,19 +77,14 @@ impl SubscriptionIndex {
         self.types.contains_key(event_type)
     }
 
-    /// `fields`: the event's extracted `(field id, canonical value)` pairs.
     /// Whether the event goes to exactly the type's unconstrained subscribers: there are some,
     /// and no constrained subscription is keyed on one of the event's field values.
     pub fn takes_whole(&self, event_type: &str, fields: &[(u16, Box<str>)]) -> bool {
-        self.types.get(event_type).is_some_and(|t| {
-            !t.all.is_empty()
-                && (t.by_key.is_empty()
-                    || !fields
-                        .iter()
-                        .any(|(id, v)| t.by_key.contains_key(&(*id, v.clone()))))
-        })
+        self.candidates(event_type, fields)
+            .is_some_and(|c| c.all.is_some() && c.keyed.is_empty())
     }
 
+    /// `fields`: the event's extracted `(field id, canonical value)` pairs.
     pub fn candidates<'a>(
         &'a self,
         event_type: &str,

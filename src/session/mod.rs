@@ -398,7 +398,10 @@ impl Sessions {
             if t == Transport::LongPoll {
                 // Long-poll ids count events: one item each.
                 if longpoll.is_empty() {
-                    longpoll = evs.iter().map(|e| Frame::from(&e.json[..])).collect();
+                    longpoll = evs
+                        .iter()
+                        .map(|e| encode(t, &e.id, &e.event_type, &e.json))
+                        .collect();
                 }
                 for f in &longpoll {
                     if self.push(slot, f.clone()) {
