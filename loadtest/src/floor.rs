@@ -8,8 +8,8 @@
 //!   corebridge-loadtest floor [--connections 10000] [--events 100] [--rate 10]
 //!       [--bytes 250] [--threads 2] [--readers 2]
 
-use anyhow::{bail, Context, Result};
-use hdrhistogram::Histogram;
+use crate::{procfs, report, run, worker};
+use anyhow::{anyhow, bail, Context, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -58,22 +58,14 @@ fn parse(args: &[String]) -> Result<Args> {
     Ok(a)
 }
 
-fn mono_ns() -> u64 {
+/// A clock's reading in nanoseconds: CLOCK_MONOTONIC is shared by sender and reader
+/// processes, CLOCK_THREAD_CPUTIME_ID times one sender thread.
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut t = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-}
-
-fn cpu_ns(clock: libc::clockid_t) -> u64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: as above.
     unsafe { libc::clock_gettime(clock, &mut t) };
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
@@ -136,8 +128,8 @@ pub fn main(args: &[String]) -> Result<i32> {
                         std::thread::sleep(d);
                     }
                     barrier.wait();
-                    frame[..8].copy_from_slice(&mono_ns().to_le_bytes());
-                    let (c0, w0) = (cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID), Instant::now());
+                    frame[..8].copy_from_slice(&clock_ns(libc::CLOCK_MONOTONIC).to_le_bytes());
+                    let (c0, w0) = (clock_ns(libc::CLOCK_THREAD_CPUTIME_ID), Instant::now());
                     for s in &group {
                         // SAFETY: a valid socket and a buffer of the given length.
                         let r = unsafe {
@@ -154,7 +146,7 @@ pub fn main(args: &[String]) -> Result<i32> {
                         sends += 1;
                     }
                     bursts.push(w0.elapsed());
-                    cpu += cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID) - c0;
+                    cpu += clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) - c0;
                 }
                 (cpu, sends, full, bursts, group)
             })
@@ -170,7 +162,7 @@ pub fn main(args: &[String]) -> Result<i32> {
         bursts.extend(b);
         keep.push(g);
     }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut hist = worker::new_histogram();
     let (mut received, mut reader_cpu) = (0u64, 0f64);
     for mut r in readers {
         let out = BufReader::new(r.stdout.take().expect("piped"));
@@ -180,17 +172,15 @@ pub fn main(args: &[String]) -> Result<i32> {
                 let v: serde_json::Value = serde_json::from_str(rest)?;
                 received += v["received"].as_u64().unwrap_or(0);
                 reader_cpu += v["cpu_seconds"].as_f64().unwrap_or(0.0);
-                for us in v["latency_us"].as_array().into_iter().flatten() {
-                    let pair = us.as_array().context("latency pair")?;
-                    hist.record_n(pair[0].as_u64().unwrap_or(1), pair[1].as_u64().unwrap_or(0))?;
-                }
+                let h = run::decode_hist(v["latency"].as_str().context("reader latency")?)?;
+                hist.add(h).map_err(|e| anyhow!("{e:?}"))?;
             }
         }
         r.wait()?;
     }
     drop(keep);
     bursts.sort();
-    let ms = |us: u64| us as f64 / 1000.0;
+    let l = report::latency(&hist);
     println!(
         "floor: {} connections, {} events at {}/s, {} B frames, {} sender threads, {} reader processes",
         a.connections, a.events, a.rate, a.bytes, a.threads, a.readers
@@ -211,10 +201,7 @@ pub fn main(args: &[String]) -> Result<i32> {
     );
     println!(
         "  latency        p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms (send call to read)",
-        ms(hist.value_at_quantile(0.5)),
-        ms(hist.value_at_quantile(0.99)),
-        ms(hist.value_at_quantile(0.999)),
-        ms(hist.max())
+        l.p50_ms, l.p99_ms, l.p99_9_ms, l.max_ms
     );
     Ok(if received == sends && full == 0 { 0 } else { 3 })
 }
@@ -250,8 +237,8 @@ pub fn reader(args: &[String]) -> Result<i32> {
         // Position in the current frame and the first 8 bytes (the send time) seen so far.
         conns.push((s, 0usize, [0u8; 8]));
     }
-    let cpu0 = cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID);
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let cpu0 = procfs::self_cpu_seconds();
+    let mut hist = worker::new_histogram();
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     let mut buf = vec![0u8; 64 * 1024];
     let mut received = 0u64;
@@ -278,7 +265,7 @@ pub fn reader(args: &[String]) -> Result<i32> {
                 if r <= 0 {
                     break;
                 }
-                let now = mono_ns();
+                let now = clock_ns(libc::CLOCK_MONOTONIC);
                 let mut data = &buf[..r as usize];
                 while !data.is_empty() {
                     if *pos < 8 {
@@ -298,16 +285,16 @@ pub fn reader(args: &[String]) -> Result<i32> {
             }
         }
     }
-    let cpu = (cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID) - cpu0) as f64 / 1e9;
-    let pairs: Vec<(u64, u64)> = hist
-        .iter_recorded()
-        .map(|v| (v.value_iterated_to(), v.count_at_value()))
-        .collect();
+    let cpu = procfs::self_cpu_seconds() - cpu0;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "floor-result {}",
-        serde_json::json!({ "received": received, "cpu_seconds": cpu, "latency_us": pairs })
+        serde_json::json!({
+            "received": received,
+            "cpu_seconds": cpu,
+            "latency": worker::encode_histogram(&hist),
+        })
     )?;
     Ok(0)
 }

@@ -383,7 +383,7 @@ async fn orchestrate(s: Scenario, server_pid: Option<u32>) -> Result<Summary> {
     Ok(summary)
 }
 
-fn decode_hist(b64: &str) -> Result<Histogram<u64>> {
+pub fn decode_hist(b64: &str) -> Result<Histogram<u64>> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .context("histogram base64")?;
