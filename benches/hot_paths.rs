@@ -9,8 +9,8 @@ use bytes::Bytes;
 use corebridge::config::{Config, EnvMap};
 use corebridge::metrics::{ShardMetrics, Transport};
 use corebridge::proto::{http1, sse, ws};
+use corebridge::route::subscription::{Limits, Subscription, SubscriptionSet};
 use corebridge::route::Event;
-use corebridge::session::subscription::{Limits, Subscription};
 use corebridge::session::Sessions;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -77,6 +77,7 @@ fn sessions_with(n: usize, constrained: bool) -> (Sessions, Vec<Event>) {
     let limits = Limits {
         max_subscriptions: 8,
         max_clauses: 8,
+        max_bytes: 16 * 1024,
     };
     for i in 0..n {
         let sub = if constrained {
@@ -85,7 +86,8 @@ fn sessions_with(n: usize, constrained: bool) -> (Sessions, Vec<Event>) {
             serde_json::json!([{"eventType": "greeting"}])
         };
         let subs = Subscription::parse_list(&sub, limits).unwrap();
-        s.open(Transport::Sse, subs, None).unwrap();
+        let set = SubscriptionSet::build(&subs, &extractors, limits).unwrap();
+        s.open(Transport::Sse, set, None).unwrap();
     }
     let events = (0..64)
         .map(|i| {

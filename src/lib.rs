@@ -2,26 +2,31 @@
 //! the Reactive Interaction Gateway's HTTP API. Layout (one line per module):
 //!
 //! - `config`  — the only code that reads env and files; validated, then frozen
-//! - `runtime` — pinned glommio executors (shards), the shard mesh, start-up checks, accept loops
-//! - `proto`   — sans-I/O protocol code: HTTP/1.1, SSE, WebSocket, CloudEvents (bytes in, values out)
-//! - `conn`    — socket drivers: own a socket and its buffers, feed `proto`, run what `api` decides
-//! - `session` — per-shard sessions, subscription index, bounded outbound queues, tokens
-//! - `route`   — events on their way to shards (decoded and field-extracted once)
+//! - `runtime` — pinned glommio executors (shards), the shard mesh, the tokio island, accept loops
+//! - `proto`   — sans-I/O protocol code: HTTP/1.1, SSE, WebSocket, long-poll, CloudEvents, frames
+//! - `conn`    — socket drivers (HTTP, SSE, WebSocket, long-poll): own a socket, feed `proto`
+//! - `session` — per-shard sessions, bounded outbound queues, heartbeats, tokens
+//! - `route`   — the event value, field extraction, subscriptions and the index deciding who gets it
 //! - `api`     — request handlers for the inbound and internal listeners
-//! - `auth`    — JWT/JWKS verification, CORS policy (no I/O; callers fetch keys)
-//! - `broker`  — the broker island: rskafka on its own tokio thread, bounded queues to shards
+//! - `auth`    — JWT/JWKS verification, the session blacklist, CORS policy (no I/O)
+//! - `broker`  — island code: Kafka (rskafka) and outbound HTTP, reached through island handles
 //! - `metrics` — metric names, per-shard probes, the Prometheus exporter
-//! - `outbound`— outbound HTTP (JWKS, authorization checks) on a tokio thread of its own
+//! - `error`   — whose fault an error is (client, upstream, ours)
 //! - `logging` — structured logs on stderr
+//!
+//! One Kafka record's way to a socket, in one direction: `broker/kafka/consumer.rs` (fetch,
+//! decode with `proto/kafka_record.rs`, build a `route::Event`) → `runtime/shard.rs` (the batch
+//! arrives on the shard) → `session/registry.rs` (the `route/index.rs` picks sessions, frames
+//! encoded by `proto/frame.rs`, queued in `session/queue.rs`) → `conn/sse.rs` (one `sendmsg`).
 
 pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod conn;
+pub mod error;
 pub mod logging;
 pub mod metrics;
-pub mod outbound;
 pub mod proto;
 pub mod route;
 pub mod runtime;

@@ -3,12 +3,13 @@
 //! `SUBSCRIPTION_CHECK` / `SUBMISSION_CHECK` (`no_check`, `jwt_validation`, or a URL called with
 //! the caller's `Authorization` header and the request body: 2xx allows, anything else denies).
 
-use crate::auth::jwt::{self, JwtError, Verifier};
+use crate::auth::blacklist::now_ms;
+use crate::auth::jwt::{self, JwtError, KeyError, Verifier};
+use crate::broker::http::{Call, CallError};
 use crate::config::{Check, Extractors};
-use crate::outbound::Call;
+use crate::error::{Blame, Fault};
+use crate::route::subscription::Subscription;
 use crate::runtime::shard::Shard;
-use crate::session::now_ms;
-use crate::session::subscription::Subscription;
 use serde_json::{Map, Value};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -25,10 +26,54 @@ pub struct Identity {
     pub session: Option<String>,
 }
 
-/// Fetches the JWKS and installs it for every shard. Errors name the URL and the cause.
-pub async fn refresh_jwks(shard: &Shard) -> Result<usize, String> {
+/// Why the JWKS could not be refreshed. Each names the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("JWT is not configured")]
+    NotConfigured,
+    #[error(transparent)]
+    Fetch(#[from] CallError),
+    #[error("{url}: HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url}: {source}")]
+    Document { url: String, source: KeyError },
+}
+
+impl Blame for JwksError {
+    fn fault(&self) -> Fault {
+        match self {
+            JwksError::NotConfigured => Fault::Ours,
+            JwksError::Fetch(e) => e.fault(),
+            JwksError::Status { .. } | JwksError::Document { .. } => Fault::Upstream,
+        }
+    }
+}
+
+/// Why a token does not identify a caller. The text is for the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    #[error("JWT validation is not configured on this gateway")]
+    NotConfigured,
+    #[error(transparent)]
+    Token(#[from] JwtError),
+    #[error("the session is blacklisted")]
+    Blacklisted,
+}
+
+impl Blame for AccessError {
+    fn fault(&self) -> Fault {
+        match self {
+            AccessError::NotConfigured => Fault::Client,
+            AccessError::Token(JwtError::NoKeys) => Fault::Upstream,
+            AccessError::Token(_) | AccessError::Blacklisted => Fault::Client,
+        }
+    }
+}
+
+/// Fetches the JWKS and installs it for every shard.
+pub async fn refresh_jwks(shard: &Shard) -> Result<usize, JwksError> {
     let Some(lock) = &shard.globals.jwt else {
-        return Err("JWT is not configured".into());
+        return Err(JwksError::NotConfigured);
     };
     let current = lock.read().unwrap_or_else(|e| e.into_inner()).clone();
     let Some(url) = current.jwks_url().map(str::to_string) else {
@@ -50,11 +95,11 @@ pub async fn refresh_jwks(shard: &Shard) -> Result<usize, String> {
         })
         .await?;
     if !(200..300).contains(&status) {
-        return Err(format!("{url}: HTTP {status}"));
+        return Err(JwksError::Status { url, status });
     }
     let (next, n) = current
         .with_jwks(&body)
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|source| JwksError::Document { url, source })?;
     *lock.write().unwrap_or_else(|e| e.into_inner()) = next;
     Ok(n)
 }
@@ -67,10 +112,10 @@ fn verifier(shard: &Shard) -> Option<Verifier> {
         .map(|l| l.read().unwrap_or_else(|e| e.into_inner()).clone())
 }
 
-/// Verifies a token and checks the session blacklist. The error text is for the client.
-pub async fn verify(shard: &Shard, token: &str) -> Result<Identity, String> {
+/// Verifies a token and checks the session blacklist.
+pub async fn verify(shard: &Shard, token: &str) -> Result<Identity, AccessError> {
     let Some(v) = verifier(shard) else {
-        return Err("JWT validation is not configured on this gateway".into());
+        return Err(AccessError::NotConfigured);
     };
     let now = now_ms() / 1000;
     let claims = match v.verify(token, now) {
@@ -79,15 +124,14 @@ pub async fn verify(shard: &Shard, token: &str) -> Result<Identity, String> {
             let last = shard.globals.jwks_fetched_ms.load(Ordering::Relaxed);
             if now_ms().saturating_sub(last) >= JWKS_REFRESH_MIN_INTERVAL_MS {
                 if let Err(e) = refresh_jwks(shard).await {
-                    tracing::warn!(error = %e, "JWKS refresh failed (whose fault: identity provider or network)");
+                    tracing::warn!(error = %e, fault = %e.fault(), "JWKS refresh failed");
                 }
             }
             verifier(shard)
-                .ok_or("JWT validation is not configured")?
-                .verify(token, now)
-                .map_err(|e| e.to_string())?
+                .ok_or(AccessError::NotConfigured)?
+                .verify(token, now)?
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
     let pointer = shard
         .cfg()
@@ -97,7 +141,7 @@ pub async fn verify(shard: &Shard, token: &str) -> Result<Identity, String> {
     let session = jwt::session_id(&claims, pointer);
     if let Some(s) = &session {
         if shard.sessions.borrow().is_blacklisted(s, now_ms()) {
-            return Err("the session is blacklisted".into());
+            return Err(AccessError::Blacklisted);
         }
     }
     Ok(Identity { claims, session })
@@ -169,7 +213,7 @@ pub async fn check(shard: &Rc<Shard>, check: &Check, tokens: &[String], body: &[
                     false
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "authorization check unreachable (whose fault: the checker); denying");
+                    tracing::warn!(error = %e, fault = %e.fault(), "authorization check unreachable; denying");
                     false
                 }
             }

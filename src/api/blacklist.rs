@@ -6,10 +6,11 @@
 //! node takes effect on all (the POST answers after the broker acknowledged it).
 
 use super::{Outcome, Resp};
-use crate::broker::{kafka::encode_blacklist, ProduceError, ProduceRecord};
+use crate::auth::blacklist::now_ms;
+use crate::broker::{ProduceError, ProduceRecord};
+use crate::proto::control::{self, ControlRecord};
 use crate::route::Control;
 use crate::runtime::shard::Shard;
-use crate::session::now_ms;
 use serde_json::Value;
 use std::rc::Rc;
 
@@ -57,7 +58,10 @@ pub async fn add(shard: &Rc<Shard>, body: &[u8]) -> Outcome {
         let record = ProduceRecord {
             topic: broker.control_topic.clone(),
             key: Some(session.clone().into_bytes()),
-            value: encode_blacklist(&session, until_ms),
+            value: control::encode(&ControlRecord::Blacklist {
+                session: session.clone(),
+                until_ms,
+            }),
             headers: Vec::new(),
         };
         match broker.produce(record).await {

@@ -8,13 +8,13 @@
 //! `MAX_CONNECTIONS_PER_MINUTE`. Long-poll sessions go through the same admission (RIG skipped
 //! the check and the session association there, so blacklisting could not end them).
 
-use super::access;
+use super::access::{self, AccessError};
 use super::{Outcome, Resp};
 use crate::metrics::Transport;
 use crate::proto::http1::{self, RequestHead};
-use crate::proto::ws;
+use crate::proto::{longpoll, ws};
+use crate::route::subscription::{Subscription, SubscriptionSet};
 use crate::runtime::shard::{Reply, Request, Shard};
-use crate::session::subscription::Subscription;
 use crate::session::token::Token;
 use std::rc::Rc;
 
@@ -23,7 +23,7 @@ enum Refusal {
     /// Bad `subscriptions`: the message goes to the client (SSE/LP body, WebSocket close reason).
     Subscriptions(String),
     /// Bad, expired or blacklisted `jwt`.
-    Jwt(String),
+    Jwt(AccessError),
     /// `SUBSCRIPTION_CHECK` said no.
     Denied,
     /// `MAX_CONNECTIONS_PER_MINUTE` reached.
@@ -53,11 +53,8 @@ impl Refusal {
     }
 }
 
-/// A blacklist entry may land while a connection is being admitted, after its token passed.
-const BLACKLISTED: &str = "the session is blacklisted";
-
 struct Admitted {
-    subs: Vec<Subscription>,
+    subs: SubscriptionSet,
     session: Option<String>,
 }
 
@@ -84,6 +81,9 @@ async fn admit(shard: &Rc<Shard>, head: &RequestHead) -> Result<Admitted, Refusa
             (access::merge(auto, manual), id.session)
         }
     };
+    let limits = shard.sessions.borrow().subscription_limits();
+    let subs = SubscriptionSet::build(&subs, &shard.cfg().extractors, limits)
+        .map_err(|e| Refusal::Subscriptions(format!("could not parse subscriptions: {e}")))?;
     // As RIG: no `subscriptions` parameter, no check.
     if let Some(raw) = &raw {
         let body = format!("{{\"subscriptions\":{raw}}}");
@@ -99,7 +99,7 @@ async fn admit(shard: &Rc<Shard>, head: &RequestHead) -> Result<Admitted, Refusa
             return Err(Refusal::Denied);
         }
     }
-    let now = crate::session::now_ms() / 1000;
+    let now = crate::auth::blacklist::now_ms() / 1000;
     if !shard
         .globals
         .connection_rate
@@ -122,7 +122,8 @@ async fn open(
         .sessions
         .borrow_mut()
         .open(transport, a.subs, a.session);
-    opened.map_err(|_| Refusal::Jwt(BLACKLISTED.into()))
+    // A blacklist entry may land while a connection is being admitted, after its token passed.
+    opened.map_err(|_| Refusal::Jwt(AccessError::Blacklisted))
 }
 
 pub async fn sse(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
@@ -175,35 +176,16 @@ pub async fn ws(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
 /// `longpoll.hold_ms` for one. The session lives on the shard that created it; polls arriving on
 /// other shards are forwarded there.
 pub async fn longpoll(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
-    let cookies = http1::cookies(head);
-    let cookie = |name: &str| {
-        cookies
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.trim_matches('"').to_string())
-    };
-    if let Some(token) = cookie("connection_token").and_then(|t| Token::decode(&t)) {
-        // "first_event" (RIG's initial value) or anything unparsable reads from the start.
-        let after = cookie("last_event_id").and_then(|v| v.parse::<u64>().ok());
+    let cookies = longpoll::read_cookies(head);
+    if let Some(token) = cookies.token.as_deref().and_then(Token::decode) {
         let req = Request::LongPoll {
             token,
-            after,
+            after: cookies.after,
             hold: true,
         };
         match shard.call(token.shard as usize, req).await {
             Reply::LongPoll(Ok((events, last))) => {
-                let mut body =
-                    Vec::with_capacity(64 + events.iter().map(|e| e.len() + 1).sum::<usize>());
-                body.extend_from_slice(
-                    format!("{{\"last_event_id\":\"{last}\",\"events\":[").as_bytes(),
-                );
-                for (i, e) in events.iter().enumerate() {
-                    if i > 0 {
-                        body.push(b',');
-                    }
-                    body.extend_from_slice(e);
-                }
-                body.extend_from_slice(b"]}");
+                let body = longpoll::response_body(last, &events);
                 return lp_reply(Resp::json(200, body), &token.encode(), &last.to_string());
             }
             Reply::LongPoll(Err(_)) => {} // gone or foreign: a new session, as RIG does
@@ -224,23 +206,17 @@ pub async fn longpoll(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
         Err(r) => return r.http(),
     };
     lp_reply(
-        Resp::json(200, b"\"ok\"".to_vec()),
+        Resp::json(200, longpoll::CREATED_BODY.to_vec()),
         &token.encode(),
-        "first_event",
+        longpoll::FIRST_EVENT,
     )
 }
 
 fn lp_reply(r: Resp, token: &str, last: &str) -> Outcome {
-    // Cookie values are JSON strings for last_event_id, as RIG writes them.
+    let [token_cookie, last_cookie] = longpoll::set_cookies(token, last);
     r.header("cache-control", "no-cache")
         .header("access-control-allow-credentials", "true")
-        .header(
-            "set-cookie",
-            format!("connection_token={token}; Path=/; HttpOnly"),
-        )
-        .header(
-            "set-cookie",
-            format!("last_event_id=\"{last}\"; Path=/; HttpOnly"),
-        )
+        .header("set-cookie", token_cookie)
+        .header("set-cookie", last_cookie)
         .into()
 }

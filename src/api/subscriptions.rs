@@ -7,8 +7,8 @@ use super::{Outcome, Resp};
 use crate::auth::jwt::bearer_tokens;
 use crate::config::Check;
 use crate::proto::http1::RequestHead;
+use crate::route::subscription::{Subscription, SubscriptionSet};
 use crate::runtime::shard::{Reply, Request, Shard};
-use crate::session::subscription::Subscription;
 use crate::session::token::Token;
 use crate::session::LookupError;
 use std::rc::Rc;
@@ -101,7 +101,13 @@ pub async fn put(shard: &Rc<Shard>, head: &RequestHead, raw_token: &str, body: &
             }
         }
     }
-    let subs = access::merge(auto, subs);
+    let subs =
+        match SubscriptionSet::build(&access::merge(auto, subs), &shard.cfg().extractors, limits) {
+            Ok(s) => s,
+            Err(e) => {
+                return Resp::text(400, format!("cannot accept subscription request: {e}")).into()
+            }
+        };
     if !access::check(shard, check, &tokens, body).await {
         return Resp::text(403, "Subscription denied.").into();
     }

@@ -1,15 +1,20 @@
-//! The broker island: broker clients built on tokio (rskafka) run here, on their own thread
-//! with their own current-thread tokio runtime, never inside a shard (a tokio reactor API
-//! called from a glommio task panics). The island talks to shards only through bounded queues:
-//! one batch of decoded, field-extracted events per fetch per shard (payloads shared as
-//! `Bytes` behind `Arc`), and produce requests the other way with a reply slot. Both channel
-//! types are runtime-agnostic (`async-channel`), so each side awaits them on its own executor.
+//! The broker island: clients built on tokio (rskafka today; Kinesis, rdkafka and the AWS SDKs
+//! next) and the outbound HTTP client, each on an island thread started by `runtime::island`,
+//! never inside a shard. They talk to shards only through bounded queues: one batch of decoded,
+//! field-extracted events per fetch per shard (payloads shared as `Bytes` behind `Arc`), and
+//! requests the other way through an island `Handle`, each with its reply slot.
+//!
+//! What shards may use of this module is its root: [`BrokerHandle`], [`ProduceRecord`],
+//! [`ProduceError`] and the [`http`] handle's types. Everything under `kafka/` is island code.
 
+pub mod http;
 pub mod kafka;
 
 use crate::config::Config;
+use crate::error::{Blame, Fault};
 use crate::metrics::island::IslandMetrics;
 use crate::route::Control;
+use crate::runtime::island::{self, Handle, Job};
 use std::sync::Arc;
 
 /// A record to produce for a publish request.
@@ -31,59 +36,48 @@ pub enum ProduceError {
     Rejected(String),
 }
 
-pub(crate) struct ProduceJob {
-    pub(crate) record: ProduceRecord,
-    pub(crate) reply: async_channel::Sender<Result<(i32, i64), ProduceError>>,
+impl Blame for ProduceError {
+    fn fault(&self) -> Fault {
+        Fault::Upstream
+    }
 }
 
-/// What shards hold of the island: a way to produce, shareable across threads.
+/// (partition, offset) of an acknowledged record.
+pub type Produced = Result<(i32, i64), ProduceError>;
+pub(crate) type ProduceJob = Job<ProduceRecord, Produced>;
+
+/// What shards hold of the Kafka island: a way to produce, shareable across threads.
 #[derive(Clone)]
 pub struct BrokerHandle {
-    jobs: async_channel::Sender<ProduceJob>,
+    produce: Handle<ProduceRecord, Produced>,
     pub publish_topic: String,
     pub control_topic: String,
 }
 
 impl BrokerHandle {
     /// Produces one record and resolves after the broker acknowledged it (partition, offset).
-    pub async fn produce(&self, record: ProduceRecord) -> Result<(i32, i64), ProduceError> {
-        let (tx, rx) = async_channel::bounded(1);
-        let job = ProduceJob { record, reply: tx };
-        if self.jobs.send(job).await.is_err() {
-            return Err(ProduceError::Unavailable(
-                "the broker island has stopped".into(),
-            ));
-        }
-        rx.recv().await.unwrap_or_else(|_| {
-            Err(ProduceError::Unavailable(
-                "the broker island dropped the request".into(),
-            ))
-        })
+    pub async fn produce(&self, record: ProduceRecord) -> Produced {
+        self.produce
+            .call(record)
+            .await
+            .unwrap_or_else(|e| Err(ProduceError::Unavailable(e.to_string())))
     }
 }
 
-/// Starts the island when Kafka is configured. `shards` are the per-shard event queues.
+/// Starts the Kafka island when Kafka is configured. `shards` are the per-shard event queues.
 pub fn start(
     cfg: Arc<Config>,
     shards: Vec<async_channel::Sender<Control>>,
     metrics: Arc<IslandMetrics>,
 ) -> Option<BrokerHandle> {
     let kafka = cfg.kafka.clone()?;
-    let (jobs_tx, jobs_rx) = async_channel::bounded::<ProduceJob>(1024);
-    let handle = BrokerHandle {
-        jobs: jobs_tx,
-        publish_topic: kafka.publish_topic.clone(),
-        control_topic: kafka.control_topic.clone(),
-    };
-    std::thread::Builder::new()
-        .name("cb-island".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime for the broker island");
-            rt.block_on(kafka::run(cfg, kafka, shards, jobs_rx, metrics));
-        })
-        .expect("spawn the broker island thread");
-    Some(handle)
+    let (publish_topic, control_topic) = (kafka.publish_topic.clone(), kafka.control_topic.clone());
+    let produce = island::spawn("cb-island", 1024, move |jobs| {
+        kafka::run(cfg, kafka, shards, jobs, metrics)
+    });
+    Some(BrokerHandle {
+        produce,
+        publish_topic,
+        control_topic,
+    })
 }

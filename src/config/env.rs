@@ -38,6 +38,17 @@ pub const KAFKA_CLIENT_ID: &str = "CB_KAFKA_CLIENT_ID";
 pub const KAFKA_CONTROL_TOPIC: &str = "CB_KAFKA_CONTROL_TOPIC";
 pub const KAFKA_FETCH_WAIT_MS: &str = "CB_KAFKA_FETCH_WAIT_MS";
 
+// JWT (RIG's names, ours, FlowX's Keycloak realm).
+pub const JWT_SECRET_KEY: &str = "JWT_SECRET_KEY";
+pub const JWT_ALG: &str = "JWT_ALG";
+pub const JWT_SESSION_FIELD: &str = "JWT_SESSION_FIELD";
+pub const JWT_JWKS_URL: &str = "CB_JWT_JWKS_URL";
+pub const JWT_ISSUER: &str = "CB_JWT_ISSUER";
+pub const JWT_AUDIENCE: &str = "CB_JWT_AUDIENCE";
+pub const JWT_LEEWAY_SECS: &str = "CB_JWT_LEEWAY_SECS";
+pub const SECURITY_OAUTH2_BASESERVERURL: &str = "SECURITY_OAUTH2_BASESERVERURL";
+pub const SECURITY_OAUTH2_SAREALM: &str = "SECURITY_OAUTH2_SAREALM";
+
 // Access control.
 pub const MAX_CONNECTIONS_PER_MINUTE: &str = "MAX_CONNECTIONS_PER_MINUTE";
 pub const SUBSCRIPTION_CHECK: &str = "SUBSCRIPTION_CHECK";

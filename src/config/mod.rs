@@ -4,6 +4,7 @@
 
 pub mod env;
 pub mod extractors;
+pub mod jwt;
 pub mod kafka;
 pub mod tuning;
 
@@ -29,7 +30,7 @@ pub struct Config {
     /// FlowX's `APPLICATION_CORS_ALLOW_ORIGIN`).
     pub cors: crate::auth::cors::Cors,
     /// None: JWT off (no key configured); tokens are then refused where one is given.
-    pub jwt: Option<crate::auth::jwt::JwtSettings>,
+    pub jwt: Option<jwt::JwtSettings>,
     pub extractors: Extractors,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -150,7 +151,7 @@ impl Config {
             get(env::APPLICATION_CORS_ALLOW_ORIGIN),
             &mut problems,
         );
-        let jwt = crate::auth::jwt::load(&|k| get(k).map(str::to_string), &mut problems);
+        let jwt = jwt::load(&|k| get(k).map(str::to_string), &mut problems);
 
         let extractors = Extractors::load(get(env::EXTRACTORS).unwrap_or(""), &mut problems);
 

@@ -50,8 +50,11 @@ pub struct Http {
     pub max_headers: usize,
     pub max_uri_bytes: usize,
     pub max_body_bytes: usize,
-    /// A request head must arrive whole within this time (slow-loris bound), else 408.
+    /// A request head must arrive whole within this time of its first byte (slow-loris
+    /// bound: a total deadline, not an idle timeout), else 408.
     pub header_timeout_ms: u64,
+    /// A request body must arrive whole within this time of the end of its head, else 408.
+    pub body_timeout_ms: u64,
     /// An idle keep-alive connection is closed after this time.
     pub keepalive_timeout_ms: u64,
 }
@@ -65,6 +68,7 @@ impl Default for Http {
             max_uri_bytes: 16 * 1024,
             max_body_bytes: 1 << 20,
             header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
             keepalive_timeout_ms: 60_000,
         }
     }
@@ -93,6 +97,9 @@ pub struct Sessions {
     pub max_subscriptions: usize,
     /// `oneOf` clauses one subscription may hold.
     pub max_clauses: usize,
+    /// Bytes of subscription state (compiled constraints and their index entries) one
+    /// connection may hold; more is refused with 400.
+    pub max_subscription_bytes: usize,
 }
 
 impl Default for Sessions {
@@ -104,6 +111,7 @@ impl Default for Sessions {
             heartbeat_interval_ms: 15_000,
             max_subscriptions: 128,
             max_clauses: 64,
+            max_subscription_bytes: 16 * 1024,
         }
     }
 }
@@ -143,6 +151,7 @@ impl Tuning {
         nonzero("http.max_headers", self.http.max_headers as u64);
         nonzero("http.max_uri_bytes", self.http.max_uri_bytes as u64);
         nonzero("http.header_timeout_ms", self.http.header_timeout_ms);
+        nonzero("http.body_timeout_ms", self.http.body_timeout_ms);
         nonzero("http.keepalive_timeout_ms", self.http.keepalive_timeout_ms);
         nonzero("sessions.queue_events", self.sessions.queue_events as u64);
         nonzero("sessions.queue_bytes", self.sessions.queue_bytes as u64);
@@ -155,6 +164,10 @@ impl Tuning {
             self.sessions.max_subscriptions as u64,
         );
         nonzero("sessions.max_clauses", self.sessions.max_clauses as u64);
+        nonzero(
+            "sessions.max_subscription_bytes",
+            self.sessions.max_subscription_bytes as u64,
+        );
         nonzero("longpoll.buffer_events", self.longpoll.buffer_events as u64);
         nonzero(
             "longpoll.session_timeout_ms",

@@ -1,6 +1,7 @@
 //! Socket drivers: each owns one accepted socket and its buffers, feeds bytes to `proto/`,
 //! hands whole requests to `api/` and carries out what comes back. HTTP/1.1 with keep-alive
-//! and pipelining; a request that turns into SSE or WebSocket continues in `sse.rs` / `ws.rs`.
+//! and pipelining; a request that turns into SSE or WebSocket continues in `sse.rs` / `ws.rs`;
+//! long-poll requests are served by `longpoll.rs` on the shard that owns the session.
 //!
 //! Connection lifecycle:
 //! ```text
@@ -12,6 +13,7 @@
 //! Bad input is answered (400/413/414/431/501/505) and the connection closed; nothing a peer
 //! sends can make a buffer grow past the tuning limits.
 
+pub mod longpoll;
 mod sse;
 mod ws;
 

@@ -9,23 +9,8 @@ pub mod names;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Sse = 0,
-    Ws = 1,
-    LongPoll = 2,
-}
-
-impl Transport {
-    pub const ALL: [Transport; 3] = [Transport::Sse, Transport::Ws, Transport::LongPoll];
-    pub fn label(self) -> &'static str {
-        match self {
-            Transport::Sse => "sse",
-            Transport::Ws => "ws",
-            Transport::LongPoll => "longpoll",
-        }
-    }
-}
+/// Metrics are kept per transport (an array index and a bounded label).
+pub use crate::proto::Transport;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Source {

@@ -3,7 +3,29 @@
 //! parser can be unit-, property- and fuzz-tested on plain byte slices.
 
 pub mod cloudevents;
+pub mod control;
+pub mod frame;
 pub mod http1;
 pub mod kafka_record;
+pub mod longpoll;
 pub mod sse;
 pub mod ws;
+
+/// The three ways a frontend receives events. Also a bounded metric label and an array index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Sse = 0,
+    Ws = 1,
+    LongPoll = 2,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 3] = [Transport::Sse, Transport::Ws, Transport::LongPoll];
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Sse => "sse",
+            Transport::Ws => "ws",
+            Transport::LongPoll => "longpoll",
+        }
+    }
+}

@@ -1,12 +1,20 @@
-//! Events on their way to shards. An `Event` is built once where it enters the process (HTTP
-//! publish today, the broker island later): decoded, its subscription fields extracted with the
-//! configured JSON pointers, its JSON compacted into shared `Bytes`. Shards receive it behind an
-//! `Arc` and never parse it again.
+//! Routing: where an event goes. An [`Event`] is built once where it enters the process (an
+//! HTTP publish on a shard, a Kafka record on the island): decoded, its subscription fields
+//! extracted with the configured JSON pointers ([`fields`]), its JSON compacted into shared
+//! `Bytes`. Shards receive it behind an `Arc` and never parse it again; each shard's
+//! [`index::SubscriptionIndex`] decides which of its sessions take it.
+//!
+//! Owns: the event value, field extraction, the subscription model and its compiled form,
+//! the per-shard index. Must not: touch sockets, queues or a runtime (it is pure data and
+//! decisions, used on the island and on shards alike). Which shards get an event is today
+//! "all of them"; the interest table of DESIGN.md will live here.
 
-use crate::config::Extractors;
-use crate::proto::cloudevents::CloudEvent;
-use crate::session::subscription::extract;
-use bytes::Bytes;
+pub mod event;
+pub mod fields;
+pub mod index;
+pub mod subscription;
+
+pub use event::Event;
 use std::sync::Arc;
 
 /// Events for one shard from one fetch or publish, shared by every shard that gets it.
@@ -24,24 +32,15 @@ pub enum Control {
     },
 }
 
-#[derive(Debug)]
-pub struct Event {
-    pub event_type: Box<str>,
-    /// The SSE `id:`: where the event came from (origin shard and sequence for HTTP publishes).
-    pub id: Box<str>,
-    /// The CloudEvent as compact single-line JSON: the WebSocket and long-poll payload, the SSE data.
-    pub json: Bytes,
-    /// `(field id, canonical value)` for the type's extractor fields, sorted by id.
-    pub fields: Vec<(u16, Box<str>)>,
-}
-
-impl Event {
-    pub fn from_cloudevent(ce: &CloudEvent, id: String, extractors: &Extractors) -> Event {
-        Event {
-            event_type: ce.event_type.clone().into_boxed_str(),
-            id: id.into_boxed_str(),
-            json: Bytes::from(ce.to_json()),
-            fields: extract(&ce.event_type, &ce.value, extractors),
+impl From<crate::proto::control::ControlRecord> for Control {
+    fn from(r: crate::proto::control::ControlRecord) -> Control {
+        match r {
+            crate::proto::control::ControlRecord::Blacklist { session, until_ms } => {
+                Control::Blacklist {
+                    session: session.into(),
+                    until_ms,
+                }
+            }
         }
     }
 }

@@ -2,11 +2,13 @@
 //! One glommio `LocalExecutor` per shard, pinned to its CPU, each with its own SO_REUSEPORT
 //! listeners so the kernel spreads connections; shards share nothing mutable.
 
+pub mod island;
 pub mod oneshot;
 pub mod shard;
 
 use crate::config::Config;
 use crate::conn;
+use crate::error::Blame;
 use crate::metrics::island::IslandMetrics;
 use crate::metrics::{Listener, ShardMetrics};
 use crate::route::Control;
@@ -30,7 +32,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error("JWT configuration: {0}")]
-    Jwt(String),
+    Jwt(crate::auth::jwt::KeyError),
     #[error("cannot start shard {shard} on cpu {cpu}: {reason}")]
     Executor {
         shard: usize,
@@ -173,7 +175,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         connection_rate: Default::default(),
         jwt,
         jwks_fetched_ms: Default::default(),
-        outbound: crate::outbound::Outbound::start(),
+        outbound: crate::broker::http::Outbound::start(),
     });
     let mesh = MeshBuilder::<ShardMsg, _>::full(n, cfg.tuning.runtime.mesh_queue);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), StartError>>();
@@ -273,10 +275,11 @@ async fn shard_main(
     .detach();
     let ticker = shard.clone();
     glommio::spawn_local(async move {
-        let every = Duration::from_millis(ticker.cfg().tuning.sessions.heartbeat_interval_ms);
+        let started = Instant::now();
+        let every = ticker.sessions.borrow().tick_period();
         loop {
             glommio::timer::sleep(every).await;
-            ticker.sessions.borrow_mut().tick(Instant::now());
+            ticker.sessions.borrow_mut().tick(started.elapsed());
         }
     })
     .detach();
@@ -293,7 +296,7 @@ async fn shard_main(
                         600
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "JWKS fetch failed (whose fault: identity provider or network); retrying");
+                        tracing::warn!(error = %e, fault = %e.fault(), "JWKS fetch failed; retrying");
                         10
                     }
                 };

@@ -5,8 +5,8 @@
 use super::oneshot;
 use crate::config::Config;
 use crate::metrics::ShardMetrics;
+use crate::route::subscription::SubscriptionSet;
 use crate::route::Control;
-use crate::session::subscription::Subscription;
 use crate::session::token::Token;
 use crate::session::{LookupError, Sessions};
 use bytes::Bytes;
@@ -32,7 +32,7 @@ pub struct Globals {
     pub jwt: Option<std::sync::RwLock<crate::auth::jwt::Verifier>>,
     /// When the JWKS was last fetched (Unix ms), to rate-limit refreshes.
     pub jwks_fetched_ms: std::sync::atomic::AtomicU64,
-    pub outbound: crate::outbound::Outbound,
+    pub outbound: crate::broker::http::Outbound,
     /// Set once by the signal thread; shards stop accepting and close their streams.
     pub shutdown: std::sync::atomic::AtomicBool,
 }
@@ -60,7 +60,8 @@ pub enum ShardMsg {
 pub enum Request {
     SetSubscriptions {
         token: Token,
-        subs: Vec<Subscription>,
+        /// Compiled by the shard that took the request (extractors are the same everywhere).
+        subs: SubscriptionSet,
         /// The JWT sessions of the PUT's tokens, added to the connection's (as RIG does).
         sessions: Vec<String>,
     },
@@ -243,26 +244,7 @@ impl Shard {
                 Reply::SetSubscriptions(reply)
             }
             Request::LongPoll { token, after, hold } => {
-                let slot = match self.sessions.borrow().lookup(&token) {
-                    Ok(slot) => slot,
-                    Err(e) => return Reply::LongPoll(Err(e)),
-                };
-                let read = future::poll_fn(|cx| {
-                    self.sessions
-                        .borrow_mut()
-                        .poll_longpoll(slot, after, hold.then_some(cx))
-                });
-                let hold_for = Duration::from_millis(self.cfg().tuning.longpoll.hold_ms);
-                let got = future::or(read, async {
-                    glommio::timer::sleep(hold_for).await;
-                    // Hold over: answer with nothing new (without a context it never waits).
-                    match self.sessions.borrow_mut().poll_longpoll(slot, after, None) {
-                        std::task::Poll::Ready(r) => r,
-                        std::task::Poll::Pending => None,
-                    }
-                })
-                .await;
-                Reply::LongPoll(got.ok_or(LookupError::Gone))
+                Reply::LongPoll(crate::conn::longpoll::read(self, token, after, hold).await)
             }
         }
     }

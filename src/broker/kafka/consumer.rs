@@ -10,6 +10,7 @@
 
 use super::Ctx;
 use crate::config::kafka::StartOffset;
+use crate::proto::control;
 use crate::proto::kafka_record::{self, RecordView};
 use crate::route::{Control, Event};
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
@@ -154,8 +155,8 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
                         continue;
                     }
                     if control {
-                        match r.record.value.as_deref().and_then(decode_control) {
-                            Some(c) => controls.push(c),
+                        match r.record.value.as_deref().and_then(control::decode) {
+                            Some(c) => controls.push(Control::from(c)),
                             None => stats.failed.inc(),
                         }
                         continue;
@@ -229,20 +230,4 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
             }
         }
     }
-}
-
-/// A control record: `{"blacklist":{"sessionId":"...","until":<unix ms>}}` (see `encode_blacklist`).
-fn decode_control(value: &[u8]) -> Option<Control> {
-    let v: serde_json::Value = serde_json::from_slice(value).ok()?;
-    let b = v.get("blacklist")?;
-    Some(Control::Blacklist {
-        session: b.get("sessionId")?.as_str()?.into(),
-        until_ms: b.get("until")?.as_u64()?,
-    })
-}
-
-pub fn encode_blacklist(session: &str, until_ms: u64) -> Vec<u8> {
-    serde_json::json!({"blacklist": {"sessionId": session, "until": until_ms}})
-        .to_string()
-        .into_bytes()
 }

@@ -9,7 +9,6 @@
 //! partition where it stopped.
 
 mod consumer;
-pub use consumer::encode_blacklist;
 mod producer;
 
 use super::ProduceJob;
@@ -128,11 +127,10 @@ pub(crate) async fn run(
                 // Publishes fail fast with 503 while there is no client at all.
                 while let Ok(job) = jobs.try_recv() {
                     metrics.produce_unavailable.inc();
-                    let _ = job
-                        .reply
-                        .try_send(Err(super::ProduceError::Unavailable(format!(
-                            "{brokers}: {e}"
-                        ))));
+                    let (_, reply) = job.split();
+                    reply.send(Err(super::ProduceError::Unavailable(format!(
+                        "{brokers}: {e}"
+                    ))));
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));

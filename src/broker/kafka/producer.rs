@@ -33,11 +33,12 @@ pub(super) async fn serve(
     let next = Arc::new(AtomicUsize::new(0));
     while let Ok(job) = jobs.recv().await {
         let (ctx, client, cache, next) = (ctx.clone(), client.clone(), cache.clone(), next.clone());
+        let (record, reply) = job.split();
         tokio::spawn(async move {
             let started = Instant::now();
             let outcome = match tokio::time::timeout(
                 ctx.kafka.produce_timeout,
-                produce(&client, &cache, &next, job.record),
+                produce(&client, &cache, &next, record),
             )
             .await
             {
@@ -63,7 +64,7 @@ pub(super) async fn serve(
                     tracing::warn!(error = %e, "publish refused by Kafka");
                 }
             }
-            let _ = job.reply.try_send(outcome);
+            reply.send(outcome);
         });
     }
 }

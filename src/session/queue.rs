@@ -1,0 +1,186 @@
+//! One session's outbound queue: bounded in events and bytes, with the slow-consumer policy
+//! applied when a push would overflow it (`close`: the session ends; `drop_oldest`: the oldest
+//! frames go and the SSE client is told how many). A socket driver drains it one write at a
+//! time; a long-poll session reads it as a ring instead (`longpoll.rs`).
+
+use super::{CloseReason, Drain, Frame};
+use crate::config::{SlowConsumer, Tuning};
+use crate::metrics::{DropReason, ShardMetrics};
+use crate::proto::{sse, Transport};
+use std::collections::VecDeque;
+use std::task::{Context, Poll, Waker};
+
+/// Bytes drained into one write at most (more stay queued for the next write).
+const MAX_WRITE: usize = 64 * 1024;
+/// Frames drained into one write at most: each is one `iovec` of a `sendmsg`, and Linux takes
+/// at most 1,024.
+const MAX_FRAMES: usize = 512;
+
+/// A queued frame and the events it carries: several for a batch frame, one for a single
+/// event, a RIG event or a heartbeat.
+#[derive(Debug)]
+pub(super) struct Item {
+    pub(super) frame: Frame,
+    pub(super) events: u32,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct OutQueue {
+    pub(super) items: VecDeque<Item>,
+    pub(super) bytes: usize,
+    /// Events queued, which `queue_events` bounds (a batch frame holds several).
+    pub(super) events: u32,
+    /// Sequence number the next pushed item gets (long-poll ids).
+    pub(super) next_seq: u64,
+    waker: Option<Waker>,
+    pub(super) close: Option<CloseReason>,
+    /// Events dropped by drop-oldest since the last drain, announced to SSE clients.
+    gap: u64,
+    /// The shard tick of the last activity: for streams the last push (heartbeats are due when
+    /// nothing was queued for an interval), for long-poll the last poll (expiry).
+    pub(super) touched: u32,
+}
+
+impl OutQueue {
+    pub(super) fn new(now: u32) -> OutQueue {
+        OutQueue {
+            touched: now,
+            ..OutQueue::default()
+        }
+    }
+
+    pub(super) fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    pub(super) fn park(&mut self, cx: &Context<'_>) {
+        self.waker = Some(cx.waker().clone());
+    }
+
+    /// Asks the session to end; its driver sees it on the next poll.
+    pub(super) fn close(&mut self, reason: CloseReason) {
+        self.close = Some(reason);
+        self.wake();
+    }
+
+    fn pop(&mut self) -> Option<Item> {
+        let old = self.items.pop_front()?;
+        self.bytes -= old.frame.len();
+        self.events -= old.events;
+        Some(old)
+    }
+
+    /// Appends a frame carrying `events` events under the slow-consumer policy; false if it
+    /// was not queued. `now` is the shard's tick.
+    pub(super) fn push(
+        &mut self,
+        frame: Frame,
+        events: u32,
+        t: Transport,
+        limits: &Tuning,
+        metrics: &ShardMetrics,
+        now: u32,
+    ) -> bool {
+        if self.close.is_some() {
+            return false;
+        }
+        let over = |q: &OutQueue| {
+            q.events as usize + events as usize > limits.sessions.queue_events
+                || q.bytes + frame.len() > limits.sessions.queue_bytes
+        };
+        if t == Transport::LongPoll {
+            // The long-poll buffer is a ring: the oldest event falls out.
+            if self.items.len() >= limits.longpoll.buffer_events && self.pop().is_some() {
+                metrics.dropped(t, DropReason::SlowConsumer, 1);
+            }
+        } else {
+            if over(self) {
+                match limits.sessions.slow_consumer {
+                    SlowConsumer::Close => {
+                        let lost = (self.events + events) as u64;
+                        self.items = VecDeque::new();
+                        self.bytes = 0;
+                        self.events = 0;
+                        metrics.slow_consumer_closes[t as usize].inc();
+                        metrics.dropped(t, DropReason::SlowConsumer, lost);
+                        self.close(CloseReason::SlowConsumer);
+                        return false;
+                    }
+                    SlowConsumer::DropOldest => {
+                        while !self.items.is_empty() && over(self) {
+                            let old = self.pop().expect("not empty");
+                            self.gap += old.events as u64;
+                            metrics.dropped(t, DropReason::SlowConsumer, old.events as u64);
+                        }
+                    }
+                }
+            }
+            self.touched = now;
+        }
+        self.bytes += frame.len();
+        self.events += events;
+        self.items.push_back(Item { frame, events });
+        self.next_seq += 1;
+        self.wake();
+        true
+    }
+
+    /// For SSE and WebSocket drivers: moves what is queued into `out` (one write's worth: at
+    /// most about MAX_WRITE bytes in at most MAX_FRAMES frames; everything when the session was
+    /// killed), or registers the waker and returns Pending.
+    pub(super) fn drain(
+        &mut self,
+        t: Transport,
+        cx: &Context<'_>,
+        out: &mut Vec<Frame>,
+    ) -> Poll<Drain> {
+        if let Some(r) = self.close {
+            if r == CloseReason::Killed {
+                out.extend(self.items.drain(..).map(|i| i.frame));
+                self.bytes = 0;
+                self.events = 0;
+            }
+            return Poll::Ready(Drain::Close(r));
+        }
+        if self.items.is_empty() && self.gap == 0 {
+            self.park(cx);
+            return Poll::Pending;
+        }
+        if self.gap > 0 && t == Transport::Sse {
+            let mut note = Vec::new();
+            sse::comment(
+                &mut note,
+                &format!("{} events dropped (slow consumer)", self.gap),
+            );
+            out.push(Frame::from(note));
+        }
+        self.gap = 0;
+        // The frames are written from where they are (one sendmsg, no copy into a buffer); a
+        // cap on one write's size keeps a burst from monopolising the shard.
+        let mut bytes = 0;
+        while bytes < MAX_WRITE && out.len() < MAX_FRAMES {
+            let Some(i) = self.pop() else { break };
+            bytes += i.frame.len();
+            out.push(i.frame);
+        }
+        // An idle connection keeps no ring at all (idle memory per connection is what bounds a
+        // host); the next event allocates a small one again.
+        if self.items.is_empty() {
+            self.items = VecDeque::new();
+        }
+        Poll::Ready(Drain::Data)
+    }
+
+    /// Ready when the session must end; drivers poll this while a write is blocked.
+    pub(super) fn closing(&mut self, cx: &Context<'_>) -> Poll<Drain> {
+        match self.close {
+            Some(r) => Poll::Ready(Drain::Close(r)),
+            None => {
+                self.park(cx);
+                Poll::Pending
+            }
+        }
+    }
+}

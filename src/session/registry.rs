@@ -1,0 +1,683 @@
+//! The per-shard session registry: a slab of sessions addressed by slot (and, from outside, by
+//! token), the subscription index that decides who takes an event, and the shard's copy of the
+//! blacklist with the connections each JWT session used.
+
+use super::queue::OutQueue;
+use super::token::Token;
+use super::{Blacklisted, CloseReason, Drain, Frame, LookupError, Slot};
+use crate::auth::blacklist::{now_ms, Blacklist};
+use crate::config::Config;
+use crate::metrics::{DropReason, ShardMetrics};
+use crate::proto::{cloudevents, frame, Transport};
+use crate::route::index::SubscriptionIndex;
+use crate::route::subscription::{self, SubscriptionSet};
+use crate::route::Event;
+use slab::Slab;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// Events in one batch frame at most (see [`Sessions::deliver_batch`]); also at most an eighth
+/// of `queue_events`, so a batch frame never alone makes a session a slow consumer.
+const BATCH_EVENTS: usize = 64;
+/// Payload bytes in one batch frame at most, so a batch frame stays well inside a write.
+const BATCH_BYTES: usize = 32 * 1024;
+
+#[derive(Debug)]
+pub(super) struct Session {
+    pub(super) transport: Transport,
+    pub(super) token: Token,
+    pub(super) out: OutQueue,
+    /// The JWT sessions (claim named by JWT_SESSION_FIELD) this connection was used with; it
+    /// belongs to all of them, as in RIG, so blacklisting any one ends it.
+    jwt_sessions: Vec<Box<str>>,
+}
+
+pub struct Sessions {
+    pub(super) cfg: Arc<Config>,
+    node: u32,
+    shard: u16,
+    pub(super) slab: Slab<Session>,
+    index: SubscriptionIndex,
+    next_gen: u32,
+    pub(super) metrics: Arc<ShardMetrics>,
+    pub(super) blacklist: Blacklist<(Slot, Token)>,
+    /// The shard's clock in ticks (see `heartbeat.rs`), stamped on queue activity.
+    pub(super) now: u32,
+    /// Scratch list of an event's target slots, kept to avoid an allocation per event.
+    targets: Vec<Slot>,
+}
+
+impl Sessions {
+    pub fn new(cfg: Arc<Config>, node: u32, shard: u16, metrics: Arc<ShardMetrics>) -> Sessions {
+        Sessions {
+            cfg,
+            node,
+            shard,
+            slab: Slab::new(),
+            index: SubscriptionIndex::default(),
+            next_gen: fastrand::u32(..),
+            metrics,
+            blacklist: Blacklist::default(),
+            now: 0,
+            targets: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    /// SSE and WebSocket sessions (those with a socket driver).
+    pub fn streams(&self) -> usize {
+        self.slab
+            .iter()
+            .filter(|(_, s)| s.transport != Transport::LongPoll)
+            .count()
+    }
+
+    pub fn subscription_limits(&self) -> subscription::Limits {
+        let s = &self.cfg.tuning.sessions;
+        subscription::Limits {
+            max_subscriptions: s.max_subscriptions,
+            max_clauses: s.max_clauses,
+            max_bytes: s.max_subscription_bytes,
+        }
+    }
+
+    /// Registers a session, queues `rig.connection.create` and `rig.subscriptions_set`.
+    /// Refused when its JWT session is blacklisted by now: an entry that arrived while the
+    /// connection was being admitted (after its token was checked) must not be missed.
+    pub fn open(
+        &mut self,
+        transport: Transport,
+        subs: SubscriptionSet,
+        jwt_session: Option<String>,
+    ) -> Result<(Slot, Token), Blacklisted> {
+        if let Some(js) = &jwt_session {
+            if self.is_blacklisted(js, now_ms()) {
+                return Err(Blacklisted);
+            }
+        }
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let entry = self.slab.vacant_entry();
+        let slot = entry.key() as Slot;
+        let token = Token {
+            node: self.node,
+            shard: self.shard,
+            slot,
+            gen: self.next_gen,
+            secret: fastrand::u64(..),
+        };
+        entry.insert(Session {
+            transport,
+            token,
+            out: OutQueue::new(self.now),
+            jwt_sessions: Vec::new(),
+        });
+        if let Some(js) = jwt_session {
+            self.associate(slot, js);
+        }
+        self.metrics.connections[transport as usize].inc();
+        self.metrics.connections_opened[transport as usize].inc();
+        let create = cloudevents::rig_event(
+            "rig.connection.create",
+            Some(serde_json::json!({ "connection_token": token.encode() })),
+        );
+        self.push_rig_event(slot, &create);
+        self.replace_subscriptions(slot, subs);
+        Ok((slot, token))
+    }
+
+    /// The slot a token names, if it is a live session of this shard.
+    pub fn lookup(&self, token: &Token) -> Result<Slot, LookupError> {
+        if token.node != self.node || token.shard != self.shard {
+            return Err(LookupError::Invalid);
+        }
+        match self.slab.get(token.slot as usize) {
+            Some(s) if s.token == *token => Ok(token.slot),
+            _ => Err(LookupError::Gone),
+        }
+    }
+
+    pub fn token(&self, slot: Slot) -> Option<Token> {
+        self.slab.get(slot as usize).map(|s| s.token)
+    }
+
+    /// Adds a JWT session to a connection (at connect, and on each subscriptions PUT that
+    /// carries a token, as RIG does; earlier sessions stay). If that session is blacklisted by
+    /// now, the connection is ended as a blacklisting would and false is returned.
+    pub fn associate(&mut self, slot: Slot, jwt_session: String) -> bool {
+        let Some(s) = self.slab.get_mut(slot as usize) else {
+            return false;
+        };
+        let token = s.token;
+        if !s.jwt_sessions.iter().any(|j| **j == *jwt_session) {
+            s.jwt_sessions.push(jwt_session.clone().into_boxed_str());
+        }
+        if self
+            .blacklist
+            .associate(&jwt_session, (slot, token), now_ms())
+        {
+            self.end(slot, token);
+            return false;
+        }
+        true
+    }
+
+    pub fn is_blacklisted(&self, jwt_session: &str, now_ms: u64) -> bool {
+        self.blacklist.is_listed(jwt_session, now_ms)
+    }
+
+    /// Adds (or extends) a blacklist entry and ends every connection of that session on this
+    /// shard. Returns how many ended.
+    pub fn blacklist(&mut self, jwt_session: &str, until_ms: u64) -> usize {
+        let victims = self.blacklist.add(jwt_session, until_ms);
+        victims
+            .into_iter()
+            .filter(|&(slot, token)| self.end(slot, token))
+            .count()
+    }
+
+    /// Ends a blacklisted connection: SSE gets `rig.session_killed` and its stream closes,
+    /// WebSocket closes with "Session killed.", a long-poll session is removed.
+    fn end(&mut self, slot: Slot, token: Token) -> bool {
+        let Some(s) = self.slab.get(slot as usize).filter(|s| s.token == token) else {
+            return false;
+        };
+        match s.transport {
+            Transport::LongPoll => self.close(slot, &token),
+            t => {
+                if t == Transport::Sse {
+                    let ev = cloudevents::rig_event("rig.session_killed", None);
+                    let f = frame::encode(t, &ev.id, &ev.event_type, &ev.to_json());
+                    self.push(slot, Frame::from(f));
+                }
+                self.slab[slot as usize].out.close(CloseReason::Killed);
+            }
+        }
+        true
+    }
+
+    /// Replaces all subscriptions of a session and queues `rig.subscriptions_set`.
+    pub fn replace_subscriptions(&mut self, slot: Slot, subs: SubscriptionSet) {
+        if !self.slab.contains(slot as usize) {
+            return;
+        }
+        let before = self.index.set(slot, subs.compiled);
+        self.metrics.subscriptions.sub(before as u64);
+        self.metrics
+            .subscriptions
+            .add(self.index.count(slot) as u64);
+        let set = cloudevents::rig_event("rig.subscriptions_set", Some(subs.echo));
+        self.push_rig_event(slot, &set);
+    }
+
+    fn push_rig_event(&mut self, slot: Slot, ce: &cloudevents::CloudEvent) {
+        let Some(s) = self.slab.get(slot as usize) else {
+            return;
+        };
+        let f = frame::encode(s.transport, &ce.id, &ce.event_type, &ce.to_json());
+        self.push(slot, Frame::from(f));
+    }
+
+    /// Queues the events of one batch (a Kafka fetch, a publish) to every matching session, in
+    /// order; returns the deliveries. A run of consecutive events of one type that every
+    /// subscriber of the type takes whole (no constraints: the fan-out case) is encoded into
+    /// one frame per transport and queued once per session, so the subscribers are walked once
+    /// per run rather than once per event, and the socket driver writes one shared buffer.
+    pub fn deliver_batch(&mut self, evs: &[Arc<Event>]) -> usize {
+        let cap = BATCH_EVENTS.min(self.cfg.tuning.sessions.queue_events / 8);
+        let mut n = 0;
+        let mut i = 0;
+        while i < evs.len() {
+            let mut j = i + 1;
+            if cap >= 2 && self.index.takes_whole(&evs[i].event_type, &evs[i].fields) {
+                let mut bytes = evs[i].json.len();
+                while j < evs.len()
+                    && j - i < cap
+                    && bytes < BATCH_BYTES
+                    && evs[j].event_type == evs[i].event_type
+                    && self.index.takes_whole(&evs[j].event_type, &evs[j].fields)
+                {
+                    bytes += evs[j].json.len();
+                    j += 1;
+                }
+            }
+            n += if j - i >= 2 {
+                self.deliver_run(&evs[i..j])
+            } else {
+                self.deliver(&evs[i])
+            };
+            i = j;
+        }
+        n
+    }
+
+    /// Events of one type going to exactly the type's unconstrained subscribers.
+    fn deliver_run(&mut self, evs: &[Arc<Event>]) -> usize {
+        let mut targets = std::mem::take(&mut self.targets);
+        targets.extend(self.index.all_of(&evs[0].event_type));
+        let k = evs.len() as u32;
+        let mut whole: [Option<Frame>; 2] = [None, None];
+        let mut longpoll: Vec<Frame> = Vec::new();
+        let mut n = 0;
+        for &slot in &targets {
+            let Some(s) = self.slab.get(slot as usize) else {
+                continue;
+            };
+            let t = s.transport;
+            if t == Transport::LongPoll {
+                // Long-poll ids count events: one item each.
+                if longpoll.is_empty() {
+                    longpoll = evs
+                        .iter()
+                        .map(|e| Frame::from(frame::encode(t, &e.id, &e.event_type, &e.json)))
+                        .collect();
+                }
+                for f in &longpoll {
+                    if self.push(slot, f.clone()) {
+                        self.metrics.delivered[t as usize].inc();
+                        n += 1;
+                    }
+                }
+                continue;
+            }
+            let f = whole[t as usize]
+                .get_or_insert_with(|| {
+                    let mut out = Vec::new();
+                    for e in evs {
+                        frame::encode_into(&mut out, t, &e.id, &e.event_type, &e.json);
+                    }
+                    Frame::from(out)
+                })
+                .clone();
+            if self.push_n(slot, f, k) {
+                self.metrics.delivered[t as usize].add(k as u64);
+                n += k as usize;
+            }
+        }
+        targets.clear();
+        self.targets = targets;
+        n
+    }
+
+    /// Queues the event to every matching session; returns how many.
+    pub fn deliver(&mut self, ev: &Event) -> usize {
+        let mut targets = std::mem::take(&mut self.targets);
+        self.index.targets(&ev.event_type, &ev.fields, &mut targets);
+        let mut encoded: [Option<Frame>; 3] = [None, None, None];
+        let mut n = 0;
+        for &slot in &targets {
+            let Some(s) = self.slab.get(slot as usize) else {
+                continue;
+            };
+            let t = s.transport;
+            let f = encoded[t as usize]
+                .get_or_insert_with(|| {
+                    Frame::from(frame::encode(t, &ev.id, &ev.event_type, &ev.json))
+                })
+                .clone();
+            if self.push(slot, f) {
+                self.metrics.delivered[t as usize].inc();
+                n += 1;
+            }
+        }
+        targets.clear();
+        self.targets = targets;
+        n
+    }
+
+    /// Appends one event (or heartbeat) to a session's queue; see [`Sessions::push_n`].
+    pub fn push(&mut self, slot: Slot, f: Frame) -> bool {
+        self.push_n(slot, f, 1)
+    }
+
+    /// Appends a frame carrying `events` events to a session's queue under the slow-consumer
+    /// policy; false if it was not queued.
+    fn push_n(&mut self, slot: Slot, f: Frame, events: u32) -> bool {
+        let Some(s) = self.slab.get_mut(slot as usize) else {
+            return false;
+        };
+        s.out.push(
+            f,
+            events,
+            s.transport,
+            &self.cfg.tuning,
+            &self.metrics,
+            self.now,
+        )
+    }
+
+    /// For SSE and WebSocket drivers: one write's worth of queued frames into `out`, or
+    /// Pending with the waker stored (see `OutQueue::drain`).
+    pub fn poll_drain(
+        &mut self,
+        slot: Slot,
+        token: &Token,
+        cx: &Context<'_>,
+        out: &mut Vec<Frame>,
+    ) -> Poll<Drain> {
+        match self
+            .slab
+            .get_mut(slot as usize)
+            .filter(|s| s.token == *token)
+        {
+            None => Poll::Ready(Drain::Gone),
+            Some(s) => s.out.drain(s.transport, cx, out),
+        }
+    }
+
+    /// Ready when the session must end; drivers poll this while a write is blocked.
+    pub fn poll_closing(&mut self, slot: Slot, token: &Token, cx: &Context<'_>) -> Poll<Drain> {
+        match self
+            .slab
+            .get_mut(slot as usize)
+            .filter(|s| s.token == *token)
+        {
+            None => Poll::Ready(Drain::Gone),
+            Some(s) => s.out.closing(cx),
+        }
+    }
+
+    /// Removes a session (its driver ended, or a long-poll session expired).
+    pub fn close(&mut self, slot: Slot, token: &Token) {
+        if self
+            .slab
+            .get(slot as usize)
+            .is_none_or(|s| s.token != *token)
+        {
+            return;
+        }
+        let s = self.slab.remove(slot as usize);
+        for js in &s.jwt_sessions {
+            self.blacklist.forget(js, (slot, s.token));
+        }
+        let held = self.index.remove(slot);
+        let t = s.transport as usize;
+        self.metrics.subscriptions.sub(held as u64);
+        self.metrics.connections[t].sub(1);
+        if s.transport != Transport::LongPoll && s.out.events > 0 {
+            self.metrics
+                .dropped(s.transport, DropReason::Closed, s.out.events as u64);
+        }
+        if self.slab.is_empty() {
+            // A shard that once held many sessions gives the slab's memory back when they go.
+            self.slab.shrink_to_fit();
+        }
+    }
+
+    /// Asks every session to end (shutdown).
+    pub fn close_all(&mut self, reason: CloseReason) {
+        for (_, s) in self.slab.iter_mut() {
+            s.out.close(reason);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, EnvMap, SlowConsumer};
+    use crate::route::fields::extract;
+    use crate::route::subscription::Subscription;
+    use bytes::Bytes;
+    use serde_json::{json, Value};
+
+    fn sessions(queue_events: usize, policy: SlowConsumer) -> Sessions {
+        let env = EnvMap::from([(
+            "EXTRACTORS".to_string(),
+            r#"{"a": {"name": {"stable_field_index": 0, "event": {"json_pointer": "/data/name"}}}}"#
+                .to_string(),
+        )]);
+        let mut cfg = Config::load(&env, None).unwrap();
+        cfg.tuning.sessions.queue_events = queue_events;
+        cfg.tuning.sessions.slow_consumer = policy;
+        Sessions::new(Arc::new(cfg), 7, 0, Arc::new(ShardMetrics::default()))
+    }
+
+    fn ev(ty: &str, n: u32) -> Event {
+        Event {
+            event_type: ty.into(),
+            id: format!("0-{n}").into(),
+            json: Bytes::from(format!("{{\"type\":\"{ty}\",\"n\":{n}}}")),
+            fields: Vec::new(),
+        }
+    }
+
+    const LIMITS: subscription::Limits = subscription::Limits {
+        max_subscriptions: 8,
+        max_clauses: 8,
+        max_bytes: 16 * 1024,
+    };
+
+    fn set(s: &Sessions, list: Value) -> SubscriptionSet {
+        let subs = Subscription::parse_list(&list, LIMITS).unwrap();
+        SubscriptionSet::build(&subs, &s.cfg.extractors, LIMITS).unwrap()
+    }
+
+    fn sub(ty: &str) -> Value {
+        json!([{ "eventType": ty }])
+    }
+
+    fn drain(s: &mut Sessions, slot: Slot, token: &Token) -> (Poll<Drain>, Vec<u8>) {
+        let mut out = Vec::new();
+        let w = std::task::Waker::noop();
+        let cx = Context::from_waker(w);
+        let p = s.poll_drain(slot, token, &cx, &mut out);
+        (p, out.concat())
+    }
+
+    #[test]
+    fn open_queues_rig_events_and_delivers_once() {
+        let mut s = sessions(16, SlowConsumer::Close);
+        let (slot, token) = s.open(Transport::Sse, set(&s, sub("a")), None).unwrap();
+        let (_, first) = drain(&mut s, slot, &token);
+        let text = String::from_utf8(first).unwrap();
+        assert!(text.contains("event: rig.connection.create\n"), "{text}");
+        assert!(text.contains("event: rig.subscriptions_set\n"), "{text}");
+        assert!(text.contains(&token.encode()));
+        assert_eq!(s.deliver(&ev("a", 1)), 1);
+        assert_eq!(s.deliver(&ev("b", 2)), 0);
+        let (p, out) = drain(&mut s, slot, &token);
+        assert_eq!(p, Poll::Ready(Drain::Data));
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "id: 0-1\nevent: a\ndata: {\"type\":\"a\",\"n\":1}\n\n"
+        );
+        assert!(drain(&mut s, slot, &token).0.is_pending());
+    }
+
+    #[test]
+    fn full_queue_closes_under_close_policy() {
+        let mut s = sessions(4, SlowConsumer::Close);
+        let (slot, token) = s.open(Transport::Ws, set(&s, sub("a")), None).unwrap();
+        for n in 0..10 {
+            s.deliver(&ev("a", n));
+        }
+        assert_eq!(
+            drain(&mut s, slot, &token).0,
+            Poll::Ready(Drain::Close(CloseReason::SlowConsumer))
+        );
+        assert_eq!(s.metrics.slow_consumer_closes[1].get(), 1);
+    }
+
+    #[test]
+    fn drop_oldest_keeps_newest_and_reports_the_gap() {
+        let mut s = sessions(4, SlowConsumer::DropOldest);
+        let (slot, token) = s.open(Transport::Sse, set(&s, sub("a")), None).unwrap();
+        for n in 0..10 {
+            s.deliver(&ev("a", n));
+        }
+        let (_, out) = drain(&mut s, slot, &token);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with(": 8 events dropped"), "{text}");
+        assert!(
+            text.contains("id: 0-9\n") && !text.contains("id: 0-5\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn blacklisting_ends_every_transport_of_the_session_only() {
+        let mut s = sessions(16, SlowConsumer::Close);
+        let (sse, sse_t) = s
+            .open(Transport::Sse, set(&s, sub("a")), Some("sess-1".into()))
+            .unwrap();
+        let (ws, ws_t) = s
+            .open(Transport::Ws, set(&s, sub("a")), Some("sess-1".into()))
+            .unwrap();
+        let (lp, _) = s
+            .open(
+                Transport::LongPoll,
+                set(&s, sub("a")),
+                Some("sess-1".into()),
+            )
+            .unwrap();
+        let (other, other_t) = s
+            .open(Transport::Sse, set(&s, sub("a")), Some("sess-2".into()))
+            .unwrap();
+        let _ = drain(&mut s, sse, &sse_t);
+        let until = now_ms() + 60_000;
+        assert_eq!(s.blacklist("sess-1", until), 3);
+        let (p, out) = drain(&mut s, sse, &sse_t);
+        assert_eq!(p, Poll::Ready(Drain::Close(CloseReason::Killed)));
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("event: rig.session_killed\n"));
+        assert_eq!(
+            drain(&mut s, ws, &ws_t).0,
+            Poll::Ready(Drain::Close(CloseReason::Killed))
+        );
+        assert!(matches!(s.poll_longpoll(lp, None, None), Poll::Ready(None)));
+        assert_eq!(drain(&mut s, other, &other_t).0, Poll::Ready(Drain::Data));
+        assert!(s.is_blacklisted("sess-1", now_ms()));
+        assert!(!s.is_blacklisted("sess-1", until + 1));
+        assert!(!s.is_blacklisted("sess-2", now_ms()));
+    }
+
+    fn constrained(ty: &str, name: &str) -> Value {
+        json!([{ "eventType": ty, "oneOf": [{ "name": name }] }])
+    }
+
+    fn ids(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .collect()
+    }
+
+    #[test]
+    fn batch_runs_reach_every_subscriber_in_order_counted_per_event() {
+        let mut s = sessions(64, SlowConsumer::Close);
+        let (sse, sse_t) = s.open(Transport::Sse, set(&s, sub("a")), None).unwrap();
+        let (ws, ws_t) = s.open(Transport::Ws, set(&s, sub("a")), None).unwrap();
+        let (lp, _) = s
+            .open(Transport::LongPoll, set(&s, sub("a")), None)
+            .unwrap();
+        let (b, b_t) = s.open(Transport::Sse, set(&s, sub("b")), None).unwrap();
+        for (slot, t) in [(sse, &sse_t), (ws, &ws_t), (b, &b_t)] {
+            let _ = drain(&mut s, slot, t);
+        }
+        // a1..a3 form one run (one frame per transport), b1 breaks it, a4 a5 are another run.
+        let batch: Vec<Arc<Event>> = [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("a", 4), ("a", 5)]
+            .into_iter()
+            .map(|(t, n)| Arc::new(ev(t, n)))
+            .collect();
+        assert_eq!(s.deliver_batch(&batch), 3 * 5 + 1);
+        assert_eq!(s.slab[sse as usize].out.items.len(), 2);
+        assert_eq!(s.slab[sse as usize].out.events, 5);
+        let (_, out) = drain(&mut s, sse, &sse_t);
+        assert_eq!(
+            ids(&String::from_utf8(out).unwrap()),
+            ["0-1", "0-2", "0-3", "0-4", "0-5"]
+        );
+        let (_, out) = drain(&mut s, b, &b_t);
+        assert_eq!(ids(&String::from_utf8(out).unwrap()), ["0-1"]);
+        // WebSocket: five text frames, each one whole event.
+        let (_, mut out) = drain(&mut s, ws, &ws_t);
+        let mut ns = Vec::new();
+        while !out.is_empty() {
+            assert_eq!(out[0], 0x81);
+            let len = out[1] as usize;
+            let v: Value = serde_json::from_slice(&out[2..2 + len]).unwrap();
+            ns.push(v["n"].as_u64().unwrap());
+            out.drain(..2 + len);
+        }
+        assert_eq!(ns, [1, 2, 3, 4, 5]);
+        // Long-poll keeps one item (one id) per event.
+        let Poll::Ready(Some((events, last))) = s.poll_longpoll(lp, Some(1), None) else {
+            panic!()
+        };
+        assert_eq!((events.len(), last), (5, 6));
+        assert_eq!(s.metrics.delivered[Transport::Sse as usize].get(), 6);
+    }
+
+    #[test]
+    fn constrained_subscribers_break_runs_and_get_only_their_events() {
+        let mut s = sessions(64, SlowConsumer::Close);
+        let (all, all_t) = s.open(Transport::Sse, set(&s, sub("a")), None).unwrap();
+        let (joe, joe_t) = s
+            .open(Transport::Sse, set(&s, constrained("a", "joe")), None)
+            .unwrap();
+        for (slot, t) in [(all, &all_t), (joe, &joe_t)] {
+            let _ = drain(&mut s, slot, t);
+        }
+        let with_name = |n: u32, name: &str| {
+            let mut e = ev("a", n);
+            e.fields = extract("a", &json!({ "data": { "name": name } }), &s.cfg.extractors);
+            Arc::new(e)
+        };
+        let batch = vec![
+            with_name(1, "ann"),
+            with_name(2, "joe"),
+            with_name(3, "ann"),
+        ];
+        s.deliver_batch(&batch);
+        let (_, out) = drain(&mut s, all, &all_t);
+        assert_eq!(ids(&String::from_utf8(out).unwrap()), ["0-1", "0-2", "0-3"]);
+        let (_, out) = drain(&mut s, joe, &joe_t);
+        assert_eq!(ids(&String::from_utf8(out).unwrap()), ["0-2"]);
+    }
+
+    #[test]
+    fn batch_frames_count_their_events_against_the_queue_bound() {
+        // queue_events 16: runs of at most 2 events; 20 events overflow the queue.
+        let mut s = sessions(16, SlowConsumer::DropOldest);
+        let (slot, token) = s.open(Transport::Sse, set(&s, sub("a")), None).unwrap();
+        let _ = drain(&mut s, slot, &token);
+        let batch: Vec<Arc<Event>> = (0..20).map(|n| Arc::new(ev("a", n))).collect();
+        s.deliver_batch(&batch);
+        assert!(s.slab[slot as usize].out.events <= 16);
+        let (_, out) = drain(&mut s, slot, &token);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with(": 4 events dropped"), "{text}");
+        assert_eq!(ids(&text).len(), 16);
+        assert_eq!(ids(&text)[15], "0-19");
+    }
+
+    #[test]
+    fn longpoll_reads_by_sequence() {
+        let mut s = sessions(4, SlowConsumer::Close);
+        let (slot, _) = s
+            .open(Transport::LongPoll, set(&s, sub("a")), None)
+            .unwrap();
+        let Poll::Ready(Some((first, last))) = s.poll_longpoll(slot, None, None) else {
+            panic!()
+        };
+        assert_eq!((first.len(), last), (2, 1));
+        s.deliver(&ev("a", 5));
+        let Poll::Ready(Some((next, last))) = s.poll_longpoll(slot, Some(1), None) else {
+            panic!()
+        };
+        assert_eq!((next.len(), last), (1, 2));
+        assert_eq!(&next[0][..], br#"{"type":"a","n":5}"#);
+        let Poll::Ready(Some((none, _))) = s.poll_longpoll(slot, Some(2), None) else {
+            panic!()
+        };
+        assert!(none.is_empty());
+    }
+}
