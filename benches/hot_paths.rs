@@ -22,7 +22,10 @@ fn cpu_time() -> Duration {
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts)
+    };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 

@@ -15,7 +15,10 @@
 
 pub mod longpoll;
 mod sse;
+mod write;
 mod ws;
+
+use write::{write_parts, Parts};
 
 use crate::api::{self, Outcome, Resp};
 use crate::metrics::Listener;
@@ -25,9 +28,6 @@ use crate::session::token::Token;
 use crate::session::{Drain, Frame};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use std::cell::RefCell;
-use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -206,108 +206,6 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
 /// Waits until the session has output (frames appended to `out`) or must end.
 async fn drained(shard: &Shard, slot: u32, token: &Token, out: &mut Vec<Frame>) -> Drain {
     future::poll_fn(|cx| shard.sessions.borrow_mut().poll_drain(slot, token, cx, out)).await
-}
-
-/// One write's bytes in order, never copied together: a lead (response head, chunk line,
-/// pong), the drained frames (shared with every other session that got them), a tail (chunk
-/// end, close frame).
-struct Parts<'a> {
-    lead: &'a [u8],
-    frames: &'a [Frame],
-    tail: &'a [u8],
-}
-
-impl Parts<'_> {
-    fn count(&self) -> usize {
-        self.frames.len() + 2
-    }
-
-    fn get(&self, i: usize) -> &[u8] {
-        match i {
-            0 => self.lead,
-            i if i <= self.frames.len() => &self.frames[i - 1],
-            _ => self.tail,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        (0..self.count()).all(|i| self.get(i).is_empty())
-    }
-}
-
-thread_local! {
-    /// The iovec array of `send_parts`, kept per shard thread: a write of one heartbeat must
-    /// not clear or allocate room for MAX_FRAMES entries.
-    static IOV: RefCell<Vec<libc::iovec>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Linux refuses a `sendmsg` with more iovecs than this.
-const UIO_MAXIOV: usize = 1024;
-
-/// One non-blocking `sendmsg` of the parts from part `i`, byte `off` on.
-fn send_parts(fd: RawFd, p: &Parts<'_>, i: usize, off: usize) -> io::Result<usize> {
-    IOV.with_borrow_mut(|iov| {
-        iov.clear();
-        // The parts past UIO_MAXIOV go in the next call (a killed session drains its whole
-        // queue at once).
-        for j in (i..p.count()).take(UIO_MAXIOV) {
-            let b = if j == i { &p.get(j)[off..] } else { p.get(j) };
-            if !b.is_empty() {
-                iov.push(libc::iovec {
-                    iov_base: b.as_ptr() as *mut libc::c_void,
-                    iov_len: b.len(),
-                });
-            }
-        }
-        // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = iov.len() as _;
-        // SAFETY: every iovec points into a slice that outlives this call, and the kernel only
-        // reads them; MSG_DONTWAIT keeps the shard from blocking.
-        let r = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(r as usize)
-        }
-    })
-}
-
-/// Writes all parts: `sendmsg` straight from the frames while the socket takes them; when it
-/// is full, glommio's write of the current part waits for room (and writes some of it).
-async fn write_parts(stream: &mut TcpStream, p: &Parts<'_>) -> io::Result<()> {
-    let (mut i, mut off) = (0, 0);
-    loop {
-        while i < p.count() && off >= p.get(i).len() {
-            i += 1;
-            off = 0;
-        }
-        if i == p.count() {
-            return Ok(());
-        }
-        let mut sent = match send_parts(stream.as_raw_fd(), p, i, off) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                match stream.write(&p.get(i)[off..]).await? {
-                    0 => return Err(io::ErrorKind::WriteZero.into()),
-                    n => n,
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-            Err(e) => return Err(e),
-        };
-        while sent > 0 && i < p.count() {
-            let left = p.get(i).len() - off;
-            if sent < left {
-                off += sent;
-                break;
-            }
-            sent -= left;
-            i += 1;
-            off = 0;
-        }
-    }
 }
 
 /// Writes the parts unless the session is told to close first; false if it should end.
