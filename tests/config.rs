@@ -91,3 +91,35 @@ fn shipped_profiles_are_valid() {
         );
     }
 }
+
+/// Files are read by the configuration: a bad Kafka CA file or JWT key is found by
+/// `--check-config`, not by a reconnect loop after start.
+#[test]
+fn check_config_reads_every_file() {
+    let dir = std::env::temp_dir().join(format!("cb-check-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let out = corebridge()
+        .arg("--check-config")
+        .env("KAFKA_BROKERS", "127.0.0.1:9093")
+        .env("KAFKA_SECURITY_PROTOCOL", "SSL")
+        .env("KAFKA_SSL_CA_CERTFILE", &ca)
+        .env("JWT_ALG", "RS256")
+        .env(
+            "JWT_SECRET_KEY",
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}", ca.display())), "{err}");
+    assert!(err.contains("JWT_SECRET_KEY (JWT_ALG=RS256)"), "{err}");
+    assert!(err.contains("2 problem(s)"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

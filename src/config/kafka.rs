@@ -4,7 +4,8 @@
 use super::env;
 use regex::Regex;
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One entry of `KAFKA_SOURCE_TOPICS`: a topic name, or a regular expression (an entry with any
@@ -57,13 +58,100 @@ pub enum Sasl {
     ScramSha512 { user: String, pass: String },
 }
 
+/// Kafka over TLS, read and checked at start-up: the CA file (`KAFKA_SSL_CA_CERTFILE`; empty
+/// means the system's CA file, Azure Event Hubs style) and the optional client certificate and
+/// key, built into a rustls client configuration, so a bad PEM is reported by
+/// `--check-config` rather than found by a reconnect loop.
 #[derive(Debug, Clone)]
 pub struct Tls {
-    /// None = the platform's web PKI roots are not shipped; an empty `KAFKA_SSL_CA_CERTFILE`
-    /// means "trust the system's CA file" (Azure Event Hubs style), read from /etc/ssl/certs.
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+/// The system's CA bundle (Debian, Ubuntu, Alpine), trusted when `KAFKA_SSL_CA_CERTFILE` is empty.
+const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+fn read_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate in it", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Reads the files and builds the TLS client configuration; every problem is pushed.
+fn tls_config(
+    ca_file: &Path,
+    identity: Option<(&Path, &Path)>,
+    problems: &mut Vec<String>,
+) -> Option<Tls> {
+    let before = problems.len();
+    let mut roots = rustls::RootCertStore::empty();
+    match read_certs(ca_file) {
+        Ok(certs) => {
+            for cert in certs {
+                if let Err(e) = roots.add(cert) {
+                    problems.push(format!(
+                        "Kafka TLS: {}: bad CA certificate: {e}",
+                        ca_file.display()
+                    ));
+                }
+            }
+        }
+        Err(e) => problems.push(format!("Kafka TLS: {e}")),
+    }
+    let identity = identity.and_then(|(cert, key)| {
+        let chain = read_certs(cert)
+            .map_err(|e| problems.push(format!("Kafka TLS: {e}")))
+            .ok()?;
+        let pem = std::fs::read(key)
+            .map_err(|e| problems.push(format!("Kafka TLS: cannot read {}: {e}", key.display())))
+            .ok()?;
+        match rustls_pemfile::private_key(&mut pem.as_slice()) {
+            Ok(Some(k)) => Some((chain, k)),
+            Ok(None) => {
+                problems.push(format!(
+                    "Kafka TLS: {}: no private key in it",
+                    key.display()
+                ));
+                None
+            }
+            Err(e) => {
+                problems.push(format!("Kafka TLS: {}: {e}", key.display()));
+                None
+            }
+        }
+    });
+    if problems.len() > before {
+        return None;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = match rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+    {
+        Ok(b) => b.with_root_certificates(roots),
+        Err(e) => {
+            problems.push(format!("Kafka TLS: {e}"));
+            return None;
+        }
+    };
+    let client = match identity {
+        Some((chain, key)) => match builder.with_client_auth_cert(chain, key) {
+            Ok(c) => c,
+            Err(e) => {
+                problems.push(format!(
+                    "Kafka TLS: client certificate and key do not fit: {e}"
+                ));
+                return None;
+            }
+        },
+        None => builder.with_no_client_auth(),
+    };
+    Some(Tls {
+        client: Arc::new(client),
+    })
 }
 
 /// How to turn records that are not CloudEvents into events (FlowX sources).
@@ -206,18 +294,12 @@ impl KafkaConfig {
             let v = get(name).unwrap_or_else(|| default.to_string());
             (!v.is_empty()).then(|| PathBuf::from(v))
         };
-        let tls = ssl.then(|| {
-            let t = Tls {
-                ca_file: file(env::KAFKA_SSL_CA_CERTFILE, ""),
-                cert_file: file(env::KAFKA_SSL_CERTFILE, ""),
-                key_file: file(env::KAFKA_SSL_KEYFILE, ""),
-            };
-            for f in [&t.ca_file, &t.cert_file, &t.key_file].into_iter().flatten() {
-                if !f.is_file() {
-                    problems.push(format!("Kafka TLS: file {} does not exist", f.display()));
-                }
-            }
-            if t.cert_file.is_some() != t.key_file.is_some() {
+        let tls = if ssl {
+            let ca_file = file(env::KAFKA_SSL_CA_CERTFILE, "")
+                .unwrap_or_else(|| PathBuf::from(SYSTEM_CA_FILE));
+            let cert_file = file(env::KAFKA_SSL_CERTFILE, "");
+            let key_file = file(env::KAFKA_SSL_KEYFILE, "");
+            if cert_file.is_some() != key_file.is_some() {
                 problems.push(format!(
                     "Kafka TLS: {} and {} must be given together",
                     env::KAFKA_SSL_CERTFILE,
@@ -230,8 +312,11 @@ impl KafkaConfig {
                     env::KAFKA_SSL_KEYFILE_PASS
                 ));
             }
-            t
-        });
+            let identity = cert_file.as_deref().zip(key_file.as_deref());
+            tls_config(&ca_file, identity, problems)
+        } else {
+            None
+        };
         let sasl = get(env::KAFKA_SASL).and_then(|raw| match parse_sasl(&raw) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -440,6 +525,40 @@ mod tests {
             ("KAFKA_SASL", "x:y"),
         ]);
         assert_eq!(p.len(), 3, "{p:?}");
+    }
+
+    #[test]
+    fn tls_files_are_read_and_checked_at_start() {
+        let dir = std::env::temp_dir().join(format!("cb-kafka-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let (_, p) = load(&[
+            ("KAFKA_BROKERS", "k:9093"),
+            ("KAFKA_SSL_ENABLED", "true"),
+            ("KAFKA_SSL_CA_CERTFILE", junk.to_str().unwrap()),
+            ("KAFKA_SSL_CERTFILE", "/nonexistent/client.pem"),
+            ("KAFKA_SSL_KEYFILE", junk.to_str().unwrap()),
+        ]);
+        assert!(
+            p.iter().any(|m| m.contains("junk.pem: no PEM certificate")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.contains("cannot read /nonexistent/client.pem")),
+            "{p:?}"
+        );
+        // The system CA bundle, when the CA file is left empty.
+        if Path::new(SYSTEM_CA_FILE).is_file() {
+            let (c, p) = load(&[
+                ("KAFKA_BROKERS", "k:9093"),
+                ("KAFKA_SECURITY_PROTOCOL", "SSL"),
+            ]);
+            assert!(p.is_empty(), "{p:?}");
+            assert!(c.unwrap().tls.is_some());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

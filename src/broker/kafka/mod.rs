@@ -12,7 +12,7 @@ mod consumer;
 mod producer;
 
 use super::ProduceJob;
-use crate::config::kafka::{KafkaConfig, Sasl, Tls};
+use crate::config::kafka::{KafkaConfig, Sasl};
 use crate::config::Config;
 use crate::metrics::island::IslandMetrics;
 use crate::route::Control;
@@ -35,44 +35,6 @@ pub(crate) struct Ctx {
 const CALL_DEADLINE: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn tls_config(t: &Tls) -> Result<rustls::ClientConfig, String> {
-    let read_certs = |path: &std::path::Path| -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-        let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        rustls_pemfile::certs(&mut pem.as_slice())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = t
-        .ca_file
-        .clone()
-        .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
-    for cert in read_certs(&ca)? {
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: bad CA certificate: {e}", ca.display()))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
-    match (&t.cert_file, &t.key_file) {
-        (Some(cert), Some(key)) => {
-            let chain = read_certs(cert)?;
-            let pem =
-                std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
-            let key = rustls_pemfile::private_key(&mut pem.as_slice())
-                .map_err(|e| format!("{}: {e}", key.display()))?
-                .ok_or_else(|| format!("{}: no private key found", key.display()))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("client certificate: {e}"))
-        }
-        _ => Ok(builder.with_no_client_auth()),
-    }
-}
-
 async fn connect(k: &KafkaConfig) -> Result<Client, String> {
     let mut b = ClientBuilder::new(k.brokers.clone())
         .client_id(k.client_id.clone())
@@ -86,7 +48,7 @@ async fn connect(k: &KafkaConfig) -> Result<Client, String> {
             deadline: Some(CALL_DEADLINE),
         });
     if let Some(t) = &k.tls {
-        b = b.tls_config(Arc::new(tls_config(t)?));
+        b = b.tls_config(t.client.clone());
     }
     if let Some(s) = &k.sasl {
         b = b.sasl_config(match s.clone() {
