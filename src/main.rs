@@ -49,7 +49,7 @@ fn main() -> ExitCode {
                 "corebridge: configuration has {} problem(s):",
                 problems.len()
             );
-            for p in problems {
+            for p in problems.iter() {
                 eprintln!("  - {p}");
             }
             return ExitCode::from(2);

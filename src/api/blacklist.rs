@@ -11,6 +11,7 @@ use crate::broker::{ProduceError, ProduceRecord};
 use crate::proto::control::{self, ControlRecord};
 use crate::route::Control;
 use crate::runtime::shard::Shard;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
 use std::rc::Rc;
 
@@ -19,30 +20,48 @@ fn short(v: &Value) -> String {
     s.chars().take(64).collect()
 }
 
+/// Why a blacklist request was refused (the client's), in RIG's words.
+#[derive(Debug, thiserror::Error)]
+enum BadEntry {
+    #[error("Expected a JSON object with sessionId and validityInSeconds: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("Missing value for \"sessionId\"")]
+    NoSession,
+    #[error("Expected non-empty string, got {0}")]
+    SessionNotString(String),
+    #[error("Expected a sessionId of at most {MAX_SESSION_ID} bytes")]
+    SessionTooLong,
+    #[error("Missing value for \"validityInSeconds\"")]
+    NoValidity,
+    #[error("Expected a number, got {0}")]
+    NotNumber(String),
+    #[error("Expected a positive number, got {0}")]
+    NotPositive(String),
+}
+
+const MAX_SESSION_ID: usize = 1024;
+
 /// RIG's validation messages.
-fn parse(body: &[u8]) -> Result<(String, u64), String> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| format!("Expected a JSON object with sessionId and validityInSeconds: {e}"))?;
+fn parse(body: &[u8]) -> Result<(String, u64), BadEntry> {
+    let v: Value = serde_json::from_slice(body)?;
     let session = match v.get("sessionId") {
-        None | Some(Value::Null) => return Err("Missing value for \"sessionId\"".into()),
+        None | Some(Value::Null) => return Err(BadEntry::NoSession),
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(other) => return Err(format!("Expected non-empty string, got {}", short(other))),
+        Some(other) => return Err(BadEntry::SessionNotString(short(other))),
     };
-    if session.len() > 1024 {
-        return Err("Expected a sessionId of at most 1024 bytes".into());
+    if session.len() > MAX_SESSION_ID {
+        return Err(BadEntry::SessionTooLong);
     }
     let secs = match v.get("validityInSeconds") {
-        None | Some(Value::Null) => return Err("Missing value for \"validityInSeconds\"".into()),
+        None | Some(Value::Null) => return Err(BadEntry::NoValidity),
         Some(Value::Number(n)) => n.as_f64(),
         Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
         Some(_) => None,
     };
     let raw = v.get("validityInSeconds").map(short).unwrap_or_default();
     match secs {
-        None => Err(format!("Expected a number, got {raw}")),
-        Some(s) if s.is_nan() || s <= 0.0 || !s.is_finite() => {
-            Err(format!("Expected a positive number, got {raw}"))
-        }
+        None => Err(BadEntry::NotNumber(raw)),
+        Some(s) if s.is_nan() || s <= 0.0 || !s.is_finite() => Err(BadEntry::NotPositive(raw)),
         // At most ten years: the expiry must stay representable.
         Some(s) => Ok((session, (s.min(315_360_000.0) * 1000.0) as u64)),
     }
@@ -51,7 +70,7 @@ fn parse(body: &[u8]) -> Result<(String, u64), String> {
 pub async fn add(shard: &Rc<Shard>, body: &[u8]) -> Outcome {
     let (session, validity_ms) = match parse(body) {
         Ok(p) => p,
-        Err(e) => return Resp::text(400, e).into(),
+        Err(e) => return Resp::text(400, e.to_string()).into(),
     };
     let until_ms = now_ms() + validity_ms;
     if let Some(broker) = &shard.globals.broker {
@@ -98,17 +117,16 @@ pub async fn add(shard: &Rc<Shard>, body: &[u8]) -> Outcome {
         .into()
 }
 
+/// Everything but RFC 3986's unreserved characters is percent-encoded in a path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes a path segment (the session id in `location`).
 fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 pub fn check(shard: &Shard, session: &str) -> Outcome {
@@ -128,23 +146,31 @@ mod tests {
     #[test]
     fn rigs_validation_messages() {
         assert_eq!(
-            parse(br#"{"validityInSeconds":1}"#).unwrap_err(),
+            parse(br#"{"validityInSeconds":1}"#)
+                .unwrap_err()
+                .to_string(),
             "Missing value for \"sessionId\""
         );
         assert_eq!(
-            parse(br#"{"sessionId":"","validityInSeconds":1}"#).unwrap_err(),
+            parse(br#"{"sessionId":"","validityInSeconds":1}"#)
+                .unwrap_err()
+                .to_string(),
             "Expected non-empty string, got \"\""
         );
         assert_eq!(
-            parse(br#"{"sessionId":"s"}"#).unwrap_err(),
+            parse(br#"{"sessionId":"s"}"#).unwrap_err().to_string(),
             "Missing value for \"validityInSeconds\""
         );
         assert_eq!(
-            parse(br#"{"sessionId":"s","validityInSeconds":"x"}"#).unwrap_err(),
+            parse(br#"{"sessionId":"s","validityInSeconds":"x"}"#)
+                .unwrap_err()
+                .to_string(),
             "Expected a number, got \"x\""
         );
         assert_eq!(
-            parse(br#"{"sessionId":"s","validityInSeconds":-3}"#).unwrap_err(),
+            parse(br#"{"sessionId":"s","validityInSeconds":-3}"#)
+                .unwrap_err()
+                .to_string(),
             "Expected a positive number, got -3"
         );
         assert_eq!(

@@ -17,14 +17,12 @@ pub enum TopicPattern {
 }
 
 impl TopicPattern {
-    pub fn parse(s: &str) -> Result<TopicPattern, String> {
+    pub fn parse(s: &str) -> Result<TopicPattern, BadPattern> {
         if s.contains([
             '*', '?', '+', '[', ']', '(', ')', '{', '}', '|', '^', '$', '\\',
         ]) {
             let anchored = format!("^(?:{})$", s.trim_start_matches('^').trim_end_matches('$'));
-            Regex::new(&anchored)
-                .map(TopicPattern::Regex)
-                .map_err(|e| format!("not a valid regular expression: {e}"))
+            Ok(TopicPattern::Regex(Regex::new(&anchored)?))
         } else {
             Ok(TopicPattern::Name(s.to_string()))
         }
@@ -43,6 +41,37 @@ impl TopicPattern {
             TopicPattern::Regex(r) => r.as_str(),
         }
     }
+}
+
+/// A topic entry that looks like a regular expression but is not one (the operator's).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("not a valid regular expression: {0}")]
+pub struct BadPattern(#[from] regex::Error);
+
+/// `KAFKA_SASL` is not `MECHANISM:USER:PASSWORD` with a known mechanism (the operator's).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SaslError {
+    #[error("expected MECHANISM:USER:PASSWORD, e.g. plain:alice:secret")]
+    Format,
+    #[error("unknown mechanism {0:?}; expected plain, scram-sha-256 or scram-sha-512")]
+    Mechanism(String),
+}
+
+/// A TLS file that cannot be used (the operator's).
+#[derive(Debug, thiserror::Error)]
+pub enum PemFileError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not PEM certificates: {source}")]
+    NotPem {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: no PEM certificate in it")]
+    Empty { path: PathBuf },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,13 +99,21 @@ pub struct Tls {
 /// The system's CA bundle (Debian, Ubuntu, Alpine), trusted when `KAFKA_SSL_CA_CERTFILE` is empty.
 const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-fn read_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+fn read_certs(
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, PemFileError> {
+    let pem = std::fs::read(path).map_err(|source| PemFileError::Read {
+        path: path.into(),
+        source,
+    })?;
     let certs = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+        .map_err(|source| PemFileError::NotPem {
+            path: path.into(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(format!("{}: no PEM certificate in it", path.display()));
+        return Err(PemFileError::Empty { path: path.into() });
     }
     Ok(certs)
 }
@@ -386,19 +423,17 @@ impl KafkaConfig {
 }
 
 /// RIG's `plain:user:pass`, plus `scram-sha-256:user:pass` and `scram-sha-512:user:pass`.
-pub fn parse_sasl(raw: &str) -> Result<Sasl, String> {
+pub fn parse_sasl(raw: &str) -> Result<Sasl, SaslError> {
     let mut parts = raw.splitn(3, ':');
     let (Some(mech), Some(user), Some(pass)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err("expected MECHANISM:USER:PASSWORD, e.g. plain:alice:secret".into());
+        return Err(SaslError::Format);
     };
     let (user, pass) = (user.to_string(), pass.to_string());
     match mech.to_ascii_lowercase().as_str() {
         "plain" => Ok(Sasl::Plain { user, pass }),
         "scram-sha-256" | "scram_sha_256" => Ok(Sasl::ScramSha256 { user, pass }),
         "scram-sha-512" | "scram_sha_512" => Ok(Sasl::ScramSha512 { user, pass }),
-        other => Err(format!(
-            "unknown mechanism {other:?}; expected plain, scram-sha-256 or scram-sha-512"
-        )),
+        other => Err(SaslError::Mechanism(other.to_string())),
     }
 }
 

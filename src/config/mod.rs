@@ -75,6 +75,19 @@ impl Check {
     }
 }
 
+/// Everything wrong with a configuration, one line per problem, all found in one pass: the
+/// operator's to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration has {} problem(s): {}", .0.len(), .0.join("; "))]
+pub struct Problems(pub Vec<String>);
+
+impl std::ops::Deref for Problems {
+    type Target = [String];
+    fn deref(&self) -> &[String] {
+        &self.0
+    }
+}
+
 /// A key/value view of the environment so tests can build configs without touching the process.
 pub type EnvMap = HashMap<String, String>;
 
@@ -84,7 +97,7 @@ pub fn process_env() -> EnvMap {
 
 impl Config {
     /// `tuning_arg` is `--tuning PATH`, which wins over `CB_TUNING_FILE`.
-    pub fn load(envs: &EnvMap, tuning_arg: Option<PathBuf>) -> Result<Config, Vec<String>> {
+    pub fn load(envs: &EnvMap, tuning_arg: Option<PathBuf>) -> Result<Config, Problems> {
         let mut problems = Vec::new();
         let get = |k: &str| envs.get(k).map(|s| s.trim()).filter(|s| !s.is_empty());
 
@@ -217,7 +230,7 @@ impl Config {
                 tuning_file,
             })
         } else {
-            Err(problems)
+            Err(Problems(problems))
         }
     }
 

@@ -9,7 +9,7 @@
 //! - validating the required context attributes of CloudEvents 1.0, 0.2 and 0.1;
 //! - the error text sent back to the client (every error is the client's fault
 //!   and is a 400 or a 415);
-//! - the small helpers RIG events need: UUID v4, RFC 3339 timestamps, base64.
+//! - the small helpers RIG events need: UUID v4 and RFC 3339 timestamps.
 //!
 //! It must not do I/O: no sockets, files, async runtime or logging. The only
 //! outside inputs are the random generator (for UUIDs) and the wall clock in
@@ -19,6 +19,9 @@
 //! Key order of the event JSON is preserved (serde_json `preserve_order`), so the
 //! 202 echo looks like what the client sent.
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
 /// The CloudEvents versions RIG 3.0 accepts.
@@ -427,7 +430,7 @@ fn parse_binary(
                     obj.insert("data".to_owned(), Value::from(text));
                 }
                 Err(_) if spec == SpecVersion::V1_0 => {
-                    obj.insert("data_base64".to_owned(), Value::from(base64_encode(body)));
+                    obj.insert("data_base64".to_owned(), Value::from(STANDARD.encode(body)));
                 }
                 Err(e) => {
                     return Err(CeError::BadRequest(format!(
@@ -462,32 +465,6 @@ fn header_str(name: &str, raw: &[u8]) -> Result<String, CeError> {
     std::str::from_utf8(raw)
         .map(str::to_owned)
         .map_err(|_| CeError::BadRequest(format!("header {name:?} is not valid UTF-8")))
-}
-
-/// Standard base64 (RFC 4648 alphabet, with `=` padding), as CloudEvents 1.0
-/// requires for `data_base64`. Tiny enough not to need a dependency.
-fn base64_encode(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        // Pack up to three bytes into the top 24 bits, zero-filling the rest.
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        // A chunk of k bytes yields k + 1 significant sextets; pad the rest.
-        for i in 0..4 {
-            if i <= chunk.len() {
-                let sextet = (n >> (18 - 6 * i)) & 0x3f;
-                out.push(char::from(ALPHABET[sextet as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// RIG's own events are CloudEvents 0.2: {"specversion":"0.2","type":t,"source":"rig","id":<uuid v4>,"time":<RFC 3339 UTC now>, "data": data (omitted if None)}
@@ -527,67 +504,19 @@ pub fn uuid_v4() -> String {
 }
 
 /// Milliseconds since the Unix epoch as RFC 3339 UTC with millisecond precision,
-/// e.g. `2026-11-23T01:56:26.123Z`. Years past 9999 are printed with more digits
-/// rather than wrapped; RFC 3339 cannot express them anyway.
+/// e.g. `2026-11-23T01:56:26.123Z`. Beyond what chrono represents (about 262,000 years), the
+/// latest time it can.
 pub fn rfc3339_utc(unix_millis: u64) -> String {
-    const MS_PER_DAY: u64 = 86_400_000;
-    let days = unix_millis / MS_PER_DAY;
-    let ms_of_day = unix_millis % MS_PER_DAY;
-    let (year, month, day) = civil_from_days(days);
-    let secs = ms_of_day / 1000;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        ms_of_day % 1000
-    )
+    let t = i64::try_from(unix_millis)
+        .ok()
+        .and_then(DateTime::from_timestamp_millis)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Proleptic Gregorian date for a count of days since 1970-01-01.
-///
-/// Counting from a March-based year that starts on 0000-03-01 puts the leap day
-/// at the end of the year, so every year is 365 days plus an optional last day,
-/// and the 400-year cycle (146 097 days) makes the rest plain division. The
-/// input is unsigned, so all arithmetic stays in u64 without overflow for any
-/// `u64` millisecond value.
-fn civil_from_days(days_since_epoch: u64) -> (u64, u64, u64) {
-    // 1970-01-01 is 719 468 days after 0000-03-01.
-    let z = days_since_epoch + 719_468;
-    let cycle = z / 146_097;
-    let day_of_cycle = z % 146_097; // 0..=146_096
-                                    // Years into the cycle: remove the leap days that came before (one per 4
-                                    // years, none per 100, one per 400) and divide by 365.
-    let year_of_cycle =
-        (day_of_cycle - day_of_cycle / 1460 + day_of_cycle / 36_524 - day_of_cycle / 146_096) / 365; // 0..=399
-    let day_of_year =
-        day_of_cycle - (365 * year_of_cycle + year_of_cycle / 4 - year_of_cycle / 100); // 0..=365
-                                                                                        // Months from March have lengths 31,30,31,30,31 repeating, which the
-                                                                                        // linear formula (153 days per 5 months) reproduces exactly.
-    let month_index = (5 * day_of_year + 2) / 153; // 0 = March .. 11 = February
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let march_year = cycle * 400 + year_of_cycle;
-    // January and February belong to the next civil year.
-    let year = if month <= 2 {
-        march_year + 1
-    } else {
-        march_year
-    };
-    (year, month, day)
-}
-
-/// The current wall-clock time as RFC 3339 UTC. A clock set before 1970 gives the epoch.
+/// The current wall-clock time as RFC 3339 UTC.
 pub fn rfc3339_now() -> String {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
-    rfc3339_utc(millis)
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]
@@ -1067,23 +996,6 @@ mod tests {
         assert!(msg.contains("0.2"), "{msg}");
     }
 
-    #[test]
-    fn base64_known_vectors() {
-        // RFC 4648 section 10.
-        for (input, expected) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64_encode(input.as_bytes()), expected);
-        }
-        assert_eq!(base64_encode(&[0xfb, 0xff, 0xbf]), "+/+/");
-    }
-
     // ---- the 202 echo ----
 
     #[test]
@@ -1176,30 +1088,6 @@ mod tests {
         }
         // Must not panic or overflow at the extreme.
         assert!(rfc3339_utc(u64::MAX).ends_with('Z'));
-    }
-
-    #[test]
-    fn civil_from_days_matches_day_by_day_walk() {
-        // An independent, obviously correct walk over ~550 years of days.
-        let mut date = (1970u64, 1u64, 1u64);
-        for days in 0..200_000u64 {
-            assert_eq!(civil_from_days(days), date, "day {days}");
-            let (y, m, d) = date;
-            let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-            let len = match m {
-                2 if leap => 29,
-                2 => 28,
-                4 | 6 | 9 | 11 => 30,
-                _ => 31,
-            };
-            date = if d < len {
-                (y, m, d + 1)
-            } else if m < 12 {
-                (y, m + 1, 1)
-            } else {
-                (y + 1, 1, 1)
-            };
-        }
     }
 
     #[test]

@@ -35,7 +35,16 @@ pub(crate) struct Ctx {
 const CALL_DEADLINE: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn connect(k: &KafkaConfig) -> Result<Client, String> {
+/// Why no Kafka client could be built (the broker's side, or the network).
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error(transparent)]
+    Refused(#[from] rskafka::client::error::Error),
+    #[error("no answer within {} s", CONNECT_TIMEOUT.as_secs())]
+    Timeout,
+}
+
+async fn connect(k: &KafkaConfig) -> Result<Client, ConnectError> {
     let mut b = ClientBuilder::new(k.brokers.clone())
         .client_id(k.client_id.clone())
         // Room for one record of the configured maximum plus its batch, so an oversized record
@@ -63,9 +72,8 @@ async fn connect(k: &KafkaConfig) -> Result<Client, String> {
     }
     // The builder retries forever against a dead broker: bound it.
     match tokio::time::timeout(CONNECT_TIMEOUT, b.build()).await {
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())),
+        Ok(r) => Ok(r?),
+        Err(_) => Err(ConnectError::Timeout),
     }
 }
 
