@@ -169,6 +169,118 @@ fn slow_loris_gets_408() {
     assert!(t.elapsed() < Duration::from_secs(5));
 }
 
+/// A request that trickles in (a byte at a time, each well inside the old per-read timeout)
+/// is cut when its total deadline passes: the head counted from its first byte, the body from
+/// the end of the head. 500 such connections at once, while normal requests are served.
+#[test]
+fn trickling_requests_are_cut_at_their_deadline() {
+    const DEADLINE_MS: u64 = 1500;
+    let srv = Server::start_with(
+        2,
+        &format!("[http]\nheader_timeout_ms = {DEADLINE_MS}\nbody_timeout_ms = {DEADLINE_MS}\n"),
+        &[],
+    );
+    struct Slow {
+        s: TcpStream,
+        closed: Option<Duration>,
+        got_408: bool,
+    }
+    let t0 = Instant::now();
+    let mut slow: Vec<Slow> = (0..500)
+        .map(|i| {
+            let mut s = connect(srv.inbound);
+            // Half trickle a head, half a body after a complete head.
+            let first: &[u8] = if i % 2 == 0 {
+                b"GET /_rig/health HTTP/1.1\r\nx-slow: "
+            } else {
+                b"POST /_rig/v1/events HTTP/1.1\r\nhost: x\r\ncontent-type: application/cloudevents+json\r\ncontent-length: 1000\r\n\r\n{"
+            };
+            s.write_all(first).unwrap();
+            s.set_nonblocking(true).unwrap();
+            Slow {
+                s,
+                closed: None,
+                got_408: false,
+            }
+        })
+        .collect();
+    let mut served = 0;
+    while t0.elapsed() < Duration::from_secs(10) && slow.iter().any(|c| c.closed.is_none()) {
+        std::thread::sleep(Duration::from_millis(250));
+        for c in slow.iter_mut().filter(|c| c.closed.is_none()) {
+            let mut buf = [0u8; 256];
+            match c.s.read(&mut buf) {
+                Ok(0) => c.closed = Some(t0.elapsed()),
+                Ok(n) => {
+                    c.got_408 |= buf[..n].starts_with(b"HTTP/1.1 408");
+                    c.closed = Some(t0.elapsed());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if c.s.write_all(b"a").is_err() {
+                        c.closed = Some(t0.elapsed());
+                    }
+                }
+                Err(_) => c.closed = Some(t0.elapsed()),
+            }
+        }
+        // Everyone else is served meanwhile.
+        let r = request(srv.inbound, "GET", "/_rig/health", &[], b"");
+        assert_eq!(r.status, 200);
+        served += 1;
+    }
+    let open = slow.iter().filter(|c| c.closed.is_none()).count();
+    assert_eq!(
+        open, 0,
+        "{open} trickling connections still open after 10 s"
+    );
+    let earliest = slow.iter().filter_map(|c| c.closed).min().unwrap();
+    let latest = slow.iter().filter_map(|c| c.closed).max().unwrap();
+    assert!(
+        earliest >= Duration::from_millis(DEADLINE_MS - 100),
+        "cut before the deadline: {earliest:?}"
+    );
+    assert!(latest < Duration::from_secs(6), "last cut at {latest:?}");
+    assert!(
+        slow.iter().filter(|c| c.got_408).count() >= 400,
+        "408s were sent"
+    );
+    assert!(served >= 3);
+}
+
+/// The internal port is not for browsers: none of its answers, errors included, carries CORS
+/// headers; the public port's errors do (RIG #344).
+#[test]
+fn internal_port_sends_no_cors_headers() {
+    let srv = Server::start();
+    let bad = b"GET /health HTTP/1.1\r\nbad header line\r\n\r\n";
+    for (port, public) in [(srv.api, false), (srv.inbound, true)] {
+        let r = raw(port, bad);
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(
+            r.header("access-control-allow-origin").is_some(),
+            public,
+            "port {port}: {:?}",
+            r.headers
+        );
+    }
+    for (method, path) in [("GET", "/nope"), ("GET", "/health"), ("PUT", "/metrics")] {
+        let r = request(
+            srv.api,
+            method,
+            path,
+            &[("origin", "https://app.example")],
+            b"",
+        );
+        assert!(
+            r.headers
+                .iter()
+                .all(|(k, _)| !k.to_ascii_lowercase().starts_with("access-control-")),
+            "{method} {path}: {:?}",
+            r.headers
+        );
+    }
+}
+
 #[test]
 fn internal_api_health_and_404() {
     let srv = Server::start();

@@ -5,9 +5,10 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[test]
 fn curl_receives_a_published_event() {
@@ -357,6 +358,96 @@ fn publish_modes_and_versions() {
         b"[]",
     );
     assert_eq!(r.status, 415);
+}
+
+/// An idle stream gets `: heartbeat` within the interval (+1 s) of its last event, every time:
+/// RIG sends one every 15 s, and a proxy with an idle timeout of twice that must never see a
+/// quiet stream (before the fix the first one came up to two intervals after connect).
+#[test]
+fn idle_stream_heartbeats_within_the_interval() {
+    const INTERVAL_MS: u64 = 3000;
+    let srv = Server::start_with(
+        2,
+        &format!("[sessions]\nheartbeat_interval_ms = {INTERVAL_MS}\n"),
+        &[],
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", srv.inbound)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(b"GET /_rig/v1/connection/sse HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    // Reads until `want` has arrived; returns when it did.
+    let mut seen = Vec::new();
+    let mut wait_for = |want: &[u8], from: usize| -> (Instant, usize) {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(i) = seen[from..].windows(want.len()).position(|w| w == want) {
+                return (Instant::now(), from + i + want.len());
+            }
+            let n = s.read(&mut buf).expect("stream stays open");
+            assert!(n > 0, "stream closed");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    let (connected, at) = wait_for(b"event: rig.subscriptions_set", 0);
+    let (first, at) = wait_for(b": heartbeat", at);
+    let (second, _) = wait_for(b": heartbeat", at);
+    let limit = Duration::from_millis(INTERVAL_MS + 1000);
+    let gap1 = first - connected;
+    let gap2 = second - first;
+    assert!(gap1 <= limit, "first heartbeat {gap1:?} after connect");
+    assert!(gap2 <= limit, "second heartbeat {gap2:?} after the first");
+    assert!(
+        gap2 >= Duration::from_millis(INTERVAL_MS / 2),
+        "heartbeats {gap2:?} apart: more often than needed"
+    );
+}
+
+/// CloudEvents 1.0's `data_base64` must be a base64 string and never come with `data`; a
+/// valid one is delivered as sent.
+#[test]
+fn data_base64_is_validated() {
+    let srv = Server::start();
+    let mut c = SseClient::connect(srv.inbound, Some(r#"[{"eventType":"blob"}]"#));
+    let ev = |extra: serde_json::Value| {
+        let mut v = json!({"specversion":"1.0","type":"blob","source":"s","id":"b"});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        v
+    };
+    for (extra, why) in [
+        (json!({"data_base64": "***"}), "is not valid base64"),
+        (
+            json!({"data_base64": {"x": 1}}),
+            "must be a base64 string, got an object",
+        ),
+        (json!({"data": "x", "data_base64": "eA=="}), "not both"),
+    ] {
+        for port in [srv.inbound, srv.api] {
+            let path = if port == srv.api {
+                "/v3/messages"
+            } else {
+                "/_rig/v1/events"
+            };
+            let body = ev(extra.clone()).to_string();
+            let r = request(
+                port,
+                "POST",
+                path,
+                &[("content-type", "application/cloudevents+json")],
+                body.as_bytes(),
+            );
+            assert_eq!(r.status, 400, "{extra}: {}", r.text());
+            assert!(r.text().contains(why), "{extra}: {}", r.text());
+        }
+    }
+    let good = ev(json!({"data_base64": "/wCAYQ=="}));
+    assert_eq!(publish(srv.inbound, &good).status, 202);
+    assert_eq!(
+        c.next_event(),
+        good,
+        "nothing invalid reached the subscriber before it"
+    );
 }
 
 #[test]

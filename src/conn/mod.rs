@@ -29,7 +29,7 @@ use crate::session::{Drain, Frame};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const READ_CHUNK: usize = 4096;
 
@@ -39,13 +39,17 @@ enum ReadErr {
     Io,
 }
 
-/// Reads more bytes into `buf` (at most up to `cap` total), bounded in time.
+/// Reads more bytes into `buf` (at most up to `cap` total), bounded in time; a deadline that
+/// has passed is a timeout even if bytes are waiting.
 async fn read_more(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     cap: usize,
     within: Duration,
 ) -> Result<(), ReadErr> {
+    if within.is_zero() {
+        return Err(ReadErr::Timeout);
+    }
     let old = buf.len();
     let want = READ_CHUNK.min(cap.saturating_sub(old)).max(1);
     buf.resize(old + want, 0);
@@ -82,9 +86,12 @@ async fn send_error(
     msg: &str,
 ) {
     shard.metrics.response(which, status);
-    // The request (and its Origin) could not be read: the policy for "no Origin" applies.
     let mut headers = vec![("content-type", api::TEXT.to_string())];
-    headers.extend(api::cors_headers(shard, None));
+    // The request (and its Origin) could not be read: the policy for "no Origin" applies. The
+    // internal port is not for browsers and sends no CORS headers at all.
+    if which == Listener::Inbound {
+        headers.extend(api::cors_headers(shard, None));
+    }
     let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let bytes = http1::response(status, &headers, msg.as_bytes(), false);
     let _ = stream.write_all(&bytes).await;
@@ -97,10 +104,13 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
     let limits = limits(&shard);
     let http = shard.cfg().tuning.http.clone();
     let header_timeout = Duration::from_millis(http.header_timeout_ms);
+    let body_timeout = Duration::from_millis(http.body_timeout_ms);
     let keepalive = Duration::from_millis(http.keepalive_timeout_ms);
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        // Head.
+        // Head. Its deadline is total, counted from its first byte: a timeout per read would
+        // let a client sending a byte every few seconds hold the connection forever.
+        let mut head_deadline: Option<Instant> = None;
         let (head, head_len) = loop {
             match http1::parse_head(&buf, &limits) {
                 Ok(Some(parsed)) => break parsed,
@@ -113,7 +123,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
             let within = if waiting_first_byte {
                 keepalive
             } else {
-                header_timeout
+                let deadline =
+                    *head_deadline.get_or_insert_with(|| Instant::now() + header_timeout);
+                deadline.saturating_duration_since(Instant::now())
             };
             match read_more(&mut stream, &mut buf, limits.max_head_bytes + 1, within).await {
                 Ok(()) => {}
@@ -129,9 +141,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
         };
         buf.drain(..head_len);
 
-        // Body.
+        // Body, with a total deadline of its own from the end of the head.
         let mut body = Vec::new();
         if head.body != BodyKind::None {
+            let body_deadline = Instant::now() + body_timeout;
             if head.expect_continue && stream.write_all(http1::CONTINUE_100).await.is_err() {
                 return;
             }
@@ -149,10 +162,14 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
                             .await
                     }
                 }
-                match read_more(&mut stream, &mut buf, READ_CHUNK * 4, header_timeout).await {
+                let within = body_deadline.saturating_duration_since(Instant::now());
+                match read_more(&mut stream, &mut buf, READ_CHUNK * 4, within).await {
                     Ok(()) => {}
                     Err(ReadErr::Timeout) => {
-                        let e = HttpError::BadRequest("request body not received in time".into());
+                        let e = HttpError::BadRequest(format!(
+                            "request body not received within {} ms",
+                            http.body_timeout_ms
+                        ));
                         return send_error(&shard, &mut stream, which, 408, &e.to_string()).await;
                     }
                     Err(_) => return,

@@ -27,7 +27,7 @@ pub enum DropReason {
 }
 const DROP_REASONS: [&str; 2] = ["slow_consumer", "closed"];
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
     Inbound = 0,
     Api = 1,

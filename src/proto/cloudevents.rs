@@ -202,6 +202,9 @@ pub fn from_value(value: Value) -> Result<CloudEvent, CeError> {
     };
     let spec = structured_version(&obj)?;
     let (event_type, id) = validate_required(&obj, spec, Origin::Body)?;
+    if spec == SpecVersion::V1_0 {
+        validate_data(&obj)?;
+    }
     Ok(CloudEvent {
         spec,
         event_type,
@@ -275,6 +278,32 @@ fn validate_required(
     }
     let event_type = required_str(obj, type_key, spec, origin)?;
     Ok((event_type, id))
+}
+
+/// CloudEvents 1.0 JSON format (section 3.1): binary data travels as `data_base64`, a Base64
+/// (RFC 4648) string, and an event carries `data` or `data_base64`, never both.
+fn validate_data(obj: &Map<String, Value>) -> Result<(), CeError> {
+    let Some(b64) = obj.get("data_base64") else {
+        return Ok(());
+    };
+    if obj.contains_key("data") {
+        return Err(body_error(
+            "an event has \"data\" or \"data_base64\", not both (CloudEvents 1.0 JSON format)"
+                .to_owned(),
+        ));
+    }
+    let Value::String(text) = b64 else {
+        return Err(body_error(format!(
+            "attribute \"data_base64\" must be a base64 string, got {} (CloudEvents 1.0)",
+            json_kind(b64)
+        )));
+    };
+    STANDARD.decode(text).map_err(|e| {
+        body_error(format!(
+            "attribute \"data_base64\" is not valid base64 ({e}) (CloudEvents 1.0)"
+        ))
+    })?;
+    Ok(())
 }
 
 fn required_str(
@@ -1095,6 +1124,32 @@ mod tests {
         let now = rfc3339_now();
         assert!(now.as_str() > "2024-01-01", "{now}");
         assert_eq!(now.len(), 24);
+    }
+
+    #[test]
+    fn data_base64_must_be_base64_and_alone() {
+        let with = |extra: Value| {
+            let mut v = json!({"specversion": "1.0", "type": "t", "source": "s", "id": "1"});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            from_value(v)
+        };
+        assert!(with(json!({"data_base64": "/wCAYQ=="})).is_ok());
+        assert!(with(json!({"data_base64": ""})).is_ok());
+        let bad = |r: Result<CloudEvent, CeError>| match r {
+            Err(e @ CeError::BadRequest(_)) => e.to_string(),
+            other => panic!("expected 400, got {other:?}"),
+        };
+        let m = bad(with(json!({"data_base64": "not base64!"})));
+        assert!(m.contains("\"data_base64\" is not valid base64"), "{m}");
+        let m = bad(with(json!({"data_base64": {"a": 1}})));
+        assert!(m.contains("must be a base64 string, got an object"), "{m}");
+        let m = bad(with(json!({"data": 1, "data_base64": "AA=="})));
+        assert!(m.contains("not both"), "{m}");
+        // 0.2 has no data_base64 attribute: there it is an extension like any other.
+        let v02 = json!({"specversion": "0.2", "type": "t", "id": "1", "data_base64": {"x": 1}});
+        assert!(from_value(v02).is_ok());
     }
 
     #[test]
