@@ -14,10 +14,16 @@
 //! - `error`   — whose fault an error is (client, upstream, ours)
 //! - `logging` — structured logs on stderr
 //!
-//! One Kafka record's way to a socket, in one direction: `broker/kafka/consumer.rs` (fetch,
-//! decode with `proto/kafka_record.rs`, build a `route::Event`) → `runtime/shard.rs` (the batch
-//! arrives on the shard) → `session/registry.rs` (the `route/index.rs` picks sessions, frames
-//! encoded by `proto/frame.rs`, queued in `session/queue.rs`) → `conn/sse.rs` (one `sendmsg`).
+//! One Kafka record's way to a socket, in one direction through six files (the codecs and
+//! the index they call are leaves):
+//! 1. `broker/kafka/consumer.rs` — fetch, decode (`proto/kafka_record.rs`) into a `route::Event`
+//!    with its fields extracted, one batch to each shard's bounded queue;
+//! 2. `runtime/shard.rs` — the shard takes the batch off its queue and applies it;
+//! 3. `session/registry.rs` — `route/index.rs` picks the sessions, `proto/frame.rs` encodes
+//!    once per transport;
+//! 4. `session/queue.rs` — each session's bounded queue (slow-consumer policy);
+//! 5. `conn/sse.rs` (or `ws.rs`) — the session's driver wakes and drains its queue;
+//! 6. `conn/write.rs` — one `sendmsg` of everything drained, from the shared frames.
 
 pub mod api;
 pub mod auth;

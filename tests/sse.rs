@@ -284,6 +284,49 @@ fn put_status_codes() {
     assert_eq!(status, 410);
 }
 
+/// Subscription state is bounded per connection in bytes (`sessions.max_subscription_bytes`),
+/// at connect and on PUT, with a 400 naming the key; constraints on fields `EXTRACTORS` does
+/// not declare are not stored, so they cost nothing against it; and a refused PUT leaves the
+/// connection's subscriptions as they were.
+#[test]
+fn subscription_state_is_bounded() {
+    let srv = Server::start_with(2, "[sessions]\nmax_subscription_bytes = 4096\n", &[]);
+    let clauses = |field: &str| -> Vec<serde_json::Value> {
+        (0..64)
+            .map(|k| json!({ field: format!("user-{k}") }))
+            .collect()
+    };
+    let heavy = json!([{"eventType": "greeting", "oneOf": clauses("name")}]).to_string();
+    let c = SseClient::connect(srv.inbound, Some(&heavy));
+    assert_eq!(c.head.status, 400);
+    let text = c.head.text();
+    assert!(text.contains("sessions.max_subscription_bytes"), "{text}");
+
+    let mut c = SseClient::connect(srv.inbound, Some(r#"[{"eventType":"greeting"}]"#));
+    let path = format!("/_rig/v1/connection/sse/{}/subscriptions", c.token);
+    let json_ct = [("content-type", "application/json")];
+    let body = format!(r#"{{"subscriptions":{heavy}}}"#);
+    let r = request(srv.inbound, "PUT", &path, &json_ct, body.as_bytes());
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text()
+            .starts_with("cannot accept subscription request: the subscriptions take"),
+        "{}",
+        r.text()
+    );
+    // Undeclared fields: accepted whatever their number, and they do not narrow the match.
+    let junk: Vec<serde_json::Value> = (0..30)
+        .map(|t| json!({"eventType": format!("t{t}"), "oneOf": clauses("shoe")}))
+        .collect();
+    let body = json!({ "subscriptions": junk }).to_string();
+    let r = request(srv.inbound, "PUT", &path, &json_ct, body.as_bytes());
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(c.next().event.as_deref(), Some("rig.subscriptions_set"));
+    let ev = ce("t7", json!({"shoe": "anything"}));
+    assert_eq!(publish(srv.inbound, &ev).status, 202);
+    assert_eq!(c.next_event(), ev);
+}
+
 #[test]
 fn publish_modes_and_versions() {
     let srv = Server::start();

@@ -71,6 +71,11 @@ fn probe_port(addr: std::net::SocketAddr) -> Result<(), StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
+/// How often shard 0 gives free heap memory back to the kernel, and how much must be free for
+/// it to (a trim walks every arena, so not on every tick).
+const HEAP_TRIM_EVERY: Duration = Duration::from_secs(5);
+const HEAP_TRIM_FREE: usize = 8 << 20;
+
 /// How long shards give their streams to end cleanly (SSE last chunk, WebSocket 1001) after
 /// SIGTERM before the process exits.
 const DRAIN: Duration = Duration::from_secs(3);
@@ -205,20 +210,20 @@ async fn shard_main(
     for (_, rx) in receivers.streams() {
         glommio::spawn_local(shard.clone().receive(rx)).detach();
     }
-    let island = shard.clone();
-    glommio::spawn_local(async move {
-        while let Ok(msg) = from_island.recv().await {
-            island.apply(&msg);
-        }
-    })
-    .detach();
+    glommio::spawn_local(shard.clone().receive_island(from_island)).detach();
     let ticker = shard.clone();
     glommio::spawn_local(async move {
         let started = Instant::now();
         let every = ticker.sessions.borrow().tick_period();
+        let mut last_trim = Instant::now();
         loop {
             glommio::timer::sleep(every).await;
             ticker.sessions.borrow_mut().tick(started.elapsed());
+            // One shard looks after the process heap (a trim covers every arena).
+            if id == 0 && last_trim.elapsed() >= HEAP_TRIM_EVERY {
+                last_trim = Instant::now();
+                sys::trim_heap(HEAP_TRIM_FREE);
+            }
         }
     })
     .detach();

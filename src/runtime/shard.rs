@@ -249,6 +249,15 @@ impl Shard {
         }
     }
 
+    /// Applies what the broker island sends (event batches from a fetch, control records) until
+    /// its queue closes. The queue is bounded: while this shard is busy, the island stops
+    /// fetching the partitions that feed it.
+    pub async fn receive_island(self: Rc<Self>, rx: async_channel::Receiver<Control>) {
+        while let Ok(msg) = rx.recv().await {
+            self.apply(&msg);
+        }
+    }
+
     /// Receives from one peer until its channel closes.
     pub async fn receive(
         self: Rc<Self>,

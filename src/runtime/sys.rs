@@ -87,3 +87,27 @@ pub(super) fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener>
     // SAFETY: the fd is a bound, listening TCP socket whose ownership moves to the listener.
     Ok(unsafe { <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(sk.into_raw_fd()) })
 }
+
+/// Returns free heap memory to the kernel when at least `min_free` bytes sit free in the
+/// allocator. glibc keeps freed memory in its arenas (one per shard thread) and gives back only
+/// the top of each heap by itself, so the memory of many closed connections, or of a few large
+/// requests, would otherwise stay resident for the life of the process. Pages already given
+/// back cost nothing the next time. Returns whether it trimmed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub(super) fn trim_heap(min_free: usize) -> bool {
+    // SAFETY: mallinfo2 reads the allocator's statistics under its own locks; no pointers are
+    // involved.
+    let free = unsafe { libc::mallinfo2() }.fordblks;
+    if free < min_free {
+        return false;
+    }
+    // SAFETY: malloc_trim releases whole free pages of every arena under the arenas' locks; it
+    // does not touch memory that is in use.
+    unsafe { libc::malloc_trim(0) };
+    true
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub(super) fn trim_heap(_min_free: usize) -> bool {
+    false
+}
