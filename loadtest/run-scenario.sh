@@ -3,10 +3,14 @@
 # that its RSS growth is measured from a clean heap), then stops that server.
 #
 #   loadtest/run-scenario.sh loadtest/scenarios/steady-fanout.toml [OUT_DIR]
+#   TARGET=nchan loadtest/run-scenario.sh loadtest/scenarios/steady-broadcast-10k.toml
 #
-# Writes OUT_DIR/NAME.json, NAME.svg and NAME.server.log (OUT_DIR defaults to
+# Writes OUT_DIR/NAME[-nchan].json, .svg and .server.log (OUT_DIR defaults to
 # target/loadtest). Extra environment for the server passes through (KAFKA_BROKERS,
 # KAFKA_SOURCE_TOPICS, ...); INBOUND_PORT/API_HTTP_PORT must match the scenario's ports.
+# A targeted scenario (`targeted = true`) gets EXTRACTORS declaring `data.user` of its event
+# type, unless EXTRACTORS is set. TARGET=nchan runs the same clients against a fresh Nchan
+# (../shared/peers/nchan-up, port 8090) instead, as the comparison peer.
 # Exit status: the harness's (0 clean, 3 finished but not clean, 1 error).
 set -euo pipefail
 
@@ -15,9 +19,23 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out=${2:-$root/target/loadtest}
 mkdir -p "$out"
 name=$(basename "$scenario" .toml)
+target=${TARGET:-corebridge}
 
 cd "$root"
 cargo build --release -p corebridge -p corebridge-loadtest
+
+if [[ $target == nchan ]]; then
+    peers=$(cd "$root/.." && pwd)/shared/peers
+    "$peers/nchan-down" >/dev/null 2>&1 || true
+    server=$("$peers/nchan-up" | tail -1)
+    trap '"$peers/nchan-down" >/dev/null 2>&1 || true' EXIT
+    set +e
+    ./target/release/corebridge-loadtest run "$scenario" --target nchan --server-pid "$server" \
+        --out "$out/$name-nchan.json" --report "$out/$name-nchan.svg"
+    status=$?
+    set -e
+    exit $status
+fi
 
 port=$(sed -n 's/^inbound_port *= *\([0-9]*\).*/\1/p' "$scenario")
 api=$(sed -n 's/^api_port *= *\([0-9]*\).*/\1/p' "$scenario")
@@ -29,6 +47,10 @@ for p in "$port" "$api"; do
         exit 1
     fi
 done
+if grep -Eq '^targeted *= *true' "$scenario" && [[ -z ${EXTRACTORS:-} ]]; then
+    type=$(sed -n 's/^event_type *= *"\(.*\)".*/\1/p' "$scenario")
+    export EXTRACTORS="{\"${type:-load}\":{\"user\":{\"stable_field_index\":0,\"event\":{\"json_pointer\":\"/data/user\"}}}}"
+fi
 
 # The default admission limit (5,000 new connections per minute) would refuse most of a
 # storm; the harness measures the server, not its rate limit.

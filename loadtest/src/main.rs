@@ -22,7 +22,7 @@ mod worker;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
-const USAGE: &str = "usage: corebridge-loadtest run SCENARIO.toml [--out result.json] [--report report.svg] [--server-pid PID]
+const USAGE: &str = "usage: corebridge-loadtest run SCENARIO.toml [--out result.json] [--report report.svg] [--server-pid PID] [--target nchan]
        corebridge-loadtest check SCENARIO.toml     (validate a scenario file)
        corebridge-loadtest floor [--connections 10000] [--events 100] [--rate 10] [--bytes 250] [--threads 2] [--readers 2]
                                                    (plain send() fan-out with no gateway: this machine's floor)
@@ -33,6 +33,7 @@ fn parse_run(args: &[String]) -> Result<run::RunArgs> {
     let mut out = None;
     let mut report = None;
     let mut server_pid = None;
+    let mut target = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| {
@@ -50,6 +51,11 @@ fn parse_run(args: &[String]) -> Result<run::RunArgs> {
                         .context("--server-pid must be a number")?,
                 )
             }
+            "--target" => match value("--target")?.as_str() {
+                "nchan" => target = Some(scenario::Target::Nchan),
+                "corebridge" => target = Some(scenario::Target::Corebridge),
+                other => bail!("--target {other:?}: corebridge or nchan"),
+            },
             s if s.starts_with('-') => bail!("unknown option {s}\n{USAGE}"),
             s if scenario.is_none() => scenario = Some(PathBuf::from(s)),
             s => bail!("unexpected argument {s:?}\n{USAGE}"),
@@ -60,6 +66,7 @@ fn parse_run(args: &[String]) -> Result<run::RunArgs> {
         out,
         report,
         server_pid,
+        target,
     })
 }
 

@@ -61,11 +61,42 @@ fn parse_vmrss(status: &str) -> Result<u64> {
     bail!("no VmRSS line")
 }
 
+/// The process and its live children (nginx's workers, for Nchan), summed: what the server
+/// costs, whatever its process model.
 pub fn sample(pid: u32) -> Result<Sample> {
-    Ok(Sample {
+    let mut s = Sample {
         cpu_seconds: cpu_seconds(pid)?,
         rss_bytes: rss_bytes(pid)?,
-    })
+    };
+    for child in children(pid) {
+        // A child may exit between the listing and the read.
+        if let (Ok(cpu), Ok(rss)) = (cpu_seconds(child), rss_bytes(child)) {
+            s.cpu_seconds += cpu;
+            s.rss_bytes += rss;
+        }
+    }
+    Ok(s)
+}
+
+/// Pids whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|stat| parse_stat_ppid(&stat))
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// Field 4 (ppid), counted after the `(comm)` field.
+fn parse_stat_ppid(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The pid listening on TCP `port`, from `ss -ltnpH 'sport = :PORT'`.
@@ -144,6 +175,12 @@ mod tests {
         let pid = std::process::id();
         assert!(rss_bytes(pid).unwrap() > 0);
         cpu_seconds(pid).unwrap();
+    }
+
+    #[test]
+    fn ppid_with_odd_comm() {
+        let stat = "1234 (a (b) c) S 77 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0";
+        assert_eq!(parse_stat_ppid(stat), Some(77));
     }
 
     #[test]

@@ -24,15 +24,19 @@ pub fn percent_encode(s: &str) -> String {
 
 /// The load CloudEvent for `seq`, sent at `ts_ns` (unix ns), padded so the whole JSON is about
 /// `payload_bytes` long (never shorter than its fixed part).
+/// `to`: the connection a targeted event is for (its `data.user` is `u<to>`, what a targeted
+/// client subscribes to); `seq` is then that connection's own sequence number.
 pub fn cloud_event(
     event_type: &str,
     seq: u64,
     ts_ns: u64,
     stream: u32,
+    to: Option<u64>,
     payload_bytes: usize,
 ) -> Vec<u8> {
+    let target = to.map_or(String::new(), |t| format!(",\"to\":{t},\"user\":\"u{t}\""));
     let head = format!(
-        "{{\"specversion\":\"1.0\",\"type\":\"{event_type}\",\"source\":\"/loadtest\",\"id\":\"{seq}\",\"data\":{{\"seq\":{seq},\"ts\":{ts_ns},\"st\":{stream},\"pad\":\""
+        "{{\"specversion\":\"1.0\",\"type\":\"{event_type}\",\"source\":\"/loadtest\",\"id\":\"{seq}\",\"data\":{{\"seq\":{seq},\"ts\":{ts_ns},\"st\":{stream}{target},\"pad\":\""
     );
     let tail = b"\"}}";
     let pad = payload_bytes.saturating_sub(head.len() + tail.len());
@@ -87,6 +91,8 @@ pub struct Marks {
     /// Events are ordered only within a stream: one Kafka partition, or one HTTP publishing
     /// connection (which waits for each 202).
     pub stream: u32,
+    /// The connection a targeted event is addressed to.
+    pub to: Option<u64>,
 }
 
 /// Finds the first `"seq":N`, the `"ts":T` after it and the `"st":S` right after that (the
@@ -102,7 +108,21 @@ pub fn marks(bytes: &[u8]) -> Option<(Marks, usize)> {
         stream = u32::try_from(st).ok()?;
         end = e;
     }
-    Some((Marks { seq, ts, stream }, end))
+    let mut to = None;
+    if bytes[end..].starts_with(b",\"to\":") {
+        let (t, e) = number_after(bytes, end + 6)?;
+        to = Some(t);
+        end = e;
+    }
+    Some((
+        Marks {
+            seq,
+            ts,
+            stream,
+            to,
+        },
+        end,
+    ))
 }
 
 /// Every load event in `bytes` (a long-poll body holds many), in order.
@@ -507,7 +527,7 @@ mod tests {
 
     #[test]
     fn event_is_padded_and_scannable() {
-        let e = cloud_event("load", 42, 1_700_000_000_123_456_789, 0, 200);
+        let e = cloud_event("load", 42, 1_700_000_000_123_456_789, 0, None, 200);
         assert_eq!(e.len(), 200);
         let v: serde_json::Value = serde_json::from_slice(&e).unwrap();
         assert_eq!(v["data"]["seq"], 42);
@@ -517,13 +537,20 @@ mod tests {
             Some(Marks {
                 seq: 42,
                 ts: 1_700_000_000_123_456_789,
-                stream: 0
+                stream: 0,
+                to: None,
             })
         );
-        let e = cloud_event("load", 7, 8, 3, 200);
+        let e = cloud_event("load", 7, 8, 3, None, 200);
         assert_eq!(marks(&e).map(|x| x.0.stream), Some(3));
+        // A targeted event names its connection and carries the user it subscribed to.
+        let e = cloud_event("load", 7, 8, 3, Some(41), 200);
+        assert_eq!(e.len(), 200);
+        let v: serde_json::Value = serde_json::from_slice(&e).unwrap();
+        assert_eq!(v["data"]["user"], "u41");
+        assert_eq!(marks(&e).map(|x| x.0.to), Some(Some(41)));
         // Smaller than the fixed part: no padding, still valid.
-        let e = cloud_event("load", 1, 2, 0, 10);
+        let e = cloud_event("load", 1, 2, 0, None, 10);
         serde_json::from_slice::<serde_json::Value>(&e).unwrap();
     }
 
@@ -531,8 +558,8 @@ mod tests {
     fn many_events_in_one_body() {
         let body = format!(
             "{{\"last_event_id\":\"3\",\"events\":[{},{}]}}",
-            String::from_utf8(cloud_event("load", 1, 10, 0, 0)).unwrap(),
-            String::from_utf8(cloud_event("load", 2, 20, 0, 0)).unwrap()
+            String::from_utf8(cloud_event("load", 1, 10, 0, None, 0)).unwrap(),
+            String::from_utf8(cloud_event("load", 2, 20, 0, None, 0)).unwrap()
         );
         let mut got = vec![];
         each_marks(body.as_bytes(), |m: Marks| got.push((m.seq, m.ts)));
@@ -548,7 +575,7 @@ mod tests {
         let mut body = Vec::new();
         body.extend_from_slice(b"event: rig.connection.create\ndata: {\"x\":1}\n\n");
         for &s in seqs {
-            let ev = cloud_event("load", s, s * 10, 0, 120);
+            let ev = cloud_event("load", s, s * 10, 0, None, 120);
             body.extend_from_slice(format!("id: 1-{s}\nevent: load\ndata: ").as_bytes());
             body.extend_from_slice(&ev);
             body.extend_from_slice(b"\n\n: heartbeat\n\n");
@@ -628,10 +655,18 @@ mod tests {
             true,
             b"{\"type\":\"rig.connection.create\"}",
         ));
-        wire.extend(server_frame(1, true, &cloud_event("load", 0, 5, 0, 100)));
+        wire.extend(server_frame(
+            1,
+            true,
+            &cloud_event("load", 0, 5, 0, None, 100),
+        ));
         wire.extend(server_frame(9, true, b"hi"));
-        wire.extend(server_frame(1, true, &cloud_event("load", 1, 6, 0, 70_000)));
-        let big = cloud_event("load", 2, 7, 0, 300);
+        wire.extend(server_frame(
+            1,
+            true,
+            &cloud_event("load", 1, 6, 0, None, 70_000),
+        ));
+        let big = cloud_event("load", 2, 7, 0, None, 300);
         wire.extend(server_frame(1, false, &big[..100]));
         wire.extend(server_frame(0, true, &big[100..]));
         wire.extend(server_frame(8, true, &[0x03, 0xe8, b'b', b'y', b'e']));

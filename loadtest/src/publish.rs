@@ -152,9 +152,15 @@ async fn http_connection(
     let scratch = RefCell::new(vec![0u8; 16 * 1024]);
     let mut conn: Option<tokio::net::TcpStream> = None;
     let mut consecutive = 0u32;
-    let Ok(addr) = s.api_addr() else { return };
-    let host = format!("{}:{}", s.host, s.api_port);
-    while let Some(seq) = next_seq(next, s, t0, deadline, live).await {
+    let Ok(host_ip) = s.host.parse::<std::net::IpAddr>() else {
+        return;
+    };
+    let (port, _) = s.publish_target(None);
+    let addr = std::net::SocketAddr::new(host_ip, port);
+    let host = format!("{}:{port}", s.host);
+    while let Some(k) = next_seq(next, s, t0, deadline, live).await {
+        let (to, seq) = s.addressing(k);
+        let (_, path) = s.publish_target(to);
         let r: Result<u16> = async {
             if conn.is_none() {
                 let c = tokio::time::timeout(REQUEST_TIMEOUT, net::connect(addr, None, false))
@@ -164,9 +170,9 @@ async fn http_connection(
                 conn = Some(c);
             }
             let c = conn.as_ref().expect("connected above");
-            let body = cloud_event(&s.event_type, seq, now_ns(), stream, s.payload_bytes);
+            let body = cloud_event(&s.event_type, seq, now_ns(), stream, to, s.payload_bytes);
             let mut req = format!(
-                "POST /v3/messages HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/cloudevents+json\r\nContent-Length: {}\r\n\r\n",
+                "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/cloudevents+json\r\nContent-Length: {}\r\n\r\n",
                 body.len()
             )
             .into_bytes();
@@ -180,7 +186,8 @@ async fn http_connection(
             if head.close {
                 conn = None;
             }
-            if head.status != 202 {
+            // Corebridge answers 202; Nchan 201 or 202.
+            if !(200..300).contains(&head.status) {
                 let mut text = String::from_utf8_lossy(&resp).into_owned();
                 text.truncate(80);
                 bail!("HTTP {}: {}", head.status, text.trim());
@@ -256,18 +263,20 @@ async fn kafka(s: &Scenario, t0: Instant, deadline: Instant, live: &Rc<Live>) ->
     let in_flight = KAFKA_IN_FLIGHT * s.publish_connections as usize;
     let sem = Arc::new(Semaphore::new(in_flight));
     let next = Cell::new(0u64);
-    while let Some(seq) = next_seq(&next, s, t0, deadline, live).await {
+    while let Some(k) = next_seq(&next, s, t0, deadline, live).await {
+        let (to, seq) = s.addressing(k);
         let Ok(permit) = sem.clone().acquire_owned().await else {
             break;
         };
         // Kafka orders within a partition only: each partition is an ordering stream.
-        let partition = (seq % clients.len() as u64) as usize;
+        let partition = (k % clients.len() as u64) as usize;
         let pc = clients[partition].clone();
         let value = cloud_event(
             &s.event_type,
             seq,
             now_ns(),
             partition as u32,
+            to,
             s.payload_bytes,
         );
         let live = live.clone();

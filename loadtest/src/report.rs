@@ -42,6 +42,8 @@ pub struct Deliveries {
     /// Of `lost`: holes below the highest sequence number a connection saw.
     pub lost_in_gaps: u64,
     pub duplicates: u64,
+    /// Targeted scenarios: deliveries to a connection the event was not for.
+    pub misrouted: u64,
     /// Arrivals after a later event of the same ordering stream (Kafka partition, publishing
     /// connection): a defect.
     pub reordered: u64,
@@ -185,10 +187,16 @@ fn headline(s: &Summary) -> Vec<(String, String)> {
         (
             "scenario".into(),
             format!(
-                "{} ({}, {} connections)",
+                "{} against {} ({}, {} connections{})",
                 s.scenario.name,
+                s.scenario.target.name(),
                 s.scenario.transport.name(),
-                s.scenario.connections
+                s.scenario.connections,
+                if s.scenario.targeted {
+                    ", each on its own user"
+                } else {
+                    ""
+                }
             ),
         ),
         (
@@ -219,6 +227,12 @@ fn headline(s: &Summary) -> Vec<(String, String)> {
                 d.expected, d.received, d.received_total, d.per_second
             ),
         ));
+        if s.scenario.targeted {
+            rows.push((
+                "misrouted".into(),
+                format!("{} (events for another user)", d.misrouted),
+            ));
+        }
         rows.push((
             "loss / dup / reorder".into(),
             format!(

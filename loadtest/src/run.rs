@@ -28,7 +28,12 @@ pub struct RunArgs {
     pub out: Option<PathBuf>,
     pub report: Option<PathBuf>,
     pub server_pid: Option<u32>,
+    /// Overrides the scenario's target; Nchan listens on its one port, 8090.
+    pub target: Option<crate::scenario::Target>,
 }
+
+/// Where `../shared/peers/nchan-up` listens.
+const NCHAN_PORT: u16 = 8090;
 
 #[derive(Default)]
 struct WorkerView {
@@ -67,7 +72,15 @@ enum Msg {
 }
 
 pub fn run(args: RunArgs) -> Result<i32> {
-    let s = Scenario::load(&args.scenario)?;
+    let mut s = Scenario::load(&args.scenario)?;
+    if let Some(t) = args.target {
+        s.target = t;
+        if t == crate::scenario::Target::Nchan {
+            s.inbound_port = NCHAN_PORT;
+            s.name = format!("{}-nchan", s.name);
+        }
+        s.validate()?;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -436,7 +449,8 @@ fn build_summary(
         for (k, v) in &r.errors {
             *errors.entry(k.clone()).or_default() += v;
         }
-        d.expected += r.expected_per_connection * r.tracked;
+        d.expected += r.expected_tracked;
+        d.misrouted += r.misrouted;
         expected_per_conn = r.expected_per_connection;
         d.received += r.received_tracked;
         d.received_total += r.received_total;
@@ -526,12 +540,18 @@ fn build_summary(
     }
     if d.lost > 0 {
         problems.push(format!(
-            "{} deliveries lost on {} connections (each expected {expected_per_conn})",
+            "{} deliveries lost on {} connections (each expected up to {expected_per_conn})",
             d.lost, d.incomplete_connections
         ));
     }
     if d.duplicates > 0 {
         problems.push(format!("{} duplicates", d.duplicates));
+    }
+    if d.misrouted > 0 {
+        problems.push(format!(
+            "{} deliveries reached a connection they were not for",
+            d.misrouted
+        ));
     }
     // A slow reader under drop_oldest legitimately loses events, never reorders them; but
     // only readers that keep up are promised order here.

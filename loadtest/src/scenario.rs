@@ -36,6 +36,25 @@ impl Transport {
     }
 }
 
+/// The server under test: Corebridge (RIG's API) or Nchan as the comparison peer
+/// (`../shared/peers/nchan-up`: `/sub` + `/pub` for broadcast, `/usub/<id>` + `/upub/<id>` per
+/// user, one port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    Corebridge,
+    Nchan,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Corebridge => "corebridge",
+            Target::Nchan => "nchan",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PublishVia {
@@ -64,6 +83,9 @@ fn d_event_type() -> String {
 fn d_payload() -> usize {
     200
 }
+fn d_target() -> Target {
+    Target::Corebridge
+}
 fn d_via() -> PublishVia {
     PublishVia::Http
 }
@@ -84,6 +106,9 @@ fn d_connect_timeout() -> f64 {
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     pub name: String,
+    /// The server under test (`corebridge`, or `nchan` with the same clients for comparison).
+    #[serde(default = "d_target")]
+    pub target: Target,
     #[serde(default = "d_host")]
     pub host: String,
     #[serde(default = "d_inbound")]
@@ -107,6 +132,12 @@ pub struct Scenario {
     pub connect_timeout_seconds: f64,
     #[serde(default = "d_event_type")]
     pub event_type: String,
+    /// Each connection subscribes to its own user (`u<index>`: a `oneOf` constraint on
+    /// `data.user`, which the server's `EXTRACTORS` must declare; Nchan: its own channel) and
+    /// event k goes to connection k mod `connections` only. Every connection must get exactly
+    /// its own events; one of another's counts as misrouted.
+    #[serde(default)]
+    pub targeted: bool,
     /// Events to publish (M); 0 = connection-only scenario.
     #[serde(default)]
     pub events: u64,
@@ -213,6 +244,14 @@ impl Scenario {
         if self.payload_bytes > 1 << 20 {
             problems.push("payload_bytes must be at most 1 MiB".into());
         }
+        if self.target == Target::Nchan {
+            if self.publish_via == PublishVia::Kafka {
+                problems.push("target nchan publishes over HTTP only".into());
+            }
+            if self.transport == Transport::Longpoll {
+                problems.push("target nchan: sse or ws only".into());
+            }
+        }
         if self.publish_via == PublishVia::Kafka && self.events > 0 {
             if let Err(e) = self.kafka_addrs() {
                 problems.push(format!("{e:#}"));
@@ -272,14 +311,57 @@ impl Scenario {
         ((i + 1) as f64 * f).floor() > (i as f64 * f).floor()
     }
 
-    /// The connection request target, with `subscriptions` URL-encoded.
-    pub fn connect_target(&self) -> String {
-        let subs = format!("[{{\"eventType\":\"{}\"}}]", self.event_type);
-        format!(
-            "/_rig/v1/connection/{}?subscriptions={}",
-            self.transport.path(),
-            crate::proto::percent_encode(&subs)
-        )
+    /// The connection request target of global connection `i`, with `subscriptions`
+    /// URL-encoded.
+    pub fn connect_target(&self, i: u64) -> String {
+        match (self.target, self.targeted) {
+            (Target::Nchan, false) => "/sub".into(),
+            (Target::Nchan, true) => format!("/usub/{i}"),
+            (Target::Corebridge, targeted) => {
+                let subs = if targeted {
+                    format!(
+                        "[{{\"eventType\":\"{}\",\"oneOf\":[{{\"user\":\"u{i}\"}}]}}]",
+                        self.event_type
+                    )
+                } else {
+                    format!("[{{\"eventType\":\"{}\"}}]", self.event_type)
+                };
+                format!(
+                    "/_rig/v1/connection/{}?subscriptions={}",
+                    self.transport.path(),
+                    crate::proto::percent_encode(&subs)
+                )
+            }
+        }
+    }
+
+    /// Where event k goes and its sequence number there: targeted, connection k mod n and its
+    /// own count; broadcast, everyone and k.
+    pub fn addressing(&self, k: u64) -> (Option<u64>, u64) {
+        if self.targeted {
+            (Some(k % self.connections), k / self.connections)
+        } else {
+            (None, k)
+        }
+    }
+
+    /// Events global connection `i` must receive when the first `ok` were accepted.
+    pub fn expected_for(&self, i: u64, ok: u64) -> u64 {
+        if self.targeted {
+            (ok + self.connections - 1 - i.min(self.connections - 1)) / self.connections
+        } else {
+            ok
+        }
+    }
+
+    /// The HTTP publish: port and path (Corebridge's internal `/v3/messages`, Nchan's
+    /// publisher locations on its one port).
+    pub fn publish_target(&self, to: Option<u64>) -> (u16, String) {
+        match (self.target, to) {
+            (Target::Corebridge, _) => (self.api_port, "/v3/messages".into()),
+            (Target::Nchan, None) => (self.inbound_port, "/pub".into()),
+            (Target::Nchan, Some(t)) => (self.inbound_port, format!("/upub/{t}")),
+        }
     }
 }
 
@@ -352,8 +434,28 @@ mod tests {
     #[test]
     fn target_is_encoded() {
         assert_eq!(
-            base().connect_target(),
+            base().connect_target(3),
             "/_rig/v1/connection/sse?subscriptions=%5B%7B%22eventType%22%3A%22load%22%7D%5D"
         );
+        let mut s = base();
+        s.targeted = true;
+        assert!(s
+            .connect_target(3)
+            .ends_with("%5B%7B%22user%22%3A%22u3%22%7D%5D%7D%5D"));
+        s.target = Target::Nchan;
+        assert_eq!(s.connect_target(3), "/usub/3");
+        assert_eq!(s.publish_target(Some(3)), (4000, "/upub/3".into()));
+    }
+
+    #[test]
+    fn targeted_addressing_and_expectations() {
+        let mut s = base();
+        s.targeted = true;
+        // 10 connections, 25 events accepted: connections 0..4 get 3, the rest 2.
+        assert_eq!(s.addressing(13), (Some(3), 1));
+        let per: Vec<u64> = (0..10).map(|i| s.expected_for(i, 25)).collect();
+        assert_eq!(per, [3, 3, 3, 3, 3, 2, 2, 2, 2, 2]);
+        assert_eq!(per.iter().sum::<u64>(), 25);
+        assert_eq!(s.expected_for(9, 0), 0);
     }
 }

@@ -66,7 +66,11 @@ enum State {
 
 #[derive(Debug)]
 struct Conn {
+    /// The connection's global index (its user, in targeted scenarios).
+    global: u64,
     tracker: SeqTracker,
+    /// Targeted events that were for another connection.
+    misrouted: u64,
     state: State,
     slow: bool,
     /// Closed by churn.
@@ -91,7 +95,6 @@ impl Conn {
 struct Shared {
     cfg: WorkerConfig,
     dst: SocketAddr,
-    target: String,
     conns: RefCell<Vec<Conn>>,
     latency: RefCell<Histogram<u64>>,
     connect_latency: RefCell<Histogram<u64>>,
@@ -109,6 +112,7 @@ struct Shared {
     last_recv_ns: Cell<u64>,
     connect_started: Instant,
     connect_done: Cell<Option<Instant>>,
+    /// Events accepted by the server (`done OK`); what each connection expects follows.
     expected: Cell<Option<u64>>,
     /// Tracked, open connections still short of `expected` (valid once it is set).
     waiting: Cell<u64>,
@@ -136,11 +140,21 @@ impl Shared {
         self.latency.borrow_mut().saturating_record(us.max(1));
         let mut conns = self.conns.borrow_mut();
         let c = &mut conns[slot];
+        if m.to.is_some_and(|to| to != c.global) {
+            c.misrouted += 1;
+            return;
+        }
         c.tracker.observe(m.seq, m.stream);
-        if c.waiting && Some(c.tracker.unique) >= self.expected.get() {
+        if c.waiting && c.tracker.unique >= self.expected_for(c.global).unwrap_or(u64::MAX) {
             c.waiting = false;
             self.waiting.set(self.waiting.get() - 1);
         }
+    }
+
+    /// What connection `global` must receive, once publishing has ended.
+    fn expected_for(&self, global: u64) -> Option<u64> {
+        let ok = self.expected.get()?;
+        Some(self.cfg.scenario.expected_for(global, ok))
     }
 
     fn opened(&self, slot: usize, took: Duration) {
@@ -198,8 +212,11 @@ impl Shared {
     fn set_expected(&self, n: u64) {
         self.expected.set(Some(n));
         let mut waiting = 0;
+        let s = &self.cfg.scenario;
         for c in self.conns.borrow_mut().iter_mut() {
-            c.waiting = c.tracked() && c.state == State::Open && c.tracker.unique < n;
+            c.waiting = c.tracked()
+                && c.state == State::Open
+                && c.tracker.unique < s.expected_for(c.global, n);
             waiting += u64::from(c.waiting);
         }
         self.waiting.set(waiting);
@@ -220,8 +237,15 @@ pub struct WorkerResult {
     pub churn_closed: u64,
     pub churn_opened: u64,
     pub churn_failed: u64,
-    /// Events each tracked connection should have received.
+    /// Events each tracked connection should have received (targeted: the most any one
+    /// connection should have).
     pub expected_per_connection: u64,
+    /// Targeted events that reached a connection they were not for.
+    #[serde(default)]
+    pub misrouted: u64,
+    /// What the tracked connections should have received, summed.
+    #[serde(default)]
+    pub expected_tracked: u64,
     /// Tracked connections short of that at the end.
     pub incomplete: u64,
     /// Every delivery on every connection, duplicates included.
@@ -318,6 +342,8 @@ async fn run(cfg: WorkerConfig, mut rx: mpsc::UnboundedReceiver<Cmd>) -> Result<
     };
     let conns = (0..cfg.count)
         .map(|i| Conn {
+            global: cfg.first + i,
+            misrouted: 0,
             tracker: SeqTracker::default(),
             state: State::Connecting,
             slow: s.is_slow(cfg.first + i),
@@ -329,7 +355,6 @@ async fn run(cfg: WorkerConfig, mut rx: mpsc::UnboundedReceiver<Cmd>) -> Result<
         .collect();
     let sh = Rc::new(Shared {
         dst: s.inbound_addr()?,
-        target: s.connect_target(),
         conns: RefCell::new(conns),
         latency: RefCell::new(new_histogram()),
         connect_latency: RefCell::new(new_histogram()),
@@ -457,6 +482,8 @@ fn churn_one(sh: &Rc<Shared>) {
         c.state = State::Closed;
         sh.churn_closed.set(sh.churn_closed.get() + 1);
         conns.push(Conn {
+            global,
+            misrouted: 0,
             tracker: SeqTracker::starting_anywhere(),
             state: State::Connecting,
             slow: false,
@@ -503,6 +530,8 @@ fn summarize(sh: &Shared, deadline_hit: bool) -> WorkerResult {
     };
     for c in sh.conns.borrow().iter() {
         let t = &c.tracker;
+        let expected = sh.cfg.scenario.expected_for(c.global, expected);
+        r.misrouted += c.misrouted;
         r.slow += u64::from(c.slow);
         r.duplicates += t.duplicates;
         r.reordered += t.reordered;
@@ -511,6 +540,7 @@ fn summarize(sh: &Shared, deadline_hit: bool) -> WorkerResult {
         r.worst_reordered = r.worst_reordered.max(t.reordered);
         if c.tracked() {
             r.tracked += 1;
+            r.expected_tracked += expected;
             let lost = t.lost(expected);
             r.lost += lost;
             r.lost_in_gaps += t.gaps();
@@ -533,7 +563,7 @@ async fn conn_task(
     let t0 = Instant::now();
     // Boxed: the handshake's state is freed once it is done, so the long-lived task stays
     // small.
-    let opened = Box::pin(establish(&sh, src, slow)).await;
+    let opened = Box::pin(establish(&sh, src, slow, global)).await;
     drop(permit);
     let o = match opened {
         Ok(o) => o,
@@ -555,21 +585,26 @@ async fn conn_task(
         }
         Opened::Ws(stream, rest) => Box::pin(read_ws(&sh, slot, stream, rest)).await,
         Opened::LongPoll(stream, session) => {
-            Box::pin(long_poll(&sh, slot, stream, session, src)).await
+            Box::pin(long_poll(&sh, slot, stream, session, src, global)).await
         }
     };
     sh.closed(slot, end.err());
 }
 
 /// Connects and handshakes, retrying transport failures and timeouts.
-async fn establish(sh: &Shared, src: Option<std::net::Ipv4Addr>, slow: bool) -> Result<Opened> {
+async fn establish(
+    sh: &Shared,
+    src: Option<std::net::Ipv4Addr>,
+    slow: bool,
+    global: u64,
+) -> Result<Opened> {
     let timeout = Duration::from_secs_f64(sh.cfg.scenario.connect_timeout_seconds);
     let mut last_err = anyhow!("no attempt");
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
         }
-        match tokio::time::timeout(timeout, open(sh, src, slow)).await {
+        match tokio::time::timeout(timeout, open(sh, src, slow, global)).await {
             Ok(Ok(o)) => return Ok(o),
             Ok(Err(e)) if e.downcast_ref::<Refused>().is_some() => return Err(e),
             Ok(Err(e)) => last_err = e,
@@ -609,21 +644,28 @@ enum Opened {
     LongPoll(TcpStream, LpSession),
 }
 
-fn request(sh: &Shared, extra: &str) -> String {
+fn request(sh: &Shared, global: u64, extra: &str) -> String {
     let s = &sh.cfg.scenario;
     format!(
         "GET {} HTTP/1.1\r\nHost: {}:{}\r\n{extra}\r\n",
-        sh.target, s.host, s.inbound_port
+        s.connect_target(global),
+        s.host,
+        s.inbound_port
     )
 }
 
-async fn open(sh: &Shared, src: Option<std::net::Ipv4Addr>, slow: bool) -> Result<Opened> {
+async fn open(
+    sh: &Shared,
+    src: Option<std::net::Ipv4Addr>,
+    slow: bool,
+    global: u64,
+) -> Result<Opened> {
     let stream = net::connect(sh.dst, src, slow)
         .await
         .with_context(|| format!("connect from {src:?}"))?;
     match sh.cfg.scenario.transport {
         Transport::Sse => {
-            let req = request(sh, "Accept: text/event-stream\r\n");
+            let req = request(sh, global, "Accept: text/event-stream\r\n");
             net::write_all(&stream, req.as_bytes()).await?;
             let mut buf = Vec::new();
             let head = net::read_head(&stream, &sh.scratch, &mut buf).await?;
@@ -637,6 +679,7 @@ async fn open(sh: &Shared, src: Option<std::net::Ipv4Addr>, slow: bool) -> Resul
             let key = proto::ws_key();
             let req = request(
                 sh,
+                global,
                 &format!(
                     "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
                 ),
@@ -654,7 +697,7 @@ async fn open(sh: &Shared, src: Option<std::net::Ipv4Addr>, slow: bool) -> Resul
             Ok(Opened::Ws(stream, rest))
         }
         Transport::Longpoll => {
-            let req = request(sh, "");
+            let req = request(sh, global, "");
             net::write_all(&stream, req.as_bytes()).await?;
             let (head, body) = net::read_response(&stream, &sh.scratch, 1 << 20).await?;
             if head.status != 200 {
@@ -744,12 +787,14 @@ async fn long_poll(
     mut stream: TcpStream,
     mut session: LpSession,
     src: Option<std::net::Ipv4Addr>,
+    global: u64,
 ) -> Result<()> {
     let hold = Duration::from_secs(60);
     let mut failures = 0u32;
     loop {
         let req = request(
             sh,
+            global,
             &format!(
                 "Cookie: connection_token={}; last_event_id={}\r\n",
                 session.token, session.last
