@@ -17,13 +17,15 @@
 //! One Kafka record's way to a socket, in one direction through six files (the codecs and
 //! the index they call are leaves):
 //! 1. `broker/kafka/consumer.rs` — fetch, decode (`proto/kafka_record.rs`) into a `route::Event`
-//!    with its fields extracted, one batch to each shard's bounded queue;
-//! 2. `runtime/shard.rs` — the shard takes the batch off its queue and applies it;
+//!    with its fields extracted, one batch to each shard that wants some of it
+//!    (`route/interest.rs`), over bounded queues;
+//! 2. `runtime/shard.rs` — the shard takes the batch off its queue and applies it (events
+//!    that piled up meanwhile together);
 //! 3. `session/registry.rs` — `route/index.rs` picks the sessions, `proto/frame.rs` encodes
 //!    once per transport;
 //! 4. `session/queue.rs` — each session's bounded queue (slow-consumer policy);
-//! 5. `conn/sse.rs` (or `ws.rs`) — the session's driver wakes and drains its queue;
-//! 6. `conn/write.rs` — one `sendmsg` of everything drained, from the shared frames.
+//! 5. `conn/writer.rs` — the shard's writer takes each dirty session's queue in passes;
+//! 6. `conn/write.rs` — one `sendmsg` of everything taken, from the shared frames.
 
 pub mod api;
 pub mod auth;

@@ -104,7 +104,7 @@ pub async fn add(shard: &Rc<Shard>, body: &[u8]) -> Outcome {
     }
     // Applied here at once; other nodes (and this one again, harmlessly) read it from Kafka.
     shard
-        .broadcast(Control::Blacklist {
+        .publish_wait(Control::Blacklist {
             session: session.as_str().into(),
             until_ms,
         })

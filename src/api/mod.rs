@@ -213,9 +213,14 @@ async fn internal(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outco
             Method::Get => {
                 let mut r = Resp::new(200)
                     .header("content-type", "text/plain; version=0.0.4; charset=utf-8");
-                let mut text = crate::metrics::render(&shard.globals.metrics);
-                if shard.globals.broker.is_some() {
-                    shard.globals.island.render(&mut text);
+                let island = shard
+                    .globals
+                    .broker
+                    .is_some()
+                    .then_some(&*shard.globals.island);
+                let mut text = crate::metrics::render(&shard.globals.metrics, island);
+                if let Some(i) = island {
+                    i.render(&mut text);
                 }
                 r.body = text.into_bytes();
                 r.into()

@@ -1,6 +1,7 @@
 //! `POST /_rig/v1/events` (inbound) and `POST /v3/messages` (internal): validate a CloudEvent
 //! (structured or binary mode, 0.1/0.2/1.0), deliver it to every shard, answer 202 with the
-//! event. Without a broker the event goes straight through the shard mesh. With Kafka, it is
+//! event. Without a broker the event goes into every shard's inbound queue and is answered
+//! once it is there (503 with `Retry-After` when a queue is full: the gateway is behind). With Kafka, it is
 //! produced to the publish topic and answered after the broker's acknowledgement; every node
 //! (this one included) consumes that topic, so subscribers everywhere receive it.
 
@@ -42,11 +43,28 @@ pub async fn publish(shard: &Rc<Shard>, head: &RequestHead, body: &[u8]) -> Outc
     let id = format!("{}-{}", shard.id, shard.next_publish_seq());
     let event = Arc::new(Event::from_cloudevent(&ce, id, &shard.cfg().extractors));
     let echo = event.json.to_vec();
-    shard.metrics.received[Source::Http as usize].inc();
-    shard
-        .broadcast(Control::Events(Arc::new(vec![event])))
-        .await;
-    Resp::json(202, echo).into()
+    let wanted = shard
+        .globals
+        .interest
+        .shards_for(&event.event_type, &event.fields);
+    if wanted == 0 {
+        // Nobody on this node subscribes to it: accepted, and nothing to deliver.
+        shard.metrics.received[Source::Http as usize].inc();
+        shard.metrics.unwanted.inc();
+        return Resp::json(202, echo).into();
+    }
+    match shard
+        .publish(Control::Events(Arc::new(vec![event])), wanted)
+        .await
+    {
+        Ok(()) => {
+            shard.metrics.received[Source::Http as usize].inc();
+            Resp::json(202, echo).into()
+        }
+        Err(e) => Resp::text(503, format!("{e}; retry"))
+            .header("retry-after", "1")
+            .into(),
+    }
 }
 
 async fn produce(

@@ -69,11 +69,12 @@ pub fn start(
     cfg: Arc<Config>,
     shards: Vec<async_channel::Sender<Control>>,
     metrics: Arc<IslandMetrics>,
+    interest: Arc<crate::route::interest::Interest>,
 ) -> Option<BrokerHandle> {
     let kafka = cfg.kafka.clone()?;
     let (publish_topic, control_topic) = (kafka.publish_topic.clone(), kafka.control_topic.clone());
     let produce = island::spawn("cb-island", 1024, move |jobs| {
-        kafka::run(cfg, kafka, shards, jobs, metrics)
+        kafka::run(cfg, kafka, shards, interest, jobs, metrics)
     });
     Some(BrokerHandle {
         produce,

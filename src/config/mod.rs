@@ -234,13 +234,15 @@ impl Config {
         }
     }
 
-    /// Number of shards: the tuning value, else one per configured or online CPU.
+    /// Number of shards: the tuning value, else one per configured or online CPU, at most
+    /// 64 (an interest-table cell is a 64-bit mask of shards).
     pub fn shard_count(&self, online_cpus: usize) -> usize {
-        match self.tuning.runtime.shards {
+        let n = match self.tuning.runtime.shards {
             0 if !self.tuning.runtime.cpus.is_empty() => self.tuning.runtime.cpus.len(),
             0 => online_cpus.max(1),
             n => n,
-        }
+        };
+        n.min(crate::route::interest::MAX_SHARDS)
     }
 }
 

@@ -24,10 +24,17 @@ pub struct Runtime {
     pub pin: bool,
     /// Bytes glommio registers per io_uring (3 rings per shard); needs memlock or CAP_IPC_LOCK.
     pub io_memory: usize,
-    /// Entries per io_uring submission queue.
+    /// Entries per io_uring submission queue. Also sizes the kernel's table of pending polls
+    /// (one per idle connection's armed read) that every cancellation searches: at 4096 it has
+    /// its maximum of 256 buckets; at 128, 8 buckets, and each wake-up of a shard holding
+    /// 10,000 connections walked ~1,250 of them.
     pub ring_depth: usize,
-    /// Messages each shard-to-shard channel holds before the sender waits.
+    /// Messages each shard's inbound queue (publishes and control records from every shard)
+    /// and each shard-to-shard request channel hold; a publish that finds a queue full gets 503.
     pub mesh_queue: usize,
+    /// Cells of the interest table (rounded up to a power of two, 8 bytes each): which shards
+    /// want which events. More cells, fewer events sent to a shard that has no taker for them.
+    pub interest_cells: usize,
 }
 
 impl Default for Runtime {
@@ -37,8 +44,9 @@ impl Default for Runtime {
             cpus: Vec::new(),
             pin: true,
             io_memory: 1 << 20,
-            ring_depth: 128,
+            ring_depth: 4096,
             mesh_queue: 1024,
+            interest_cells: 1 << 16,
         }
     }
 }
@@ -147,6 +155,7 @@ impl Tuning {
         };
         nonzero("runtime.ring_depth", self.runtime.ring_depth as u64);
         nonzero("runtime.mesh_queue", self.runtime.mesh_queue as u64);
+        nonzero("runtime.interest_cells", self.runtime.interest_cells as u64);
         nonzero("http.max_head_bytes", self.http.max_head_bytes as u64);
         nonzero("http.max_headers", self.http.max_headers as u64);
         nonzero("http.max_uri_bytes", self.http.max_uri_bytes as u64);
@@ -173,6 +182,13 @@ impl Tuning {
             "longpoll.session_timeout_ms",
             self.longpoll.session_timeout_ms,
         );
+        if self.runtime.shards > crate::route::interest::MAX_SHARDS {
+            problems.push(format!(
+                "tuning: runtime.shards is {}; at most {} are supported",
+                self.runtime.shards,
+                crate::route::interest::MAX_SHARDS
+            ));
+        }
         if self.http.max_headers > 256 {
             problems.push(format!(
                 "tuning: http.max_headers is {}; at most 256 are supported",

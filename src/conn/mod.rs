@@ -15,17 +15,15 @@
 
 pub mod longpoll;
 mod sse;
+mod stream_task;
 mod write;
+pub mod writer;
 mod ws;
-
-use write::{write_parts, Parts};
 
 use crate::api::{self, Outcome, Resp};
 use crate::metrics::Listener;
 use crate::proto::http1::{self, BodyKind, BodyReader, HttpError, Limits};
 use crate::runtime::shard::Shard;
-use crate::session::token::Token;
-use crate::session::{Drain, Frame};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::rc::Rc;
@@ -217,30 +215,6 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
             }
         }
     }
-}
-
-/// What both stream drivers (SSE, WebSocket) share.
-/// Waits until the session has output (frames appended to `out`) or must end.
-async fn drained(shard: &Shard, slot: u32, token: &Token, out: &mut Vec<Frame>) -> Drain {
-    future::poll_fn(|cx| shard.sessions.borrow_mut().poll_drain(slot, token, cx, out)).await
-}
-
-/// Writes the parts unless the session is told to close first; false if it should end.
-/// Drivers box this future: a stream task is as large as its largest state, every idle
-/// connection holds one, and writing is the largest (one allocation per write is cheap next
-/// to the write itself).
-async fn write_or_close(
-    shard: &Shard,
-    stream: &mut TcpStream,
-    parts: Parts<'_>,
-    slot: u32,
-    token: &Token,
-) -> bool {
-    future::or(async { write_parts(stream, &parts).await.is_ok() }, async {
-        future::poll_fn(|cx| shard.sessions.borrow_mut().poll_closing(slot, token, cx)).await;
-        false
-    })
-    .await
 }
 
 async fn write_resp(

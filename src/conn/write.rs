@@ -42,8 +42,62 @@ impl Parts<'_> {
         }
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        (0..self.count()).all(|i| self.get(i).is_empty())
+    /// The bytes after the first `sent`, copied into one buffer: what a full socket left
+    /// unsent (a slow client's, so rare).
+    fn rest_after(&self, mut sent: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in 0..self.count() {
+            let b = self.get(i);
+            if sent >= b.len() {
+                sent -= b.len();
+            } else {
+                out.extend_from_slice(&b[sent..]);
+                sent = 0;
+            }
+        }
+        out
+    }
+}
+
+/// How a write that must not wait went.
+pub(super) enum SendNow {
+    All,
+    /// The socket filled up; the rest is still to go.
+    Partly(Vec<u8>),
+    Failed,
+}
+
+/// Writes as much of the parts as the socket takes now, never waiting: `sendmsg` until all is
+/// sent or the socket is full. For the shard's writer, which must not block on one client.
+pub(super) fn send_now(fd: RawFd, p: &Parts<'_>) -> SendNow {
+    let (mut i, mut off, mut total) = (0, 0, 0);
+    loop {
+        while i < p.count() && off >= p.get(i).len() {
+            i += 1;
+            off = 0;
+        }
+        if i == p.count() {
+            return SendNow::All;
+        }
+        let mut sent = match send_parts(fd, p, i, off) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return SendNow::Partly(p.rest_after(total))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(_) => return SendNow::Failed,
+        };
+        total += sent;
+        while sent > 0 && i < p.count() {
+            let left = p.get(i).len() - off;
+            if sent < left {
+                off += sent;
+                break;
+            }
+            sent -= left;
+            i += 1;
+            off = 0;
+        }
     }
 }
 

@@ -1,16 +1,19 @@
-//! WebSocket driver: server-to-client only, as RIG's. Queued events leave as text frames, all
-//! queued frames in one write. From the client, pings are answered with pongs, pongs ignored, a
-//! close is echoed; any data frame gets RIG's close (1000, "This WebSocket endpoint cannot be
-//! used for two-way communication.") and a protocol error gets 1002. The read buffer never
-//! holds more than one control frame (<= 139 bytes) since data frames are refused unread.
+//! WebSocket driver: server-to-client only, as RIG's. After the 101 head, the shard's writer
+//! (`writer.rs`) sends queued events as text frames; this task keeps one read armed for the
+//! client's frames and steps in when the writer hands the session back (see `sse.rs`). From
+//! the client, pings are answered with pongs (queued ahead of events), pongs ignored, a close is
+//! echoed; any data frame gets RIG's close (1000, "This WebSocket endpoint cannot be used for
+//! two-way communication.") and a protocol error gets 1002. The read buffer never holds more
+//! than one control frame (<= 139 bytes) since data frames are refused unread.
 
-use super::{drained, write_or_close, write_parts, Parts};
+use super::stream_task::{self, Step};
+use super::write::{write_parts, Parts};
 use crate::proto::ws::{self, ClientFrame, FrameError};
 use crate::runtime::shard::Shard;
 use crate::session::token::Token;
-use crate::session::{CloseReason, Drain, Frame};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
 const TWO_WAY: &str = "This WebSocket endpoint cannot be used for two-way communication.";
@@ -20,7 +23,7 @@ const MAX_CONTROL_FRAME: usize = 2 + 8 + 4 + 125;
 const READ_PIECE: usize = 16;
 
 enum Wake {
-    Out(Drain),
+    Session(Step),
     In(Result<Option<ClientFrame>, FrameError>),
 }
 
@@ -35,7 +38,7 @@ async fn next_frame(
             return Ok(Some(frame));
         }
         // Read into a local chunk, never into rbuf's spare length: this future is dropped
-        // whenever an event wins the race, and bytes must only enter rbuf once really read.
+        // whenever the session wins the race, and bytes must only enter rbuf once really read.
         // The chunk is small because it lives in every idle connection's task (clients send
         // only rare control frames; a whole ping takes a few reads).
         let mut chunk = [0u8; READ_PIECE];
@@ -57,62 +60,57 @@ pub async fn run(
     slot: u32,
     token: Token,
 ) {
-    // Bytes to send before the next frames: the 101 head, pongs.
-    let mut lead = head;
-    let mut rbuf = early;
-    let mut frames: Vec<Frame> = Vec::new();
-    loop {
-        frames.clear();
-        let wake = if lead.is_empty() {
-            future::or(
-                async { Wake::Out(drained(&shard, slot, &token, &mut frames).await) },
-                async { Wake::In(next_frame(&mut stream, &mut rbuf).await) },
-            )
-            .await
-        } else {
-            Wake::Out(Drain::Data)
-        };
-        let close = match wake {
-            Wake::Out(Drain::Data) => None,
-            Wake::Out(Drain::Close(CloseReason::Shutdown)) => Some((1001, "Server shutting down.")),
-            // RIG's close for a blacklisted session, after what was queued.
-            Wake::Out(Drain::Close(CloseReason::Killed)) => Some((1000, "Session killed.")),
-            Wake::Out(Drain::Close(CloseReason::SlowConsumer)) | Wake::Out(Drain::Gone) => break,
-            Wake::In(Ok(None)) => break,
-            Wake::In(Ok(Some(ClientFrame::Ping(payload)))) => {
-                ws::encode_frame(&mut lead, ws::OpCode::Pong, &payload);
-                None
-            }
-            Wake::In(Ok(Some(ClientFrame::Pong))) => continue,
-            Wake::In(Ok(Some(ClientFrame::Close { code, .. }))) => {
-                // Echo the client's code, as RFC 6455 5.5.1 asks.
-                lead.extend_from_slice(&ws::close_frame(code.unwrap_or(1000), ""));
-                let _ = stream.write_all(&lead).await;
-                break;
-            }
-            Wake::In(Ok(Some(ClientFrame::Data { .. }))) => Some((1000, TWO_WAY)),
-            Wake::In(Err(e)) => Some((e.close_code(), "Protocol error.")),
-        };
-        let close_frame = close.map(|(code, reason)| ws::close_frame(code, reason));
-        let parts = Parts {
-            lead: &lead,
-            frames: &frames,
-            tail: close_frame.as_deref().unwrap_or_default(),
-        };
-        if close_frame.is_some() {
-            let _ = Box::pin(write_parts(&mut stream, &parts)).await;
-            break;
-        }
-        if !parts.is_empty()
-            && !Box::pin(write_or_close(&shard, &mut stream, parts, slot, &token)).await
-        {
-            break;
-        }
-        lead = Vec::new();
-        if frames.capacity() > 16 {
-            frames = Vec::new();
-        }
+    let attached = shard
+        .sessions
+        .borrow_mut()
+        .attach(slot, &token, stream.as_raw_fd(), head);
+    if attached {
+        converse(&shard, &mut stream, early, slot, &token).await;
     }
     shard.sessions.borrow_mut().close(slot, &token);
     let _ = stream.close().await;
+}
+
+/// The session's life after the handshake: the client's frames and the writer's hand-backs,
+/// until one side ends it.
+async fn converse(shard: &Shard, stream: &mut TcpStream, early: Vec<u8>, slot: u32, token: &Token) {
+    let mut rbuf = early;
+    loop {
+        let wake = future::or(
+            async { Wake::Session(stream_task::next_step(shard, slot, token).await) },
+            async { Wake::In(next_frame(stream, &mut rbuf).await) },
+        )
+        .await;
+        let close = match wake {
+            Wake::Session(Step::Flush(bytes)) => {
+                if Box::pin(stream_task::flush(shard, stream, bytes, slot, token)).await {
+                    continue;
+                }
+                break;
+            }
+            Wake::Session(Step::End) | Wake::In(Ok(None)) => break,
+            Wake::In(Ok(Some(ClientFrame::Ping(payload)))) => {
+                let mut pong = Vec::new();
+                ws::encode_frame(&mut pong, ws::OpCode::Pong, &payload);
+                shard.sessions.borrow_mut().send_first(slot, token, &pong);
+                continue;
+            }
+            Wake::In(Ok(Some(ClientFrame::Pong))) => continue,
+            // Echo the client's code, as RFC 6455 5.5.1 asks.
+            Wake::In(Ok(Some(ClientFrame::Close { code, .. }))) => (code.unwrap_or(1000), ""),
+            Wake::In(Ok(Some(ClientFrame::Data { .. }))) => (1000, TWO_WAY),
+            Wake::In(Err(e)) => (e.close_code(), "Protocol error."),
+        };
+        // The client ends it: take the socket back from the writer, finish what a full socket
+        // left unsent (never half a frame), then the close frame.
+        let rest = shard.sessions.borrow_mut().detach(slot, token);
+        let close_frame = ws::close_frame(close.0, close.1);
+        let parts = Parts {
+            lead: &rest,
+            frames: &[],
+            tail: &close_frame,
+        };
+        let _ = Box::pin(write_parts(stream, &parts)).await;
+        break;
+    }
 }

@@ -33,6 +33,8 @@ pub struct IslandMetrics {
     pub produced: Counter,
     pub produce_unavailable: Counter,
     pub produce_rejected: Counter,
+    /// Records decoded into events no shard has a taker for.
+    pub unwanted: Counter,
     latency_buckets: [Counter; 12],
     latency_count: Counter,
     latency_sum_us: Counter,

@@ -72,6 +72,10 @@ pub struct ShardMetrics {
     pub slow_consumer_closes: [Counter; 3],
     pub received: [Counter; 1],
     pub subscriptions: Counter,
+    /// Publishes refused with 503 because a shard's inbound queue was full.
+    pub publish_busy: Counter,
+    /// Published events no connection on this node subscribes to.
+    pub unwanted: Counter,
     pub responses: [[Counter; 5]; 2],
 }
 
@@ -94,7 +98,11 @@ pub(crate) fn header(out: &mut String, (name, help): (&str, &str), kind: &str) {
 }
 
 /// Prometheus text exposition format 0.0.4.
-pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
+/// `island`: the broker island's metrics, when Kafka is on.
+pub fn render(
+    shards: &[std::sync::Arc<ShardMetrics>],
+    island: Option<&island::IslandMetrics>,
+) -> String {
     let mut o = String::with_capacity(4096);
     header(&mut o, names::BUILD_INFO, "gauge");
     let _ = writeln!(
@@ -147,6 +155,22 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
         let _ = writeln!(o, "{}{{source=\"{src}\"}} {v}", names::EVENTS_RECEIVED.0);
     }
 
+    header(&mut o, names::EVENTS_UNWANTED, "counter");
+    let _ = writeln!(
+        o,
+        "{}{{source=\"http\"}} {}",
+        names::EVENTS_UNWANTED.0,
+        sum(shards, |s| s.unwanted.get())
+    );
+    if let Some(i) = island {
+        let _ = writeln!(
+            o,
+            "{}{{source=\"kafka\"}} {}",
+            names::EVENTS_UNWANTED.0,
+            i.unwanted.get()
+        );
+    }
+
     header(&mut o, names::SUBSCRIPTIONS, "gauge");
     let _ = writeln!(
         o,
@@ -181,7 +205,7 @@ mod tests {
         a.connections[0].add(3);
         b.connections[0].sub(1); // a connection counted up on a, down on b (cannot happen today, but must not wrap)
         a.received[Source::Http as usize].inc();
-        let text = render(&[a, b]);
+        let text = render(&[a, b], None);
         assert!(
             text.contains("corebridge_connections{transport=\"sse\"} 2\n"),
             "{text}"

@@ -25,6 +25,10 @@ pub const SLOW_CONSUMER_CLOSES: (&str, &str) = (
     "corebridge_slow_consumer_closes_total",
     "Connections closed because their outbound queue was full, by transport.",
 );
+pub const EVENTS_UNWANTED: (&str, &str) = (
+    "corebridge_events_unwanted_total",
+    "Events no connection on this node subscribes to, dropped where they entered, by source.",
+);
 pub const SUBSCRIPTIONS: (&str, &str) = (
     "corebridge_subscriptions",
     "Subscriptions currently held by connections.",

@@ -8,16 +8,21 @@
 //! they empty out, so the memory of a connection that subscribed to much comes back when it goes.
 
 use super::fields::Fields;
+use super::interest::{Key, ShardInterest};
 use super::subscription::Compiled;
+use foldhash::fast::RandomState;
 use std::collections::{HashMap, HashSet};
+
+type Map<K, V> = HashMap<K, V, RandomState>;
+type Set<T> = HashSet<T, RandomState>;
 
 /// A session's place in its shard's registry.
 pub type Slot = u32;
 
 #[derive(Debug, Default)]
 struct TypeIndex {
-    all: HashSet<Slot>,
-    by_key: HashMap<(u16, Box<str>), HashSet<Slot>>,
+    all: Set<Slot>,
+    by_key: Map<(u16, Box<str>), Set<Slot>>,
 }
 
 impl TypeIndex {
@@ -36,16 +41,18 @@ struct SlotSubs {
 
 #[derive(Debug, Default)]
 pub struct SubscriptionIndex {
-    types: HashMap<Box<str>, TypeIndex>,
+    types: Map<Box<str>, TypeIndex>,
     slots: Vec<SlotSubs>,
     stamp: u64,
+    /// This shard's side of the process-wide interest table, kept in step with what is filed.
+    interest: Option<ShardInterest>,
 }
 
 /// Where to look for one event: sessions to deliver to without further checks, and sessions
 /// to confirm against their clauses.
 pub struct Candidates<'a> {
-    pub all: Option<&'a HashSet<Slot>>,
-    pub keyed: Vec<&'a HashSet<Slot>>,
+    pub all: Option<&'a Set<Slot>>,
+    pub keyed: Vec<&'a Set<Slot>>,
 }
 
 /// A set that held many entries keeps its capacity after they are removed: give it back once
@@ -55,6 +62,14 @@ fn sparse(capacity: usize, len: usize) -> bool {
 }
 
 impl SubscriptionIndex {
+    /// An index that announces what it holds in the shared interest table.
+    pub fn with_interest(interest: ShardInterest) -> SubscriptionIndex {
+        SubscriptionIndex {
+            interest: Some(interest),
+            ..SubscriptionIndex::default()
+        }
+    }
+
     /// Replaces a slot's subscriptions; returns how many it held before.
     pub fn set(&mut self, slot: Slot, subs: Vec<Compiled>) -> usize {
         let i = slot as usize;
@@ -86,9 +101,15 @@ impl SubscriptionIndex {
             let t = self.types.entry(c.event_type.clone()).or_default();
             if c.match_all {
                 t.all.insert(slot);
+                if let Some(i) = &mut self.interest {
+                    i.add(Key::All(&c.event_type));
+                }
             } else {
                 for clause in &c.clauses {
                     t.by_key.entry(clause[0].clone()).or_default().insert(slot);
+                    if let Some(i) = &mut self.interest {
+                        i.add(Key::Field(&c.event_type, clause[0].0, &clause[0].1));
+                    }
                 }
             }
         }
@@ -99,6 +120,15 @@ impl SubscriptionIndex {
             let Some(t) = self.types.get_mut(&c.event_type) else {
                 continue;
             };
+            if let Some(i) = &mut self.interest {
+                if c.match_all {
+                    i.remove(Key::All(&c.event_type));
+                } else {
+                    for clause in &c.clauses {
+                        i.remove(Key::Field(&c.event_type, clause[0].0, &clause[0].1));
+                    }
+                }
+            }
             if c.match_all {
                 t.all.remove(&slot);
                 if sparse(t.all.capacity(), t.all.len()) {

@@ -5,13 +5,14 @@
 //! [`index::SubscriptionIndex`] decides which of its sessions take it.
 //!
 //! Owns: the event value, field extraction, the subscription model and its compiled form,
-//! the per-shard index. Must not: touch sockets, queues or a runtime (it is pure data and
-//! decisions, used on the island and on shards alike). Which shards get an event is today
-//! "all of them"; the interest table of DESIGN.md will live here.
+//! the per-shard index (which sessions take an event) and the interest table (which shards
+//! do). Must not: touch sockets, queues or a runtime (it is pure data and decisions, used on
+//! the island and on shards alike).
 
 pub mod event;
 pub mod fields;
 pub mod index;
+pub mod interest;
 pub mod subscription;
 
 pub use event::Event;

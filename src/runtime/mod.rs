@@ -19,7 +19,7 @@ use crate::route::Control;
 use crate::session::CloseReason;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 use shard::{Globals, Shard, ShardMsg};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,6 +76,12 @@ fn probe_port(addr: std::net::SocketAddr) -> Result<(), StartError> {
 const HEAP_TRIM_EVERY: Duration = Duration::from_secs(5);
 const HEAP_TRIM_FREE: usize = 8 << 20;
 
+/// How long a write pass runs before the executor looks at io_uring again (and at the other
+/// task queues): a publish or a fetch that arrives meanwhile is taken in between, instead of
+/// after a pass over every socket. (glommio's executor-wide `preempt_timer` is not used: set
+/// below its default it made executors hang while joining the channel mesh.)
+const WRITE_SLICE: Duration = Duration::from_millis(2);
+
 /// How long shards give their streams to end cleanly (SSE last chunk, WebSocket 1001) after
 /// SIGTERM before the process exits.
 const DRAIN: Duration = Duration::from_secs(3);
@@ -98,11 +104,16 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         })
         .unzip();
     island.watch_queues(island_tx.clone());
+    let interest = crate::route::interest::Interest::new(cfg.tuning.runtime.interest_cells);
     let broker = if cfg.kafka.is_some() {
-        crate::broker::start(cfg.clone(), island_tx, island.clone())
+        crate::broker::start(cfg.clone(), island_tx, island.clone(), interest.clone())
     } else {
         None
     };
+    // Each shard's inbound queue: publishes and control records from every shard, in order.
+    let (inbound_tx, inbound_rx): (Vec<_>, Vec<_>) = (0..n)
+        .map(|_| async_channel::bounded::<Control>(cfg.tuning.runtime.mesh_queue))
+        .unzip();
     let jwt = match &cfg.jwt {
         None => None,
         Some(settings) => Some(std::sync::RwLock::new(
@@ -120,6 +131,8 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         jwt,
         jwks_fetched_ms: Default::default(),
         outbound: crate::broker::http::Outbound::start(),
+        inbound: inbound_tx,
+        interest,
     });
     let mesh = MeshBuilder::<ShardMsg, _>::full(n, cfg.tuning.runtime.mesh_queue);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), StartError>>();
@@ -131,12 +144,12 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
             Placement::Unbound
         };
         let (globals, mesh, ready) = (globals.clone(), mesh.clone(), ready_tx.clone());
-        let from_island = island_rx[id].clone();
+        let queues = (island_rx[id].clone(), inbound_rx[id].clone());
         let spawned = LocalExecutorBuilder::new(placement)
             .name(&format!("cb-shard-{id}"))
             .io_memory(cfg.tuning.runtime.io_memory)
             .ring_depth(cfg.tuning.runtime.ring_depth)
-            .spawn(move || shard_main(id, globals, mesh, from_island, ready));
+            .spawn(move || shard_main(id, globals, mesh, queues, ready));
         match spawned {
             Ok(h) => handles.push(h),
             Err(e) => {
@@ -182,7 +195,10 @@ async fn shard_main(
     id: usize,
     globals: Arc<Globals>,
     mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
-    from_island: async_channel::Receiver<Control>,
+    (from_island, from_shards): (
+        async_channel::Receiver<Control>,
+        async_channel::Receiver<Control>,
+    ),
     ready: mpsc::Sender<Result<(), StartError>>,
 ) {
     let cfg = globals.cfg.clone();
@@ -207,10 +223,29 @@ async fn shard_main(
         }
     };
     let shard = Rc::new(Shard::new(id, globals, senders));
+    // Task queues: applying events (island and inbound queues, requests between shards) runs
+    // before socket writing, so a publish or a fetch is never held up behind a write pass and
+    // events pile up to be written together while the writer is busy.
+    let ex = glommio::executor();
+    let deliver = ex.create_task_queue(Shares::Static(1000), Latency::NotImportant, "deliver");
+    let write = ex.create_task_queue(Shares::Static(250), Latency::Matters(WRITE_SLICE), "write");
+    let spawn_into = |tq, fut: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>| {
+        if let Ok(t) = glommio::spawn_local_into(fut, tq) {
+            t.detach();
+        }
+    };
+    spawn_into(
+        deliver,
+        Box::pin(shard.clone().apply_queue(from_island)) as _,
+    );
+    spawn_into(
+        deliver,
+        Box::pin(shard.clone().apply_queue(from_shards)) as _,
+    );
+    spawn_into(write, Box::pin(conn::writer::run(shard.clone())) as _);
     for (_, rx) in receivers.streams() {
-        glommio::spawn_local(shard.clone().receive(rx)).detach();
+        spawn_into(deliver, Box::pin(shard.clone().receive(rx)) as _);
     }
-    glommio::spawn_local(shard.clone().receive_island(from_island)).detach();
     let ticker = shard.clone();
     glommio::spawn_local(async move {
         let started = Instant::now();

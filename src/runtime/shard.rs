@@ -1,6 +1,12 @@
 //! One shard: a pinned glommio executor's state. It owns its sessions and subscription index
-//! (`RefCell`, never borrowed across an await) and talks to other shards only through the
-//! channel mesh: event batches one way, requests and replies for sessions it does not own.
+//! (`RefCell`, never borrowed across an await) and talks to other shards only by messages:
+//! what every shard must apply (published events, control records) goes into each shard's
+//! bounded inbound queue, applied in FIFO order; requests and replies for a session another
+//! shard owns go over the glommio channel mesh.
+//!
+//! Ordering: a publish is answered once its event sits in every shard's inbound queue, and
+//! each shard applies its queue in order, so an event published after another's answer is
+//! queued behind it everywhere and never delivered before it.
 
 use super::oneshot;
 use crate::config::Config;
@@ -35,26 +41,28 @@ pub struct Globals {
     pub outbound: crate::broker::http::Outbound,
     /// Set once by the signal thread; shards stop accepting and close their streams.
     pub shutdown: std::sync::atomic::AtomicBool,
+    /// Each shard's inbound queue (index = shard): events and control records every shard
+    /// applies, in order.
+    pub inbound: Vec<async_channel::Sender<Control>>,
+    /// Which shards want which events (shared with the island).
+    pub interest: Arc<crate::route::interest::Interest>,
 }
 
-/// Shard-to-shard messages. Events travel in batches (one message per batch per shard);
-/// requests for a session go to the shard named in its token.
+/// A shard's inbound queue is full: it is behind on deliveries. The publisher gets 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("shard {0}'s inbound queue is full: the gateway is behind on deliveries")]
+pub struct Busy(pub usize);
+
+impl crate::error::Blame for Busy {
+    fn fault(&self) -> crate::error::Fault {
+        crate::error::Fault::Ours
+    }
+}
+
+/// Shard-to-shard requests for a session, sent to the shard named in its token, and replies.
 pub enum ShardMsg {
-    /// Something every shard applies (events to deliver, a blacklist entry); with `ack`, the
-    /// receiver answers `Reply::Delivered` to `(shard, id)` once it is applied.
-    Apply {
-        what: Control,
-        ack: Option<(usize, u64)>,
-    },
-    Request {
-        from: usize,
-        id: u64,
-        req: Request,
-    },
-    Reply {
-        id: u64,
-        rep: Reply,
-    },
+    Request { from: usize, id: u64, req: Request },
+    Reply { id: u64, rep: Reply },
 }
 
 pub enum Request {
@@ -76,10 +84,13 @@ pub enum Request {
 pub enum Reply {
     SetSubscriptions(Result<(), LookupError>),
     LongPoll(Result<(Vec<Bytes>, u64), LookupError>),
-    Delivered,
     /// The owner shard did not answer in time or its channel closed.
     Unavailable,
 }
+
+/// Queue messages applied together at most, so one shard's backlog cannot hold the
+/// executor in one batch for long.
+const MAX_APPLY_BATCH: usize = 256;
 
 pub struct Shard {
     pub id: usize,
@@ -97,12 +108,15 @@ impl Shard {
         let metrics = globals.metrics[id].clone();
         Shard {
             id,
-            sessions: RefCell::new(Sessions::new(
-                globals.cfg.clone(),
-                globals.node,
-                id as u16,
-                metrics.clone(),
-            )),
+            sessions: RefCell::new(
+                Sessions::new(
+                    globals.cfg.clone(),
+                    globals.node,
+                    id as u16,
+                    metrics.clone(),
+                )
+                .with_interest(globals.interest.for_shard(id)),
+            ),
             globals,
             metrics,
             mesh,
@@ -134,33 +148,38 @@ impl Shard {
         n
     }
 
-    /// Delivers events on every shard (one batch per peer) and returns once every shard has
-    /// queued them to its sessions. Publishers answer only then, so an event published after
-    /// another's 202 can never overtake it on some shard. Waits while a peer's channel is full:
-    /// back-pressure reaches the publisher instead of growing a queue.
-    pub async fn broadcast(self: &Rc<Self>, what: Control) {
-        let mut waits = Vec::with_capacity(self.shard_count());
-        for peer in 0..self.shard_count() {
-            if peer == self.id {
-                continue;
-            }
-            let id = self.next_request_id();
-            let (tx, rx) = oneshot::channel();
-            self.pending.borrow_mut().insert(id, tx);
-            let msg = ShardMsg::Apply {
-                what: what.clone(),
-                ack: Some((self.id, id)),
-            };
-            if self.mesh.send_to(peer, msg).await.is_ok() {
-                waits.push((id, rx));
-            } else {
-                // A closed channel means that shard is shutting down; nothing to deliver to.
-                self.pending.borrow_mut().remove(&id);
+    /// Puts `what` into the inbound queue of every shard in `shards` (bit i = shard i; this
+    /// one's too), all or nothing: when a queue is full nothing is queued and the publisher is
+    /// told to come back. Returns once the event sits in every queue, not after it was
+    /// delivered.
+    pub async fn publish(&self, what: Control, shards: u64) -> Result<(), Busy> {
+        let targets = || {
+            self.globals
+                .inbound
+                .iter()
+                .enumerate()
+                .filter(move |(i, _)| shards & (1 << i) != 0)
+        };
+        if let Some((full, _)) = targets().find(|(_, q)| q.is_full()) {
+            self.metrics.publish_busy.inc();
+            return Err(Busy(full));
+        }
+        // Only another sender (the island, another shard) can fill a queue between the check
+        // and the send; then this publish waits for room rather than half-delivering.
+        for (_, q) in targets() {
+            if let Err(async_channel::TrySendError::Full(w)) = q.try_send(what.clone()) {
+                let _ = q.send(w).await;
             }
         }
-        self.apply(&what);
-        for (id, rx) in waits {
-            self.await_reply(id, rx).await;
+        Ok(())
+    }
+
+    /// Like [`Shard::publish`], but waits for room instead of refusing: for control records
+    /// (a blacklist entry must not be refused half-applied).
+    pub async fn publish_wait(&self, what: Control) {
+        for q in &self.globals.inbound {
+            // A closed queue belongs to a shard that is shutting down: nothing to deliver to.
+            let _ = q.send(what.clone()).await;
         }
     }
 
@@ -249,12 +268,38 @@ impl Shard {
         }
     }
 
-    /// Applies what the broker island sends (event batches from a fetch, control records) until
-    /// its queue closes. The queue is bounded: while this shard is busy, the island stops
-    /// fetching the partitions that feed it.
-    pub async fn receive_island(self: Rc<Self>, rx: async_channel::Receiver<Control>) {
-        while let Ok(msg) = rx.recv().await {
-            self.apply(&msg);
+    /// Applies a queue's messages in order until it closes: the broker island's (event batches
+    /// from a fetch, control records; bounded, so while this shard is behind the island stops
+    /// fetching the partitions that feed it) or the inbound queue (publishes from every
+    /// shard). Whatever has arrived by the time the shard gets to it is applied as one batch,
+    /// so events published one at a time still share frames and writes when they pile up.
+    pub async fn apply_queue(self: Rc<Self>, rx: async_channel::Receiver<Control>) {
+        let mut events: Vec<Arc<crate::route::Event>> = Vec::new();
+        while let Ok(first) = rx.recv().await {
+            let mut next = Some(first);
+            let mut taken = 0;
+            while let Some(msg) = next.take() {
+                taken += 1;
+                match msg {
+                    Control::Events(batch) => events.extend(batch.iter().cloned()),
+                    other => {
+                        // Keep the order: events before a control record go out first.
+                        self.deliver(&mut events);
+                        self.apply(&other);
+                    }
+                }
+                if taken < MAX_APPLY_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            self.deliver(&mut events);
+        }
+    }
+
+    fn deliver(&self, events: &mut Vec<Arc<crate::route::Event>>) {
+        if !events.is_empty() {
+            self.sessions.borrow_mut().deliver_batch(events);
+            events.clear();
         }
     }
 
@@ -265,27 +310,6 @@ impl Shard {
     ) {
         while let Some(msg) = rx.recv().await {
             match msg {
-                ShardMsg::Apply { what, ack } => {
-                    self.apply(&what);
-                    if let Some((from, id)) = ack {
-                        // Sent from its own task: a receiver that waited on a full channel
-                        // could deadlock with a peer doing the same.
-                        let me = self.clone();
-                        glommio::spawn_local(async move {
-                            let _ = me
-                                .mesh
-                                .send_to(
-                                    from,
-                                    ShardMsg::Reply {
-                                        id,
-                                        rep: Reply::Delivered,
-                                    },
-                                )
-                                .await;
-                        })
-                        .detach();
-                    }
-                }
                 ShardMsg::Request { from, id, req } => {
                     let me = self.clone();
                     glommio::spawn_local(async move {

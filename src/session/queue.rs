@@ -1,7 +1,17 @@
 //! One session's outbound queue: bounded in events and bytes, with the slow-consumer policy
 //! applied when a push would overflow it (`close`: the session ends; `drop_oldest`: the oldest
-//! frames go and the SSE client is told how many). A socket driver drains it one write at a
-//! time; a long-poll session reads it as a ring instead (`longpoll.rs`).
+//! frames go and the SSE client is told how many). The shard's writer (`conn/writer.rs`)
+//! takes one write's worth at a time; a long-poll session reads it as a ring instead
+//! (`longpoll.rs`).
+//!
+//! Write states of a stream session:
+//! ```text
+//! idle ──push──> dirty (in the shard's write list) ──writer: all sent──> idle
+//!                  │ writer: socket full ──> stalled (its connection task writes `lead`,
+//!                  │                          waits for room) ──> idle or dirty
+//!                  │ writer: send failed ──> broken (the connection task ends it)
+//!                  └ closing (killed, shutdown): last bytes sent ──> finished
+//! ```
 
 use super::{CloseReason, Drain, Frame};
 use crate::config::{SlowConsumer, Tuning};
@@ -32,6 +42,7 @@ pub(super) struct OutQueue {
     pub(super) events: u32,
     /// Sequence number the next pushed item gets (long-poll ids).
     pub(super) next_seq: u64,
+    /// The session's own task: a held long-poll request, or a stream's connection task.
     waker: Option<Waker>,
     pub(super) close: Option<CloseReason>,
     /// Events dropped by drop-oldest since the last drain, announced to SSE clients.
@@ -39,6 +50,29 @@ pub(super) struct OutQueue {
     /// The shard tick of the last activity: for streams the last push (heartbeats are due when
     /// nothing was queued for an interval), for long-poll the last poll (expiry).
     pub(super) touched: u32,
+    /// In the shard's list of sessions to write.
+    pub(super) dirty: bool,
+    /// The socket was full: the connection task writes `lead` and waits for room; the writer
+    /// leaves the session alone meanwhile.
+    pub(super) stalled: bool,
+    /// A write failed (the client is gone): the connection task ends the session.
+    pub(super) broken: bool,
+    /// A closing stream's last bytes were sent: the connection task may close the socket.
+    pub(super) finished: bool,
+    /// Bytes that go out before any queued frame: the response head, WebSocket pongs, or what
+    /// a write left unsent when the socket filled up. Empty (no allocation) most of the time.
+    pub(super) lead: Vec<u8>,
+}
+
+/// What a stream's connection task must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Write the session's `lead` (the socket was full) and hand the session back.
+    Stalled,
+    /// The stream's last bytes were sent: close the socket.
+    Finished,
+    /// End now: slow consumer, a failed write, or the session is gone.
+    End,
 }
 
 impl OutQueue {
@@ -123,31 +157,16 @@ impl OutQueue {
         self.events += events;
         self.items.push_back(Item { frame, events });
         self.next_seq += 1;
-        self.wake();
+        if t == Transport::LongPoll {
+            // A held poll answers now; streams are written by the shard's writer instead.
+            self.wake();
+        }
         true
     }
 
-    /// For SSE and WebSocket drivers: moves what is queued into `out` (one write's worth: at
-    /// most about MAX_WRITE bytes in at most MAX_FRAMES frames; everything when the session was
-    /// killed), or registers the waker and returns Pending.
-    pub(super) fn drain(
-        &mut self,
-        t: Transport,
-        cx: &Context<'_>,
-        out: &mut Vec<Frame>,
-    ) -> Poll<Drain> {
-        if let Some(r) = self.close {
-            if r == CloseReason::Killed {
-                out.extend(self.items.drain(..).map(|i| i.frame));
-                self.bytes = 0;
-                self.events = 0;
-            }
-            return Poll::Ready(Drain::Close(r));
-        }
-        if self.items.is_empty() && self.gap == 0 {
-            self.park(cx);
-            return Poll::Pending;
-        }
+    /// Moves one write's worth into `out` (at most about MAX_WRITE bytes in at most
+    /// MAX_FRAMES frames; everything when the session was killed), the SSE gap note first.
+    pub(super) fn take(&mut self, t: Transport, out: &mut Vec<Frame>) {
         if self.gap > 0 && t == Transport::Sse {
             let mut note = Vec::new();
             sse::comment(
@@ -157,10 +176,9 @@ impl OutQueue {
             out.push(Frame::from(note));
         }
         self.gap = 0;
-        // The frames are written from where they are (one sendmsg, no copy into a buffer); a
-        // cap on one write's size keeps a burst from monopolising the shard.
+        let all = self.close == Some(CloseReason::Killed);
         let mut bytes = 0;
-        while bytes < MAX_WRITE && out.len() < MAX_FRAMES {
+        while all || (bytes < MAX_WRITE && out.len() < MAX_FRAMES) {
             let Some(i) = self.pop() else { break };
             bytes += i.frame.len();
             out.push(i.frame);
@@ -170,6 +188,55 @@ impl OutQueue {
         if self.items.is_empty() {
             self.items = VecDeque::new();
         }
+    }
+
+    /// Whether the writer has something to send: queued frames, a gap note, lead bytes, or
+    /// the closing bytes of a killed or shut-down stream.
+    pub(super) fn has_output(&self) -> bool {
+        !self.items.is_empty()
+            || self.gap > 0
+            || !self.lead.is_empty()
+            || matches!(
+                self.close,
+                Some(CloseReason::Killed | CloseReason::Shutdown)
+            )
+    }
+
+    /// For a stream's connection task: what it must do now, or Pending with its waker kept.
+    pub(super) fn signal(&mut self, cx: &Context<'_>) -> Poll<Signal> {
+        if self.broken || self.close == Some(CloseReason::SlowConsumer) {
+            return Poll::Ready(Signal::End);
+        }
+        if self.stalled {
+            return Poll::Ready(Signal::Stalled);
+        }
+        if self.finished {
+            return Poll::Ready(Signal::Finished);
+        }
+        self.park(cx);
+        Poll::Pending
+    }
+
+    /// Moves what is queued into `out` (one write's worth), or registers the waker and
+    /// returns Pending; Close once the session must end. The writer uses [`OutQueue::take`];
+    /// this is the same seen from a task that waits for output.
+    pub(super) fn drain(
+        &mut self,
+        t: Transport,
+        cx: &Context<'_>,
+        out: &mut Vec<Frame>,
+    ) -> Poll<Drain> {
+        if let Some(r) = self.close {
+            if r == CloseReason::Killed {
+                self.take(t, out);
+            }
+            return Poll::Ready(Drain::Close(r));
+        }
+        if self.items.is_empty() && self.gap == 0 {
+            self.park(cx);
+            return Poll::Pending;
+        }
+        self.take(t, out);
         Poll::Ready(Drain::Data)
     }
 

@@ -2,7 +2,7 @@
 //! token), the subscription index that decides who takes an event, and the shard's copy of the
 //! blacklist with the connections each JWT session used.
 
-use super::queue::OutQueue;
+use super::queue::{OutQueue, Signal};
 use super::token::Token;
 use super::{Blacklisted, CloseReason, Drain, Frame, LookupError, Slot};
 use crate::auth::blacklist::{now_ms, Blacklist};
@@ -13,8 +13,9 @@ use crate::route::index::SubscriptionIndex;
 use crate::route::subscription::{self, SubscriptionSet};
 use crate::route::Event;
 use slab::Slab;
+use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 /// Events in one batch frame at most (see [`Sessions::deliver_batch`]); also at most an eighth
 /// of `queue_events`, so a batch frame never alone makes a session a slow consumer.
@@ -26,6 +27,9 @@ const BATCH_BYTES: usize = 32 * 1024;
 pub(super) struct Session {
     pub(super) transport: Transport,
     pub(super) token: Token,
+    /// The stream's socket, written by the shard's writer; -1 until its connection task
+    /// attaches it (and for long-poll sessions, which have none).
+    fd: RawFd,
     pub(super) out: OutQueue,
     /// The JWT sessions (claim named by JWT_SESSION_FIELD) this connection was used with; it
     /// belongs to all of them, as in RIG, so blacklisting any one ends it.
@@ -45,6 +49,31 @@ pub struct Sessions {
     pub(super) now: u32,
     /// Scratch list of an event's target slots, kept to avoid an allocation per event.
     targets: Vec<Slot>,
+    /// Stream sessions with output for the writer, each once (`OutQueue::dirty`).
+    dirty: Vec<Slot>,
+    /// The shard's writer task, parked while nothing is dirty.
+    writer: Option<Waker>,
+}
+
+/// One session's output as the writer sends it: the lead bytes, the frames it took (in the
+/// writer's list), and the closing bytes when the stream ends with this write.
+#[derive(Debug)]
+pub struct Output {
+    pub fd: RawFd,
+    pub transport: Transport,
+    pub lead: Vec<u8>,
+    /// The stream ends after this write (killed or shut down): its closing bytes follow.
+    pub closing: Option<CloseReason>,
+}
+
+/// How the writer's `sendmsg` of one [`Output`] went.
+#[derive(Debug)]
+pub enum Sent {
+    All,
+    /// The socket filled up; these bytes are still to go, in order.
+    Partly(Vec<u8>),
+    /// The client is gone.
+    Failed,
 }
 
 impl Sessions {
@@ -60,7 +89,16 @@ impl Sessions {
             blacklist: Blacklist::default(),
             now: 0,
             targets: Vec::new(),
+            dirty: Vec::new(),
+            writer: None,
         }
+    }
+
+    /// Announces this shard's subscriptions in the process-wide interest table, so events
+    /// nobody here wants are not sent here.
+    pub fn with_interest(mut self, interest: crate::route::interest::ShardInterest) -> Sessions {
+        self.index = SubscriptionIndex::with_interest(interest);
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -115,6 +153,7 @@ impl Sessions {
         entry.insert(Session {
             transport,
             token,
+            fd: -1,
             out: OutQueue::new(self.now),
             jwt_sessions: Vec::new(),
         });
@@ -197,6 +236,7 @@ impl Sessions {
                     self.push(slot, Frame::from(f));
                 }
                 self.slab[slot as usize].out.close(CloseReason::Killed);
+                self.mark_dirty(slot);
             }
         }
         true
@@ -342,14 +382,175 @@ impl Sessions {
         let Some(s) = self.slab.get_mut(slot as usize) else {
             return false;
         };
-        s.out.push(
+        let queued = s.out.push(
             f,
             events,
             s.transport,
             &self.cfg.tuning,
             &self.metrics,
             self.now,
-        )
+        );
+        if queued && s.transport != Transport::LongPoll {
+            self.mark_dirty(slot);
+        }
+        queued
+    }
+
+    /// Puts a stream session on the writer's list (once) and wakes the writer, unless its
+    /// connection task has the socket (stalled, broken) or has not attached it yet.
+    fn mark_dirty(&mut self, slot: Slot) {
+        let Some(s) = self.slab.get_mut(slot as usize) else {
+            return;
+        };
+        let q = &mut s.out;
+        if s.fd < 0 || q.dirty || q.stalled || q.broken || q.finished || !q.has_output() {
+            return;
+        }
+        q.dirty = true;
+        self.dirty.push(slot);
+        if let Some(w) = self.writer.take() {
+            w.wake();
+        }
+    }
+
+    fn stream(&mut self, slot: Slot, token: &Token) -> Option<&mut Session> {
+        self.slab
+            .get_mut(slot as usize)
+            .filter(|s| s.token == *token && s.transport != Transport::LongPoll)
+    }
+
+    /// A stream's connection task hands its socket to the writer, with the bytes that must go
+    /// first (the response head). False if the session is gone.
+    pub fn attach(&mut self, slot: Slot, token: &Token, fd: RawFd, head: Vec<u8>) -> bool {
+        let Some(s) = self.stream(slot, token) else {
+            return false;
+        };
+        s.fd = fd;
+        s.out.lead = head;
+        self.mark_dirty(slot);
+        true
+    }
+
+    /// The connection task takes the socket back for good (the client closed, or broke the
+    /// protocol): the writer no longer touches it. Returns bytes a full socket left unsent.
+    pub fn detach(&mut self, slot: Slot, token: &Token) -> Vec<u8> {
+        match self.stream(slot, token) {
+            Some(s) => {
+                s.fd = -1;
+                std::mem::take(&mut s.out.lead)
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Bytes that must precede the queued frames (a WebSocket pong).
+    pub fn send_first(&mut self, slot: Slot, token: &Token, bytes: &[u8]) {
+        if let Some(s) = self.stream(slot, token) {
+            s.out.lead.extend_from_slice(bytes);
+            self.mark_dirty(slot);
+        }
+    }
+
+    /// For the writer: waits until some sessions have output and swaps their slots into `into`.
+    pub fn poll_dirty(&mut self, cx: &Context<'_>, into: &mut Vec<Slot>) -> Poll<()> {
+        if self.dirty.is_empty() {
+            self.writer = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        std::mem::swap(&mut self.dirty, into);
+        Poll::Ready(())
+    }
+
+    /// For the writer: one write's worth of a dirty session (frames into `frames`), or None
+    /// when it has nothing for the writer any more.
+    pub fn take_output(&mut self, slot: Slot, frames: &mut Vec<Frame>) -> Option<Output> {
+        let s = self.slab.get_mut(slot as usize)?;
+        let q = &mut s.out;
+        if !q.dirty {
+            return None;
+        }
+        q.dirty = false;
+        if s.fd < 0 || q.stalled || q.broken || q.finished {
+            return None;
+        }
+        if q.close == Some(CloseReason::SlowConsumer) {
+            q.wake();
+            return None;
+        }
+        q.take(s.transport, frames);
+        let closing = q
+            .close
+            .filter(|r| matches!(r, CloseReason::Killed | CloseReason::Shutdown))
+            .filter(|_| q.items.is_empty());
+        Some(Output {
+            fd: s.fd,
+            transport: s.transport,
+            lead: std::mem::take(&mut q.lead),
+            closing,
+        })
+    }
+
+    /// For the writer: how the write of `take_output`'s output went.
+    pub fn wrote(&mut self, slot: Slot, sent: Sent, closing: bool) {
+        let Some(s) = self.slab.get_mut(slot as usize) else {
+            return;
+        };
+        let q = &mut s.out;
+        match sent {
+            Sent::All if closing => {
+                q.finished = true;
+                q.wake();
+            }
+            Sent::All => self.mark_dirty(slot),
+            Sent::Partly(rest) => {
+                q.lead = rest;
+                q.stalled = true;
+                q.wake();
+            }
+            Sent::Failed => {
+                q.broken = true;
+                q.wake();
+            }
+        }
+    }
+
+    /// For a stream's connection task: what to do now, or Pending with its waker kept.
+    pub fn poll_signal(&mut self, slot: Slot, token: &Token, cx: &Context<'_>) -> Poll<Signal> {
+        match self.stream(slot, token) {
+            None => Poll::Ready(Signal::End),
+            Some(s) => s.out.signal(cx),
+        }
+    }
+
+    /// Ready when the session must end now (a slow consumer overflowing, a failed write, gone);
+    /// a connection task waits on this while it writes a stalled session's bytes.
+    pub fn poll_ending(&mut self, slot: Slot, token: &Token, cx: &Context<'_>) -> Poll<()> {
+        match self.stream(slot, token) {
+            None => Poll::Ready(()),
+            Some(s) if s.out.broken || s.out.close == Some(CloseReason::SlowConsumer) => {
+                Poll::Ready(())
+            }
+            Some(s) => {
+                s.out.park(cx);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// A stalled session's unsent bytes, for its connection task to write when there is room.
+    pub fn stalled_bytes(&mut self, slot: Slot, token: &Token) -> Vec<u8> {
+        match self.stream(slot, token) {
+            Some(s) if s.out.stalled => std::mem::take(&mut s.out.lead),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The connection task wrote a stalled session's bytes: the writer takes over again.
+    pub fn unstall(&mut self, slot: Slot, token: &Token) {
+        if let Some(s) = self.stream(slot, token) {
+            s.out.stalled = false;
+            self.mark_dirty(slot);
+        }
     }
 
     /// For SSE and WebSocket drivers: one write's worth of queued frames into `out`, or
@@ -410,10 +611,12 @@ impl Sessions {
         }
     }
 
-    /// Asks every session to end (shutdown).
+    /// Asks every session to end (shutdown): streams get their closing bytes from the writer.
     pub fn close_all(&mut self, reason: CloseReason) {
-        for (_, s) in self.slab.iter_mut() {
-            s.out.close(reason);
+        let slots: Vec<Slot> = self.slab.iter().map(|(k, _)| k as Slot).collect();
+        for slot in slots {
+            self.slab[slot as usize].out.close(reason);
+            self.mark_dirty(slot);
         }
     }
 }

@@ -203,12 +203,25 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
                         }
                     }
                 }
-                if !events.is_empty() {
-                    let batch = Control::Events(Arc::new(events));
-                    for shard in &ctx.shards {
-                        if shard.send(batch.clone()).await.is_err() {
-                            return; // the shard is gone: shutting down
+                // Each shard gets the events it has takers for, in partition order.
+                let mut per_shard: Vec<Vec<Arc<Event>>> = vec![Vec::new(); ctx.shards.len()];
+                for ev in events {
+                    let wanted = ctx.interest.shards_for(&ev.event_type, &ev.fields);
+                    if wanted == 0 {
+                        ctx.metrics.unwanted.inc();
+                        continue;
+                    }
+                    for (i, batch) in per_shard.iter_mut().enumerate() {
+                        if wanted & (1 << i) != 0 {
+                            batch.push(ev.clone());
                         }
+                    }
+                }
+                for (shard, batch) in ctx.shards.iter().zip(per_shard) {
+                    if !batch.is_empty()
+                        && shard.send(Control::Events(Arc::new(batch))).await.is_err()
+                    {
+                        return; // the shard is gone: shutting down
                     }
                 }
             }

@@ -27,6 +27,8 @@ pub(crate) struct Ctx {
     pub cfg: Arc<Config>,
     pub kafka: KafkaConfig,
     pub shards: Vec<async_channel::Sender<Control>>,
+    /// Which shards want which events: a batch goes only to shards with a taker.
+    pub interest: Arc<crate::route::interest::Interest>,
     pub metrics: Arc<IslandMetrics>,
 }
 
@@ -81,6 +83,7 @@ pub(crate) async fn run(
     cfg: Arc<Config>,
     kafka: KafkaConfig,
     shards: Vec<async_channel::Sender<Control>>,
+    interest: Arc<crate::route::interest::Interest>,
     jobs: async_channel::Receiver<ProduceJob>,
     metrics: Arc<IslandMetrics>,
 ) {
@@ -113,6 +116,7 @@ pub(crate) async fn run(
         cfg,
         kafka,
         shards,
+        interest,
         metrics,
     });
     tokio::spawn(producer::serve(ctx.clone(), client.clone(), jobs));

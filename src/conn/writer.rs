@@ -1,0 +1,100 @@
+//! The shard's writer: one task per shard writes every stream session that has output, in
+//! passes over the list of dirty sessions, one non-blocking `sendmsg` per session with
+//! everything queued for it. Connections do not get a task wake-up per event: their own tasks
+//! sleep in a read that stays armed and only wake when the client speaks or a write stalls.
+//!
+//! Idle, a pass starts as soon as one session has output, so an event goes out at once. Busy,
+//! the writer yields to the delivering task queue between sessions when the executor asks
+//! (its preempt timer), events keep arriving meanwhile, and the sessions later in the pass
+//! (and all in the next) find several events queued: one write then carries them all, so the
+//! cost per delivery falls as load rises. A full socket never blocks the pass: what is left is
+//! handed to that connection's task, which waits for room (`session::Signal::Stalled`).
+
+use super::write::{send_now, Parts, SendNow};
+use crate::proto::{http1, ws, Transport};
+use crate::runtime::shard::Shard;
+use crate::session::{CloseReason, Frame, Output, Sent, Slot};
+use futures_lite::future;
+use std::rc::Rc;
+use std::time::Instant;
+
+/// Sessions written between two looks at the clock.
+const CHECK_EVERY: usize = 32;
+/// How long the writer runs before it steps aside for the reactor: an executor polls io_uring
+/// only between task queue runs, so without this a pass over thousands of sockets would keep a
+/// publish (or a fetch) waiting until it ends, and nothing would pile up to be coalesced.
+const SLICE: std::time::Duration = std::time::Duration::from_millis(1);
+
+pub async fn run(shard: Rc<Shard>) {
+    let mut batch: Vec<Slot> = Vec::new();
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut scratch: Vec<u8> = Vec::new();
+    loop {
+        future::poll_fn(|cx| shard.sessions.borrow_mut().poll_dirty(cx, &mut batch)).await;
+        let mut slice = Instant::now();
+        for (n, &slot) in batch.iter().enumerate() {
+            write_one(&shard, slot, &mut frames, &mut scratch);
+            if n % CHECK_EVERY == CHECK_EVERY - 1 && slice.elapsed() >= SLICE {
+                // Not runnable for a moment: the executor polls io_uring and runs what came in
+                // (a publish, a fetch's batch) before the pass goes on.
+                glommio::timer::sleep(std::time::Duration::from_micros(1)).await;
+                slice = Instant::now();
+            }
+        }
+        batch.clear();
+        // A burst's lists are not kept by a quiet shard.
+        if batch.capacity() > 4096 {
+            batch = Vec::new();
+        }
+        if frames.capacity() > 1024 {
+            frames = Vec::new();
+        }
+    }
+}
+
+/// The bytes that end a stream: SSE's last chunk, WebSocket's close frame.
+fn closing_bytes(t: Transport, why: CloseReason) -> Vec<u8> {
+    match (t, why) {
+        (Transport::Ws, CloseReason::Killed) => ws::close_frame(1000, "Session killed."),
+        (Transport::Ws, _) => ws::close_frame(1001, "Server shutting down."),
+        _ => http1::LAST_CHUNK.to_vec(),
+    }
+}
+
+fn write_one(shard: &Shard, slot: Slot, frames: &mut Vec<Frame>, scratch: &mut Vec<u8>) {
+    let mut sessions = shard.sessions.borrow_mut();
+    let Some(Output {
+        fd,
+        transport,
+        lead,
+        closing,
+    }) = sessions.take_output(slot, frames)
+    else {
+        return;
+    };
+    // SSE frames travel in one chunk: its size line after the lead, its CRLF in the tail.
+    scratch.clear();
+    scratch.extend_from_slice(&lead);
+    let len: usize = frames.iter().map(|f| f.len()).sum();
+    let mut tail = Vec::new();
+    if transport == Transport::Sse && len > 0 {
+        http1::chunk_line(scratch, len);
+        tail.extend_from_slice(b"\r\n");
+    }
+    if let Some(why) = closing {
+        tail.extend_from_slice(&closing_bytes(transport, why));
+    }
+    let parts = Parts {
+        lead: scratch,
+        frames,
+        tail: &tail,
+    };
+    // The socket write is a plain non-blocking syscall: no await while the registry is held.
+    let sent = match send_now(fd, &parts) {
+        SendNow::All => Sent::All,
+        SendNow::Partly(rest) => Sent::Partly(rest),
+        SendNow::Failed => Sent::Failed,
+    };
+    frames.clear();
+    sessions.wrote(slot, sent, closing.is_some());
+}
