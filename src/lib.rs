@@ -25,7 +25,7 @@
 //!    once per transport;
 //! 4. `session/queue.rs` — each session's bounded queue (slow-consumer policy);
 //! 5. `conn/writer.rs` — the shard's writer takes each dirty session's queue in passes;
-//! 6. `conn/write.rs` — one `sendmsg` of everything taken, from the shared frames.
+//! 6. `conn/socket.rs` — one `sendmsg` of everything taken, from the shared frames.
 
 pub mod api;
 pub mod auth;

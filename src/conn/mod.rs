@@ -1,7 +1,8 @@
 //! Socket drivers: each owns one accepted socket and its buffers, feeds bytes to `proto/`,
 //! hands whole requests to `api/` and carries out what comes back. HTTP/1.1 with keep-alive
-//! and pipelining; a request that turns into SSE or WebSocket continues in `sse.rs` / `ws.rs`;
-//! long-poll requests are served by `longpoll.rs` on the shard that owns the session.
+//! and pipelining; a request that turns into SSE or WebSocket hands its socket to the shard
+//! (`stream.rs`: the writer sends, the watcher reads); long-poll requests are served by
+//! `longpoll.rs` on the shard that owns the session.
 //!
 //! Connection lifecycle:
 //! ```text
@@ -14,11 +15,9 @@
 //! sends can make a buffer grow past the tuning limits.
 
 pub mod longpoll;
-mod sse;
-mod stream_task;
-mod write;
+mod socket;
+pub mod stream;
 pub mod writer;
-mod ws;
 
 use crate::api::{self, Outcome, Resp};
 use crate::metrics::Listener;
@@ -191,18 +190,17 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
                 }
             }
             // A stream lives for hours and idle memory per connection bounds how many a host
-            // holds: hand the socket to a task of its own, so this request future (its
-            // buffers and the state of every handler) is freed rather than kept under it.
+            // holds: its socket goes to the shard (writer and watcher) and this task, with its
+            // buffers and the state of every handler, ends.
             Outcome::Sse { head, slot, token } => {
                 shard.metrics.response(which, 200);
-                glommio::spawn_local(sse::run(shard, stream, head, slot, token)).detach();
+                stream::adopt(&shard, stream, head, Vec::new(), slot, token);
                 return;
             }
             Outcome::Ws { head, slot, token } => {
                 shard.metrics.response(which, 101);
-                let mut early = std::mem::take(&mut buf);
-                early.shrink_to_fit();
-                glommio::spawn_local(ws::run(shard, stream, head, early, slot, token)).detach();
+                let early = std::mem::take(&mut buf);
+                stream::adopt(&shard, stream, head, early, slot, token);
                 return;
             }
             Outcome::WsRefuse { head, reason } => {

@@ -10,7 +10,7 @@
 //! cost per delivery falls as load rises. A full socket never blocks the pass: what is left is
 //! handed to that connection's task, which waits for room (`session::Signal::Stalled`).
 
-use super::write::{send_now, Parts, SendNow};
+use super::socket::{send_now, Parts, SendNow};
 use crate::proto::{http1, ws, Transport};
 use crate::runtime::shard::Shard;
 use crate::session::{CloseReason, Frame, Output, Sent, Slot};
@@ -65,6 +65,7 @@ fn write_one(shard: &Shard, slot: Slot, frames: &mut Vec<Frame>, scratch: &mut V
     let mut sessions = shard.sessions.borrow_mut();
     let Some(Output {
         fd,
+        token,
         transport,
         lead,
         closing,
@@ -96,5 +97,7 @@ fn write_one(shard: &Shard, slot: Slot, frames: &mut Vec<Frame>, scratch: &mut V
         SendNow::Failed => Sent::Failed,
     };
     frames.clear();
-    sessions.wrote(slot, sent, closing.is_some());
+    if sessions.wrote(slot, &token, sent, closing.is_some()) {
+        shard.streams.wait_for_room(fd, &token);
+    }
 }

@@ -78,11 +78,18 @@ pub struct CloudEvent {
     pub id: String,
     /// The whole event in its JSON (structured) form; always an Object.
     pub value: Value,
+    /// The bytes the event arrived as, when they can be sent on as they are (structured mode,
+    /// on one line): encoding the value again for every Kafka record and publish is skipped.
+    raw: Option<Vec<u8>>,
 }
 
 impl CloudEvent {
-    /// Compact single-line JSON (no newlines anywhere: serde_json escapes them in strings), key order kept.
+    /// Single-line JSON (no newlines anywhere: serde_json escapes them in strings), key order
+    /// kept: the bytes as they arrived when they were one line, else the value re-encoded.
     pub fn to_json(&self) -> Vec<u8> {
+        if let Some(raw) = &self.raw {
+            return raw.clone();
+        }
         // Serializing a `Value` cannot fail: its keys are strings and it holds
         // no non-finite floats, so the error branch is unreachable.
         serde_json::to_vec(&self.value).expect("a serde_json::Value always serializes")
@@ -189,7 +196,12 @@ fn is_json_media(media: &str) -> bool {
 pub fn parse_structured(body: &[u8]) -> Result<CloudEvent, CeError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| CeError::BadRequest(format!("{BODY_PREFIX}: {e}")))?;
-    from_value(value)
+    let mut ce = from_value(value)?;
+    // Valid JSON on one line goes on as it came (it is UTF-8: the parser checked).
+    if !body.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+        ce.raw = Some(body.to_vec());
+    }
+    Ok(ce)
 }
 
 /// From an already-parsed JSON value (used by the Kafka consumer later); same validation as structured mode.
@@ -210,6 +222,7 @@ pub fn from_value(value: Value) -> Result<CloudEvent, CeError> {
         event_type,
         id,
         value: Value::Object(obj),
+        raw: None,
     })
 }
 
@@ -475,6 +488,7 @@ fn parse_binary(
         event_type,
         id,
         value: Value::Object(obj),
+        raw: None,
     })
 }
 
@@ -513,6 +527,7 @@ pub fn rig_event(event_type: &str, data: Option<Value>) -> CloudEvent {
         event_type: event_type.to_owned(),
         id,
         value: Value::Object(obj),
+        raw: None,
     }
 }
 

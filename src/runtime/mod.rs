@@ -222,7 +222,18 @@ async fn shard_main(
             return;
         }
     };
-    let shard = Rc::new(Shard::new(id, globals, senders));
+    let streams = match conn::stream::Streams::new() {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(StartError::Executor {
+                shard: id,
+                cpu: 0,
+                reason: format!("cannot create the shard's epoll set: {e}"),
+            }));
+            return;
+        }
+    };
+    let shard = Rc::new(Shard::new(id, globals, senders, streams));
     // Task queues: applying events (island and inbound queues, requests between shards) runs
     // before socket writing, so a publish or a fetch is never held up behind a write pass and
     // events pile up to be written together while the writer is busy.
@@ -243,6 +254,7 @@ async fn shard_main(
         Box::pin(shard.clone().apply_queue(from_shards)) as _,
     );
     spawn_into(write, Box::pin(conn::writer::run(shard.clone())) as _);
+    spawn_into(deliver, Box::pin(conn::stream::watch(shard.clone())) as _);
     for (_, rx) in receivers.streams() {
         spawn_into(deliver, Box::pin(shard.clone().receive(rx)) as _);
     }

@@ -94,6 +94,8 @@ const MAX_APPLY_BATCH: usize = 256;
 
 pub struct Shard {
     pub id: usize,
+    /// The shard's stream sockets (an epoll set), written by its writer, read by its watcher.
+    pub streams: crate::conn::stream::Streams,
     pub globals: Arc<Globals>,
     pub sessions: RefCell<Sessions>,
     pub metrics: Arc<ShardMetrics>,
@@ -104,10 +106,16 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(id: usize, globals: Arc<Globals>, mesh: Senders<ShardMsg>) -> Shard {
+    pub fn new(
+        id: usize,
+        globals: Arc<Globals>,
+        mesh: Senders<ShardMsg>,
+        streams: crate::conn::stream::Streams,
+    ) -> Shard {
         let metrics = globals.metrics[id].clone();
         Shard {
             id,
+            streams,
             sessions: RefCell::new(
                 Sessions::new(
                     globals.cfg.clone(),

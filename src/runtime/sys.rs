@@ -1,6 +1,6 @@
 //! Start-up probes and process plumbing that need the C library directly: the io_uring probe,
 //! the signal mask and `sigwait`, and listening sockets with the options glommio's own `bind`
-//! lacks. One of the two modules allowed `unsafe` (the other is `conn/write.rs`); each block
+//! lacks. One of the two modules allowed `unsafe` (the other is `conn/socket.rs`); each block
 //! states what makes it sound.
 #![allow(unsafe_code)]
 

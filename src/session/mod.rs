@@ -25,8 +25,7 @@ mod registry;
 pub mod token;
 
 pub use crate::route::index::Slot;
-pub use queue::Signal;
-pub use registry::{Output, Sent, Sessions};
+pub use registry::{stream_key, Output, Sent, Sessions};
 use std::rc::Rc;
 
 /// One encoded event (or heartbeat) as queued for sessions of this shard. `Rc`, not `Bytes`:

@@ -7,18 +7,22 @@
 //! Write states of a stream session:
 //! ```text
 //! idle ──push──> dirty (in the shard's write list) ──writer: all sent──> idle
-//!                  │ writer: socket full ──> stalled (its connection task writes `lead`,
-//!                  │                          waits for room) ──> idle or dirty
-//!                  │ writer: send failed ──> broken (the connection task ends it)
-//!                  └ closing (killed, shutdown): last bytes sent ──> finished
+//!                  │ writer: socket full ──> stalled (the rest waits in `lead` until the
+//!                  │                          shard's watcher reports room) ──> dirty
+//!                  │ writer: send failed, or a slow consumer ──> removed
+//!                  └ closing (killed, shutdown): last bytes sent ──> removed
 //! ```
 
-use super::{CloseReason, Drain, Frame};
+#[cfg(test)]
+use super::Drain;
+use super::{CloseReason, Frame};
 use crate::config::{SlowConsumer, Tuning};
 use crate::metrics::{DropReason, ShardMetrics};
 use crate::proto::{sse, Transport};
 use std::collections::VecDeque;
-use std::task::{Context, Poll, Waker};
+#[cfg(test)]
+use std::task::Poll;
+use std::task::{Context, Waker};
 
 /// Bytes drained into one write at most (more stay queued for the next write).
 const MAX_WRITE: usize = 64 * 1024;
@@ -42,7 +46,7 @@ pub(super) struct OutQueue {
     pub(super) events: u32,
     /// Sequence number the next pushed item gets (long-poll ids).
     pub(super) next_seq: u64,
-    /// The session's own task: a held long-poll request, or a stream's connection task.
+    /// A held long-poll request, parked until an event arrives.
     waker: Option<Waker>,
     pub(super) close: Option<CloseReason>,
     /// Events dropped by drop-oldest since the last drain, announced to SSE clients.
@@ -52,27 +56,12 @@ pub(super) struct OutQueue {
     pub(super) touched: u32,
     /// In the shard's list of sessions to write.
     pub(super) dirty: bool,
-    /// The socket was full: the connection task writes `lead` and waits for room; the writer
-    /// leaves the session alone meanwhile.
+    /// The socket was full: what is left waits in `lead` until the shard's watcher reports
+    /// room; the writer leaves the session alone meanwhile.
     pub(super) stalled: bool,
-    /// A write failed (the client is gone): the connection task ends the session.
-    pub(super) broken: bool,
-    /// A closing stream's last bytes were sent: the connection task may close the socket.
-    pub(super) finished: bool,
     /// Bytes that go out before any queued frame: the response head, WebSocket pongs, or what
     /// a write left unsent when the socket filled up. Empty (no allocation) most of the time.
     pub(super) lead: Vec<u8>,
-}
-
-/// What a stream's connection task must do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    /// Write the session's `lead` (the socket was full) and hand the session back.
-    Stalled,
-    /// The stream's last bytes were sent: close the socket.
-    Finished,
-    /// End now: slow consumer, a failed write, or the session is gone.
-    End,
 }
 
 impl OutQueue {
@@ -202,24 +191,10 @@ impl OutQueue {
             )
     }
 
-    /// For a stream's connection task: what it must do now, or Pending with its waker kept.
-    pub(super) fn signal(&mut self, cx: &Context<'_>) -> Poll<Signal> {
-        if self.broken || self.close == Some(CloseReason::SlowConsumer) {
-            return Poll::Ready(Signal::End);
-        }
-        if self.stalled {
-            return Poll::Ready(Signal::Stalled);
-        }
-        if self.finished {
-            return Poll::Ready(Signal::Finished);
-        }
-        self.park(cx);
-        Poll::Pending
-    }
-
     /// Moves what is queued into `out` (one write's worth), or registers the waker and
     /// returns Pending; Close once the session must end. The writer uses [`OutQueue::take`];
-    /// this is the same seen from a task that waits for output.
+    /// this is the same seen from a task that waits for output (the unit tests).
+    #[cfg(test)]
     pub(super) fn drain(
         &mut self,
         t: Transport,
@@ -238,16 +213,5 @@ impl OutQueue {
         }
         self.take(t, out);
         Poll::Ready(Drain::Data)
-    }
-
-    /// Ready when the session must end; drivers poll this while a write is blocked.
-    pub(super) fn closing(&mut self, cx: &Context<'_>) -> Poll<Drain> {
-        match self.close {
-            Some(r) => Poll::Ready(Drain::Close(r)),
-            None => {
-                self.park(cx);
-                Poll::Pending
-            }
-        }
     }
 }

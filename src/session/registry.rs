@@ -2,9 +2,9 @@
 //! token), the subscription index that decides who takes an event, and the shard's copy of the
 //! blacklist with the connections each JWT session used.
 
-use super::queue::{OutQueue, Signal};
+use super::queue::OutQueue;
 use super::token::Token;
-use super::{Blacklisted, CloseReason, Drain, Frame, LookupError, Slot};
+use super::{Blacklisted, CloseReason, Frame, LookupError, Slot};
 use crate::auth::blacklist::{now_ms, Blacklist};
 use crate::config::Config;
 use crate::metrics::{DropReason, ShardMetrics};
@@ -13,7 +13,7 @@ use crate::route::index::SubscriptionIndex;
 use crate::route::subscription::{self, SubscriptionSet};
 use crate::route::Event;
 use slab::Slab;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -27,9 +27,12 @@ const BATCH_BYTES: usize = 32 * 1024;
 pub(super) struct Session {
     pub(super) transport: Transport,
     pub(super) token: Token,
-    /// The stream's socket, written by the shard's writer; -1 until its connection task
-    /// attaches it (and for long-poll sessions, which have none).
-    fd: RawFd,
+    /// The stream's socket, written by the shard's writer and watched by its epoll set; closed
+    /// when the session is removed. None until the stream is attached (and for long-poll).
+    sock: Option<OwnedFd>,
+    /// A WebSocket client's bytes not yet a whole frame (control frames only: data frames are
+    /// refused unread). Empty, unallocated, nearly always.
+    input: Vec<u8>,
     pub(super) out: OutQueue,
     /// The JWT sessions (claim named by JWT_SESSION_FIELD) this connection was used with; it
     /// belongs to all of them, as in RIG, so blacklisting any one ends it.
@@ -53,6 +56,8 @@ pub struct Sessions {
     dirty: Vec<Slot>,
     /// The shard's writer task, parked while nothing is dirty.
     writer: Option<Waker>,
+    /// Stream sessions waiting for room on a full socket.
+    stalled: usize,
 }
 
 /// One session's output as the writer sends it: the lead bytes, the frames it took (in the
@@ -60,6 +65,7 @@ pub struct Sessions {
 #[derive(Debug)]
 pub struct Output {
     pub fd: RawFd,
+    pub token: Token,
     pub transport: Transport,
     pub lead: Vec<u8>,
     /// The stream ends after this write (killed or shut down): its closing bytes follow.
@@ -74,6 +80,12 @@ pub enum Sent {
     Partly(Vec<u8>),
     /// The client is gone.
     Failed,
+}
+
+/// The key a stream's socket is registered under in the shard's epoll set: its slot and its
+/// token's generation, so an event for a closed session is not taken for the slot's next one.
+pub fn stream_key(token: &Token) -> u64 {
+    (u64::from(token.slot) << 32) | u64::from(token.gen)
 }
 
 impl Sessions {
@@ -91,6 +103,7 @@ impl Sessions {
             targets: Vec::new(),
             dirty: Vec::new(),
             writer: None,
+            stalled: 0,
         }
     }
 
@@ -153,7 +166,8 @@ impl Sessions {
         entry.insert(Session {
             transport,
             token,
-            fd: -1,
+            sock: None,
+            input: Vec::new(),
             out: OutQueue::new(self.now),
             jwt_sessions: Vec::new(),
         });
@@ -392,18 +406,23 @@ impl Sessions {
         );
         if queued && s.transport != Transport::LongPoll {
             self.mark_dirty(slot);
+        } else if s.out.close == Some(CloseReason::SlowConsumer) {
+            // Its queue overflowed under the close policy: the socket goes now, whatever it
+            // still had to send (a full socket would hold the writer's leftovers forever).
+            let token = s.token;
+            self.close(slot, &token);
         }
         queued
     }
 
-    /// Puts a stream session on the writer's list (once) and wakes the writer, unless its
-    /// connection task has the socket (stalled, broken) or has not attached it yet.
+    /// Puts a stream session on the writer's list (once) and wakes the writer, unless it is
+    /// waiting for room on a full socket or its socket is not attached yet.
     fn mark_dirty(&mut self, slot: Slot) {
         let Some(s) = self.slab.get_mut(slot as usize) else {
             return;
         };
         let q = &mut s.out;
-        if s.fd < 0 || q.dirty || q.stalled || q.broken || q.finished || !q.has_output() {
+        if s.sock.is_none() || q.dirty || q.stalled || !q.has_output() {
             return;
         }
         q.dirty = true;
@@ -419,28 +438,29 @@ impl Sessions {
             .filter(|s| s.token == *token && s.transport != Transport::LongPoll)
     }
 
-    /// A stream's connection task hands its socket to the writer, with the bytes that must go
-    /// first (the response head). False if the session is gone.
-    pub fn attach(&mut self, slot: Slot, token: &Token, fd: RawFd, head: Vec<u8>) -> bool {
+    /// A stream's socket, handed to the writer with the bytes that must go first (the
+    /// response head). False (and the socket closed) if the session is gone meanwhile.
+    pub fn attach(&mut self, slot: Slot, token: &Token, sock: OwnedFd, head: Vec<u8>) -> bool {
         let Some(s) = self.stream(slot, token) else {
             return false;
         };
-        s.fd = fd;
+        s.sock = Some(sock);
         s.out.lead = head;
         self.mark_dirty(slot);
         true
     }
 
-    /// The connection task takes the socket back for good (the client closed, or broke the
-    /// protocol): the writer no longer touches it. Returns bytes a full socket left unsent.
-    pub fn detach(&mut self, slot: Slot, token: &Token) -> Vec<u8> {
-        match self.stream(slot, token) {
-            Some(s) => {
-                s.fd = -1;
-                std::mem::take(&mut s.out.lead)
-            }
-            None => Vec::new(),
-        }
+    /// The live stream session registered under an epoll key, and its socket.
+    pub fn by_key(&self, key: u64) -> Option<(Slot, Token, RawFd, Transport)> {
+        let slot = (key >> 32) as Slot;
+        let s = self.slab.get(slot as usize)?;
+        let fd = s.sock.as_ref()?.as_raw_fd();
+        (u64::from(s.token.gen) == key & 0xffff_ffff).then_some((slot, s.token, fd, s.transport))
+    }
+
+    /// A WebSocket client's partial input, to append to and decode from.
+    pub fn input(&mut self, slot: Slot, token: &Token) -> Option<&mut Vec<u8>> {
+        self.stream(slot, token).map(|s| &mut s.input)
     }
 
     /// Bytes that must precede the queued frames (a WebSocket pong).
@@ -449,6 +469,14 @@ impl Sessions {
             s.out.lead.extend_from_slice(bytes);
             self.mark_dirty(slot);
         }
+    }
+
+    /// The client ends the stream: what a full socket left unsent (never half a frame may be
+    /// cut off, so the caller writes it before its closing frame), and the socket.
+    pub fn take_socket(&mut self, slot: Slot, token: &Token) -> Option<(Vec<u8>, OwnedFd)> {
+        let s = self.stream(slot, token)?;
+        let sock = s.sock.take()?;
+        Some((std::mem::take(&mut s.out.lead), sock))
     }
 
     /// For the writer: waits until some sessions have output and swaps their slots into `into`.
@@ -462,7 +490,7 @@ impl Sessions {
     }
 
     /// For the writer: one write's worth of a dirty session (frames into `frames`), or None
-    /// when it has nothing for the writer any more.
+    /// when it has nothing for the writer any more. A slow consumer is removed here.
     pub fn take_output(&mut self, slot: Slot, frames: &mut Vec<Frame>) -> Option<Output> {
         let s = self.slab.get_mut(slot as usize)?;
         let q = &mut s.out;
@@ -470,11 +498,8 @@ impl Sessions {
             return None;
         }
         q.dirty = false;
-        if s.fd < 0 || q.stalled || q.broken || q.finished {
-            return None;
-        }
-        if q.close == Some(CloseReason::SlowConsumer) {
-            q.wake();
+        let fd = s.sock.as_ref()?.as_raw_fd();
+        if q.stalled {
             return None;
         }
         q.take(s.transport, frames);
@@ -483,105 +508,69 @@ impl Sessions {
             .filter(|r| matches!(r, CloseReason::Killed | CloseReason::Shutdown))
             .filter(|_| q.items.is_empty());
         Some(Output {
-            fd: s.fd,
+            fd,
+            token: s.token,
             transport: s.transport,
             lead: std::mem::take(&mut q.lead),
             closing,
         })
     }
 
-    /// For the writer: how the write of `take_output`'s output went.
-    pub fn wrote(&mut self, slot: Slot, sent: Sent, closing: bool) {
-        let Some(s) = self.slab.get_mut(slot as usize) else {
-            return;
+    /// For the writer: how the write of `take_output`'s output went. True when the session
+    /// now waits for room (the caller asks epoll to report it).
+    pub fn wrote(&mut self, slot: Slot, token: &Token, sent: Sent, closing: bool) -> bool {
+        let Some(s) = self.stream(slot, token) else {
+            return false;
         };
-        let q = &mut s.out;
         match sent {
-            Sent::All if closing => {
-                q.finished = true;
-                q.wake();
-            }
+            // The stream's last bytes are out, or the client is gone: close the socket.
+            Sent::All if closing => self.close(slot, token),
+            Sent::Failed => self.close(slot, token),
             Sent::All => self.mark_dirty(slot),
             Sent::Partly(rest) => {
-                q.lead = rest;
-                q.stalled = true;
-                q.wake();
-            }
-            Sent::Failed => {
-                q.broken = true;
-                q.wake();
+                s.out.lead = rest;
+                s.out.stalled = true;
+                self.stalled += 1;
+                return true;
             }
         }
+        false
     }
 
-    /// For a stream's connection task: what to do now, or Pending with its waker kept.
-    pub fn poll_signal(&mut self, slot: Slot, token: &Token, cx: &Context<'_>) -> Poll<Signal> {
-        match self.stream(slot, token) {
-            None => Poll::Ready(Signal::End),
-            Some(s) => s.out.signal(cx),
-        }
-    }
-
-    /// Ready when the session must end now (a slow consumer overflowing, a failed write, gone);
-    /// a connection task waits on this while it writes a stalled session's bytes.
-    pub fn poll_ending(&mut self, slot: Slot, token: &Token, cx: &Context<'_>) -> Poll<()> {
-        match self.stream(slot, token) {
-            None => Poll::Ready(()),
-            Some(s) if s.out.broken || s.out.close == Some(CloseReason::SlowConsumer) => {
-                Poll::Ready(())
-            }
-            Some(s) => {
-                s.out.park(cx);
-                Poll::Pending
-            }
-        }
-    }
-
-    /// A stalled session's unsent bytes, for its connection task to write when there is room.
-    pub fn stalled_bytes(&mut self, slot: Slot, token: &Token) -> Vec<u8> {
-        match self.stream(slot, token) {
-            Some(s) if s.out.stalled => std::mem::take(&mut s.out.lead),
-            _ => Vec::new(),
-        }
-    }
-
-    /// The connection task wrote a stalled session's bytes: the writer takes over again.
+    /// The watcher saw room on a stalled session's socket: the writer takes over again.
     pub fn unstall(&mut self, slot: Slot, token: &Token) {
         if let Some(s) = self.stream(slot, token) {
-            s.out.stalled = false;
+            if s.out.stalled {
+                s.out.stalled = false;
+                self.stalled -= 1;
+            }
             self.mark_dirty(slot);
         }
     }
 
-    /// For SSE and WebSocket drivers: one write's worth of queued frames into `out`, or
-    /// Pending with the waker stored (see `OutQueue::drain`).
+    /// What a task waiting for a session's output would get: one write's worth of frames, or
+    /// Pending (the unit tests read queues this way).
+    #[cfg(test)]
     pub fn poll_drain(
         &mut self,
         slot: Slot,
         token: &Token,
         cx: &Context<'_>,
         out: &mut Vec<Frame>,
-    ) -> Poll<Drain> {
+    ) -> Poll<super::Drain> {
         match self
             .slab
             .get_mut(slot as usize)
             .filter(|s| s.token == *token)
         {
-            None => Poll::Ready(Drain::Gone),
+            None => Poll::Ready(super::Drain::Gone),
             Some(s) => s.out.drain(s.transport, cx, out),
         }
     }
 
-    /// Ready when the session must end; drivers poll this while a write is blocked.
-    pub fn poll_closing(&mut self, slot: Slot, token: &Token, cx: &Context<'_>) -> Poll<Drain> {
-        match self
-            .slab
-            .get_mut(slot as usize)
-            .filter(|s| s.token == *token)
-        {
-            None => Poll::Ready(Drain::Gone),
-            Some(s) => s.out.closing(cx),
-        }
+    /// Stream sessions waiting for room on a full socket.
+    pub fn stalled(&self) -> usize {
+        self.stalled
     }
 
     /// Removes a session (its driver ended, or a long-poll session expired).
@@ -594,6 +583,9 @@ impl Sessions {
             return;
         }
         let s = self.slab.remove(slot as usize);
+        if s.out.stalled {
+            self.stalled -= 1;
+        }
         for js in &s.jwt_sessions {
             self.blacklist.forget(js, (slot, s.token));
         }
@@ -627,6 +619,7 @@ mod tests {
     use crate::config::{Config, EnvMap, SlowConsumer};
     use crate::route::fields::extract;
     use crate::route::subscription::Subscription;
+    use crate::session::Drain;
     use bytes::Bytes;
     use serde_json::{json, Value};
 
@@ -702,11 +695,11 @@ mod tests {
         for n in 0..10 {
             s.deliver(&ev("a", n));
         }
-        assert_eq!(
-            drain(&mut s, slot, &token).0,
-            Poll::Ready(Drain::Close(CloseReason::SlowConsumer))
-        );
+        // The session (and its socket) is removed at once, whatever it still had queued.
+        assert_eq!(drain(&mut s, slot, &token).0, Poll::Ready(Drain::Gone));
+        assert_eq!(s.lookup(&token), Err(LookupError::Gone));
         assert_eq!(s.metrics.slow_consumer_closes[1].get(), 1);
+        assert_eq!(s.metrics.connections[1].get(), 0);
     }
 
     #[test]

@@ -1,0 +1,215 @@
+//! Streams after their handshake: an SSE stream once its response head is chosen, a WebSocket
+//! once upgraded. The connection's task hands the socket to the shard and ends, so an idle
+//! stream costs its session and nothing else: no task, no buffer, no armed read. The shard's
+//! writer (`writer.rs`) sends its output; this module's watcher, one task per shard, learns
+//! from the shard's epoll set what the clients do:
+//!
+//! - a client that leaves (or whose connection fails): its session is removed (the socket
+//!   closes with it);
+//! - an SSE client sending anything: read and dropped (SSE clients send nothing);
+//! - a WebSocket client's frames, read here: pings get pongs (queued ahead of events), pongs
+//!   are ignored, a close is echoed, any data frame gets RIG's close (1000, "This WebSocket
+//!   endpoint cannot be used for two-way communication.") and a protocol error 1002;
+//! - room on a socket that was full: the writer takes the session back.
+//!
+//! The watcher looks every `IDLE_LOOK` (leavers are noticed within that; their sessions hold
+//! no more than an idle one meanwhile, and a write to them fails first anyway), and every
+//! `STALLED_LOOK` while a socket is full, so a slow client resumes promptly.
+
+use super::socket::{self, Epoll, Parts, Recv, SendNow};
+use crate::proto::ws::{self, ClientFrame};
+use crate::proto::Transport;
+use crate::runtime::shard::Shard;
+use crate::session::{stream_key, token::Token, Slot};
+use glommio::net::TcpStream;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+const TWO_WAY: &str = "This WebSocket endpoint cannot be used for two-way communication.";
+/// Largest whole control frame: 2 header + 4 mask + 125 payload, with room for a 64-bit length.
+const MAX_CONTROL_FRAME: usize = 2 + 8 + 4 + 125;
+/// How often the watcher looks while no socket is full.
+const IDLE_LOOK: Duration = Duration::from_millis(100);
+/// How often it looks while one is.
+const STALLED_LOOK: Duration = Duration::from_millis(2);
+
+/// The shard's epoll set of stream sockets.
+pub struct Streams {
+    epoll: Epoll,
+}
+
+impl Streams {
+    pub fn new() -> io::Result<Streams> {
+        Ok(Streams {
+            epoll: Epoll::new()?,
+        })
+    }
+
+    /// The writer found a socket full: report when it has room.
+    pub(super) fn wait_for_room(&self, fd: std::os::fd::RawFd, token: &Token) {
+        let _ = self.epoll.want_room(fd, stream_key(token), true);
+    }
+}
+
+/// Hands an upgraded connection to the shard: its socket now belongs to the session, written
+/// by the writer and watched by epoll; `early` is what the client sent after the handshake.
+pub(super) fn adopt(
+    shard: &Shard,
+    stream: TcpStream,
+    head: Vec<u8>,
+    early: Vec<u8>,
+    slot: Slot,
+    token: Token,
+) {
+    // A handle of our own; glommio's is dropped (not closed: that would shut the socket down).
+    let sock = socket::own(stream.as_raw_fd());
+    drop(stream);
+    let Ok(sock) = sock else {
+        shard.sessions.borrow_mut().close(slot, &token);
+        return;
+    };
+    let fd = sock.as_raw_fd();
+    if shard.streams.epoll.add(fd, stream_key(&token)).is_err()
+        || !shard.sessions.borrow_mut().attach(slot, &token, sock, head)
+    {
+        shard.sessions.borrow_mut().close(slot, &token);
+        return;
+    }
+    if !early.is_empty() {
+        if let Some(input) = shard.sessions.borrow_mut().input(slot, &token) {
+            input.extend_from_slice(&early);
+        }
+        ws_frames(shard, slot, &token, fd);
+    }
+}
+
+/// The shard's watcher: what clients did since the last look.
+pub async fn watch(shard: Rc<Shard>) {
+    loop {
+        let wait = if shard.sessions.borrow().stalled() > 0 {
+            STALLED_LOOK
+        } else {
+            IDLE_LOOK
+        };
+        glommio::timer::sleep(wait).await;
+        shard.streams.epoll.ready(|r| {
+            let Some((slot, token, fd, transport)) = shard.sessions.borrow().by_key(r.key) else {
+                return;
+            };
+            if r.writable {
+                let _ = shard.streams.epoll.want_room(fd, r.key, false);
+                shard.sessions.borrow_mut().unstall(slot, &token);
+            }
+            if r.readable || r.gone {
+                match transport {
+                    Transport::Ws => {
+                        if read_ws(&shard, slot, &token, fd) {
+                            ws_frames(&shard, slot, &token, fd);
+                        }
+                    }
+                    _ => drain_sse(&shard, slot, &token, fd),
+                }
+            }
+        });
+    }
+}
+
+/// Reads (and drops) what an SSE client sent; removes its session when it left.
+fn drain_sse(shard: &Shard, slot: Slot, token: &Token, fd: std::os::fd::RawFd) {
+    let mut sink = [0u8; 512];
+    loop {
+        match socket::recv_now(fd, &mut sink) {
+            Recv::Data(_) => continue,
+            Recv::Empty => return,
+            Recv::Closed => {
+                shard.sessions.borrow_mut().close(slot, token);
+                return;
+            }
+        }
+    }
+}
+
+/// Reads a WebSocket client's bytes into its session's input, up to one control frame's worth
+/// at a time. False when the client left (the session is then removed).
+fn read_ws(shard: &Shard, slot: Slot, token: &Token, fd: std::os::fd::RawFd) -> bool {
+    let mut chunk = [0u8; MAX_CONTROL_FRAME];
+    loop {
+        let mut sessions = shard.sessions.borrow_mut();
+        let Some(input) = sessions.input(slot, token) else {
+            return false;
+        };
+        let room = MAX_CONTROL_FRAME.saturating_sub(input.len()).max(1);
+        match socket::recv_now(fd, &mut chunk[..room]) {
+            Recv::Data(n) => {
+                input.extend_from_slice(&chunk[..n]);
+                if input.len() >= MAX_CONTROL_FRAME {
+                    return true;
+                }
+            }
+            Recv::Empty => return true,
+            Recv::Closed => {
+                sessions.close(slot, token);
+                return false;
+            }
+        }
+    }
+}
+
+/// Acts on the whole frames a WebSocket client's input holds.
+fn ws_frames(shard: &Shard, slot: Slot, token: &Token, fd: std::os::fd::RawFd) {
+    loop {
+        let decoded = {
+            let mut sessions = shard.sessions.borrow_mut();
+            let Some(input) = sessions.input(slot, token) else {
+                return;
+            };
+            match ws::decode_client_frame(input) {
+                Ok(Some((frame, used))) => {
+                    input.drain(..used);
+                    if input.is_empty() {
+                        *input = Vec::new();
+                    }
+                    Ok(frame)
+                }
+                Ok(None) => return,
+                Err(e) => Err(e),
+            }
+        };
+        let close = match decoded {
+            Ok(ClientFrame::Ping(payload)) => {
+                let mut pong = Vec::new();
+                ws::encode_frame(&mut pong, ws::OpCode::Pong, &payload);
+                shard.sessions.borrow_mut().send_first(slot, token, &pong);
+                continue;
+            }
+            Ok(ClientFrame::Pong) => continue,
+            // Echo the client's code, as RFC 6455 5.5.1 asks.
+            Ok(ClientFrame::Close { code, .. }) => (code.unwrap_or(1000), ""),
+            Ok(ClientFrame::Data { .. }) => (1000, TWO_WAY),
+            Err(e) => (e.close_code(), "Protocol error."),
+        };
+        end_ws(shard, slot, token, fd, close);
+        return;
+    }
+}
+
+/// The client ends a WebSocket: what a full socket left unsent goes first (a frame is never
+/// cut), then the close frame, as far as the socket takes them now; then the socket closes.
+fn end_ws(shard: &Shard, slot: Slot, token: &Token, fd: std::os::fd::RawFd, close: (u16, &str)) {
+    let mut sessions = shard.sessions.borrow_mut();
+    let Some((rest, sock)) = sessions.take_socket(slot, token) else {
+        return;
+    };
+    let close_frame = ws::close_frame(close.0, close.1);
+    let parts = Parts {
+        lead: &rest,
+        frames: &[],
+        tail: &close_frame,
+    };
+    // The client is leaving: a socket too full for the close frame just closes.
+    let _: SendNow = socket::send_now(fd, &parts);
+    sessions.close(slot, token);
+    drop(sock);
+}
