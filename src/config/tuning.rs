@@ -108,6 +108,10 @@ pub struct Sessions {
     /// Bytes of subscription state (compiled constraints and their index entries) one
     /// connection may hold; more is refused with 400.
     pub max_subscription_bytes: usize,
+    /// How far a shard's writer may fall behind (its current pass over the sessions with
+    /// output has run this long) before new publishes wait for it: events then pile up into
+    /// fewer, larger writes instead of a backlog that only grows latency. 0 = never wait.
+    pub max_write_lag_ms: u64,
 }
 
 impl Default for Sessions {
@@ -120,6 +124,7 @@ impl Default for Sessions {
             max_subscriptions: 128,
             max_clauses: 64,
             max_subscription_bytes: 16 * 1024,
+            max_write_lag_ms: 50,
         }
     }
 }

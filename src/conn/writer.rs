@@ -31,6 +31,7 @@ pub async fn run(shard: Rc<Shard>) {
     let mut scratch: Vec<u8> = Vec::new();
     loop {
         future::poll_fn(|cx| shard.sessions.borrow_mut().poll_dirty(cx, &mut batch)).await;
+        shard.writing(true);
         let mut slice = Instant::now();
         for (n, &slot) in batch.iter().enumerate() {
             write_one(&shard, slot, &mut frames, &mut scratch);
@@ -42,6 +43,9 @@ pub async fn run(shard: Rc<Shard>) {
             }
         }
         batch.clear();
+        if shard.sessions.borrow().nothing_dirty() {
+            shard.writing(false);
+        }
         // A burst's lists are not kept by a quiet shard.
         if batch.capacity() > 4096 {
             batch = Vec::new();

@@ -133,6 +133,8 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         outbound: crate::broker::http::Outbound::start(),
         inbound: inbound_tx,
         interest,
+        write_pass: (0..n).map(|_| Default::default()).collect(),
+        epoch: Instant::now(),
     });
     let mesh = MeshBuilder::<ShardMsg, _>::full(n, cfg.tuning.runtime.mesh_queue);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), StartError>>();

@@ -46,6 +46,10 @@ pub struct Globals {
     pub inbound: Vec<async_channel::Sender<Control>>,
     /// Which shards want which events (shared with the island).
     pub interest: Arc<crate::route::interest::Interest>,
+    /// When each shard's writer started its current pass (ms since `epoch`), 0 when idle.
+    pub write_pass: Vec<std::sync::atomic::AtomicU64>,
+    /// The process's start: `write_pass` counts from here.
+    pub epoch: std::time::Instant,
 }
 
 /// A shard's inbound queue is full: it is behind on deliveries. The publisher gets 503.
@@ -161,6 +165,7 @@ impl Shard {
     /// told to come back. Returns once the event sits in every queue, not after it was
     /// delivered.
     pub async fn publish(&self, what: Control, shards: u64) -> Result<(), Busy> {
+        self.wait_for_writers(shards).await;
         let targets = || {
             self.globals
                 .inbound
@@ -180,6 +185,41 @@ impl Shard {
             }
         }
         Ok(())
+    }
+
+    /// Waits (bounded) while a shard the event goes to is behind on writing: its writer has
+    /// been in one pass for longer than `sessions.max_write_lag_ms`. The publisher's answer is
+    /// held meanwhile, as it would be by any server that writes before it answers, so events
+    /// arrive no faster than they can be delivered and each write carries more of them.
+    async fn wait_for_writers(&self, shards: u64) {
+        let lag = self.cfg().tuning.sessions.max_write_lag_ms;
+        if lag == 0 {
+            return;
+        }
+        let g = &self.globals;
+        let behind = || {
+            let now = g.epoch.elapsed().as_millis() as u64;
+            g.write_pass.iter().enumerate().any(|(i, p)| {
+                let started = p.load(std::sync::atomic::Ordering::Relaxed);
+                shards & (1 << i) != 0 && started != 0 && now.saturating_sub(started) > lag
+            })
+        };
+        // Bounded: a writer stuck behind for this long is the inbound queue's problem (503).
+        let give_up = std::time::Instant::now() + Duration::from_secs(2);
+        while behind() && std::time::Instant::now() < give_up {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// The writer of this shard starts (true) or ends (false) a pass.
+    pub fn writing(&self, busy: bool) {
+        let v = if busy {
+            // Never 0 while busy (0 means idle).
+            (self.globals.epoch.elapsed().as_millis() as u64).max(1)
+        } else {
+            0
+        };
+        self.globals.write_pass[self.id].store(v, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Like [`Shard::publish`], but waits for room instead of refusing: for control records

@@ -568,6 +568,11 @@ impl Sessions {
         }
     }
 
+    /// No session waits for the writer.
+    pub fn nothing_dirty(&self) -> bool {
+        self.dirty.is_empty()
+    }
+
     /// Stream sessions waiting for room on a full socket.
     pub fn stalled(&self) -> usize {
         self.stalled
