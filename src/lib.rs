@@ -8,6 +8,7 @@
 //! - `session` — per-shard sessions, bounded outbound queues, heartbeats, tokens
 //! - `route`   — the event value, field extraction, subscriptions and the index deciding who gets it
 //! - `api`     — request handlers for the inbound and internal listeners
+//! - `proxy`   — the API gateway's definitions, routing table, parked requests and replies
 //! - `auth`    — JWT/JWKS verification, the session blacklist, CORS policy (no I/O)
 //! - `broker`  — island code: Kafka (rskafka) and outbound HTTP, reached through island handles
 //! - `metrics` — metric names, per-shard probes, the Prometheus exporter
@@ -36,6 +37,7 @@ pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod proto;
+pub mod proxy;
 pub mod route;
 pub mod runtime;
 pub mod session;

@@ -6,9 +6,11 @@ pub mod cloudevents;
 pub mod control;
 pub mod frame;
 pub mod http1;
+pub mod http1_client;
 pub mod kafka_record;
 pub mod longpoll;
 pub mod sse;
+pub mod trace;
 pub mod ws;
 
 /// The three ways a frontend receives events. Also a bounded metric label and an array index.

@@ -1,0 +1,498 @@
+//! HTTP/1.1 as the API gateway speaks it to upstreams: request heads out, response heads and
+//! body framing in (RFC 9112), and the header rules of a proxy (hop-by-hop fields dropped both
+//! ways, RFC 9110 §7.6.1).
+//!
+//! Sans-I/O like the server side: bytes in, values out. Every [`UpstreamError`] is the
+//! upstream's fault (the gateway answers 502); the bounds are the caller's [`ResponseLimits`].
+
+use super::http1::{ChunkedDecoder, HttpError};
+use std::mem::MaybeUninit;
+
+/// Upper bound of `ResponseLimits::max_headers` (header slots live on the stack).
+pub const MAX_RESPONSE_HEADERS: usize = 256;
+
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseLimits {
+    pub max_head_bytes: usize,
+    pub max_headers: usize,
+}
+
+/// How a response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseBody {
+    /// HEAD responses, 1xx, 204 and 304.
+    None,
+    Length(u64),
+    Chunked,
+    /// Neither length nor chunked: the body ends when the upstream closes.
+    UntilClose,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub version_minor: u8,
+    /// Names lower-cased; order and duplicates kept.
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: ResponseBody,
+    /// The upstream allows another request on this connection once the body is read.
+    pub keep_alive: bool,
+}
+
+impl ResponseHead {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Whether any `name` field lists `token` (comma-separated, case-insensitive).
+    fn has_token(&self, name: &str, token: &str) -> bool {
+        has_token(
+            self.headers
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_slice()),
+            token,
+        )
+    }
+}
+
+/// Why an upstream's response cannot be passed on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("malformed response head: {0}")]
+    Malformed(String),
+    #[error("response head larger than {0} bytes")]
+    HeadTooLarge(usize),
+    #[error("more than {0} response headers")]
+    TooManyHeaders(usize),
+    #[error("response framing: {0}")]
+    Framing(String),
+}
+
+impl crate::error::Blame for UpstreamError {
+    fn fault(&self) -> crate::error::Fault {
+        crate::error::Fault::Upstream
+    }
+}
+
+/// Hop-by-hop fields: they describe one connection and are never forwarded (RFC 9110 §7.6.1;
+/// RIG's list plus `te` and `trailer`). `content-length` is not one, but the gateway frames
+/// bodies itself and sets it.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "http2-settings"
+            | "te"
+            | "trailer"
+    )
+}
+
+/// Field names a `Connection` header declares hop-by-hop (lower-cased).
+pub fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
+    values
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(trim_ows)
+        .filter(|t| !t.is_empty())
+        .map(|t| String::from_utf8_lossy(t).to_ascii_lowercase())
+        .collect()
+}
+
+fn has_token<'a>(mut values: impl Iterator<Item = &'a [u8]>, token: &str) -> bool {
+    values.any(|v| {
+        v.split(|&b| b == b',')
+            .any(|t| trim_ows(t).eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// A field name is a token (RFC 9110 §5.1); anything else must not be written to a peer.
+pub fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+/// A field value carries no CR, LF or NUL (which would end the field or the head).
+pub fn is_clean_value(v: &[u8]) -> bool {
+    !v.iter().any(|b| matches!(b, b'\r' | b'\n' | 0))
+}
+
+/// How the request body goes upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestBody {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Serialises a request head. `headers` must already be filtered (no hop-by-hop or framing
+/// fields); names and values that could break the head are dropped here as a last line.
+pub fn request_head<'a>(
+    method: &str,
+    target: &str,
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    body: RequestBody,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend(
+        target
+            .bytes()
+            .filter(|b| !matches!(b, b' ' | b'\r' | b'\n' | 0)),
+    );
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        if is_token(name) && is_clean_value(value) {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    match body {
+        RequestBody::None => {}
+        RequestBody::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        RequestBody::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Parses a response head from the start of `buf`. `Ok(None)`: more bytes needed. Interim
+/// (1xx) responses are returned like any other; the caller skips them.
+pub fn parse_response_head(
+    buf: &[u8],
+    limits: &ResponseLimits,
+    head_request: bool,
+) -> Result<Option<(ResponseHead, usize)>, UpstreamError> {
+    let window = &buf[..buf.len().min(limits.max_head_bytes)];
+    let max_headers = limits.max_headers.min(MAX_RESPONSE_HEADERS);
+    let mut slots: [MaybeUninit<httparse::Header<'_>>; MAX_RESPONSE_HEADERS] =
+        [const { MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .allow_obsolete_multiline_headers_in_responses(false)
+        .parse_response_with_uninit_headers(&mut resp, window, &mut slots[..max_headers]);
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= limits.max_head_bytes => {
+            return Err(UpstreamError::HeadTooLarge(limits.max_head_bytes))
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(UpstreamError::TooManyHeaders(max_headers))
+        }
+        Err(e) => return Err(UpstreamError::Malformed(e.to_string())),
+    };
+    let (Some(status), Some(version_minor)) = (resp.code, resp.version) else {
+        return Err(UpstreamError::Malformed("incomplete status line".into()));
+    };
+    if !(100..=599).contains(&status) {
+        return Err(UpstreamError::Malformed(format!("status {status}")));
+    }
+    let mut head = ResponseHead {
+        status,
+        version_minor,
+        headers: resp
+            .headers
+            .iter()
+            .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+            .collect(),
+        body: ResponseBody::None,
+        keep_alive: false,
+    };
+    head.body = body_kind(&head, head_request)?;
+    head.keep_alive = head.body != ResponseBody::UntilClose
+        && if version_minor == 1 {
+            !head.has_token("connection", "close")
+        } else {
+            head.has_token("connection", "keep-alive")
+        };
+    Ok(Some((head, len)))
+}
+
+fn body_kind(head: &ResponseHead, head_request: bool) -> Result<ResponseBody, UpstreamError> {
+    if head_request || (100..200).contains(&head.status) || matches!(head.status, 204 | 304) {
+        return Ok(ResponseBody::None);
+    }
+    let te: Vec<&[u8]> = head
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "transfer-encoding")
+        .map(|(_, v)| v.as_slice())
+        .collect();
+    let cl: Vec<&[u8]> = head
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "content-length")
+        .map(|(_, v)| v.as_slice())
+        .collect();
+    if !te.is_empty() {
+        // Both framings at once is how responses get split; refuse rather than guess.
+        if !cl.is_empty() {
+            return Err(UpstreamError::Framing(
+                "both Transfer-Encoding and Content-Length".into(),
+            ));
+        }
+        let codings: Vec<&[u8]> = te
+            .iter()
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(trim_ows)
+            .filter(|t| !t.is_empty())
+            .collect();
+        return match codings.last() {
+            // Only chunked can be undone here; with another coding before it the body would
+            // reach the client still encoded without saying so, so that is refused too.
+            Some(last) if last.eq_ignore_ascii_case(b"chunked") && codings.len() == 1 => {
+                Ok(ResponseBody::Chunked)
+            }
+            Some(_) if codings.len() > 1 => Err(UpstreamError::Framing(format!(
+                "transfer-coding {:?} is not supported",
+                String::from_utf8_lossy(te[0])
+            ))),
+            // Not chunked as the final coding: the body runs to the end of the connection.
+            _ => Ok(ResponseBody::UntilClose),
+        };
+    }
+    let mut length: Option<u64> = None;
+    for element in cl.iter().flat_map(|v| v.split(|&b| b == b',')) {
+        let digits = trim_ows(element);
+        let n = std::str::from_utf8(digits)
+            .ok()
+            .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|d| d.parse::<u64>().ok())
+            .ok_or_else(|| UpstreamError::Framing("invalid Content-Length".into()))?;
+        if length.is_some_and(|prev| prev != n) {
+            return Err(UpstreamError::Framing(
+                "conflicting Content-Length values".into(),
+            ));
+        }
+        length = Some(n);
+    }
+    Ok(match length {
+        Some(n) => ResponseBody::Length(n),
+        None => ResponseBody::UntilClose,
+    })
+}
+
+/// Incremental reader of a response body: feed it bytes from the upstream and it appends
+/// body bytes to `out`, never consuming past the body's end.
+#[derive(Debug, Clone)]
+pub enum BodyDecoder {
+    Length { remaining: u64 },
+    Chunked(ChunkedDecoder),
+    UntilClose,
+    Done,
+}
+
+impl BodyDecoder {
+    pub fn new(kind: ResponseBody) -> BodyDecoder {
+        match kind {
+            ResponseBody::None | ResponseBody::Length(0) => BodyDecoder::Done,
+            ResponseBody::Length(n) => BodyDecoder::Length { remaining: n },
+            // No size bound: the body is streamed through, never held whole.
+            ResponseBody::Chunked => BodyDecoder::Chunked(ChunkedDecoder::new(usize::MAX)),
+            ResponseBody::UntilClose => BodyDecoder::UntilClose,
+        }
+    }
+
+    /// `(bytes consumed, finished)`.
+    pub fn feed(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, bool), UpstreamError> {
+        match self {
+            BodyDecoder::Done => Ok((0, true)),
+            BodyDecoder::Length { remaining } => {
+                let take = input
+                    .len()
+                    .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                out.extend_from_slice(&input[..take]);
+                *remaining -= take as u64;
+                let done = *remaining == 0;
+                if done {
+                    *self = BodyDecoder::Done;
+                }
+                Ok((take, done))
+            }
+            BodyDecoder::Chunked(d) => {
+                let r = d.feed(input, out).map_err(|e| match e {
+                    HttpError::BadRequest(m) => UpstreamError::Framing(m),
+                    other => UpstreamError::Framing(other.to_string()),
+                })?;
+                if r.1 {
+                    *self = BodyDecoder::Done;
+                }
+                Ok(r)
+            }
+            BodyDecoder::UntilClose => {
+                out.extend_from_slice(input);
+                Ok((input.len(), false))
+            }
+        }
+    }
+
+    /// The upstream closed: fine only where the close is the end of the body.
+    pub fn eof(&self) -> Result<(), UpstreamError> {
+        match self {
+            BodyDecoder::Done | BodyDecoder::UntilClose => Ok(()),
+            BodyDecoder::Length { remaining } => Err(UpstreamError::Framing(format!(
+                "connection closed {remaining} bytes before the end of the body"
+            ))),
+            BodyDecoder::Chunked(_) => Err(UpstreamError::Framing(
+                "connection closed inside a chunked body".into(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: ResponseLimits = ResponseLimits {
+        max_head_bytes: 1024,
+        max_headers: 16,
+    };
+
+    fn parse(b: &[u8]) -> Result<Option<(ResponseHead, usize)>, UpstreamError> {
+        parse_response_head(b, &L, false)
+    }
+
+    #[test]
+    fn framing_by_status_method_and_headers() {
+        let (h, n) = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (h.status, h.body, h.keep_alive, n),
+            (200, ResponseBody::Length(5), true, 38)
+        );
+        let (h, _) = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.body, ResponseBody::Chunked);
+        let (h, _) = parse(b"HTTP/1.1 200 OK\r\n\r\n").unwrap().unwrap();
+        assert_eq!((h.body, h.keep_alive), (ResponseBody::UntilClose, false));
+        let (h, _) = parse(b"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.body, ResponseBody::None);
+        let (h, _) = parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", &L, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.body, ResponseBody::None);
+        let (h, _) = parse(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive, "1.0 without keep-alive closes");
+        let (h, _) = parse(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive);
+    }
+
+    #[test]
+    fn ambiguous_or_broken_heads_are_refused() {
+        assert!(parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        .is_err());
+        assert!(
+            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").is_err()
+        );
+        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n").is_err());
+        assert!(parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").is_err());
+        assert!(parse(b"garbage\r\n\r\n").is_err());
+        assert_eq!(parse(b"HTTP/1.1 200 OK\r\nX: y\r\n").unwrap(), None);
+        let big = format!("HTTP/1.1 200 OK\r\nX: {}\r\n", "a".repeat(2000));
+        assert_eq!(
+            parse(big.as_bytes()).unwrap_err(),
+            UpstreamError::HeadTooLarge(1024)
+        );
+    }
+
+    #[test]
+    fn bodies_decode_in_any_split() {
+        let wire = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\nNEXT";
+        for split in 0..wire.len() {
+            let mut d = BodyDecoder::new(ResponseBody::Chunked);
+            let mut out = Vec::new();
+            let (a, done_a) = d.feed(&wire[..split], &mut out).unwrap();
+            let (used, done) = if done_a {
+                (a, true)
+            } else {
+                let (b, done) = d.feed(&wire[a..], &mut out).unwrap();
+                (a + b, done)
+            };
+            assert!(done);
+            assert_eq!(out, b"hello world");
+            assert_eq!(&wire[used..], b"NEXT", "split at {split}");
+        }
+        let mut d = BodyDecoder::new(ResponseBody::Length(3));
+        let mut out = Vec::new();
+        assert_eq!(d.feed(b"abcdef", &mut out).unwrap(), (3, true));
+        let d = BodyDecoder::new(ResponseBody::Length(3));
+        assert!(d.eof().is_err());
+    }
+
+    #[test]
+    fn request_heads_drop_what_would_break_them() {
+        let h = request_head(
+            "GET",
+            "/a b?x=1",
+            [
+                ("host", &b"up:80"[..]),
+                ("x-bad", b"a\r\nb"),
+                ("bad name", b"v"),
+            ]
+            .into_iter(),
+            RequestBody::Length(2),
+        );
+        assert_eq!(
+            h,
+            b"GET /ab?x=1 HTTP/1.1\r\nhost: up:80\r\ncontent-length: 2\r\n\r\n".to_vec()
+        );
+    }
+}

@@ -1,0 +1,287 @@
+//! What an HTTP target receives and what the client gets back, as headers and framing: RIG's
+//! header rules (`host` is the upstream's, `forwarded: for=<client>;by=<gateway>` replaces any
+//! given, the trace context is set, hop-by-hop fields are dropped both ways, the version's
+//! `add_headers` override same-named fields when the endpoint asks for it) and how a body is
+//! framed on each side. Values in, bytes out.
+
+use super::table::Upstream;
+use crate::proto::http1;
+use crate::proto::http1_client::{
+    connection_tokens, is_hop_by_hop, RequestBody, ResponseBody, ResponseHead,
+};
+use crate::proto::trace::TraceContext;
+use std::net::IpAddr;
+
+/// The gateway's side of the `forwarded` header and its trace context.
+pub struct Hop<'a> {
+    pub client_ip: IpAddr,
+    pub gateway_ip: IpAddr,
+    pub upstream: &'a Upstream,
+    /// The version's `add_headers` when the endpoint sets `transform_request_headers`.
+    pub add_headers: Option<&'a [(String, String)]>,
+    pub trace: &'a TraceContext,
+}
+
+/// The `forwarded` node identifier of an address (RFC 7239 §6: IPv6 quoted in brackets).
+fn node(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => format!("\"[{v6}]\""),
+        },
+    }
+}
+
+/// Request fields for the upstream, in order: the client's (without hop-by-hop, framing and
+/// the fields the gateway sets), then `host`, `forwarded`, the trace context, and the
+/// version's `add_headers` last so they win (a configured `host` included: RIG replaced it
+/// with the upstream's after merging, contrary to its documentation).
+pub fn upstream_headers(request: &[(String, Vec<u8>)], hop: &Hop<'_>) -> Vec<(String, Vec<u8>)> {
+    let listed = connection_tokens(
+        request
+            .iter()
+            .filter(|(n, _)| n == "connection")
+            .map(|(_, v)| v.as_slice()),
+    );
+    let added = |n: &str| {
+        hop.add_headers
+            .is_some_and(|a| a.iter().any(|(k, _)| k == n))
+    };
+    let mut out: Vec<(String, Vec<u8>)> = request
+        .iter()
+        .filter(|(n, _)| {
+            !is_hop_by_hop(n)
+                && !listed.iter().any(|l| l == n)
+                && !matches!(
+                    n.as_str(),
+                    "host"
+                        | "content-length"
+                        | "forwarded"
+                        | "traceparent"
+                        | "tracestate"
+                        | "expect"
+                )
+                && !added(n)
+        })
+        .cloned()
+        .collect();
+    if !added("host") {
+        out.push(("host".into(), hop.upstream.authority().into_bytes()));
+    }
+    out.push((
+        "forwarded".into(),
+        format!("for={};by={}", node(hop.client_ip), node(hop.gateway_ip)).into_bytes(),
+    ));
+    out.push(("traceparent".into(), hop.trace.traceparent().into_bytes()));
+    if let Some(state) = &hop.trace.tracestate {
+        out.push(("tracestate".into(), state.clone().into_bytes()));
+    }
+    for (k, v) in hop.add_headers.unwrap_or_default() {
+        out.push((k.clone(), v.clone().into_bytes()));
+    }
+    out
+}
+
+/// The upstream request target: the (rewritten) path and the client's query; with a
+/// correlation token, `correlation=<token>` replaces any the client sent.
+pub fn upstream_target(path: &str, query: Option<&str>, correlation: Option<&str>) -> String {
+    let mut pairs: Vec<&str> = query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .collect();
+    let own;
+    if let Some(token) = correlation {
+        pairs.retain(|p| p.split('=').next() != Some("correlation"));
+        own = format!("correlation={token}");
+        pairs.push(&own);
+    }
+    let path = if path.is_empty() { "/" } else { path };
+    if pairs.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", pairs.join("&"))
+    }
+}
+
+/// How the request body goes upstream: as it came (length or chunked); a POST, PUT or PATCH
+/// without a body says `content-length: 0` (servers may refuse it otherwise, 411).
+pub fn request_framing(body: http1::BodyKind, method: &str) -> RequestBody {
+    match body {
+        http1::BodyKind::Length(n) => RequestBody::Length(n),
+        http1::BodyKind::Chunked => RequestBody::Chunked,
+        http1::BodyKind::None if matches!(method, "POST" | "PUT" | "PATCH") => {
+            RequestBody::Length(0)
+        }
+        http1::BodyKind::None => RequestBody::None,
+    }
+}
+
+/// How the response body goes to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientBody {
+    None,
+    Length(u64),
+    Chunked,
+    /// HTTP/1.0 client and no length: the body ends when we close.
+    UntilClose,
+}
+
+/// The client's response head for an upstream response, its body framing, and whether the
+/// client connection can carry another request afterwards.
+pub fn client_head(
+    resp: &ResponseHead,
+    client_keep_alive: bool,
+    client_http11: bool,
+    extra: &[(&str, String)],
+) -> (Vec<u8>, ClientBody, bool) {
+    let listed = connection_tokens(
+        resp.headers
+            .iter()
+            .filter(|(n, _)| n == "connection")
+            .map(|(_, v)| v.as_slice()),
+    );
+    let body = match resp.body {
+        ResponseBody::None => ClientBody::None,
+        ResponseBody::Length(n) => ClientBody::Length(n),
+        ResponseBody::Chunked | ResponseBody::UntilClose if client_http11 => ClientBody::Chunked,
+        ResponseBody::Chunked | ResponseBody::UntilClose => ClientBody::UntilClose,
+    };
+    let keep_alive = client_keep_alive && body != ClientBody::UntilClose;
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(resp.status.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(http1::reason(resp.status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (n, v) in &resp.headers {
+        // A response without a body (HEAD, 304) keeps the upstream's content-length: it
+        // describes the representation, not this message.
+        let framing = n == "content-length" && body != ClientBody::None;
+        if is_hop_by_hop(n) || framing || listed.iter().any(|l| l == n) {
+            continue;
+        }
+        push(&mut out, n, v);
+    }
+    for (n, v) in extra {
+        push(&mut out, n, v.as_bytes());
+    }
+    match body {
+        ClientBody::Length(n) => push(&mut out, "content-length", n.to_string().as_bytes()),
+        ClientBody::Chunked => push(&mut out, "transfer-encoding", b"chunked"),
+        ClientBody::None | ClientBody::UntilClose => {}
+    }
+    if !keep_alive {
+        push(&mut out, "connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    (out, body, keep_alive)
+}
+
+fn push(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    if crate::proto::http1_client::is_token(name)
+        && crate::proto::http1_client::is_clean_value(value)
+    {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::http1_client::{parse_response_head, ResponseLimits};
+
+    fn h(n: &str, v: &str) -> (String, Vec<u8>) {
+        (n.to_string(), v.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn rigs_request_header_rules() {
+        let up = Upstream {
+            tls: false,
+            host: "backend".into(),
+            port: 8080,
+        };
+        let trace = TraceContext::continue_or_start(None, None);
+        let add = vec![("x-api-key".to_string(), "k".to_string())];
+        let hop = Hop {
+            client_ip: "10.1.2.3".parse().unwrap(),
+            gateway_ip: "::1".parse().unwrap(),
+            upstream: &up,
+            add_headers: Some(&add),
+            trace: &trace,
+        };
+        let req = vec![
+            h("host", "gw:4000"),
+            h("connection", "keep-alive, x-hop"),
+            h("x-hop", "drop me"),
+            h("keep-alive", "timeout=5"),
+            h("transfer-encoding", "chunked"),
+            h("forwarded", "for=evil"),
+            h("x-api-key", "client's"),
+            h("accept", "*/*"),
+        ];
+        let out = upstream_headers(&req, &hop);
+        let names: Vec<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["accept", "host", "forwarded", "traceparent", "x-api-key"]
+        );
+        assert_eq!(out[1].1, b"backend:8080");
+        assert_eq!(out[2].1, b"for=10.1.2.3;by=\"[::1]\"");
+        assert_eq!(out[4].1, b"k");
+    }
+
+    #[test]
+    fn targets_keep_the_query_and_own_the_correlation() {
+        assert_eq!(upstream_target("/a", None, None), "/a");
+        assert_eq!(upstream_target("/a", Some("x=1&y=2"), None), "/a?x=1&y=2");
+        assert_eq!(
+            upstream_target("/a", Some("correlation=forged&x=1"), Some("T")),
+            "/a?x=1&correlation=T"
+        );
+    }
+
+    #[test]
+    fn response_framing_towards_the_client() {
+        let l = ResponseLimits {
+            max_head_bytes: 4096,
+            max_headers: 32,
+        };
+        let (r, _) = parse_response_head(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close, x-priv\r\nX-Priv: 1\r\nX-Keep: 2\r\n\r\n",
+            &l,
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        let (head, body, keep) = client_head(&r, true, true, &[]);
+        assert_eq!((body, keep), (ClientBody::Chunked, true));
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "HTTP/1.1 200 OK\r\nx-keep: 2\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let (_, body, keep) = client_head(&r, true, false, &[]);
+        assert_eq!(
+            (body, keep),
+            (ClientBody::UntilClose, false),
+            "HTTP/1.0 client"
+        );
+        let (r, _) =
+            parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n", &l, true)
+                .unwrap()
+                .unwrap();
+        let (head, body, _) = client_head(&r, true, true, &[]);
+        assert_eq!(body, ClientBody::None);
+        assert!(
+            String::from_utf8(head)
+                .unwrap()
+                .contains("content-length: 42\r\n"),
+            "HEAD keeps the length"
+        );
+    }
+}

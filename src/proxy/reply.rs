@@ -1,0 +1,210 @@
+//! A response to a waiting proxy request, in RIG's binary mode: headers `rig-correlation`
+//! (the waiting request's token) and `rig-response-code`, any other headers copied to the
+//! client's response, the body passed verbatim. The same shape arrives as a Kafka record on a
+//! response topic or as `POST /v3/responses`.
+//!
+//! Copied headers are filtered: framing and hop-by-hop fields (the gateway frames the
+//! response), fields that cannot be written safely, and, from HTTP posts, the fields that
+//! describe the posting request itself (`host`, `authorization`, `cookie`, ...): RIG copied
+//! them all, so a backend's credentials for the internal API reached the frontend.
+
+use crate::proto::http1_client::{is_clean_value, is_hop_by_hop, is_token};
+use crate::session::token::Token;
+
+pub const CORRELATION_HEADER: &str = "rig-correlation";
+pub const STATUS_HEADER: &str = "rig-response-code";
+
+/// Headers copied to a client at most, and their bytes.
+const MAX_COPIED: usize = 64;
+const MAX_COPIED_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub token: Token,
+    pub status: u16,
+    /// Lower-cased names.
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+/// Why a response cannot be delivered (the sender's fault). RIG answered these with
+/// `400 Failed to parse request body: ...`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("missing {CORRELATION_HEADER} header")]
+    NoCorrelation,
+    #[error("{CORRELATION_HEADER} is not a correlation id issued by this gateway")]
+    BadCorrelation,
+    #[error("missing {STATUS_HEADER} header")]
+    NoStatus,
+    /// RIG's own words for a status that is not a number.
+    #[error("{{:error, {{:not_an_integer, {0:?}}}}}")]
+    NotAnInteger(String),
+    #[error("{STATUS_HEADER} {0} is not an HTTP status (100-599)")]
+    OutOfRange(i64),
+}
+
+impl crate::error::Blame for ReplyError {
+    fn fault(&self) -> crate::error::Fault {
+        crate::error::Fault::Client
+    }
+}
+
+/// Where the headers come from decides which describe the carrier rather than the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    Kafka,
+    Http,
+}
+
+fn describes_http_request(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "user-agent"
+            | "accept"
+            | "accept-encoding"
+            | "accept-language"
+            | "authorization"
+            | "proxy-authorization"
+            | "cookie"
+            | "expect"
+            | "origin"
+            | "referer"
+            | "forwarded"
+            | "x-real-ip"
+            | "range"
+            | "traceparent"
+            | "tracestate"
+    ) || name.starts_with("x-forwarded-")
+        || name.starts_with("if-")
+        || name.starts_with("sec-")
+}
+
+pub fn parse<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    body: Vec<u8>,
+    carrier: Carrier,
+) -> Result<Reply, ReplyError> {
+    let mut correlation = None;
+    let mut status = None;
+    let mut copied: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut copied_bytes = 0;
+    for (name, value) in headers {
+        let name = name.to_ascii_lowercase();
+        match name.as_str() {
+            CORRELATION_HEADER => correlation = Some(value),
+            STATUS_HEADER => status = Some(value),
+            n if is_hop_by_hop(n) || n == "content-length" => {}
+            n if carrier == Carrier::Http && describes_http_request(n) => {}
+            n if is_token(n) && is_clean_value(value) => {
+                copied_bytes += n.len() + value.len();
+                if copied.len() < MAX_COPIED && copied_bytes <= MAX_COPIED_BYTES {
+                    copied.push((name, value.to_vec()));
+                }
+            }
+            _ => {}
+        }
+    }
+    let correlation = correlation.ok_or(ReplyError::NoCorrelation)?;
+    let token = std::str::from_utf8(correlation)
+        .ok()
+        .and_then(|s| Token::decode_correlation(s.trim()))
+        .ok_or(ReplyError::BadCorrelation)?;
+    let raw = status.ok_or(ReplyError::NoStatus)?;
+    let text = String::from_utf8_lossy(raw);
+    let code: i64 = text
+        .trim()
+        .parse()
+        .map_err(|_| ReplyError::NotAnInteger(text.to_string()))?;
+    if !(100..=599).contains(&code) {
+        return Err(ReplyError::OutOfRange(code));
+    }
+    Ok(Reply {
+        token,
+        status: code as u16,
+        headers: copied,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token() -> Token {
+        Token {
+            node: 7,
+            shard: 1,
+            slot: 3,
+            gen: 9,
+            secret: 42,
+        }
+    }
+
+    #[test]
+    fn binary_mode_response_with_extra_headers() {
+        let corr = token().encode_correlation();
+        let hs = [
+            ("rig-correlation", corr.as_bytes()),
+            ("rig-response-code", &b"201"[..]),
+            ("Content-Type", b"application/json"),
+            ("x-extra", b"1"),
+            ("content-length", b"99"),
+            ("authorization", b"Bearer internal"),
+            ("x-evil", b"a\r\nset-cookie: x"),
+        ];
+        let r = parse(hs.iter().copied(), b"{}".to_vec(), Carrier::Http).unwrap();
+        assert_eq!((r.token, r.status), (token(), 201));
+        assert_eq!(
+            r.headers,
+            vec![
+                ("content-type".to_string(), b"application/json".to_vec()),
+                ("x-extra".to_string(), b"1".to_vec())
+            ]
+        );
+        // Over Kafka, `authorization` is a header the backend chose to send.
+        let r = parse(hs.iter().copied(), Vec::new(), Carrier::Kafka).unwrap();
+        assert!(r.headers.iter().any(|(n, _)| n == "authorization"));
+    }
+
+    #[test]
+    fn rigs_errors() {
+        let corr = token().encode_correlation();
+        let with = |code: &'static [u8]| {
+            parse(
+                [
+                    ("rig-correlation", corr.as_bytes()),
+                    ("rig-response-code", code),
+                ]
+                .into_iter(),
+                Vec::new(),
+                Carrier::Http,
+            )
+        };
+        assert_eq!(
+            with(b"abc201").unwrap_err().to_string(),
+            r#"{:error, {:not_an_integer, "abc201"}}"#
+        );
+        assert_eq!(with(b"99").unwrap_err(), ReplyError::OutOfRange(99));
+        assert_eq!(
+            parse(std::iter::empty(), Vec::new(), Carrier::Http).unwrap_err(),
+            ReplyError::NoCorrelation
+        );
+        let conn = token().encode();
+        assert_eq!(
+            parse(
+                [
+                    ("rig-correlation", conn.as_bytes()),
+                    ("rig-response-code", &b"200"[..])
+                ]
+                .into_iter(),
+                Vec::new(),
+                Carrier::Http
+            )
+            .unwrap_err(),
+            ReplyError::BadCorrelation,
+            "a connection token is not a correlation token"
+        );
+    }
+}
