@@ -3,14 +3,17 @@
 //! connection into an SSE stream or a WebSocket. Handlers never touch sockets.
 //!
 //! Inbound (public) port: RIG's `/_rig/v1/connection/{sse,ws,longpolling}`, the subscriptions
-//! PUT, `/_rig/v1/events`, `/_rig/health`. Internal port: `/v3/messages` (and `/v2/`), `/health`,
-//! `/metrics`.
+//! PUT, `/_rig/v1/events`, `/_rig/health` (every other inbound path is the API gateway's,
+//! `conn/proxy.rs`). Internal port: `/v3/messages` (and `/v2/`), `/v3/apis`, `/v3/responses`,
+//! `/v3/session-blacklist`, `/health`, `/metrics`.
 
 pub mod access;
+mod apis;
 mod blacklist;
 mod connect;
 mod publish;
 pub mod ratelimit;
+mod responses;
 
 mod subscriptions;
 
@@ -231,10 +234,36 @@ async fn internal(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outco
             Method::Post => publish::publish(shard, head, &body).await,
             _ => not_allowed("POST"),
         },
+        "/v3/apis" | "/v2/apis" => match m {
+            Method::Get => apis::list(shard),
+            Method::Post => apis::create(shard, &body).await,
+            _ => not_allowed("GET, POST"),
+        },
+        "/v3/responses" => match m {
+            Method::Post => responses::v3(shard, head, body).await,
+            _ => not_allowed("POST"),
+        },
+        "/v2/responses" => match m {
+            Method::Post => responses::v2(shard, body).await,
+            _ => not_allowed("POST"),
+        },
         "/v3/session-blacklist" | "/v2/session-blacklist" => match m {
             Method::Post => blacklist::add(shard, &body).await,
             _ => not_allowed("POST"),
         },
+        path if path.starts_with("/v3/apis/") || path.starts_with("/v2/apis/") => {
+            let raw = &path[9..];
+            if raw.is_empty() || raw.contains('/') {
+                return Resp::json(404, br#"{"message":"Not Found"}"#.to_vec()).into();
+            }
+            let id = crate::proto::http1::percent_decode(raw).unwrap_or_else(|| raw.to_string());
+            match m {
+                Method::Get => apis::get(shard, &id),
+                Method::Put => apis::update(shard, &id, &body).await,
+                Method::Delete => apis::delete(shard, &id).await,
+                _ => not_allowed("GET, PUT, DELETE"),
+            }
+        }
         path => match path
             .strip_prefix("/v3/session-blacklist/")
             .or_else(|| path.strip_prefix("/v2/session-blacklist/"))

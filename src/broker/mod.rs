@@ -7,6 +7,7 @@
 //! What shards may use of this module is its root: [`BrokerHandle`], [`ProduceRecord`],
 //! [`ProduceError`] and the [`http`] handle's types. Everything under `kafka/` is island code.
 
+pub mod dns;
 pub mod http;
 pub mod kafka;
 
@@ -52,6 +53,10 @@ pub struct BrokerHandle {
     produce: Handle<ProduceRecord, Produced>,
     pub publish_topic: String,
     pub control_topic: String,
+    /// Where responses to parked requests (and forwarded requests) travel; every node reads it.
+    pub response_topic: String,
+    /// `REQUEST_LOG=kafka` writes here.
+    pub log_topic: String,
 }
 
 impl BrokerHandle {
@@ -66,6 +71,7 @@ impl BrokerHandle {
 
 /// Starts the Kafka island when Kafka is configured. `shards` are the per-shard event queues.
 pub fn start(
+    node: u32,
     cfg: Arc<Config>,
     shards: Vec<async_channel::Sender<Control>>,
     metrics: Arc<IslandMetrics>,
@@ -73,12 +79,16 @@ pub fn start(
 ) -> Option<BrokerHandle> {
     let kafka = cfg.kafka.clone()?;
     let (publish_topic, control_topic) = (kafka.publish_topic.clone(), kafka.control_topic.clone());
+    let response_topic = kafka.response_topics[0].clone();
+    let log_topic = kafka.log_topic.clone();
     let produce = island::spawn("cb-island", 1024, move |jobs| {
-        kafka::run(cfg, kafka, shards, interest, jobs, metrics)
+        kafka::run(node, cfg, kafka, shards, interest, jobs, metrics)
     });
     Some(BrokerHandle {
         produce,
         publish_topic,
         control_topic,
+        response_topic,
+        log_topic,
     })
 }

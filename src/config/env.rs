@@ -55,3 +55,19 @@ pub const SUBSCRIPTION_CHECK: &str = "SUBSCRIPTION_CHECK";
 pub const SUBMISSION_CHECK: &str = "SUBMISSION_CHECK";
 /// Bearer token the internal API port requires when set (ours; RIG's internal API has none).
 pub const API_TOKEN: &str = "CB_API_TOKEN";
+
+// API gateway (RIG's names, then ours).
+pub const PROXY_CONFIG_FILE: &str = "PROXY_CONFIG_FILE";
+pub const PROXY_RECV_TIMEOUT: &str = "PROXY_RECV_TIMEOUT";
+pub const PROXY_KAFKA_RESPONSE_TOPICS: &str = "PROXY_KAFKA_RESPONSE_TOPICS";
+pub const PROXY_KAFKA_RESPONSE_TIMEOUT: &str = "PROXY_KAFKA_RESPONSE_TIMEOUT";
+pub const PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT: &str = "PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT";
+pub const PROXY_KINESIS_RESPONSE_TIMEOUT: &str = "PROXY_KINESIS_RESPONSE_TIMEOUT";
+pub const REQUEST_LOG: &str = "REQUEST_LOG";
+pub const KAFKA_LOG_TOPIC: &str = "KAFKA_LOG_TOPIC";
+/// RIG's endpoint host; its address is `by=` in the `forwarded` header.
+pub const HOST: &str = "HOST";
+/// How this node signs the API definitions it stores (`node_name`; ours).
+pub const NODE_NAME: &str = "CB_NODE_NAME";
+/// PEM file of the CAs trusted for `https` upstreams (ours; default: the system's CA bundle).
+pub const PROXY_CA_CERTFILE: &str = "CB_PROXY_CA_CERTFILE";

@@ -97,9 +97,9 @@ pub struct Tls {
 }
 
 /// The system's CA bundle (Debian, Ubuntu, Alpine), trusted when `KAFKA_SSL_CA_CERTFILE` is empty.
-const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub(crate) const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-fn read_certs(
+pub(crate) fn read_certs(
     path: &Path,
 ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, PemFileError> {
     let pem = std::fs::read(path).map_err(|source| PemFileError::Read {
@@ -231,6 +231,12 @@ pub struct KafkaConfig {
     pub mappings: Vec<RecordMapping>,
     /// Batches each shard's island queue holds before the island stops fetching.
     pub shard_queue: usize,
+    /// Topics every node reads responses to waiting proxy requests from, at their latest
+    /// offset (`PROXY_KAFKA_RESPONSE_TOPICS`); the first also carries requests forwarded to
+    /// the node that owns a connection.
+    pub response_topics: Vec<String>,
+    /// Where `REQUEST_LOG=kafka` writes (`KAFKA_LOG_TOPIC`).
+    pub log_topic: String,
 }
 
 impl KafkaConfig {
@@ -389,6 +395,18 @@ impl KafkaConfig {
             None => Vec::new(),
             Some(raw) => parse_mappings(&raw, problems),
         };
+        let response_topics: Vec<String> = get(env::PROXY_KAFKA_RESPONSE_TOPICS)
+            .unwrap_or_else(|| "rig-proxy-response".into())
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if response_topics.is_empty() {
+            problems.push(format!(
+                "{}: expected a comma list of topics",
+                env::PROXY_KAFKA_RESPONSE_TOPICS
+            ));
+        }
         Some(KafkaConfig {
             brokers,
             sources,
@@ -405,6 +423,8 @@ impl KafkaConfig {
             client_id: get(env::KAFKA_CLIENT_ID).unwrap_or_else(|| "corebridge".into()),
             mappings,
             shard_queue,
+            response_topics,
+            log_topic: get(env::KAFKA_LOG_TOPIC).unwrap_or_else(|| "rig-request-log".into()),
         })
     }
 
@@ -412,9 +432,13 @@ impl KafkaConfig {
         self.sources.iter().any(|p| p.matches(topic))
     }
 
-    /// Topics this node consumes: the sources and the control topic.
+    /// Topics this node consumes: the sources, the control topic and the response topics.
     pub fn consumes(&self, topic: &str) -> bool {
-        topic == self.control_topic || self.is_source(topic)
+        topic == self.control_topic || self.is_response(topic) || self.is_source(topic)
+    }
+
+    pub fn is_response(&self, topic: &str) -> bool {
+        self.response_topics.iter().any(|t| t == topic)
     }
 
     pub fn mapping_for(&self, topic: &str) -> Option<&RecordMapping> {

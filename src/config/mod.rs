@@ -6,6 +6,7 @@ pub mod env;
 pub mod extractors;
 pub mod jwt;
 pub mod kafka;
+pub mod proxy;
 pub mod tuning;
 
 use std::collections::HashMap;
@@ -44,6 +45,8 @@ pub struct Config {
     pub submission_check: Check,
     /// When set, the internal API (except `/health`) requires `Authorization: Bearer <token>`.
     pub api_token: Option<String>,
+    /// The API gateway: initial definitions, timeouts, request log.
+    pub proxy: proxy::ProxyConfig,
 }
 
 /// RIG's authorization checks (`SUBSCRIPTION_CHECK`, `SUBMISSION_CHECK`).
@@ -207,9 +210,11 @@ impl Config {
             &mut problems,
         );
         let api_token = get(env::API_TOKEN).map(str::to_string);
+        let proxy = proxy::ProxyConfig::load(envs, kafka.is_some(), &tuning, &mut problems);
 
         if problems.is_empty() {
             Ok(Config {
+                proxy,
                 kafka,
                 max_connections_per_minute,
                 subscription_check,

@@ -11,6 +11,7 @@ pub struct Tuning {
     pub http: Http,
     pub sessions: Sessions,
     pub longpoll: LongPoll,
+    pub proxy: Proxy,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -150,6 +151,50 @@ impl Default for LongPoll {
     }
 }
 
+/// The API gateway's bounds and upstream connection pools.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Proxy {
+    /// API definitions a node stores (file and management API together); more is refused.
+    pub max_apis: usize,
+    /// Endpoints one API definition may declare.
+    pub max_endpoints: usize,
+    /// Connections (busy and idle) to one upstream from one shard; requests beyond wait for
+    /// one to come free, up to `PROXY_RECV_TIMEOUT`, then get 502.
+    pub max_connections_per_upstream: usize,
+    /// Idle keep-alive connections one shard keeps per upstream.
+    pub max_idle_per_upstream: usize,
+    /// An idle upstream connection is closed after this long. Below the upstream's own idle
+    /// timeout (Node.js: 5 s), so the pool rarely hands out a connection the upstream is
+    /// closing.
+    pub idle_timeout_ms: u64,
+    /// Connecting to an upstream (TCP and TLS) must succeed within this time, else 502.
+    pub connect_timeout_ms: u64,
+    /// Largest upstream response head; a larger one is answered 502.
+    pub max_response_head_bytes: usize,
+    /// Largest request body an HTTP target gets (streamed through, never held whole); more is
+    /// refused with 413. Kafka targets hold the body whole and use `http.max_body_bytes`.
+    pub max_request_body_bytes: u64,
+    /// Bytes moved per read between client and upstream.
+    pub buffer_bytes: usize,
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Proxy {
+            max_apis: 1000,
+            max_endpoints: 256,
+            max_connections_per_upstream: 512,
+            max_idle_per_upstream: 64,
+            idle_timeout_ms: 4_000,
+            connect_timeout_ms: 5_000,
+            max_response_head_bytes: 64 * 1024,
+            max_request_body_bytes: 64 << 20,
+            buffer_bytes: 16 * 1024,
+        }
+    }
+}
+
 impl Tuning {
     /// Checks values a deserializer cannot; pushes one line per problem.
     pub fn validate(&self, problems: &mut Vec<String>) {
@@ -187,6 +232,18 @@ impl Tuning {
             "longpoll.session_timeout_ms",
             self.longpoll.session_timeout_ms,
         );
+        nonzero("proxy.max_apis", self.proxy.max_apis as u64);
+        nonzero("proxy.max_endpoints", self.proxy.max_endpoints as u64);
+        nonzero(
+            "proxy.max_connections_per_upstream",
+            self.proxy.max_connections_per_upstream as u64,
+        );
+        nonzero("proxy.connect_timeout_ms", self.proxy.connect_timeout_ms);
+        nonzero(
+            "proxy.max_response_head_bytes",
+            self.proxy.max_response_head_bytes as u64,
+        );
+        nonzero("proxy.buffer_bytes", self.proxy.buffer_bytes as u64);
         if self.runtime.shards > crate::route::interest::MAX_SHARDS {
             problems.push(format!(
                 "tuning: runtime.shards is {}; at most {} are supported",

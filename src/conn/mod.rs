@@ -15,8 +15,10 @@
 //! sends can make a buffer grow past the tuning limits.
 
 pub mod longpoll;
+mod proxy;
 mod socket;
 pub mod stream;
+pub mod upstream;
 pub mod writer;
 
 use crate::api::{self, Outcome, Resp};
@@ -65,13 +67,78 @@ async fn read_more(
     n.map(drop)
 }
 
-fn limits(shard: &Shard) -> Limits {
+/// Head limits. On the inbound port a body may be as large as an HTTP target takes (it is
+/// streamed there); the gateway's own endpoints check `http.max_body_bytes` after routing.
+fn limits(shard: &Shard, which: Listener) -> Limits {
     let h = &shard.cfg().tuning.http;
+    let proxied = shard.cfg().tuning.proxy.max_request_body_bytes;
     Limits {
         max_head_bytes: h.max_head_bytes,
         max_headers: h.max_headers,
         max_uri_bytes: h.max_uri_bytes,
-        max_body_bytes: h.max_body_bytes,
+        max_body_bytes: match which {
+            Listener::Inbound => h
+                .max_body_bytes
+                .max(usize::try_from(proxied).unwrap_or(usize::MAX)),
+            Listener::Api => h.max_body_bytes,
+        },
+    }
+}
+
+/// Why a request body could not be read.
+enum BodyErr {
+    /// The client's fault: answer this and close.
+    Respond(u16, String),
+    /// The connection ended.
+    Gone,
+}
+
+/// Reads a whole request body of at most `max` bytes, within `http.body_timeout_ms` of now,
+/// sending `100 Continue` first when the client asked for it.
+async fn read_body(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head: &http1::RequestHead,
+    max: usize,
+) -> Result<Vec<u8>, BodyErr> {
+    let mut body = Vec::new();
+    if head.body == BodyKind::None {
+        return Ok(body);
+    }
+    if let BodyKind::Length(n) = head.body {
+        if n > max as u64 {
+            let e = HttpError::BodyTooLarge { limit: max };
+            return Err(BodyErr::Respond(e.status(), e.to_string()));
+        }
+    }
+    let timeout_ms = shard.cfg().tuning.http.body_timeout_ms;
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    if head.expect_continue && stream.write_all(http1::CONTINUE_100).await.is_err() {
+        return Err(BodyErr::Gone);
+    }
+    let mut reader = BodyReader::new(head.body, max);
+    loop {
+        match reader.feed(buf, &mut body) {
+            Ok((used, done)) => {
+                buf.drain(..used);
+                if done {
+                    return Ok(body);
+                }
+            }
+            Err(e) => return Err(BodyErr::Respond(e.status(), e.to_string())),
+        }
+        let within = deadline.saturating_duration_since(Instant::now());
+        match read_more(stream, buf, READ_CHUNK * 4, within).await {
+            Ok(()) => {}
+            Err(ReadErr::Timeout) => {
+                let e = HttpError::BadRequest(format!(
+                    "request body not received within {timeout_ms} ms"
+                ));
+                return Err(BodyErr::Respond(408, e.to_string()));
+            }
+            Err(_) => return Err(BodyErr::Gone),
+        }
     }
 }
 
@@ -98,10 +165,9 @@ async fn send_error(
 pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
     // Events must leave as soon as they are written; coalescing happens in the session queue.
     let _ = stream.set_nodelay(true);
-    let limits = limits(&shard);
+    let limits = limits(&shard, which);
     let http = shard.cfg().tuning.http.clone();
     let header_timeout = Duration::from_millis(http.header_timeout_ms);
-    let body_timeout = Duration::from_millis(http.body_timeout_ms);
     let keepalive = Duration::from_millis(http.keepalive_timeout_ms);
     let mut buf: Vec<u8> = Vec::new();
     loop {
@@ -138,41 +204,34 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
         };
         buf.drain(..head_len);
 
-        // Body, with a total deadline of its own from the end of the head.
-        let mut body = Vec::new();
-        if head.body != BodyKind::None {
-            let body_deadline = Instant::now() + body_timeout;
-            if head.expect_continue && stream.write_all(http1::CONTINUE_100).await.is_err() {
-                return;
+        // Every inbound request not under /_rig/ belongs to the API gateway, which streams
+        // its body (RIG's router sends everything it does not serve itself to its proxy).
+        if which == Listener::Inbound && !head.path.starts_with("/_rig/") {
+            let peer = proxy::Peer {
+                ip: stream
+                    .peer_addr()
+                    .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip()),
+                local: stream
+                    .local_addr()
+                    .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+            };
+            // Boxed for the same reason as the handlers below.
+            if Box::pin(proxy::serve(&shard, &mut stream, &mut buf, head, peer)).await {
+                continue;
             }
-            let mut reader = BodyReader::new(head.body, limits.max_body_bytes);
-            loop {
-                match reader.feed(&buf, &mut body) {
-                    Ok((used, done)) => {
-                        buf.drain(..used);
-                        if done {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        return send_error(&shard, &mut stream, which, e.status(), &e.to_string())
-                            .await
-                    }
-                }
-                let within = body_deadline.saturating_duration_since(Instant::now());
-                match read_more(&mut stream, &mut buf, READ_CHUNK * 4, within).await {
-                    Ok(()) => {}
-                    Err(ReadErr::Timeout) => {
-                        let e = HttpError::BadRequest(format!(
-                            "request body not received within {} ms",
-                            http.body_timeout_ms
-                        ));
-                        return send_error(&shard, &mut stream, which, 408, &e.to_string()).await;
-                    }
-                    Err(_) => return,
-                }
-            }
+            let _ = stream.close().await;
+            return;
         }
+
+        // Body, with a total deadline of its own from the end of the head.
+        let body = match read_body(&shard, &mut stream, &mut buf, &head, http.max_body_bytes).await
+        {
+            Ok(b) => b,
+            Err(BodyErr::Respond(status, msg)) => {
+                return send_error(&shard, &mut stream, which, status, &msg).await
+            }
+            Err(BodyErr::Gone) => return,
+        };
 
         let (keep_alive, method) = (head.keep_alive, head.method);
         // Boxed: handler state (JWT checks, shard calls, publishes) is large and short-lived;

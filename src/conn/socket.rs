@@ -176,6 +176,24 @@ pub(super) fn recv_now(fd: RawFd, buf: &mut [u8]) -> Recv {
     }
 }
 
+/// Whether an idle pooled connection is still fit to send a request on: nothing to read and
+/// not closed. A byte waiting on an idle connection is the upstream closing it (a FIN, a TLS
+/// close_notify) or talking out of turn; either way it is not reused.
+pub(super) fn idle_and_open(fd: RawFd) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: `b` is valid for writes of its length for the duration of the call; MSG_PEEK
+    // leaves the byte in the socket.
+    let r = unsafe {
+        libc::recv(
+            fd,
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_DONTWAIT | libc::MSG_PEEK,
+        )
+    };
+    r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
+
 /// One shard's epoll set of stream sockets. Level-triggered: a client that sent something is
 /// reported until it is read; `EPOLLOUT` is only asked for while a session waits for room.
 pub(super) struct Epoll {

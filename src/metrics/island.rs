@@ -35,6 +35,8 @@ pub struct IslandMetrics {
     pub produce_rejected: Counter,
     /// Records decoded into events no shard has a taker for.
     pub unwanted: Counter,
+    /// Response records naming this node but no shard of it (forged or from a bigger node).
+    pub replies_dropped: Counter,
     latency_buckets: [Counter; 12],
     latency_count: Counter,
     latency_sum_us: Counter,

@@ -5,6 +5,7 @@
 
 pub mod island;
 pub mod names;
+pub mod proxy;
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -77,6 +78,7 @@ pub struct ShardMetrics {
     /// Published events no connection on this node subscribes to.
     pub unwanted: Counter,
     pub responses: [[Counter; 5]; 2],
+    pub proxy: proxy::ProxyMetrics,
 }
 
 impl ShardMetrics {
@@ -190,6 +192,12 @@ pub fn render(
             );
         }
     }
+    let gateway: Vec<&proxy::ProxyMetrics> = shards.iter().map(|s| &s.proxy).collect();
+    proxy::render(
+        &mut o,
+        &gateway,
+        island.map_or(0, |i| i.replies_dropped.get()),
+    );
     o
 }
 

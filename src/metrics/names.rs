@@ -84,3 +84,25 @@ pub const ISLAND_QUEUE: (&str, &str) = (
     "corebridge_island_queue_batches",
     "Event batches waiting in the island-to-shard queue, by shard.",
 );
+
+// API gateway.
+pub const PROXY_REQUESTS: (&str, &str) = (
+    "rig_proxy_requests_total",
+    "Proxied requests (RIG's metric), by method, endpoint (path = <api id>/<endpoint id>), target, response_from and status.",
+);
+pub const PROXY_PENDING: (&str, &str) = (
+    "corebridge_proxy_pending_requests",
+    "Proxied requests parked for a correlated response.",
+);
+pub const PROXY_REPLIES: (&str, &str) = (
+    "corebridge_proxy_replies_total",
+    "Responses for parked requests, by outcome (delivered, or dropped: unknown, answered or expired correlation).",
+);
+pub const PROXY_UPSTREAM_FAILURES: (&str, &str) = (
+    "corebridge_proxy_upstream_failures_total",
+    "Proxied requests answered 502 because the upstream could not be reached or answered badly.",
+);
+pub const PROXY_UPSTREAM_LATENCY: (&str, &str) = (
+    "corebridge_proxy_upstream_latency_seconds",
+    "Time from sending a request upstream to the upstream's response head.",
+);

@@ -1,14 +1,30 @@
-//! The control topic's record format: what one node tells every node through Kafka. Today one
-//! kind, a session blacklist entry: `{"blacklist":{"sessionId":"...","until":<unix ms>}}`.
-//! API definitions will travel the same way.
+//! The control topic's record format: what one node tells every node through Kafka: a session
+//! blacklist entry, `{"blacklist":{"sessionId":"...","until":<unix ms>}}`, or a version of an
+//! API definition as stored (server fields included), `{"api":{...}}`. The topic is read from
+//! its beginning by every node at start, so both survive a restart of every node; records are
+//! keyed (session id, `api:<id>`) so a compacted topic keeps the latest of each.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// One control record, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlRecord {
     /// End the session's connections and refuse its tokens until `until_ms` (Unix ms).
     Blacklist { session: String, until_ms: u64 },
+    /// A version of an API definition; every node keeps the one that supersedes the others.
+    Api(Map<String, Value>),
+}
+
+/// The record key of a control record (what compaction keeps one of).
+pub fn key(rec: &ControlRecord) -> Vec<u8> {
+    match rec {
+        ControlRecord::Blacklist { session, .. } => session.as_bytes().to_vec(),
+        ControlRecord::Api(doc) => format!(
+            "api:{}",
+            doc.get("id").and_then(Value::as_str).unwrap_or_default()
+        )
+        .into_bytes(),
+    }
 }
 
 pub fn encode(rec: &ControlRecord) -> Vec<u8> {
@@ -18,6 +34,11 @@ pub fn encode(rec: &ControlRecord) -> Vec<u8> {
                 .to_string()
                 .into_bytes()
         }
+        ControlRecord::Api(doc) => {
+            let mut m = Map::new();
+            m.insert("api".into(), Value::Object(doc.clone()));
+            Value::Object(m).to_string().into_bytes()
+        }
     }
 }
 
@@ -25,6 +46,9 @@ pub fn encode(rec: &ControlRecord) -> Vec<u8> {
 /// the caller, so a newer node's records do not stop an older one).
 pub fn decode(value: &[u8]) -> Option<ControlRecord> {
     let v: Value = serde_json::from_slice(value).ok()?;
+    if let Some(Value::Object(doc)) = v.get("api") {
+        return Some(ControlRecord::Api(doc.clone()));
+    }
     let b = v.get("blacklist")?;
     Some(ControlRecord::Blacklist {
         session: b.get("sessionId")?.as_str()?.to_string(),
@@ -50,5 +74,10 @@ mod tests {
         assert_eq!(decode(b"{}"), None);
         assert_eq!(decode(b"not json"), None);
         assert_eq!(decode(br#"{"blacklist":{"sessionId":1,"until":2}}"#), None);
+        let mut doc = Map::new();
+        doc.insert("id".into(), Value::String("svc".into()));
+        let r = ControlRecord::Api(doc);
+        assert_eq!(decode(&encode(&r)), Some(r.clone()));
+        assert_eq!(key(&r), b"api:svc");
     }
 }

@@ -31,17 +31,9 @@ pub enum Control {
         session: Arc<str>,
         until_ms: u64,
     },
-}
-
-impl From<crate::proto::control::ControlRecord> for Control {
-    fn from(r: crate::proto::control::ControlRecord) -> Control {
-        match r {
-            crate::proto::control::ControlRecord::Blacklist { session, until_ms } => {
-                Control::Blacklist {
-                    session: session.into(),
-                    until_ms,
-                }
-            }
-        }
-    }
+    /// A version of an API definition, compiled once; each shard keeps it if it supersedes
+    /// the version it holds.
+    Api(Arc<crate::proxy::table::CompiledApi>),
+    /// A response for a request parked on the shard this goes to (only that shard).
+    Reply(Arc<crate::proxy::reply::Reply>),
 }

@@ -105,8 +105,16 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         .unzip();
     island.watch_queues(island_tx.clone());
     let interest = crate::route::interest::Interest::new(cfg.tuning.runtime.interest_cells);
+    // Random per process: tokens minted by another process are recognised as foreign.
+    let node = fastrand::u32(..);
     let broker = if cfg.kafka.is_some() {
-        crate::broker::start(cfg.clone(), island_tx, island.clone(), interest.clone())
+        crate::broker::start(
+            node,
+            cfg.clone(),
+            island_tx,
+            island.clone(),
+            interest.clone(),
+        )
     } else {
         None
     };
@@ -124,13 +132,14 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         broker,
         island,
         cfg: cfg.clone(),
-        node: fastrand::u32(..),
+        node,
         metrics: (0..n).map(|_| Arc::new(ShardMetrics::default())).collect(),
         shutdown: AtomicBool::new(false),
         connection_rate: Default::default(),
         jwt,
         jwks_fetched_ms: Default::default(),
         outbound: crate::broker::http::Outbound::start(),
+        resolver: crate::broker::dns::Resolver::start(),
         inbound: inbound_tx,
         interest,
         write_pass: (0..n).map(|_| Default::default()).collect(),
@@ -268,6 +277,9 @@ async fn shard_main(
         loop {
             glommio::timer::sleep(every).await;
             ticker.sessions.borrow_mut().tick(started.elapsed());
+            ticker.upstreams.sweep(Duration::from_millis(
+                ticker.cfg().tuning.proxy.idle_timeout_ms,
+            ));
             // One shard looks after the process heap (a trim covers every arena).
             if id == 0 && last_trim.elapsed() >= HEAP_TRIM_EVERY {
                 last_trim = Instant::now();

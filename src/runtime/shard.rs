@@ -39,6 +39,8 @@ pub struct Globals {
     /// When the JWKS was last fetched (Unix ms), to rate-limit refreshes.
     pub jwks_fetched_ms: std::sync::atomic::AtomicU64,
     pub outbound: crate::broker::http::Outbound,
+    /// Resolves upstream host names off the shards.
+    pub resolver: crate::broker::dns::Resolver,
     /// Set once by the signal thread; shards stop accepting and close their streams.
     pub shutdown: std::sync::atomic::AtomicBool,
     /// Each shard's inbound queue (index = shard): events and control records every shard
@@ -103,6 +105,13 @@ pub struct Shard {
     pub globals: Arc<Globals>,
     pub sessions: RefCell<Sessions>,
     pub metrics: Arc<ShardMetrics>,
+    /// This shard's copy of the API definitions, compiled.
+    pub proxy: RefCell<crate::proxy::table::Table>,
+    /// Proxied requests waiting for a correlated response.
+    pub parked:
+        RefCell<crate::proxy::pending::Pending<oneshot::Sender<Arc<crate::proxy::reply::Reply>>>>,
+    /// Keep-alive connections to HTTP upstreams.
+    pub upstreams: crate::conn::upstream::Pools,
     mesh: Senders<ShardMsg>,
     pending: RefCell<HashMap<u64, oneshot::Sender<Reply>>>,
     next_id: Cell<u64>,
@@ -129,6 +138,9 @@ impl Shard {
                 )
                 .with_interest(globals.interest.for_shard(id)),
             ),
+            proxy: RefCell::new(crate::proxy::table::Table::new(&globals.cfg.proxy.apis)),
+            parked: RefCell::new(Default::default()),
+            upstreams: Default::default(),
             globals,
             metrics,
             mesh,
@@ -243,6 +255,32 @@ impl Shard {
     }
 
     pub fn apply(&self, what: &Control) {
+        match what {
+            Control::Api(api) => {
+                self.proxy.borrow_mut().apply(api);
+                return;
+            }
+            Control::Reply(reply) => {
+                let t = reply.token;
+                let waiter = self
+                    .parked
+                    .borrow_mut()
+                    .take(crate::proxy::pending::Parked {
+                        slot: t.slot,
+                        gen: t.gen,
+                        secret: t.secret,
+                    });
+                match waiter {
+                    Some(tx) => {
+                        self.metrics.proxy.replies_delivered.inc();
+                        tx.send(reply.clone());
+                    }
+                    None => self.metrics.proxy.replies_dropped.inc(),
+                }
+                return;
+            }
+            _ => {}
+        }
         let mut s = self.sessions.borrow_mut();
         match what {
             Control::Events(events) => {
@@ -258,6 +296,7 @@ impl Shard {
                     );
                 }
             }
+            Control::Api(_) | Control::Reply(_) => {}
         }
     }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod upstream;
 
 use corebridge::proto::sse;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -58,7 +59,11 @@ impl Server {
                 .env("CB_INBOUND_BIND", "127.0.0.1")
                 .env("EXTRACTORS", EXTRACTORS)
                 .env("LOG_LEVEL", "warn")
-                .stdout(Stdio::null())
+                .stdout(
+                    std::fs::File::create(dir.join("stdout.log"))
+                        .map(Stdio::from)
+                        .unwrap_or_else(|_| Stdio::null()),
+                )
                 .stderr(Stdio::inherit());
             for (k, v) in envs {
                 cmd.env(k, v);
@@ -93,6 +98,11 @@ impl Server {
 }
 
 impl Server {
+    /// What the server printed on stdout so far (the console request log).
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

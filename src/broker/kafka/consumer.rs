@@ -12,6 +12,8 @@ use super::Ctx;
 use crate::config::kafka::StartOffset;
 use crate::proto::control;
 use crate::proto::kafka_record::{self, RecordView};
+use crate::proxy::reply;
+use crate::proxy::table::CompiledApi;
 use crate::route::{Control, Event};
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
@@ -75,10 +77,14 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
     let mapping = ctx.kafka.mapping_for(&topic).map(|m| m.event_type.clone());
     let max_bytes = ctx.kafka.message_max_bytes;
     let fetch_wait_ms = ctx.kafka.fetch_wait.as_millis() as i32;
-    // Blacklist entries must reach a node that starts after they were written.
+    // Blacklist entries and API definitions must reach a node that starts after they were
+    // written; responses are for requests waiting now.
     let control = topic == ctx.kafka.control_topic;
+    let responses = !control && ctx.kafka.is_response(&topic);
     let start = if control {
         StartOffset::Earliest
+    } else if responses {
+        StartOffset::Latest
     } else {
         ctx.kafka.start
     };
@@ -141,6 +147,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
                 let mut next = at;
                 let mut events = Vec::with_capacity(records.len());
                 let mut controls = Vec::new();
+                let mut replies = Vec::new();
                 for r in records {
                     if r.offset < at {
                         continue; // compressed batches may start before the requested offset
@@ -156,8 +163,23 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
                     }
                     if control {
                         match r.record.value.as_deref().and_then(control::decode) {
-                            Some(c) => controls.push(Control::from(c)),
+                            Some(c) => match control_message(&ctx, c) {
+                                Ok(c) => controls.push(c),
+                                Err(e) => {
+                                    stats.failed.inc();
+                                    if let Some(n) = bad_records.allow() {
+                                        tracing::warn!(topic = %topic, partition, offset = r.offset, error = %e, suppressed = n,
+                                            "control record skipped (whose fault: the node that wrote it)");
+                                    }
+                                }
+                            },
                             None => stats.failed.inc(),
+                        }
+                        continue;
+                    }
+                    if responses {
+                        if let Some((shard, reply)) = reply_for_us(&ctx, &r.record, &stats) {
+                            replies.push((shard, reply));
                         }
                         continue;
                     }
@@ -196,6 +218,11 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
                 }
                 lag.lag.set((high_watermark - next).max(0) as u64);
                 offset = Some(next);
+                for (shard, reply) in replies {
+                    if ctx.shards[shard].send(reply).await.is_err() {
+                        return;
+                    }
+                }
                 for c in controls {
                     for shard in &ctx.shards {
                         if shard.send(c.clone()).await.is_err() {
@@ -241,6 +268,50 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
+        }
+    }
+}
+
+/// A control record as shards apply it (an API definition is compiled here, once).
+fn control_message(ctx: &Ctx, rec: control::ControlRecord) -> Result<Control, String> {
+    Ok(match rec {
+        control::ControlRecord::Blacklist { session, until_ms } => Control::Blacklist {
+            session: session.into(),
+            until_ms,
+        },
+        control::ControlRecord::Api(doc) => {
+            let env = &ctx.cfg.proxy.env;
+            let api = CompiledApi::compile(doc, &|k| env.get(k).cloned())?;
+            Control::Api(Arc::new(api))
+        }
+    })
+}
+
+/// A response record for a request parked on this node: which shard, and the message. Records
+/// for other nodes are theirs (every node reads every response); malformed ones are counted.
+fn reply_for_us(
+    ctx: &Ctx,
+    record: &rskafka::record::Record,
+    stats: &crate::metrics::island::TopicStats,
+) -> Option<(usize, Control)> {
+    let headers = record
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()));
+    let body = record.value.clone().unwrap_or_default();
+    match reply::parse(headers, body, reply::Carrier::Kafka) {
+        Ok(r) if r.token.node != ctx.node => None,
+        Ok(r) if usize::from(r.token.shard) >= ctx.shards.len() => {
+            ctx.metrics.replies_dropped.inc();
+            None
+        }
+        Ok(r) => {
+            stats.consumed.inc();
+            Some((usize::from(r.token.shard), Control::Reply(Arc::new(r))))
+        }
+        Err(_) => {
+            stats.failed.inc();
+            None
         }
     }
 }

@@ -30,6 +30,8 @@ pub(crate) struct Ctx {
     /// Which shards want which events: a batch goes only to shards with a taker.
     pub interest: Arc<crate::route::interest::Interest>,
     pub metrics: Arc<IslandMetrics>,
+    /// This process's node id (correlation tokens name it).
+    pub node: u32,
 }
 
 /// How long one broker call may retry internally before it reports an error to us; our own
@@ -80,6 +82,7 @@ async fn connect(k: &KafkaConfig) -> Result<Client, ConnectError> {
 }
 
 pub(crate) async fn run(
+    node: u32,
     cfg: Arc<Config>,
     kafka: KafkaConfig,
     shards: Vec<async_channel::Sender<Control>>,
@@ -118,6 +121,7 @@ pub(crate) async fn run(
         shards,
         interest,
         metrics,
+        node,
     });
     tokio::spawn(producer::serve(ctx.clone(), client.clone(), jobs));
     discover(ctx, client).await;

@@ -1,0 +1,310 @@
+//! Connections from a shard to HTTP upstreams: one bounded keep-alive pool per upstream per
+//! shard, so a proxied request never crosses cores and no pool is shared between threads.
+//!
+//! A pool holds at most `proxy.max_connections_per_upstream` connections (busy and idle; each
+//! holds a permit of the pool's semaphore, released when it is dropped); a request that finds
+//! them all busy waits for one, bounded. Idle connections are kept up to
+//! `proxy.max_idle_per_upstream`, checked before reuse (a byte or a FIN waiting on an idle
+//! connection means the upstream is closing it) and closed after `proxy.idle_timeout_ms` by
+//! the shard's ticker. Host names are resolved on the DNS island and cached for
+//! [`DNS_TTL`]; `https` upstreams speak TLS through rustls (`futures-rustls`).
+//!
+//! Why a hand-written client rather than hyper or reqwest: those run on tokio, which cannot
+//! run inside a glommio shard, so every request would cross to an island thread and back,
+//! and the body would be copied between runtimes. The HTTP/1.1 client side is small and
+//! sans-I/O (`proto/http1_client.rs`), the same parser discipline as the server side.
+
+use super::socket;
+use crate::error::{Blame, Fault};
+use crate::proxy::table::Upstream;
+use crate::runtime::shard::Shard;
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+use glommio::sync::{Semaphore, StaticPermit};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// How long a resolved host name is used before it is looked up again.
+pub const DNS_TTL: Duration = Duration::from_secs(30);
+
+/// The bytes on the wire to an upstream: plain TCP or TLS over it.
+pub enum Io {
+    Plain(TcpStream),
+    Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Io {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Io::Plain(s) => s,
+            Io::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_close(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+        }
+    }
+}
+
+/// A connection checked out of a pool. Dropping it closes it; [`Pools::checkin`] keeps it.
+pub struct Conn {
+    pub io: Io,
+    /// It carried a request before: a failure before any response byte may just be the
+    /// upstream having closed it meanwhile.
+    pub reused: bool,
+    key: Upstream,
+    _permit: StaticPermit,
+}
+
+impl Conn {
+    fn fd(&self) -> RawFd {
+        self.io.tcp().as_raw_fd()
+    }
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+struct Pool {
+    idle: Vec<Idle>,
+    permits: Rc<Semaphore>,
+}
+
+/// Why no connection to an upstream could be had. All are the upstream's or the network's
+/// fault except `Busy` (this gateway's bound).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Resolve(String),
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("connect to {addr}: no answer within {ms} ms")]
+    Timeout { addr: SocketAddr, ms: u64 },
+    #[error("TLS with {host}: {reason}")]
+    Tls { host: String, reason: String },
+    #[error("all {limit} connections to {upstream} from this shard are busy")]
+    Busy { upstream: String, limit: usize },
+}
+
+impl Blame for ConnectError {
+    fn fault(&self) -> Fault {
+        match self {
+            ConnectError::Busy { .. } => Fault::Ours,
+            _ => Fault::Upstream,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Pools {
+    pools: RefCell<HashMap<Upstream, Pool>>,
+    dns: RefCell<HashMap<String, (Instant, Vec<SocketAddr>)>>,
+}
+
+impl Pools {
+    /// An open connection to `up`: an idle one that is still fit, else a new one (waiting up
+    /// to `wait` for a permit when the pool is at its bound).
+    pub async fn checkout(
+        &self,
+        shard: &Shard,
+        up: &Upstream,
+        wait: Duration,
+    ) -> Result<Conn, ConnectError> {
+        let tuning = &shard.cfg().tuning.proxy;
+        let idle_for = Duration::from_millis(tuning.idle_timeout_ms);
+        let permits = {
+            let mut pools = self.pools.borrow_mut();
+            let pool = pools.entry(up.clone()).or_insert_with(|| Pool {
+                idle: Vec::new(),
+                permits: Rc::new(Semaphore::new(tuning.max_connections_per_upstream as u64)),
+            });
+            // Most recently used first: it is the likeliest to still be open.
+            while let Some(idle) = pool.idle.pop() {
+                if idle.since.elapsed() < idle_for && socket::idle_and_open(idle.conn.fd()) {
+                    let mut conn = idle.conn;
+                    conn.reused = true;
+                    return Ok(conn);
+                }
+            }
+            pool.permits.clone()
+        };
+        let permit = futures_lite::future::or(
+            async { permits.acquire_static_permit(1).await.ok() },
+            async {
+                glommio::timer::sleep(wait).await;
+                None
+            },
+        )
+        .await
+        .ok_or_else(|| ConnectError::Busy {
+            upstream: up.authority(),
+            limit: tuning.max_connections_per_upstream,
+        })?;
+        let io = self.connect(shard, up).await?;
+        Ok(Conn {
+            io,
+            reused: false,
+            key: up.clone(),
+            _permit: permit,
+        })
+    }
+
+    /// Returns a connection whose last response was read whole and which the upstream keeps
+    /// open; beyond the idle bound it is closed instead.
+    pub fn checkin(&self, shard: &Shard, conn: Conn) {
+        let max = shard.cfg().tuning.proxy.max_idle_per_upstream;
+        let mut pools = self.pools.borrow_mut();
+        if let Some(pool) = pools.get_mut(&conn.key) {
+            if pool.idle.len() < max {
+                pool.idle.push(Idle {
+                    conn,
+                    since: Instant::now(),
+                });
+            }
+        }
+    }
+
+    /// Closes idle connections past their time (the shard's ticker calls this).
+    pub fn sweep(&self, idle_for: Duration) {
+        for pool in self.pools.borrow_mut().values_mut() {
+            pool.idle.retain(|i| i.since.elapsed() < idle_for);
+        }
+    }
+
+    async fn addresses(
+        &self,
+        shard: &Shard,
+        up: &Upstream,
+    ) -> Result<Vec<SocketAddr>, ConnectError> {
+        if let Ok(ip) = up.host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, up.port)]);
+        }
+        if let Some((at, addrs)) = self.dns.borrow().get(&up.host) {
+            if at.elapsed() < DNS_TTL {
+                return Ok(addrs
+                    .iter()
+                    .map(|a| SocketAddr::new(a.ip(), up.port))
+                    .collect());
+            }
+        }
+        let addrs = shard
+            .globals
+            .resolver
+            .resolve(&up.host, up.port)
+            .await
+            .map_err(ConnectError::Resolve)?;
+        if addrs.is_empty() {
+            return Err(ConnectError::Resolve(format!("{} has no address", up.host)));
+        }
+        self.dns
+            .borrow_mut()
+            .insert(up.host.clone(), (Instant::now(), addrs.clone()));
+        Ok(addrs)
+    }
+
+    async fn connect(&self, shard: &Shard, up: &Upstream) -> Result<Io, ConnectError> {
+        let timeout_ms = shard.cfg().tuning.proxy.connect_timeout_ms;
+        let timeout = Duration::from_millis(timeout_ms);
+        let addrs = self.addresses(shard, up).await?;
+        let mut last = None;
+        // Each address in turn (IPv6 and IPv4 of one name), the first that answers wins.
+        for addr in addrs {
+            match TcpStream::connect_timeout(addr, timeout).await {
+                Ok(tcp) => {
+                    let _ = tcp.set_nodelay(true);
+                    if !up.tls {
+                        return Ok(Io::Plain(tcp));
+                    }
+                    return tls(shard, up, tcp, timeout).await;
+                }
+                Err(e) => {
+                    let io: std::io::Error = e.into();
+                    last = Some(if io.kind() == std::io::ErrorKind::TimedOut {
+                        ConnectError::Timeout {
+                            addr,
+                            ms: timeout_ms,
+                        }
+                    } else {
+                        ConnectError::Connect { addr, source: io }
+                    });
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ConnectError::Resolve(format!("{} has no address", up.host))))
+    }
+}
+
+async fn tls(
+    shard: &Shard,
+    up: &Upstream,
+    tcp: TcpStream,
+    timeout: Duration,
+) -> Result<Io, ConnectError> {
+    let failed = |reason: String| ConnectError::Tls {
+        host: up.host.clone(),
+        reason,
+    };
+    let name = rustls::pki_types::ServerName::try_from(up.host.clone())
+        .map_err(|e| failed(e.to_string()))?;
+    let connector = futures_rustls::TlsConnector::from(Arc::clone(&shard.cfg().proxy.tls));
+    let handshake =
+        futures_lite::future::or(async { Some(connector.connect(name, tcp).await) }, async {
+            glommio::timer::sleep(timeout).await;
+            None
+        })
+        .await;
+    match handshake {
+        Some(Ok(s)) => Ok(Io::Tls(Box::new(s))),
+        Some(Err(e)) => Err(failed(e.to_string())),
+        None => Err(failed(format!(
+            "no handshake within {} ms",
+            timeout.as_millis()
+        ))),
+    }
+}
