@@ -12,10 +12,10 @@ use super::access::{self, AccessError};
 use super::{Outcome, Resp};
 use crate::metrics::Transport;
 use crate::proto::http1::{self, RequestHead};
+use crate::proto::token::Token;
 use crate::proto::{longpoll, ws};
 use crate::route::subscription::{Subscription, SubscriptionSet};
 use crate::runtime::shard::{Reply, Request, Shard};
-use crate::session::token::Token;
 use std::rc::Rc;
 
 /// Why a connection was refused; each transport words it as RIG does.

@@ -15,12 +15,12 @@ mod publish;
 pub mod ratelimit;
 mod responses;
 
-mod subscriptions;
+pub mod subscriptions;
 
 use crate::metrics::Listener;
 use crate::proto::http1::{Method, RequestHead};
+use crate::proto::token::Token;
 use crate::runtime::shard::Shard;
-use crate::session::token::Token;
 use std::rc::Rc;
 
 /// A complete HTTP response; the driver adds framing and the keep-alive decision.

@@ -1,17 +1,27 @@
 //! `PUT /_rig/v1/connection/<transport>/<token>/subscriptions`: replaces every subscription of
-//! a connection, wherever it lives (the token names its shard). Status codes as RIG's:
-//! 204, 400, 406, 410; plus 503 if the owner shard cannot answer.
+//! a connection, wherever it lives (the token names its node and shard). Status codes as
+//! RIG's: 204, 400, 406, 410; plus 503 if the owner shard cannot answer.
+//!
+//! A connection of another node (frontends behind a load balancer without sticky sessions):
+//! with Kafka, the PUT is forwarded to its owner through the response topic every node reads
+//! (`proxy::reply::Forwarded`), the owner runs it as if it had arrived there and answers the
+//! same way, to the correlation token of the waiting PUT; no answer within
+//! `PROXY_KAFKA_RESPONSE_TIMEOUT` is 504. Without Kafka a foreign token is invalid (400).
 
 use super::access;
 use super::{Outcome, Resp};
 use crate::auth::jwt::bearer_tokens;
+use crate::broker::{ProduceError, ProduceRecord};
 use crate::config::Check;
 use crate::proto::http1::RequestHead;
+use crate::proto::http1::{BodyKind, Method};
+use crate::proto::token::Token;
+use crate::proxy::reply::{self, Forwarded};
 use crate::route::subscription::{Subscription, SubscriptionSet};
 use crate::runtime::shard::{Reply, Request, Shard};
-use crate::session::token::Token;
 use crate::session::LookupError;
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// The token segment if `path` is a subscriptions path. The transport segment is not checked
 /// against the connection's real transport, as in RIG.
@@ -54,6 +64,9 @@ pub async fn put(shard: &Rc<Shard>, head: &RequestHead, raw_token: &str, body: &
     let Some(token) = Token::decode(raw_token) else {
         return Resp::text(400, "Invalid connection token.").into();
     };
+    if token.node != shard.globals.node && shard.globals.broker.is_some() {
+        return forward(shard, head, raw_token, body).await;
+    }
     let v: serde_json::Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -128,6 +141,106 @@ pub async fn put(shard: &Rc<Shard>, head: &RequestHead, raw_token: &str, body: &
             .header("retry-after", "1")
             .into(),
         _ => Resp::text(500, "Internal server error: unexpected shard reply.").into(),
+    }
+}
+
+/// Sends the PUT to the node that owns the connection and waits for its answer.
+async fn forward(shard: &Rc<Shard>, head: &RequestHead, raw_token: &str, body: &[u8]) -> Outcome {
+    let Some(broker) = shard.globals.broker.clone() else {
+        return Resp::text(400, "Invalid connection token.").into();
+    };
+    let mut parking = shard.park();
+    let reply_to = Token::decode_correlation(&parking.token()).expect("a token we just made");
+    let fwd = Forwarded {
+        connection: raw_token.to_string(),
+        reply_to,
+        authorization: head
+            .header_values("authorization")
+            .take(crate::auth::jwt::MAX_BEARER_TOKENS)
+            .map(<[u8]>::to_vec)
+            .collect(),
+        body: body.to_vec(),
+    };
+    let record = ProduceRecord {
+        topic: broker.response_topic.clone(),
+        key: None,
+        value: fwd.body.clone(),
+        headers: reply::forward_headers(&fwd),
+    };
+    match broker.produce(record).await {
+        Ok(_) => {}
+        Err(e @ ProduceError::Unavailable(_)) => {
+            return Resp::text(503, format!("{e}; cannot reach the connection's node"))
+                .header("retry-after", "5")
+                .into()
+        }
+        Err(e @ ProduceError::Rejected(_)) => return Resp::text(502, e.to_string()).into(),
+    }
+    let within = shard.cfg().proxy.kafka_response_timeout;
+    match parking.wait(within).await {
+        Some(r) => {
+            let mut resp = Resp::new(r.status);
+            resp.body = r.body.clone();
+            if let Some((_, ct)) = r.headers.iter().find(|(n, _)| n == "content-type") {
+                resp = resp.header("content-type", String::from_utf8_lossy(ct).into_owned());
+            }
+            resp.into()
+        }
+        None => Resp::text(
+            504,
+            format!(
+                "The node that holds this connection did not answer within {} ms.",
+                within.as_millis()
+            ),
+        )
+        .into(),
+    }
+}
+
+/// Runs a PUT another node forwarded for a connection of this one, and sends the answer back
+/// to the waiting PUT through the response topic.
+pub async fn forwarded(shard: Rc<Shard>, f: Arc<Forwarded>) {
+    let Some(broker) = shard.globals.broker.clone() else {
+        return;
+    };
+    let head = RequestHead {
+        method: Method::Put,
+        method_str: "PUT".into(),
+        path: format!("/_rig/v1/connection/sse/{}/subscriptions", f.connection),
+        query: None,
+        version_minor: 1,
+        headers: f
+            .authorization
+            .iter()
+            .map(|v| ("authorization".to_string(), v.clone()))
+            .collect(),
+        body: BodyKind::Length(f.body.len() as u64),
+        keep_alive: true,
+        expect_continue: false,
+    };
+    let outcome = put(&shard, &head, &f.connection, &f.body).await;
+    let Outcome::Resp(r) = outcome else { return };
+    let mut headers = vec![
+        (
+            reply::CORRELATION_HEADER.to_string(),
+            f.reply_to.encode_correlation().into_bytes(),
+        ),
+        (
+            reply::STATUS_HEADER.to_string(),
+            r.status.to_string().into_bytes(),
+        ),
+    ];
+    for (n, v) in &r.headers {
+        headers.push((n.to_string(), v.clone().into_bytes()));
+    }
+    let record = ProduceRecord {
+        topic: broker.response_topic.clone(),
+        key: None,
+        value: r.body,
+        headers,
+    };
+    if let Err(e) = broker.produce(record).await {
+        tracing::warn!(error = %e, "cannot answer a forwarded subscriptions request (whose fault: broker)");
     }
 }
 

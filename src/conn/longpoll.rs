@@ -4,8 +4,8 @@
 //! `longpoll.hold_ms` for an event. The wire format (cookies, body) is `proto::longpoll`; the
 //! request itself arrives through `api::connect`, forwarded to the owner shard if needed.
 
+use crate::proto::token::Token;
 use crate::runtime::shard::Shard;
-use crate::session::token::Token;
 use crate::session::LookupError;
 use bytes::Bytes;
 use futures_lite::future;

@@ -28,15 +28,13 @@ use crate::proto::http1::{self, BodyKind, ChunkedDecoder, Method, RequestHead};
 use crate::proto::http1_client::{
     self as client_proto, BodyDecoder, ResponseBody, ResponseHead, ResponseLimits,
 };
+use crate::proto::token::Token;
 use crate::proto::trace::TraceContext;
 use crate::proxy::event::{self, RequestFacts};
 use crate::proxy::forward::{self, ClientBody, Hop};
-use crate::proxy::pending::Parked;
 use crate::proxy::reply::Reply;
 use crate::proxy::table::{Match, ResponseFrom, Target};
-use crate::runtime::oneshot;
-use crate::runtime::shard::Shard;
-use crate::session::token::Token;
+use crate::runtime::shard::{Parking, Shard};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::net::{IpAddr, SocketAddr};
@@ -70,55 +68,6 @@ fn rig_cors(shard: &Shard, allow_headers: &str) -> Vec<(&'static str, String)> {
         ("access-control-allow-methods", "*".into()),
         ("access-control-allow-headers", allow_headers.into()),
     ]
-}
-
-/// A request parked for its correlated response; dropping it (answered, timed out, client
-/// gone) frees its slot.
-struct Parking<'a> {
-    shard: &'a Shard,
-    at: Parked,
-    rx: Option<oneshot::Receiver<Arc<Reply>>>,
-}
-
-impl<'a> Parking<'a> {
-    fn new(shard: &'a Shard) -> Parking<'a> {
-        let (tx, rx) = oneshot::channel();
-        let at = shard.parked.borrow_mut().park(tx);
-        shard.metrics.proxy.pending.add(1);
-        Parking {
-            shard,
-            at,
-            rx: Some(rx),
-        }
-    }
-
-    fn token(&self) -> String {
-        Token {
-            node: self.shard.globals.node,
-            shard: self.shard.id as u16,
-            slot: self.at.slot,
-            gen: self.at.gen,
-            secret: self.at.secret,
-        }
-        .encode_correlation()
-    }
-
-    /// The reply, or None after `within`.
-    async fn wait(&mut self, within: Duration) -> Option<Arc<Reply>> {
-        let rx = self.rx.take()?;
-        future::or(async { Some(rx.await) }, async {
-            glommio::timer::sleep(within).await;
-            None
-        })
-        .await
-    }
-}
-
-impl Drop for Parking<'_> {
-    fn drop(&mut self) {
-        self.shard.parked.borrow_mut().cancel(self.at);
-        self.shard.metrics.proxy.pending.sub(1);
-    }
 }
 
 /// A token for a request that does not wait: RIG puts one in every produced event; a reply
@@ -369,7 +318,7 @@ async fn to_kafka(
         let r = Resp::text(503, "Kafka is not configured on this node (KAFKA_BROKERS).");
         return write_resp(shard, client, r, head.keep_alive, false).await && head.keep_alive;
     };
-    let mut parking = (ep.response_from == ResponseFrom::Kafka).then(|| Parking::new(shard));
+    let mut parking = (ep.response_from == ResponseFrom::Kafka).then(|| shard.park());
     let correlation = parking
         .as_ref()
         .map_or_else(|| unparked_token(shard), Parking::token);
@@ -544,7 +493,7 @@ async fn forward(
             return false;
         }
     }
-    let mut parking = (ep.response_from != ResponseFrom::Http).then(|| Parking::new(shard));
+    let mut parking = (ep.response_from != ResponseFrom::Http).then(|| shard.park());
     let correlation = parking.as_ref().map(Parking::token);
     let gateway_ip = shard.cfg().proxy.host_ip.unwrap_or(peer.local.ip());
     let hop = Hop {

@@ -17,10 +17,11 @@
 //! `STALLED_LOOK` while a socket is full, so a slow client resumes promptly.
 
 use super::socket::{self, Epoll, Parts, Recv, SendNow};
+use crate::proto::token::Token;
 use crate::proto::ws::{self, ClientFrame};
 use crate::proto::Transport;
 use crate::runtime::shard::Shard;
-use crate::session::{stream_key, token::Token, Slot};
+use crate::session::{stream_key, Slot};
 use glommio::net::TcpStream;
 use std::io;
 use std::os::fd::AsRawFd;

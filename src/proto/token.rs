@@ -1,4 +1,5 @@
-//! Connection tokens: opaque to clients, routable by us. A token names the node, the owner
+//! Connection tokens: opaque to clients, routable by us (a wire format, so it lives with the
+//! protocols: shards, the island and the gateway all read it). A token names the node, the owner
 //! shard, the session slot and its generation (a reused slot gets a new one), plus 64 random
 //! bits so a token cannot be guessed from another: PUT subscriptions and long-poll cookies are
 //! authorised by possession of the token alone, as in RIG.

@@ -2,7 +2,7 @@
 //! other than `http`), or for the owner node's answer to a forwarded subscriptions PUT.
 //!
 //! A waiter is a slab slot with a generation and a random secret; the correlation token
-//! (`session::token::Token`, correlation kind) names node, shard, slot, generation and secret,
+//! (`proto::token::Token`, correlation kind) names node, shard, slot, generation and secret,
 //! so a response read by any node's consumer or posted to any node reaches this shard and
 //! this waiter with no lookup elsewhere, and a guessed or stale token finds nothing. The shard
 //! removes a waiter when its answer arrives, when it times out, or when its client leaves.

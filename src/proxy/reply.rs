@@ -9,10 +9,17 @@
 //! them all, so a backend's credentials for the internal API reached the frontend.
 
 use crate::proto::http1_client::{is_clean_value, is_hop_by_hop, is_token};
-use crate::session::token::Token;
+use crate::proto::token::Token;
 
 pub const CORRELATION_HEADER: &str = "rig-correlation";
 pub const STATUS_HEADER: &str = "rig-response-code";
+/// Marks a record on the response topic as a request forwarded to the node that owns a
+/// connection (ours; RIG nodes reached each other through Erlang distribution instead).
+pub const FORWARD_HEADER: &str = "cb-forward";
+/// The connection token a forwarded request is for.
+pub const CONNECTION_HEADER: &str = "cb-connection";
+/// The only kind of forwarded request: a subscriptions PUT.
+pub const FORWARD_SUBSCRIPTIONS: &[u8] = b"subscriptions";
 
 /// Headers copied to a client at most, and their bytes.
 const MAX_COPIED: usize = 64;
@@ -128,6 +135,79 @@ pub fn parse<'a>(
     })
 }
 
+/// A subscriptions PUT for a connection of another node, on its way to that node: what the
+/// owner needs to run it as if it had arrived there, and where to send the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarded {
+    /// The connection token as the client sent it.
+    pub connection: String,
+    /// The waiting request on the node that took the PUT.
+    pub reply_to: Token,
+    /// The PUT's `authorization` values (JWT checks and automatic subscriptions run on the
+    /// owner).
+    pub authorization: Vec<Vec<u8>>,
+    pub body: Vec<u8>,
+}
+
+/// The record headers of a forwarded PUT.
+pub fn forward_headers(f: &Forwarded) -> Vec<(String, Vec<u8>)> {
+    let mut h = vec![
+        (FORWARD_HEADER.to_string(), FORWARD_SUBSCRIPTIONS.to_vec()),
+        (
+            CONNECTION_HEADER.to_string(),
+            f.connection.clone().into_bytes(),
+        ),
+        (
+            CORRELATION_HEADER.to_string(),
+            f.reply_to.encode_correlation().into_bytes(),
+        ),
+    ];
+    for a in &f.authorization {
+        h.push(("authorization".to_string(), a.clone()));
+    }
+    h
+}
+
+/// A forwarded PUT, if the record is one (None: an ordinary response); Err when it is
+/// malformed.
+pub fn parse_forwarded<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
+    body: &[u8],
+) -> Option<Result<Forwarded, ReplyError>> {
+    let get = |name: &str| {
+        headers
+            .clone()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    };
+    if get(FORWARD_HEADER)? != FORWARD_SUBSCRIPTIONS {
+        return None;
+    }
+    let parse = || {
+        let connection = get(CONNECTION_HEADER)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .ok_or(ReplyError::BadCorrelation)?
+            .to_string();
+        let reply_to = get(CORRELATION_HEADER)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| Token::decode_correlation(v.trim()))
+            .ok_or(ReplyError::BadCorrelation)?;
+        let authorization = headers
+            .clone()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+            .take(crate::auth::jwt::MAX_BEARER_TOKENS)
+            .map(|(_, v)| v.to_vec())
+            .collect();
+        Ok(Forwarded {
+            connection,
+            reply_to,
+            authorization,
+            body: body.to_vec(),
+        })
+    };
+    Some(parse())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +246,21 @@ mod tests {
         // Over Kafka, `authorization` is a header the backend chose to send.
         let r = parse(hs.iter().copied(), Vec::new(), Carrier::Kafka).unwrap();
         assert!(r.headers.iter().any(|(n, _)| n == "authorization"));
+    }
+
+    #[test]
+    fn forwarded_puts_round_trip_and_responses_are_not_forwards() {
+        let f = Forwarded {
+            connection: "conn-token".into(),
+            reply_to: token(),
+            authorization: vec![b"Bearer a".to_vec()],
+            body: b"{}".to_vec(),
+        };
+        let h = forward_headers(&f);
+        let it = h.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
+        assert_eq!(parse_forwarded(it, b"{}"), Some(Ok(f)));
+        let plain = [("rig-response-code", &b"200"[..])];
+        assert_eq!(parse_forwarded(plain.iter().copied(), b""), None);
     }
 
     #[test]

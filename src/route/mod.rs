@@ -36,4 +36,6 @@ pub enum Control {
     Api(Arc<crate::proxy::table::CompiledApi>),
     /// A response for a request parked on the shard this goes to (only that shard).
     Reply(Arc<crate::proxy::reply::Reply>),
+    /// A subscriptions PUT another node took for a connection of this one (to its shard).
+    Forward(Arc<crate::proxy::reply::Forwarded>),
 }

@@ -11,9 +11,9 @@
 use super::oneshot;
 use crate::config::Config;
 use crate::metrics::ShardMetrics;
+use crate::proto::token::Token;
 use crate::route::subscription::SubscriptionSet;
 use crate::route::Control;
-use crate::session::token::Token;
 use crate::session::{LookupError, Sessions};
 use bytes::Bytes;
 use futures_lite::future;
@@ -94,6 +94,55 @@ pub enum Reply {
     Unavailable,
 }
 
+/// A request parked for its correlated response; dropping it (answered, timed out, client
+/// gone) frees its slot.
+pub struct Parking<'a> {
+    shard: &'a Shard,
+    at: crate::proxy::pending::Parked,
+    rx: Option<oneshot::Receiver<Arc<crate::proxy::reply::Reply>>>,
+}
+
+impl<'a> Parking<'a> {
+    fn new(shard: &'a Shard) -> Parking<'a> {
+        let (tx, rx) = oneshot::channel();
+        let at = shard.parked.borrow_mut().park(tx);
+        shard.metrics.proxy.pending.add(1);
+        Parking {
+            shard,
+            at,
+            rx: Some(rx),
+        }
+    }
+
+    pub fn token(&self) -> String {
+        crate::proto::token::Token {
+            node: self.shard.globals.node,
+            shard: self.shard.id as u16,
+            slot: self.at.slot,
+            gen: self.at.gen,
+            secret: self.at.secret,
+        }
+        .encode_correlation()
+    }
+
+    /// The reply, or None after `within`.
+    pub async fn wait(&mut self, within: Duration) -> Option<Arc<crate::proxy::reply::Reply>> {
+        let rx = self.rx.take()?;
+        future::or(async { Some(rx.await) }, async {
+            glommio::timer::sleep(within).await;
+            None
+        })
+        .await
+    }
+}
+
+impl Drop for Parking<'_> {
+    fn drop(&mut self) {
+        self.shard.parked.borrow_mut().cancel(self.at);
+        self.shard.metrics.proxy.pending.sub(1);
+    }
+}
+
 /// Queue messages applied together at most, so one shard's backlog cannot hold the
 /// executor in one batch for long.
 const MAX_APPLY_BATCH: usize = 256;
@@ -148,6 +197,11 @@ impl Shard {
             next_id: Cell::new(0),
             publish_seq: Cell::new(0),
         }
+    }
+
+    /// Parks a request until a reply names it (see [`Parking`]).
+    pub fn park(&self) -> Parking<'_> {
+        Parking::new(self)
     }
 
     pub fn cfg(&self) -> &Config {
@@ -254,8 +308,16 @@ impl Shard {
         reply.unwrap_or(Reply::Unavailable)
     }
 
-    pub fn apply(&self, what: &Control) {
+    pub fn apply(self: &Rc<Self>, what: &Control) {
         match what {
+            Control::Forward(f) => {
+                glommio::spawn_local(crate::api::subscriptions::forwarded(
+                    self.clone(),
+                    f.clone(),
+                ))
+                .detach();
+                return;
+            }
             Control::Api(api) => {
                 self.proxy.borrow_mut().apply(api);
                 return;
@@ -296,7 +358,7 @@ impl Shard {
                     );
                 }
             }
-            Control::Api(_) | Control::Reply(_) => {}
+            Control::Api(_) | Control::Reply(_) | Control::Forward(_) => {}
         }
     }
 

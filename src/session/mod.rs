@@ -7,7 +7,6 @@
 //! - `queue`     — one session's bounded queue and the slow-consumer policy
 //! - `longpoll`  — long-poll sessions: the queue read as a ring of recent events by sequence
 //! - `heartbeat` — the shard's tick: heartbeats for idle streams, expiry of abandoned polls
-//! - `token`     — connection tokens, which name the owner node and shard
 //!
 //! Session lifecycle:
 //! ```text
@@ -22,7 +21,6 @@ mod heartbeat;
 mod longpoll;
 mod queue;
 mod registry;
-pub mod token;
 
 pub use crate::route::index::Slot;
 pub use registry::{stream_key, Output, Sent, Sessions};

@@ -3,11 +3,11 @@
 //! blacklist with the connections each JWT session used.
 
 use super::queue::OutQueue;
-use super::token::Token;
 use super::{Blacklisted, CloseReason, Frame, LookupError, Slot};
 use crate::auth::blacklist::{now_ms, Blacklist};
 use crate::config::Config;
 use crate::metrics::{DropReason, ShardMetrics};
+use crate::proto::token::Token;
 use crate::proto::{cloudevents, frame, Transport};
 use crate::route::index::SubscriptionIndex;
 use crate::route::subscription::{self, SubscriptionSet};

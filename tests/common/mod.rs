@@ -2,6 +2,7 @@
 //! it with plain sockets (a Rust SSE client, raw HTTP), so tests exercise the wire.
 #![allow(dead_code)]
 
+pub mod client;
 pub mod kafka;
 pub mod upstream;
 
@@ -370,6 +371,6 @@ pub fn small_window(port: u16) -> TcpStream {
 }
 
 pub fn token_shard(token: &str) -> u16 {
-    let t = corebridge::session::token::Token::decode(token).expect("token");
+    let t = corebridge::proto::token::Token::decode(token).expect("token");
     t.shard
 }

@@ -299,6 +299,18 @@ fn reply_for_us(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_slice()));
     let body = record.value.clone().unwrap_or_default();
+    if let Some(fwd) = reply::parse_forwarded(headers.clone(), &body) {
+        // A subscriptions PUT for a connection: ours if its token names this node.
+        let owner = fwd.ok().and_then(|f| {
+            let t = crate::proto::token::Token::decode(&f.connection)?;
+            (t.node == ctx.node && usize::from(t.shard) < ctx.shards.len())
+                .then(|| (usize::from(t.shard), Control::Forward(Arc::new(f))))
+        });
+        if owner.is_some() {
+            stats.consumed.inc();
+        }
+        return owner;
+    }
     match reply::parse(headers, body, reply::Carrier::Kafka) {
         Ok(r) if r.token.node != ctx.node => None,
         Ok(r) if usize::from(r.token.shard) >= ctx.shards.len() => {
