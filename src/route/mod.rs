@@ -38,4 +38,6 @@ pub enum Control {
     Reply(Arc<crate::proxy::reply::Reply>),
     /// A subscriptions PUT another node took for a connection of this one (to its shard).
     Forward(Arc<crate::proxy::reply::Forwarded>),
+    /// Answered when the shard gets to it: everything queued before it has been applied.
+    Ack(async_channel::Sender<()>),
 }

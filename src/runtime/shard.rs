@@ -288,12 +288,39 @@ impl Shard {
         self.globals.write_pass[self.id].store(v, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Like [`Shard::publish`], but waits for room instead of refusing: for control records
-    /// (a blacklist entry must not be refused half-applied).
+    /// Like [`Shard::publish`], but waits for room instead of refusing, and then until every
+    /// shard applied it: for control records, whose caller answers "done" (a blacklist entry
+    /// must not be refused half-applied, nor a token it revokes pass on another shard after
+    /// the 201). Bounded by 5 s: a shard that is that far behind is reported, not waited for.
     pub async fn publish_wait(&self, what: Control) {
+        let (ack, acks) = async_channel::bounded(self.globals.inbound.len().max(1));
+        let mut sent = 0;
         for q in &self.globals.inbound {
             // A closed queue belongs to a shard that is shutting down: nothing to deliver to.
-            let _ = q.send(what.clone()).await;
+            if q.send(what.clone()).await.is_ok() && q.send(Control::Ack(ack.clone())).await.is_ok()
+            {
+                sent += 1;
+            }
+        }
+        drop(ack);
+        let all = async {
+            for _ in 0..sent {
+                if acks.recv().await.is_err() {
+                    break;
+                }
+            }
+            true
+        };
+        let within = future::or(all, async {
+            glommio::timer::sleep(Duration::from_secs(5)).await;
+            false
+        })
+        .await;
+        if !within {
+            tracing::warn!(
+                shard = self.id,
+                "a control record was not applied by every shard within 5 s (a shard is behind)"
+            );
         }
     }
 
@@ -320,6 +347,10 @@ impl Shard {
             }
             Control::Api(api) => {
                 self.proxy.borrow_mut().apply(api);
+                return;
+            }
+            Control::Ack(ack) => {
+                let _ = ack.try_send(());
                 return;
             }
             Control::Reply(reply) => {
@@ -358,7 +389,7 @@ impl Shard {
                     );
                 }
             }
-            Control::Api(_) | Control::Reply(_) | Control::Forward(_) => {}
+            Control::Api(_) | Control::Reply(_) | Control::Forward(_) | Control::Ack(_) => {}
         }
     }
 
