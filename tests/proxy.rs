@@ -10,6 +10,7 @@ use common::upstream::{ok, Act, Upstream};
 use common::Server;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
+use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -732,4 +733,145 @@ fn bad_proxy_config_is_reported_whole_at_start() {
         "{err}"
     );
     assert!(err.contains("paper"), "{err}");
+}
+
+/// A TLS upstream: Python's HTTP server behind `ssl`, with a certificate for `localhost` made
+/// by openssl for this test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tls_upstream(dir: &std::path::Path) -> (KillOnDrop, u16, std::path::PathBuf) {
+    // A CA and a leaf it signed (rustls refuses a CA certificate as the server's own).
+    let (ca, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    let (cert, key, csr, ext) = (
+        dir.join("up.crt"),
+        dir.join("up.key"),
+        dir.join("up.csr"),
+        dir.join("ext"),
+    );
+    std::fs::write(&ext, "subjectAltName=DNS:localhost\n").unwrap();
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let s = |x: &'static str| std::ffi::OsStr::new(x);
+    openssl(&[
+        s("req"),
+        s("-x509"),
+        s("-newkey"),
+        s("rsa:2048"),
+        s("-nodes"),
+        s("-days"),
+        s("1"),
+        s("-subj"),
+        s("/CN=corebridge-test-ca"),
+        s("-keyout"),
+        ca_key.as_os_str(),
+        s("-out"),
+        ca.as_os_str(),
+    ]);
+    openssl(&[
+        s("req"),
+        s("-newkey"),
+        s("rsa:2048"),
+        s("-nodes"),
+        s("-subj"),
+        s("/CN=localhost"),
+        s("-keyout"),
+        key.as_os_str(),
+        s("-out"),
+        csr.as_os_str(),
+    ]);
+    openssl(&[
+        s("x509"),
+        s("-req"),
+        s("-in"),
+        csr.as_os_str(),
+        s("-CA"),
+        ca.as_os_str(),
+        s("-CAkey"),
+        ca_key.as_os_str(),
+        s("-CAcreateserial"),
+        s("-days"),
+        s("1"),
+        s("-extfile"),
+        ext.as_os_str(),
+        s("-out"),
+        cert.as_os_str(),
+    ]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = format!(
+        r#"
+import http.server, ssl
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        b = ("tls ok " + self.headers.get("host", "")).encode()
+        self.send_response(200); self.send_header("content-length", str(len(b))); self.end_headers(); self.wfile.write(b)
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(("127.0.0.1", {port}), H)
+c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain({cert:?}, {key:?})
+s.socket = c.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+"#,
+        cert = cert.display().to_string(),
+        key = key.display().to_string()
+    );
+    let child = KillOnDrop(
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the TLS upstream", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (child, port, ca)
+}
+
+#[test]
+fn https_upstreams_are_verified_against_the_configured_cas() {
+    let dir = std::env::temp_dir().join(format!("cb-tls-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (child, port, ca) = tls_upstream(&dir);
+    let def = json!([{"id": "tls", "name": "tls", "proxy": {"target_url": "https://localhost", "port": port},
+                      "version_data": {"default": {"endpoints": [{"id": "g", "method": "GET", "path_regex": "/tls"}]}}}]);
+    let trusted = start(&def, &[("CB_PROXY_CA_CERTFILE", ca.to_str().unwrap())]);
+    let mut c = Client::connect(trusted.inbound);
+    let r = c.get("/tls", "");
+    assert_eq!(
+        (r.status, r.text()),
+        (200, format!("tls ok localhost:{port}"))
+    );
+    assert_eq!(
+        c.get("/tls", "").status,
+        200,
+        "the TLS connection is reused"
+    );
+    // Without the CA the certificate does not verify: 502, nothing sent.
+    let untrusted = start(&def, &[]);
+    assert_eq!(
+        Client::connect(untrusted.inbound).get("/tls", "").status,
+        502
+    );
+    drop(child);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,13 +5,16 @@
 //!   [--server-pid PID]`: the parent (spawns workers, publishes, measures, reports);
 //! - `corebridge-loadtest worker`: one worker process, configured on stdin (internal);
 //! - `corebridge-loadtest floor [...]`: the kernel's own cost of uncoalesced fan-out here,
-//!   with no gateway (see `floor.rs`).
+//!   with no gateway (see `floor.rs`);
+//! - `corebridge-loadtest proxy --url ... [--pid PID]`: closed-loop HTTP through a reverse proxy
+//!   (the API gateway against nginx `proxy_pass`, see `proxy.rs`).
 
 mod floor;
 mod metrics;
 mod net;
 mod procfs;
 mod proto;
+mod proxy;
 mod publish;
 mod report;
 mod run;
@@ -26,6 +29,8 @@ const USAGE: &str = "usage: corebridge-loadtest run SCENARIO.toml [--out result.
        corebridge-loadtest check SCENARIO.toml     (validate a scenario file)
        corebridge-loadtest floor [--connections 10000] [--events 100] [--rate 10] [--bytes 250] [--threads 2] [--readers 2]
                                                    (plain send() fan-out with no gateway: this machine's floor)
+       corebridge-loadtest proxy --url http://HOST:PORT/PATH [--pid PID] [--connections 64] [--seconds 10] [--threads 2] [--body 0]
+                                                   (keep-alive HTTP through a reverse proxy: requests/s and server CPU per request)
        corebridge-loadtest worker                  (internal: one worker process)";
 
 fn parse_run(args: &[String]) -> Result<run::RunArgs> {
@@ -86,6 +91,7 @@ fn main() {
         Some("worker") => worker::main().map(|()| 0),
         Some("floor") => floor::main(&args[1..]),
         Some("floor-reader") => floor::reader(&args[1..]),
+        Some("proxy") => proxy::main(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(0)

@@ -21,7 +21,7 @@ fn refused(e: impl std::fmt::Display) -> Outcome {
 }
 
 pub async fn v3(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outcome {
-    let headers = head.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
+    let headers = head.headers.iter();
     match reply::parse(headers, body, Carrier::Http) {
         Ok(r) => deliver(shard, r).await,
         Err(e) => refused(e),

@@ -159,7 +159,33 @@ async fn send_error(
     let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let bytes = http1::response(status, &headers, msg.as_bytes(), false);
     let _ = stream.write_all(&bytes).await;
+    close_lingering(stream).await;
+}
+
+/// Closes after a response the client may still be sending to (a refused body, an error
+/// mid-request): our side is shut first, then what the client sends is read and dropped
+/// until it closes, for at most 1 s and 64 KiB. Closing with unread input would send a
+/// reset, and a reset can reach the client before it reads the answer that explains it.
+async fn close_lingering(stream: &mut TcpStream) {
     let _ = stream.close().await;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut sink = [0u8; 4096];
+    let mut left = 64 * 1024usize;
+    while left > 0 {
+        let within = deadline.saturating_duration_since(Instant::now());
+        if within.is_zero() {
+            return;
+        }
+        let read = future::or(async { Some(stream.read(&mut sink).await) }, async {
+            glommio::timer::sleep(within).await;
+            None
+        })
+        .await;
+        match read {
+            Some(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+            _ => return,
+        }
+    }
 }
 
 pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
@@ -170,6 +196,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
     let header_timeout = Duration::from_millis(http.header_timeout_ms);
     let keepalive = Duration::from_millis(http.keepalive_timeout_ms);
     let mut buf: Vec<u8> = Vec::new();
+    let mut peer: Option<proxy::Peer> = None;
     loop {
         // Head. Its deadline is total, counted from its first byte: a timeout per read would
         // let a client sending a byte every few seconds hold the connection forever.
@@ -207,19 +234,20 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
         // Every inbound request not under /_rig/ belongs to the API gateway, which streams
         // its body (RIG's router sends everything it does not serve itself to its proxy).
         if which == Listener::Inbound && !head.path.starts_with("/_rig/") {
-            let peer = proxy::Peer {
+            // Two syscalls: asked once per connection, not per request.
+            let peer = *peer.get_or_insert_with(|| proxy::Peer {
                 ip: stream
                     .peer_addr()
                     .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip()),
                 local: stream
                     .local_addr()
                     .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
-            };
+            });
             // Boxed for the same reason as the handlers below.
             if Box::pin(proxy::serve(&shard, &mut stream, &mut buf, head, peer)).await {
                 continue;
             }
-            let _ = stream.close().await;
+            close_lingering(&mut stream).await;
             return;
         }
 
@@ -241,10 +269,11 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
         drop(head);
         match outcome {
             Outcome::Resp(r) => {
-                if !write_resp(&shard, &mut stream, which, r, keep_alive, method).await
-                    || !keep_alive
-                {
-                    let _ = stream.close().await;
+                if !write_resp(&shard, &mut stream, which, r, keep_alive, method).await {
+                    return;
+                }
+                if !keep_alive {
+                    close_lingering(&mut stream).await;
                     return;
                 }
             }

@@ -44,6 +44,10 @@ use std::time::{Duration, Instant};
 
 const NOT_FOUND: &[u8] = br#"{"message":"Not Found"}"#;
 
+/// How long a request waits for its upstream before the client connection is watched for a
+/// close (which then frees the upstream connection).
+const CLIENT_WATCH_AFTER: Duration = Duration::from_millis(50);
+
 /// Whether the client connection can carry another request.
 pub type KeepGoing = bool;
 
@@ -68,6 +72,31 @@ fn rig_cors(shard: &Shard, allow_headers: &str) -> Vec<(&'static str, String)> {
         ("access-control-allow-methods", "*".into()),
         ("access-control-allow-headers", allow_headers.into()),
     ]
+}
+
+thread_local! {
+    /// When this shard last logged an upstream failure, and how many it kept quiet since.
+    static LAST_WARN: std::cell::Cell<(Option<Instant>, u64)> = const { std::cell::Cell::new((None, 0)) };
+}
+
+/// Upstream failures are counted per request and logged at most once per 10 s per shard (an
+/// upstream that is down must not flood the log), naming the cause.
+fn warn_upstream(api: &str, upstream: &str, why: &str) {
+    LAST_WARN.with(|c| {
+        let (last, quiet) = c.get();
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            c.set((last, quiet + 1));
+            return;
+        }
+        c.set((Some(Instant::now()), 0));
+        tracing::warn!(
+            api,
+            upstream,
+            error = why,
+            suppressed = quiet,
+            "proxied request failed upstream, answered 502 (whose fault: upstream)"
+        );
+    });
 }
 
 /// A token for a request that does not wait: RIG puts one in every produced event; a reply
@@ -506,12 +535,7 @@ async fn forward(
     let target = forward::upstream_target(&m.path, head.query.as_deref(), correlation.as_deref());
     let headers = forward::upstream_headers(&head.headers, &hop);
     let framing = forward::request_framing(head.body, &head.method_str);
-    let req_head = client_proto::request_head(
-        &head.method_str,
-        &target,
-        headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
-        framing,
-    );
+    let req_head = client_proto::request_head(&head.method_str, &target, headers.iter(), framing);
     let started = Instant::now();
     let exchanged = exchange(shard, client, buf, head, m, &req_head).await;
     let (mut conn, resp, upbuf) = match exchanged {
@@ -525,8 +549,7 @@ async fn forward(
         Err(Failed::Upstream(why, status)) => {
             count(status);
             shard.metrics.proxy.upstream_failed();
-            tracing::debug!(api = %m.api.meta.id, upstream = %m.api.upstream.authority(), error = %why,
-                "upstream failed (whose fault: upstream)");
+            warn_upstream(&m.api.meta.id, &m.api.upstream.authority(), &why);
             let r = Resp::text(502, "Bad gateway.");
             return write_resp(shard, client, r, head.keep_alive, false).await && head.keep_alive;
         }
@@ -551,10 +574,7 @@ async fn forward(
     shard.metrics.response(Listener::Inbound, resp.status);
     let (client_head, body, keep) =
         forward::client_head(&resp, head.keep_alive, head.version_minor == 1, &[]);
-    if !write_within(shard, client, &client_head).await {
-        return false;
-    }
-    match relay(shard, client, &mut conn, upbuf, &resp, body).await {
+    match relay(shard, client, &mut conn, upbuf, &resp, client_head, body).await {
         Relayed::Whole => {
             if resp.keep_alive {
                 shard.upstreams.checkin(shard, conn);
@@ -754,21 +774,23 @@ async fn read_head(
             Ok(None) => {}
             Err(e) => return Err(HeadErr::Bad(e.to_string())),
         }
-        let old = upbuf.len();
-        upbuf.resize(old + 8192, 0);
+        let (io, scratch) = (&mut conn.io, &mut conn.scratch);
         enum Ev {
             Read(std::io::Result<usize>),
             Timeout,
             ClientGone,
         }
         let ev = future::or(
-            async { Ev::Read(conn.io.read(&mut upbuf[old..]).await) },
+            async { Ev::Read(io.read(scratch).await) },
             future::or(
                 async {
                     glommio::timer::sleep(recv_timeout).await;
                     Ev::Timeout
                 },
                 async {
+                    // Most upstreams answer within this; watching the client costs an
+                    // io_uring operation and its cancellation, so it starts only after.
+                    glommio::timer::sleep(CLIENT_WATCH_AFTER).await;
                     let mut b = [0u8; 1];
                     match client.peek(&mut b).await {
                         Ok(0) | Err(_) => Ev::ClientGone,
@@ -781,15 +803,14 @@ async fn read_head(
         .await;
         match ev {
             Ev::Read(Ok(0)) | Ev::Read(Err(_)) => {
-                upbuf.truncate(old);
-                return Err(if seen_any || old > 0 {
+                return Err(if seen_any || !upbuf.is_empty() {
                     HeadErr::Bad("connection closed inside the response head".into())
                 } else {
                     HeadErr::Silent
                 });
             }
             Ev::Read(Ok(n)) => {
-                upbuf.truncate(old + n);
+                upbuf.extend_from_slice(&conn.scratch[..n]);
                 seen_any = true;
             }
             Ev::Timeout => return Err(HeadErr::Timeout),
@@ -807,27 +828,41 @@ enum Relayed {
     Broken,
 }
 
-/// Streams the response body from the upstream to the client, re-framed for the client.
+/// Streams the response body from the upstream to the client, re-framed for the client. The
+/// head goes out with the first body bytes already read (one write, not two: on loopback a
+/// send costs about as much as the rest of a proxied request).
 async fn relay(
     shard: &Shard,
     client: &mut TcpStream,
     conn: &mut Conn,
     mut upbuf: Vec<u8>,
     resp: &ResponseHead,
+    client_head: Vec<u8>,
     body: ClientBody,
 ) -> Relayed {
     let recv_timeout = shard.cfg().proxy.recv_timeout;
-    let chunk = shard.cfg().tuning.proxy.buffer_bytes;
     let mut decoder = BodyDecoder::new(if body == ClientBody::None {
         ResponseBody::None
     } else {
         resp.body
     });
-    let mut piece = Vec::with_capacity(chunk);
-    let mut out = Vec::with_capacity(chunk + 16);
+    // The head goes out with the first body bytes; a body framed as it came (length, or
+    // until close) is decoded straight into the output, a re-chunked one through `piece`.
+    let mut out = client_head;
+    out.reserve(upbuf.len() + 16);
+    let mut piece = Vec::new();
+    let mut first = true;
     loop {
-        piece.clear();
-        let (used, done) = match decoder.feed(&upbuf, &mut piece) {
+        if !std::mem::take(&mut first) {
+            out.clear();
+        }
+        let fed = if body == ClientBody::Chunked {
+            piece.clear();
+            decoder.feed(&upbuf, &mut piece)
+        } else {
+            decoder.feed(&upbuf, &mut out)
+        };
+        let (used, done) = match fed {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "upstream response body malformed (whose fault: upstream)");
@@ -835,15 +870,11 @@ async fn relay(
             }
         };
         upbuf.drain(..used);
-        out.clear();
-        match body {
-            ClientBody::Chunked => {
-                http1::push_chunk(&mut out, &piece);
-                if done {
-                    out.extend_from_slice(http1::LAST_CHUNK);
-                }
+        if body == ClientBody::Chunked {
+            http1::push_chunk(&mut out, &piece);
+            if done {
+                out.extend_from_slice(http1::LAST_CHUNK);
             }
-            _ => out.extend_from_slice(&piece),
         }
         if !out.is_empty() && !write_within(shard, client, &out).await {
             return Relayed::Broken;
@@ -851,15 +882,14 @@ async fn relay(
         if done {
             return Relayed::Whole;
         }
-        upbuf.resize(chunk, 0);
-        let read = future::or(async { Some(conn.io.read(&mut upbuf).await) }, async {
+        let (io, scratch) = (&mut conn.io, &mut conn.scratch);
+        let read = future::or(async { Some(io.read(scratch).await) }, async {
             glommio::timer::sleep(recv_timeout).await;
             None
         })
         .await;
         match read {
             Some(Ok(0)) => {
-                upbuf.clear();
                 // The end of a close-delimited body; anything else is a truncated one.
                 if decoder.eof().is_err() {
                     return Relayed::Broken;
@@ -870,7 +900,7 @@ async fn relay(
                 // The client has its whole response; the upstream connection is closed.
                 return Relayed::Closed;
             }
-            Some(Ok(n)) => upbuf.truncate(n),
+            Some(Ok(n)) => upbuf.extend_from_slice(&conn.scratch[..n]),
             Some(Err(_)) | None => return Relayed::Broken,
         }
     }
@@ -897,14 +927,14 @@ async fn drain(shard: &Shard, conn: &mut Conn, mut upbuf: Vec<u8>, resp: &Respon
         if total > MAX_DRAIN || matches!(decoder, BodyDecoder::UntilClose) {
             return false;
         }
-        upbuf.resize(8192, 0);
-        let read = future::or(async { Some(conn.io.read(&mut upbuf).await) }, async {
+        let (io, scratch) = (&mut conn.io, &mut conn.scratch);
+        let read = future::or(async { Some(io.read(scratch).await) }, async {
             glommio::timer::sleep(recv_timeout).await;
             None
         })
         .await;
         match read {
-            Some(Ok(n)) if n > 0 => upbuf.truncate(n),
+            Some(Ok(n)) if n > 0 => upbuf.extend_from_slice(&conn.scratch[..n]),
             _ => return false,
         }
     }

@@ -31,6 +31,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+/// Idle connections younger than this are reused without a liveness check.
+const FRESH: Duration = Duration::from_secs(1);
+
 /// How long a resolved host name is used before it is looked up again.
 pub const DNS_TTL: Duration = Duration::from_secs(30);
 
@@ -93,6 +96,9 @@ pub struct Conn {
     /// It carried a request before: a failure before any response byte may just be the
     /// upstream having closed it meanwhile.
     pub reused: bool,
+    /// Where upstream bytes are read to (`proxy.buffer_bytes`, zeroed once per connection,
+    /// not once per read).
+    pub scratch: Vec<u8>,
     key: Upstream,
     _permit: StaticPermit,
 }
@@ -166,7 +172,11 @@ impl Pools {
             });
             // Most recently used first: it is the likeliest to still be open.
             while let Some(idle) = pool.idle.pop() {
-                if idle.since.elapsed() < idle_for && socket::idle_and_open(idle.conn.fd()) {
+                let age = idle.since.elapsed();
+                // A connection used a moment ago is not checked (a syscall per request): an
+                // upstream closes idle connections after seconds, and one that closes after N
+                // requests says so in the last response, which keeps it out of the pool.
+                if age < idle_for && (age < FRESH || socket::idle_and_open(idle.conn.fd())) {
                     let mut conn = idle.conn;
                     conn.reused = true;
                     return Ok(conn);
@@ -190,6 +200,7 @@ impl Pools {
         Ok(Conn {
             io,
             reused: false,
+            scratch: vec![0; tuning.buffer_bytes.max(1024)],
             key: up.clone(),
             _permit: permit,
         })

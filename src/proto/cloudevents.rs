@@ -19,6 +19,7 @@
 //! Key order of the event JSON is preserved (serde_json `preserve_order`), so the
 //! 202 echo looks like what the client sent.
 
+use super::headers::Headers;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -132,7 +133,7 @@ enum Mode {
 /// headers: (lower-cased name, value bytes) as received; content_type: the Content-Type header value if any.
 pub fn from_http(
     content_type: Option<&str>,
-    headers: &[(String, Vec<u8>)],
+    headers: &Headers,
     body: &[u8],
 ) -> Result<CloudEvent, CeError> {
     // An empty Content-Type says nothing, so it is treated like a missing one.
@@ -381,7 +382,7 @@ fn json_kind(v: &Value) -> &'static str {
 /// Binary mode: context attributes in `ce-*` headers, the body is `data`.
 fn parse_binary(
     content_type: Option<&str>,
-    headers: &[(String, Vec<u8>)],
+    headers: &Headers,
     body: &[u8],
 ) -> Result<CloudEvent, CeError> {
     let mut versions = headers
@@ -566,6 +567,10 @@ pub fn rfc3339_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hs(v: &[(String, Vec<u8>)]) -> Headers {
+        v.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect()
+    }
     use serde_json::json;
 
     fn h(name: &str, value: &str) -> (String, Vec<u8>) {
@@ -610,7 +615,7 @@ mod tests {
             "Application/CloudEvents-Batch+JSON; charset=utf-8",
         ] {
             for headers in [vec![], v1_headers()] {
-                let err = from_http(Some(ct), &headers, b"[]").unwrap_err();
+                let err = from_http(Some(ct), &hs(&headers), b"[]").unwrap_err();
                 assert_eq!(err.status(), 415);
                 assert_eq!(err.to_string(), BATCH_MSG);
             }
@@ -624,7 +629,7 @@ mod tests {
             "APPLICATION/CloudEvents+Json ; charset=UTF-8",
         ] {
             for headers in [vec![], v1_headers()] {
-                let ev = from_http(Some(ct), &headers, &v1_body()).unwrap();
+                let ev = from_http(Some(ct), &hs(&headers), &v1_body()).unwrap();
                 assert_eq!(ev.spec, SpecVersion::V1_0);
                 // Structured: data is the body's data field, not the whole body.
                 assert_eq!(ev.value["data"], json!({"n": 1}));
@@ -637,7 +642,7 @@ mod tests {
         for headers in [vec![], v1_headers()] {
             let msg = unsupported(from_http(
                 Some("application/cloudevents+xml; charset=utf-8"),
-                &headers,
+                &hs(&headers),
                 b"<x/>",
             ));
             assert!(msg.contains("\"application/cloudevents+xml\""), "{msg}");
@@ -647,14 +652,19 @@ mod tests {
 
     #[test]
     fn plain_json_without_specversion_header_is_structured() {
-        let ev = from_http(Some("application/json; charset=utf-8"), &[], &v1_body()).unwrap();
+        let ev = from_http(
+            Some("application/json; charset=utf-8"),
+            &hs(&[]),
+            &v1_body(),
+        )
+        .unwrap();
         assert_eq!(ev.id, "abc-1");
         assert_eq!(ev.value["data"], json!({"n": 1}));
     }
 
     #[test]
     fn plain_json_with_specversion_header_is_binary() {
-        let ev = from_http(Some("application/json"), &v1_headers(), br#"{"n":1}"#).unwrap();
+        let ev = from_http(Some("application/json"), &hs(&v1_headers()), br#"{"n":1}"#).unwrap();
         assert_eq!(ev.spec, SpecVersion::V1_0);
         assert_eq!(ev.event_type, "com.example.greeting");
         assert_eq!(ev.value["data"], json!({"n": 1}));
@@ -664,32 +674,37 @@ mod tests {
 
     #[test]
     fn other_content_type_is_binary() {
-        let ev = from_http(Some("text/plain; charset=utf-8"), &v1_headers(), b"hello").unwrap();
+        let ev = from_http(
+            Some("text/plain; charset=utf-8"),
+            &hs(&v1_headers()),
+            b"hello",
+        )
+        .unwrap();
         assert_eq!(ev.value["data"], json!("hello"));
         assert_eq!(
             ev.value["datacontenttype"],
             json!("text/plain; charset=utf-8")
         );
         // Without ce-specversion it is still binary mode, and says what is missing.
-        let msg = bad_request(from_http(Some("text/plain"), &[], b"hello"));
+        let msg = bad_request(from_http(Some("text/plain"), &hs(&[]), b"hello"));
         assert!(msg.contains("missing ce-specversion header"), "{msg}");
     }
 
     #[test]
     fn missing_content_type_with_specversion_header_is_binary_raw() {
-        let ev = from_http(None, &v1_headers(), br#"{"n":1}"#).unwrap();
+        let ev = from_http(None, &hs(&v1_headers()), br#"{"n":1}"#).unwrap();
         // No Content-Type: the body is not known to be JSON, so it stays a string.
         assert_eq!(ev.value["data"], json!(r#"{"n":1}"#));
         assert!(ev.value.get("datacontenttype").is_none());
         // An empty Content-Type counts as missing.
-        let ev = from_http(Some("  "), &v1_headers(), b"x").unwrap();
+        let ev = from_http(Some("  "), &hs(&v1_headers()), b"x").unwrap();
         assert_eq!(ev.value["data"], json!("x"));
     }
 
     #[test]
     fn missing_content_type_without_specversion_header_is_415() {
         for ct in [None, Some(""), Some("; charset=utf-8")] {
-            let msg = unsupported(from_http(ct, &[h("ce-id", "1")], &v1_body()));
+            let msg = unsupported(from_http(ct, &hs(&[h("ce-id", "1")]), &v1_body()));
             assert_eq!(msg, NO_CONTENT_TYPE_MSG);
         }
     }
@@ -865,7 +880,7 @@ mod tests {
 
     #[test]
     fn binary_1_0_valid_and_invalid() {
-        let ev = from_http(Some("application/json"), &v1_headers(), br#"{"n":1}"#).unwrap();
+        let ev = from_http(Some("application/json"), &hs(&v1_headers()), br#"{"n":1}"#).unwrap();
         let keys: Vec<&str> = ev
             .value
             .as_object()
@@ -877,7 +892,7 @@ mod tests {
 
         let mut headers = v1_headers();
         headers.retain(|(n, _)| n != "ce-source");
-        let msg = bad_request(from_http(Some("application/json"), &headers, b"{}"));
+        let msg = bad_request(from_http(Some("application/json"), &hs(&headers), b"{}"));
         assert_eq!(
             msg,
             "The request does not look like a CloudEvent: missing required header \"ce-source\" (CloudEvents 1.0, binary mode)"
@@ -885,7 +900,7 @@ mod tests {
 
         let mut headers = v1_headers();
         headers[3] = h("ce-id", "");
-        let msg = bad_request(from_http(Some("application/json"), &headers, b"{}"));
+        let msg = bad_request(from_http(Some("application/json"), &hs(&headers), b"{}"));
         assert!(msg.contains("header \"ce-id\" must not be empty"), "{msg}");
     }
 
@@ -896,17 +911,17 @@ mod tests {
             h("ce-type", "t"),
             h("ce-id", "1"),
         ];
-        let ev = from_http(Some("text/plain"), &headers, b"hi").unwrap();
+        let ev = from_http(Some("text/plain"), &hs(&headers), b"hi").unwrap();
         assert_eq!(ev.spec, SpecVersion::V0_2);
         assert_eq!(ev.value["contenttype"], json!("text/plain"));
         assert!(ev.value.get("datacontenttype").is_none());
         assert_eq!(ev.value["data"], json!("hi"));
 
-        let msg = bad_request(from_http(Some("text/plain"), &headers[..2], b"hi"));
+        let msg = bad_request(from_http(Some("text/plain"), &hs(&headers[..2]), b"hi"));
         assert!(msg.ends_with("missing required header \"ce-id\" (CloudEvents 0.2, binary mode)"));
         let msg = bad_request(from_http(
             Some("text/plain"),
-            &[h("ce-specversion", "0.2"), h("ce-id", "1")],
+            &hs(&[h("ce-specversion", "0.2"), h("ce-id", "1")]),
             b"hi",
         ));
         assert!(msg.contains("\"ce-type\""), "{msg}");
@@ -917,7 +932,7 @@ mod tests {
         for v in ["0.1", "0.3", "1", ""] {
             let mut headers = v1_headers();
             headers[0] = h("ce-specversion", v);
-            let msg = bad_request(from_http(Some("application/json"), &headers, b"{}"));
+            let msg = bad_request(from_http(Some("application/json"), &hs(&headers), b"{}"));
             assert_eq!(
                 msg,
                 format!("the ce-specversion header is \"{v}\"; expected \"1.0\" or \"0.2\"")
@@ -926,7 +941,7 @@ mod tests {
         // Surrounding whitespace is tolerated.
         let mut headers = v1_headers();
         headers[0] = h("ce-specversion", " 1.0\t");
-        assert!(from_http(Some("application/json"), &headers, b"{}").is_ok());
+        assert!(from_http(Some("application/json"), &hs(&headers), b"{}").is_ok());
     }
 
     #[test]
@@ -944,7 +959,7 @@ mod tests {
             h("ce-traceparent", "00-4bf92f3577b34da6-00f067aa0ba902b7-01"),
             h("x-other", "ignored"),
         ]);
-        let ev = from_http(Some("application/json"), &headers, b"").unwrap();
+        let ev = from_http(Some("application/json"), &hs(&headers), b"").unwrap();
         let v = &ev.value;
         assert_eq!(ev.id, "123");
         assert_eq!(v["id"], json!("123"));
@@ -972,7 +987,7 @@ mod tests {
             h("ce-SOURCE", "s"),
             h("ce-id", "1"),
         ];
-        let ev = from_http(Some("text/plain"), &headers, b"x").unwrap();
+        let ev = from_http(Some("text/plain"), &hs(&headers), b"x").unwrap();
         assert_eq!(ev.value["source"], json!("s"));
     }
 
@@ -981,23 +996,29 @@ mod tests {
         let mut headers = v1_headers();
         headers.push(h("ce-id", "2"));
         assert_eq!(
-            bad_request(from_http(Some("text/plain"), &headers, b"x")),
+            bad_request(from_http(Some("text/plain"), &hs(&headers), b"x")),
             "duplicate header \"ce-id\""
         );
         let mut headers = v1_headers();
         headers.push(h("ce-specversion", "1.0"));
-        assert!(bad_request(from_http(Some("text/plain"), &headers, b"x")).contains("duplicate"));
+        assert!(
+            bad_request(from_http(Some("text/plain"), &hs(&headers), b"x")).contains("duplicate")
+        );
         let mut headers = v1_headers();
         headers.push(h("ce-data", "{}"));
-        assert!(bad_request(from_http(Some("text/plain"), &headers, b"x")).contains("\"ce-data\""));
+        assert!(
+            bad_request(from_http(Some("text/plain"), &hs(&headers), b"x")).contains("\"ce-data\"")
+        );
         let mut headers = v1_headers();
         headers.push(h("ce-", "x"));
-        assert!(bad_request(from_http(Some("text/plain"), &headers, b"x"))
-            .contains("no attribute name"));
+        assert!(
+            bad_request(from_http(Some("text/plain"), &hs(&headers), b"x"))
+                .contains("no attribute name")
+        );
         let mut headers = v1_headers();
         headers[2] = ("ce-source".to_owned(), vec![0xff, 0xfe]);
         assert_eq!(
-            bad_request(from_http(Some("text/plain"), &headers, b"x")),
+            bad_request(from_http(Some("text/plain"), &hs(&headers), b"x")),
             "header \"ce-source\" is not valid UTF-8"
         );
     }
@@ -1006,12 +1027,16 @@ mod tests {
     fn binary_json_body_decoded_or_rejected() {
         let ev = from_http(
             Some("application/vnd.example+json; charset=utf-8"),
-            &v1_headers(),
+            &hs(&v1_headers()),
             b"[1, 2]",
         )
         .unwrap();
         assert_eq!(ev.value["data"], json!([1, 2]));
-        let msg = bad_request(from_http(Some("application/json"), &v1_headers(), b"{oops"));
+        let msg = bad_request(from_http(
+            Some("application/json"),
+            &hs(&v1_headers()),
+            b"{oops",
+        ));
         assert!(
             msg.starts_with("the request body is not valid JSON"),
             "{msg}"
@@ -1022,7 +1047,7 @@ mod tests {
     #[test]
     fn binary_non_utf8_body() {
         let body = [0xffu8, 0x00, 0x80, b'a'];
-        let ev = from_http(Some("application/octet-stream"), &v1_headers(), &body).unwrap();
+        let ev = from_http(Some("application/octet-stream"), &hs(&v1_headers()), &body).unwrap();
         assert_eq!(ev.value["data_base64"], json!("/wCAYQ=="));
         assert_eq!(
             ev.value["datacontenttype"],
@@ -1035,7 +1060,11 @@ mod tests {
             h("ce-type", "t"),
             h("ce-id", "1"),
         ];
-        let msg = bad_request(from_http(Some("application/octet-stream"), &headers, &body));
+        let msg = bad_request(from_http(
+            Some("application/octet-stream"),
+            &hs(&headers),
+            &body,
+        ));
         assert!(msg.contains("not valid UTF-8"), "{msg}");
         assert!(msg.contains("0.2"), "{msg}");
     }
@@ -1046,7 +1075,12 @@ mod tests {
     fn to_json_round_trips() {
         for ev in [
             parse_structured(&v1_body()).unwrap(),
-            from_http(Some("text/plain"), &v1_headers(), "h\u{e9}llo\n".as_bytes()).unwrap(),
+            from_http(
+                Some("text/plain"),
+                &hs(&v1_headers()),
+                "h\u{e9}llo\n".as_bytes(),
+            )
+            .unwrap(),
             rig_event("rig.test", Some(json!({"k": [1.5, null, "x"]}))),
         ] {
             let back: Value = serde_json::from_slice(&ev.to_json()).unwrap();
@@ -1057,13 +1091,13 @@ mod tests {
     #[test]
     fn to_json_has_no_newlines_even_for_pretty_input() {
         let body = b"{\n  \"specversion\": \"1.0\",\n  \"type\": \"t\",\n  \"source\": \"s\",\n  \"id\": \"1\",\n  \"data\": {\n    \"text\": \"line one\\nline two\\r\\n\"\n  }\n}\n";
-        let ev = from_http(Some("application/cloudevents+json"), &[], body).unwrap();
+        let ev = from_http(Some("application/cloudevents+json"), &hs(&[]), body).unwrap();
         let out = ev.to_json();
         assert!(!out.contains(&b'\n'));
         assert!(!out.contains(&b'\r'));
         assert_eq!(ev.value["data"]["text"], json!("line one\nline two\r\n"));
         // Binary text bodies with newlines are escaped too.
-        let ev = from_http(Some("text/plain"), &v1_headers(), b"a\nb\n").unwrap();
+        let ev = from_http(Some("text/plain"), &hs(&v1_headers()), b"a\nb\n").unwrap();
         assert!(!ev.to_json().contains(&b'\n'));
     }
 
@@ -1229,6 +1263,7 @@ mod tests {
                 headers in prop::collection::vec(header(), 0..8),
                 body in body(),
             ) {
+                let headers: Headers = headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
                 match from_http(ct.as_deref(), &headers, &body) {
                     Ok(ev) => {
                         prop_assert!(ev.value.is_object());

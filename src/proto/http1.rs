@@ -8,6 +8,7 @@
 //! and every [`HttpError`] is the client's fault (a 4xx, or 501/505 for features
 //! the client asked for and we refuse).
 
+pub use super::headers::Headers;
 use std::mem::MaybeUninit;
 
 /// Hard ceiling on `Limits::max_headers`: the header slots live on the stack so
@@ -85,8 +86,7 @@ pub struct RequestHead {
     pub query: Option<String>,
     /// 0 or 1.
     pub version_minor: u8,
-    /// Names lower-cased; order and duplicates kept.
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Headers,
     pub body: BodyKind,
     pub keep_alive: bool,
     pub expect_continue: bool,
@@ -98,7 +98,7 @@ impl RequestHead {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+            .map(|(_, v)| v)
     }
 
     /// First value of header `name` if it is valid UTF-8, with surrounding
@@ -113,7 +113,7 @@ impl RequestHead {
         self.headers
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+            .map(|(_, v)| v)
     }
 
     /// Whether any instance of header `name` lists `token` in its
@@ -260,11 +260,16 @@ fn build_head(req: &httparse::Request<'_, '_>, limits: &Limits) -> Result<Reques
     }
     let method = Method::from_token(method_str);
     let (path, query) = split_target(target, method)?;
-    let headers = req
-        .headers
-        .iter()
-        .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
-        .collect();
+    let mut headers = Headers::with_capacity(
+        req.headers.len(),
+        req.headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len())
+            .sum(),
+    );
+    for h in req.headers.iter() {
+        headers.push(h.name, h.value);
+    }
     let mut head = RequestHead {
         method,
         method_str: method_str.to_owned(),
@@ -863,7 +868,7 @@ mod tests {
         assert_eq!(h.header("x-thing"), Some(&b"1"[..]));
         assert_eq!(h.header_values("x-thing").count(), 2);
         assert_eq!(h.header_str("host"), Some("h"));
-        assert_eq!(h.headers[1].0, "x-thing");
+        assert_eq!(h.headers.field(1).0, "x-thing");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! Sans-I/O like the server side: bytes in, values out. Every [`UpstreamError`] is the
 //! upstream's fault (the gateway answers 502); the bounds are the caller's [`ResponseLimits`].
 
+pub use super::headers::Headers;
 use super::http1::{ChunkedDecoder, HttpError};
 use std::mem::MaybeUninit;
 
@@ -32,8 +33,7 @@ pub enum ResponseBody {
 pub struct ResponseHead {
     pub status: u16,
     pub version_minor: u8,
-    /// Names lower-cased; order and duplicates kept.
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Headers,
     pub body: ResponseBody,
     /// The upstream allows another request on this connection once the body is read.
     pub keep_alive: bool,
@@ -41,21 +41,12 @@ pub struct ResponseHead {
 
 impl ResponseHead {
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
+        self.headers.get(name)
     }
 
     /// Whether any `name` field lists `token` (comma-separated, case-insensitive).
     fn has_token(&self, name: &str, token: &str) -> bool {
-        has_token(
-            self.headers
-                .iter()
-                .filter(|(n, _)| n == name)
-                .map(|(_, v)| v.as_slice()),
-            token,
-        )
+        has_token(self.headers.values(name), token)
     }
 }
 
@@ -95,12 +86,17 @@ pub fn is_hop_by_hop(name: &str) -> bool {
     )
 }
 
-/// Field names a `Connection` header declares hop-by-hop (lower-cased).
+/// Field names a `Connection` header declares hop-by-hop (lower-cased), beyond the ones
+/// always dropped (`keep-alive` and `close` are what nearly every `Connection` says).
 pub fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
     values
         .flat_map(|v| v.split(|&b| b == b','))
         .map(trim_ows)
-        .filter(|t| !t.is_empty())
+        .filter(|t| {
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case(b"keep-alive")
+                && !t.eq_ignore_ascii_case(b"close")
+        })
         .map(|t| String::from_utf8_lossy(t).to_ascii_lowercase())
         .collect()
 }
@@ -233,11 +229,18 @@ pub fn parse_response_head(
     let mut head = ResponseHead {
         status,
         version_minor,
-        headers: resp
-            .headers
-            .iter()
-            .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
-            .collect(),
+        headers: {
+            let bytes = resp
+                .headers
+                .iter()
+                .map(|h| h.name.len() + h.value.len())
+                .sum();
+            let mut headers = Headers::with_capacity(resp.headers.len(), bytes);
+            for h in resp.headers.iter() {
+                headers.push(h.name, h.value);
+            }
+            headers
+        },
         body: ResponseBody::None,
         keep_alive: false,
     };
@@ -255,18 +258,8 @@ fn body_kind(head: &ResponseHead, head_request: bool) -> Result<ResponseBody, Up
     if head_request || (100..200).contains(&head.status) || matches!(head.status, 204 | 304) {
         return Ok(ResponseBody::None);
     }
-    let te: Vec<&[u8]> = head
-        .headers
-        .iter()
-        .filter(|(n, _)| n == "transfer-encoding")
-        .map(|(_, v)| v.as_slice())
-        .collect();
-    let cl: Vec<&[u8]> = head
-        .headers
-        .iter()
-        .filter(|(n, _)| n == "content-length")
-        .map(|(_, v)| v.as_slice())
-        .collect();
+    let te: Vec<&[u8]> = head.headers.values("transfer-encoding").collect();
+    let cl: Vec<&[u8]> = head.headers.values("content-length").collect();
     if !te.is_empty() {
         // Both framings at once is how responses get split; refuse rather than guess.
         if !cl.is_empty() {

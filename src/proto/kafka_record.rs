@@ -73,7 +73,7 @@ pub fn decode(rec: &RecordView, mapping: Option<&TypeFrom>) -> Result<CloudEvent
         return cloudevents::parse_structured(value).map_err(not_cloudevent);
     }
     // Binary mode: reuse the HTTP binding's rules with ce_ headers renamed to ce-.
-    let headers: Vec<(String, Vec<u8>)> = rec
+    let headers: super::headers::Headers = rec
         .headers
         .iter()
         .filter_map(|(k, v)| {

@@ -5,6 +5,7 @@
 pub mod cloudevents;
 pub mod control;
 pub mod frame;
+pub mod headers;
 pub mod http1;
 pub mod http1_client;
 pub mod kafka_record;

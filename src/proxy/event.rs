@@ -3,6 +3,7 @@
 //! request log's `com.rig.proxy.api.call` event. Values in, bytes out; no I/O.
 
 use crate::proto::cloudevents::{rfc3339_now, uuid_v4};
+use crate::proto::headers::Headers;
 use crate::proto::trace::TraceContext;
 use serde_json::{json, Map, Value};
 use std::net::IpAddr;
@@ -43,7 +44,7 @@ pub struct RequestFacts<'a> {
     /// The port the request arrived on.
     pub port: u16,
     pub scheme: &'a str,
-    pub headers: &'a [(String, Vec<u8>)],
+    pub headers: &'a Headers,
     pub method: &'a str,
     /// The path as it goes to the target (after `path_replacement`).
     pub path: &'a str,
@@ -170,7 +171,7 @@ pub fn request_log(
 mod tests {
     use super::*;
 
-    fn facts(headers: &[(String, Vec<u8>)]) -> RequestFacts<'_> {
+    fn facts(headers: &Headers) -> RequestFacts<'_> {
         RequestFacts {
             remote_ip: IpAddr::from([10, 0, 0, 9]),
             host: "gw.example",
@@ -186,7 +187,7 @@ mod tests {
     #[test]
     fn rig_extension_key_and_trace() {
         let trace = TraceContext::continue_or_start(None, None);
-        let hs = vec![("x-a".to_string(), b"1".to_vec())];
+        let hs: Headers = [("x-a", "1")].into_iter().collect();
         let r = target_record(
             br#"{"specversion":"0.2","type":"t","contenttype":"text/plain","rig":{"target_partition":"k1"}}"#,
             &facts(&hs),
@@ -214,7 +215,8 @@ mod tests {
     #[test]
     fn bodies_rig_refuses() {
         let t = TraceContext::continue_or_start(None, None);
-        let f = facts(&[]);
+        let none = Headers::default();
+        let f = facts(&none);
         assert_eq!(
             target_record(b"nope", &f, "c", &t).unwrap_err(),
             TargetBodyError::NotJson

@@ -5,6 +5,7 @@
 //! framed on each side. Values in, bytes out.
 
 use super::table::Upstream;
+use crate::proto::headers::Headers;
 use crate::proto::http1;
 use crate::proto::http1_client::{
     connection_tokens, is_hop_by_hop, RequestBody, ResponseBody, ResponseHead,
@@ -23,62 +24,55 @@ pub struct Hop<'a> {
 }
 
 /// The `forwarded` node identifier of an address (RFC 7239 §6: IPv6 quoted in brackets).
-fn node(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
+fn push_node(out: &mut Vec<u8>, ip: IpAddr) {
+    use std::io::Write;
+    let _ = match ip {
+        IpAddr::V4(v4) => write!(out, "{v4}"),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => format!("\"[{v6}]\""),
+            Some(v4) => write!(out, "{v4}"),
+            None => write!(out, "\"[{v6}]\""),
         },
-    }
+    };
 }
 
 /// Request fields for the upstream, in order: the client's (without hop-by-hop, framing and
 /// the fields the gateway sets), then `host`, `forwarded`, the trace context, and the
 /// version's `add_headers` last so they win (a configured `host` included: RIG replaced it
 /// with the upstream's after merging, contrary to its documentation).
-pub fn upstream_headers(request: &[(String, Vec<u8>)], hop: &Hop<'_>) -> Vec<(String, Vec<u8>)> {
-    let listed = connection_tokens(
-        request
-            .iter()
-            .filter(|(n, _)| n == "connection")
-            .map(|(_, v)| v.as_slice()),
-    );
+pub fn upstream_headers(request: &Headers, hop: &Hop<'_>) -> Headers {
+    let listed = connection_tokens(request.values("connection"));
     let added = |n: &str| {
         hop.add_headers
             .is_some_and(|a| a.iter().any(|(k, _)| k == n))
     };
-    let mut out: Vec<(String, Vec<u8>)> = request
-        .iter()
-        .filter(|(n, _)| {
-            !is_hop_by_hop(n)
-                && !listed.iter().any(|l| l == n)
-                && !matches!(
-                    n.as_str(),
-                    "host"
-                        | "content-length"
-                        | "forwarded"
-                        | "traceparent"
-                        | "tracestate"
-                        | "expect"
-                )
-                && !added(n)
-        })
-        .cloned()
-        .collect();
-    if !added("host") {
-        out.push(("host".into(), hop.upstream.authority().into_bytes()));
+    let mut out = Headers::with_capacity(request.len() + 4, 512);
+    for (n, v) in request {
+        let skip = is_hop_by_hop(n)
+            || listed.iter().any(|l| l == n)
+            || matches!(
+                n,
+                "host" | "content-length" | "forwarded" | "traceparent" | "tracestate" | "expect"
+            )
+            || added(n);
+        if !skip {
+            out.push(n, v);
+        }
     }
-    out.push((
-        "forwarded".into(),
-        format!("for={};by={}", node(hop.client_ip), node(hop.gateway_ip)).into_bytes(),
-    ));
-    out.push(("traceparent".into(), hop.trace.traceparent().into_bytes()));
+    if !added("host") {
+        out.push_with("host", |b| hop.upstream.write_authority(b));
+    }
+    out.push_with("forwarded", |b| {
+        b.extend_from_slice(b"for=");
+        push_node(b, hop.client_ip);
+        b.extend_from_slice(b";by=");
+        push_node(b, hop.gateway_ip);
+    });
+    out.push("traceparent", hop.trace.traceparent().as_bytes());
     if let Some(state) = &hop.trace.tracestate {
-        out.push(("tracestate".into(), state.clone().into_bytes()));
+        out.push("tracestate", state.as_bytes());
     }
     for (k, v) in hop.add_headers.unwrap_or_default() {
-        out.push((k.clone(), v.clone().into_bytes()));
+        out.push(k, v.as_bytes());
     }
     out
 }
@@ -136,12 +130,8 @@ pub fn client_head(
     client_http11: bool,
     extra: &[(&str, String)],
 ) -> (Vec<u8>, ClientBody, bool) {
-    let listed = connection_tokens(
-        resp.headers
-            .iter()
-            .filter(|(n, _)| n == "connection")
-            .map(|(_, v)| v.as_slice()),
-    );
+    use std::io::Write;
+    let listed = connection_tokens(resp.headers.values("connection"));
     let body = match resp.body {
         ResponseBody::None => ClientBody::None,
         ResponseBody::Length(n) => ClientBody::Length(n),
@@ -151,7 +141,7 @@ pub fn client_head(
     let keep_alive = client_keep_alive && body != ClientBody::UntilClose;
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(resp.status.to_string().as_bytes());
+    let _ = write!(out, "{}", resp.status);
     out.push(b' ');
     out.extend_from_slice(http1::reason(resp.status).as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -168,7 +158,9 @@ pub fn client_head(
         push(&mut out, n, v.as_bytes());
     }
     match body {
-        ClientBody::Length(n) => push(&mut out, "content-length", n.to_string().as_bytes()),
+        ClientBody::Length(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
         ClientBody::Chunked => push(&mut out, "transfer-encoding", b"chunked"),
         ClientBody::None | ClientBody::UntilClose => {}
     }
@@ -215,7 +207,7 @@ mod tests {
             add_headers: Some(&add),
             trace: &trace,
         };
-        let req = vec![
+        let req: Headers = [
             h("host", "gw:4000"),
             h("connection", "keep-alive, x-hop"),
             h("x-hop", "drop me"),
@@ -224,16 +216,18 @@ mod tests {
             h("forwarded", "for=evil"),
             h("x-api-key", "client's"),
             h("accept", "*/*"),
-        ];
+        ]
+        .into_iter()
+        .collect();
         let out = upstream_headers(&req, &hop);
-        let names: Vec<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = out.iter().map(|(n, _)| n).collect();
         assert_eq!(
             names,
             ["accept", "host", "forwarded", "traceparent", "x-api-key"]
         );
-        assert_eq!(out[1].1, b"backend:8080");
-        assert_eq!(out[2].1, b"for=10.1.2.3;by=\"[::1]\"");
-        assert_eq!(out[4].1, b"k");
+        assert_eq!(out.field(1).1, b"backend:8080");
+        assert_eq!(out.field(2).1, b"for=10.1.2.3;by=\"[::1]\"");
+        assert_eq!(out.field(4).1, b"k");
     }
 
     #[test]

@@ -63,11 +63,18 @@ impl Upstream {
 
     /// `host:port` as the `host` header and the pool key name it (IPv6 in brackets).
     pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
+        let mut out = Vec::with_capacity(self.host.len() + 8);
+        self.write_authority(&mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    pub fn write_authority(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let _ = if self.host.contains(':') {
+            write!(out, "[{}]:{}", self.host, self.port)
         } else {
-            format!("{}:{}", self.host, self.port)
-        }
+            write!(out, "{}:{}", self.host, self.port)
+        };
     }
 }
 

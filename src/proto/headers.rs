@@ -1,0 +1,147 @@
+//! The header fields of a parsed head, in two allocations whatever their number: names
+//! (lower-cased) and values packed into one buffer, and where each field ends. A head parsed
+//! into one owned `(String, Vec<u8>)` per field cost two allocations per field, about half of
+//! all allocations of a proxied request (measured with a uprobe on malloc: 43 per request).
+
+/// Header fields in arrival order, duplicates kept. Names are lower-cased when pushed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    bytes: Vec<u8>,
+    /// Per field: where its name ends and where its value ends in `bytes` (each field starts
+    /// where the previous one ended).
+    ends: Vec<(usize, usize)>,
+}
+
+impl Headers {
+    pub fn with_capacity(fields: usize, bytes: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(fields),
+        }
+    }
+
+    pub fn push(&mut self, name: &str, value: &[u8]) {
+        self.bytes
+            .extend(name.bytes().map(|b| b.to_ascii_lowercase()));
+        let name_end = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.ends.push((name_end, self.bytes.len()));
+    }
+
+    /// A field whose value `write` appends (formatted in place, without a `String` first).
+    pub fn push_with(&mut self, name: &str, write: impl FnOnce(&mut Vec<u8>)) {
+        self.bytes
+            .extend(name.bytes().map(|b| b.to_ascii_lowercase()));
+        let name_end = self.bytes.len();
+        write(&mut self.bytes);
+        self.ends.push((name_end, self.bytes.len()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Field `i` as (name, value).
+    pub fn field(&self, i: usize) -> (&str, &[u8]) {
+        let start = if i == 0 { 0 } else { self.ends[i - 1].1 };
+        let (name_end, end) = self.ends[i];
+        // Names come from `&str`s, lower-cased byte-wise: always UTF-8.
+        let name = std::str::from_utf8(&self.bytes[start..name_end]).unwrap_or_default();
+        (name, &self.bytes[name_end..end])
+    }
+
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            headers: self,
+            next: 0,
+        }
+    }
+
+    /// Every value of `name` (given lower-case), in arrival order.
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// The first value of `name` (given lower-case).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+}
+
+pub struct Iter<'a> {
+    headers: &'a Headers,
+    next: usize,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a str, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.headers.len() {
+            return None;
+        }
+        self.next += 1;
+        Some(self.headers.field(self.next - 1))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.headers.len() - self.next;
+        (left, Some(left))
+    }
+}
+
+impl<'a> IntoIterator for &'a Headers {
+    type Item = (&'a str, &'a [u8]);
+    type IntoIter = Iter<'a>;
+
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
+    }
+}
+
+impl<N: AsRef<str>, V: AsRef<[u8]>> FromIterator<(N, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
+        let mut h = Headers::default();
+        for (n, v) in iter {
+            h.push(n.as_ref(), v.as_ref());
+        }
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_order_duplicates_and_empty_values() {
+        let h: Headers = [
+            ("Host", "a"),
+            ("X-Empty", ""),
+            ("host", "b"),
+            ("Accept", "*/*"),
+        ]
+        .into_iter()
+        .collect();
+        let all: Vec<(&str, &[u8])> = h.iter().collect();
+        assert_eq!(
+            all,
+            vec![
+                ("host", &b"a"[..]),
+                ("x-empty", &b""[..]),
+                ("host", &b"b"[..]),
+                ("accept", &b"*/*"[..]),
+            ]
+        );
+        assert_eq!(h.get("host"), Some(&b"a"[..]));
+        assert_eq!(h.values("host").count(), 2);
+        assert_eq!(h.get("x-empty"), Some(&b""[..]));
+        assert_eq!(h.get("missing"), None);
+        assert_eq!(h.len(), 4);
+        assert!(Headers::default().is_empty());
+    }
+}
