@@ -123,3 +123,33 @@ fn check_config_reads_every_file() {
     assert!(err.contains("2 problem(s)"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn kinesis_settings_are_checked_up_front() {
+    let out = corebridge()
+        .arg("--check-config")
+        .env("KINESIS_ENABLED", "true")
+        .env("KINESIS_STREAM", "orders,bad name")
+        .env("KINESIS_ENDPOINT", "127.0.0.1:4568")
+        .env("CB_KINESIS_START", "oldest")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in ["KINESIS_STREAM", "KINESIS_ENDPOINT", "CB_KINESIS_START"] {
+        assert!(err.contains(want), "{want} missing from:\n{err}");
+    }
+    assert!(err.contains("3 problem(s)"), "{err}");
+    let out = corebridge()
+        .arg("--check-config")
+        .env("KINESIS_ENABLED", "true")
+        .env("KINESIS_STREAM", "orders,payments")
+        .env("KINESIS_ENDPOINT", "http://127.0.0.1:4568")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

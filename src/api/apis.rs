@@ -41,7 +41,11 @@ fn params(body: &[u8], path_id: Option<&str>) -> Result<Value, Outcome> {
 }
 
 fn validate(shard: &Shard, v: &Value) -> Result<(), Outcome> {
-    let caps = ProxyConfig::caps(shard.globals.broker.is_some(), &shard.cfg().tuning);
+    let caps = ProxyConfig::caps(
+        shard.globals.broker.is_some(),
+        shard.globals.kinesis.is_some(),
+        &shard.cfg().tuning,
+    );
     api::validate(v, &caps)
         .map_err(|invalid| Resp::json(400, invalid.to_json().to_string().into_bytes()).into())
 }

@@ -10,6 +10,7 @@
 pub mod dns;
 pub mod http;
 pub mod kafka;
+pub mod kinesis;
 
 use crate::config::Config;
 use crate::error::{Blame, Fault};

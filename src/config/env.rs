@@ -71,3 +71,26 @@ pub const HOST: &str = "HOST";
 pub const NODE_NAME: &str = "CB_NODE_NAME";
 /// PEM file of the CAs trusted for `https` upstreams (ours; default: the system's CA bundle).
 pub const PROXY_CA_CERTFILE: &str = "CB_PROXY_CA_CERTFILE";
+
+// Kinesis (RIG's names, then ours).
+pub const KINESIS_ENABLED: &str = "KINESIS_ENABLED";
+pub const KINESIS_STREAM: &str = "KINESIS_STREAM";
+pub const KINESIS_AWS_REGION: &str = "KINESIS_AWS_REGION";
+pub const KINESIS_APP_NAME: &str = "KINESIS_APP_NAME";
+pub const KINESIS_ENDPOINT: &str = "KINESIS_ENDPOINT";
+pub const KINESIS_DYNAMODB_ENDPOINT: &str = "KINESIS_DYNAMODB_ENDPOINT";
+pub const PROXY_KINESIS_REQUEST_REGION: &str = "PROXY_KINESIS_REQUEST_REGION";
+/// Region of the checkpoint table when it differs from the streams' (ours).
+pub const KINESIS_DYNAMODB_REGION: &str = "CB_KINESIS_DYNAMODB_REGION";
+/// `LATEST` or `TRIM_HORIZON` for shards without a checkpoint (ours).
+pub const KINESIS_START: &str = "CB_KINESIS_START";
+/// The stream `response_from: kinesis` replies are put on (ours; RIG had none that worked).
+pub const PROXY_KINESIS_RESPONSE_STREAM: &str = "PROXY_KINESIS_RESPONSE_STREAM";
+/// This node's stable id in the checkpoint table (ours; default the host name).
+pub const NODE_ID: &str = "CB_NODE_ID";
+/// How long a node resuming from checkpoints waits for frontends to reconnect (ours).
+pub const KINESIS_RESUME_DELAY_MS: &str = "CB_KINESIS_RESUME_DELAY_MS";
+/// Pause between reads of a shard that had nothing new (ours; default 1000 ms).
+pub const KINESIS_POLL_MS: &str = "CB_KINESIS_POLL_MS";
+/// How often shard lists are read again (ours; default 10000 ms).
+pub const KINESIS_SHARD_REFRESH_MS: &str = "CB_KINESIS_SHARD_REFRESH_MS";

@@ -6,6 +6,7 @@ pub mod env;
 pub mod extractors;
 pub mod jwt;
 pub mod kafka;
+pub mod kinesis;
 pub mod proxy;
 pub mod tuning;
 
@@ -47,6 +48,7 @@ pub struct Config {
     pub api_token: Option<String>,
     /// The API gateway: initial definitions, timeouts, request log.
     pub proxy: proxy::ProxyConfig,
+    pub kinesis: Option<kinesis::KinesisConfig>,
 }
 
 /// RIG's authorization checks (`SUBSCRIPTION_CHECK`, `SUBMISSION_CHECK`).
@@ -189,6 +191,7 @@ impl Config {
 
         let owned = |k: &str| get(k).map(str::to_string);
         let kafka = KafkaConfig::load(&owned, &mut problems);
+        let kinesis = kinesis::KinesisConfig::load(&owned, &mut problems);
         let max_connections_per_minute = match get(env::MAX_CONNECTIONS_PER_MINUTE) {
             None => 5000,
             Some(v) => v.parse::<u64>().ok().filter(|n| *n > 0).unwrap_or_else(|| {
@@ -210,12 +213,19 @@ impl Config {
             &mut problems,
         );
         let api_token = get(env::API_TOKEN).map(str::to_string);
-        let proxy = proxy::ProxyConfig::load(envs, kafka.is_some(), &tuning, &mut problems);
+        let proxy = proxy::ProxyConfig::load(
+            envs,
+            kafka.is_some(),
+            kinesis.is_some(),
+            &tuning,
+            &mut problems,
+        );
 
         if problems.is_empty() {
             Ok(Config {
                 proxy,
                 kafka,
+                kinesis,
                 max_connections_per_minute,
                 subscription_check,
                 submission_check,

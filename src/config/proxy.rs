@@ -40,9 +40,10 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
-    pub fn caps(kafka: bool, tuning: &super::Tuning) -> Capabilities {
+    pub fn caps(kafka: bool, kinesis: bool, tuning: &super::Tuning) -> Capabilities {
         Capabilities {
             kafka,
+            kinesis,
             max_endpoints: tuning.proxy.max_endpoints,
         }
     }
@@ -50,6 +51,7 @@ impl ProxyConfig {
     pub fn load(
         envs: &super::EnvMap,
         kafka: bool,
+        kinesis: bool,
         tuning: &super::Tuning,
         problems: &mut Vec<String>,
     ) -> ProxyConfig {
@@ -107,7 +109,7 @@ impl ProxyConfig {
             None => Vec::new(),
             Some(raw) => load_apis(
                 raw,
-                &ProxyConfig::caps(kafka, tuning),
+                &ProxyConfig::caps(kafka, kinesis, tuning),
                 tuning.proxy.max_apis,
                 &node_name,
                 &env_snapshot,
@@ -163,7 +165,7 @@ fn upstream_tls(ca_file: Option<&str>, problems: &mut Vec<String>) -> Arc<rustls
 }
 
 /// The kernel's host name (for the default node name).
-fn hostname() -> String {
+pub(super) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()
@@ -265,7 +267,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let mut problems = Vec::new();
-        let c = ProxyConfig::load(&envs, false, &Default::default(), &mut problems);
+        let c = ProxyConfig::load(&envs, false, false, &Default::default(), &mut problems);
         (c, problems)
     }
 

@@ -162,14 +162,12 @@ pub(super) async fn serve(
     match &ep.target {
         Target::Http => forward(shard, client, buf, &head, &m, peer, &trace).await,
         Target::Kafka { topic } => {
-            let topic = topic.clone();
-            to_kafka(shard, client, buf, &head, &m, &topic, peer, &trace).await
+            let sink = Sink::Kafka(topic.clone());
+            to_stream(shard, client, buf, &head, &m, sink, peer, &trace).await
         }
-        // Refused when the definition was validated; kept so a definition from a newer node
-        // gets an answer rather than a hang.
-        Target::Kinesis { .. } => {
-            let r = Resp::text(503, "Kinesis targets are not available on this node.");
-            answer_early(shard, client, buf, &head, r).await
+        Target::Kinesis { stream } => {
+            let sink = Sink::Kinesis(stream.clone());
+            to_stream(shard, client, buf, &head, &m, sink, peer, &trace).await
         }
     }
 }
@@ -304,16 +302,23 @@ async fn answer_early(
     write_resp(shard, client, r, keep, head.method == Method::Head).await && keep
 }
 
-/// A Kafka target: the body must be a CloudEvent; it goes to the endpoint's topic with RIG's
-/// `rig` extension, keyed by `rig.target_partition`; 202, or the correlated response.
+/// Where a `kafka` or `kinesis` target puts the event.
+enum Sink {
+    Kafka(String),
+    Kinesis(String),
+}
+
+/// A Kafka or Kinesis target: the body must be a CloudEvent; it goes to the endpoint's topic
+/// or stream with RIG's `rig` extension, keyed by `rig.target_partition` (Kinesis: a random
+/// partition key without one); 202, or the correlated response.
 #[allow(clippy::too_many_arguments)]
-async fn to_kafka(
+async fn to_stream(
     shard: &Rc<Shard>,
     client: &mut TcpStream,
     buf: &mut Vec<u8>,
     head: &RequestHead,
     m: &Match,
-    topic: &str,
+    sink: Sink,
     peer: Peer,
     trace: &TraceContext,
 ) -> KeepGoing {
@@ -343,11 +348,25 @@ async fn to_kafka(
         }
         Err(super::BodyErr::Gone) => return false,
     };
-    let Some(broker) = shard.globals.broker.clone() else {
-        let r = Resp::text(503, "Kafka is not configured on this node (KAFKA_BROKERS).");
-        return write_resp(shard, client, r, head.keep_alive, false).await && head.keep_alive;
+    let configured = match &sink {
+        Sink::Kafka(_) => shard.globals.broker.is_some(),
+        Sink::Kinesis(_) => shard.globals.kinesis.is_some(),
     };
-    let mut parking = (ep.response_from == ResponseFrom::Kafka).then(|| shard.park());
+    if !configured {
+        let r = Resp::text(
+            503,
+            match sink {
+                Sink::Kafka(_) => "Kafka is not configured on this node (KAFKA_BROKERS).",
+                Sink::Kinesis(_) => "Kinesis is not configured on this node (KINESIS_ENABLED).",
+            },
+        );
+        return write_resp(shard, client, r, head.keep_alive, false).await && head.keep_alive;
+    }
+    let mut parking = matches!(
+        ep.response_from,
+        ResponseFrom::Kafka | ResponseFrom::Kinesis
+    )
+    .then(|| shard.park());
     let correlation = parking
         .as_ref()
         .map_or_else(|| unparked_token(shard), Parking::token);
@@ -377,24 +396,66 @@ async fn to_kafka(
             return write_resp(shard, client, r, head.keep_alive, false).await && head.keep_alive;
         }
     };
-    let produced = broker
-        .produce(ProduceRecord {
-            topic: topic.to_string(),
-            key: record.key,
-            value: record.value,
-            headers: record.headers,
-        })
-        .await;
+    /// Why a record was not stored: retry later (503) or refused (502).
+    enum NotStored {
+        Unavailable(String),
+        Rejected(String),
+    }
+    let produced = match &sink {
+        Sink::Kafka(topic) => {
+            let broker = shard.globals.broker.clone().expect("checked above");
+            broker
+                .produce(ProduceRecord {
+                    topic: topic.clone(),
+                    key: record.key,
+                    value: record.value,
+                    headers: record.headers,
+                })
+                .await
+                .map(drop)
+                .map_err(|e| match e {
+                    ProduceError::Unavailable(_) => NotStored::Unavailable(e.to_string()),
+                    ProduceError::Rejected(_) => {
+                        NotStored::Rejected(format!("{e} (topic {topic:?})"))
+                    }
+                })
+        }
+        Sink::Kinesis(stream) => {
+            let kinesis = shard.globals.kinesis.clone().expect("checked above");
+            // RIG: the target partition, else a random key (spreads over the shards).
+            let partition_key = record
+                .key
+                .and_then(|k| String::from_utf8(k).ok())
+                .filter(|k| !k.is_empty())
+                .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
+            kinesis
+                .put(crate::broker::kinesis::PutRecord {
+                    stream: stream.clone(),
+                    partition_key,
+                    data: record.value,
+                })
+                .await
+                .map(drop)
+                .map_err(|e| match e {
+                    crate::broker::kinesis::PutError::Unavailable(_) => {
+                        NotStored::Unavailable(e.to_string())
+                    }
+                    crate::broker::kinesis::PutError::Rejected(_) => {
+                        NotStored::Rejected(e.to_string())
+                    }
+                })
+        }
+    };
     let keep = head.keep_alive;
     let mut cors = rig_cors(shard, "content-type,authorization");
     let r = match (produced, parking.as_mut()) {
-        (Err(e @ ProduceError::Unavailable(_)), _) => {
+        (Err(NotStored::Unavailable(e)), _) => {
             count(Status::Unreachable);
-            Resp::text(503, e.to_string()).header("retry-after", "5")
+            Resp::text(503, e).header("retry-after", "5")
         }
-        (Err(e @ ProduceError::Rejected(_)), _) => {
+        (Err(NotStored::Rejected(e)), _) => {
             count(Status::Unreachable);
-            Resp::text(502, format!("{e} (topic {topic:?})"))
+            Resp::text(502, e)
         }
         (Ok(_), None) => {
             count(Status::Ok);

@@ -4,6 +4,7 @@
 //! `/metrics`, reads every shard's probes and sums them. Nothing here is per event or per user.
 
 pub mod island;
+pub mod kinesis;
 pub mod names;
 pub mod proxy;
 

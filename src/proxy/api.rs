@@ -15,6 +15,8 @@ use serde_json::{Map, Value};
 pub struct Capabilities {
     /// Kafka is configured (targets and `response_from: kafka` need it).
     pub kafka: bool,
+    /// Kinesis is configured (`KINESIS_ENABLED`; its targets and replies need it).
+    pub kinesis: bool,
     /// Endpoints one API may declare.
     pub max_endpoints: usize,
 }
@@ -304,9 +306,10 @@ fn validate_endpoint_extras(
             "target",
             "kafka needs Kafka, and this node has none configured (KAFKA_BROKERS)",
         )),
+        Some("kinesis") if caps.kinesis => {}
         Some("kinesis") => out.push(err(
             "target",
-            "kinesis targets are not available in this version yet",
+            "kinesis needs Kinesis, and this node has none configured (KINESIS_ENABLED)",
         )),
         Some("nats") => out.push(err(
             "target",
@@ -324,9 +327,10 @@ fn validate_endpoint_extras(
             "response_from",
             "kafka needs Kafka, and this node has none configured (KAFKA_BROKERS)",
         )),
+        Some(Some("kinesis")) if caps.kinesis => {}
         Some(Some("kinesis")) => out.push(err(
             "response_from",
-            "kinesis responses are not available in this version yet",
+            "kinesis needs Kinesis, and this node has none configured (KINESIS_ENABLED)",
         )),
         Some(Some("nats")) => out.push(err(
             "response_from",
@@ -425,6 +429,7 @@ mod tests {
 
     const CAPS: Capabilities = Capabilities {
         kafka: true,
+        kinesis: true,
         max_endpoints: 8,
     };
 
@@ -519,6 +524,7 @@ mod tests {
         assert_eq!(e["svc/c"].as_array().unwrap().len(), 2, "{e}");
         let caps = Capabilities {
             kafka: false,
+            kinesis: false,
             ..CAPS
         };
         let e = validate(

@@ -135,6 +135,35 @@ pub fn parse<'a>(
     })
 }
 
+/// A response on a Kinesis stream, whose records have no headers: a JSON object with the same
+/// names, `{"rig-correlation": "...", "rig-response-code": 200, "headers": {"name": "value"},
+/// "body": ...}`. A string `body` is passed verbatim, any other JSON value as its JSON text.
+pub fn parse_envelope(data: &[u8]) -> Result<Reply, ReplyError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(data).map_err(|_| ReplyError::NoCorrelation)?;
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone().into_bytes(),
+        other => other.to_string().into_bytes(),
+    };
+    let mut fields: Vec<(String, Vec<u8>)> = Vec::new();
+    for name in [CORRELATION_HEADER, STATUS_HEADER] {
+        if let Some(x) = v.get(name) {
+            fields.push((name.to_string(), text(x)));
+        }
+    }
+    if let Some(h) = v.get("headers").and_then(|h| h.as_object()) {
+        for (n, x) in h {
+            fields.push((n.clone(), text(x)));
+        }
+    }
+    let body = v.get("body").map(text).unwrap_or_default();
+    parse(
+        fields.iter().map(|(n, x)| (n.as_str(), x.as_slice())),
+        body,
+        Carrier::Kafka,
+    )
+}
+
 /// A subscriptions PUT for a connection of another node, on its way to that node: what the
 /// owner needs to run it as if it had arrived there, and where to send the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

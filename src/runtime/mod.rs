@@ -99,7 +99,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
     // One bounded queue per shard from the broker island (Kafka only).
     let (island_tx, island_rx): (Vec<_>, Vec<_>) = (0..n)
         .map(|_| {
-            let depth = cfg.kafka.as_ref().map_or(1, |k| k.shard_queue);
+            let depth = cfg.kafka.as_ref().map_or(64, |k| k.shard_queue);
             async_channel::bounded::<Control>(depth)
         })
         .unzip();
@@ -107,6 +107,14 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
     let interest = crate::route::interest::Interest::new(cfg.tuning.runtime.interest_cells);
     // Random per process: tokens minted by another process are recognised as foreign.
     let node = fastrand::u32(..);
+    let kinesis_metrics = Arc::new(crate::metrics::kinesis::KinesisMetrics::default());
+    let kinesis = crate::broker::kinesis::start(
+        node,
+        cfg.clone(),
+        island_tx.clone(),
+        kinesis_metrics.clone(),
+        interest.clone(),
+    );
     let broker = if cfg.kafka.is_some() {
         crate::broker::start(
             node,
@@ -130,6 +138,8 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
     };
     let globals = Arc::new(Globals {
         broker,
+        kinesis,
+        kinesis_metrics,
         island,
         cfg: cfg.clone(),
         node,

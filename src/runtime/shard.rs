@@ -32,6 +32,9 @@ pub struct Globals {
     pub metrics: Vec<Arc<ShardMetrics>>,
     /// Produces publishes to Kafka when it is configured.
     pub broker: Option<crate::broker::BrokerHandle>,
+    /// Puts records to Kinesis when it is enabled.
+    pub kinesis: Option<crate::broker::kinesis::KinesisHandle>,
+    pub kinesis_metrics: Arc<crate::metrics::kinesis::KinesisMetrics>,
     pub island: Arc<crate::metrics::island::IslandMetrics>,
     pub connection_rate: crate::api::ratelimit::ConnectionRate,
     /// The JWT verifier; replaced when a new JWKS is fetched (read once per connect).

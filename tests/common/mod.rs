@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod kafka;
+pub mod kinesis;
 pub mod upstream;
 
 use corebridge::proto::sse;
