@@ -56,7 +56,7 @@ fn metric(api: u16, line_prefix: &str) -> Option<f64> {
 fn records_put_with_boto3_reach_sse_and_websocket_clients_on_two_nodes() {
     kinesis::up();
     let s = stream("ev");
-    create(&s, 2);
+    let _stream1 = create(&s, 2);
     let a = node(&[], &s);
     let b = node(&[], &s);
     wait_reading(a.api, &s, 2);
@@ -112,10 +112,65 @@ fn records_put_with_boto3_reach_sse_and_websocket_clients_on_two_nodes() {
 }
 
 #[test]
+fn enhanced_fan_out_registers_a_consumer_per_node_and_delivers() {
+    kinesis::up();
+    let s = stream("efo");
+    let _stream2 = create(&s, 2);
+    let efo = [("CB_KINESIS_EFO", "true"), ("CB_NODE_ID", "efo-a")];
+    let a = node(&efo, &s);
+    let b = node(&[("CB_KINESIS_EFO", "true"), ("CB_NODE_ID", "efo-b")], &s);
+    let mut sa = SseClient::connect(a.inbound, Some(r#"[{"eventType":"greeting"}]"#));
+    let mut sb = SseClient::connect(b.inbound, Some(r#"[{"eventType":"greeting"}]"#));
+    // Subscriptions start at LATEST once each consumer is active: put until both see one
+    // (bounded: 20 x 0.5 s), then everything after it arrives in order per key.
+    sa.set_timeout(Duration::from_millis(500));
+    sb.set_timeout(Duration::from_millis(500));
+    let (mut got_a, mut got_b) = (false, false);
+    for i in 0..20 {
+        put(&s, "warm", &greeting(&format!("warm-{i}"), i));
+        got_a |= sa.try_next().is_some();
+        got_b |= sb.try_next().is_some();
+        if got_a && got_b {
+            break;
+        }
+    }
+    assert!(
+        got_a && got_b,
+        "enhanced fan-out never delivered to both nodes"
+    );
+    sa.set_timeout(Duration::from_secs(10));
+    sb.set_timeout(Duration::from_secs(10));
+    let skip_warm = |c: &mut SseClient| loop {
+        let v = c.next_event();
+        if !v["id"].as_str().unwrap().starts_with("warm") {
+            return v;
+        }
+    };
+    for i in 0..5 {
+        put(&s, "order-key", &greeting(&format!("o{i}"), i));
+    }
+    assert_eq!(skip_warm(&mut sa)["id"], "o0");
+    assert_eq!(skip_warm(&mut sb)["id"], "o0");
+    for i in 1..5 {
+        assert_eq!(sa.next_event()["id"], format!("o{i}"));
+        assert_eq!(sb.next_event()["id"], format!("o{i}"));
+    }
+    let consumers = kinesis::py(&["consumers", &s]).unwrap();
+    assert!(
+        consumers.contains("Reactive-Interaction-Gateway-efo-a ACTIVE"),
+        "{consumers}"
+    );
+    assert!(
+        consumers.contains("Reactive-Interaction-Gateway-efo-b ACTIVE"),
+        "{consumers}"
+    );
+}
+
+#[test]
 fn a_restarted_node_delivers_what_was_put_while_it_was_down() {
     kinesis::up();
     let s = stream("resume");
-    create(&s, 1);
+    let _stream3 = create(&s, 1);
     let table = format!("cb-test-{:x}", fastrand::u32(..));
     let node_id = format!("node-{:x}", fastrand::u32(..));
     let envs = [
@@ -151,7 +206,7 @@ fn a_restarted_node_delivers_what_was_put_while_it_was_down() {
 fn a_shard_split_mid_stream_loses_nothing_and_keeps_per_key_order() {
     kinesis::up();
     let s = stream("split");
-    create(&s, 1);
+    let _stream4 = create(&s, 1);
     let srv = node(&[], &s);
     wait_reading(srv.api, &s, 1);
     let mut sse = SseClient::connect(srv.inbound, Some(r#"[{"eventType":"greeting"}]"#));
@@ -177,8 +232,8 @@ fn a_shard_split_mid_stream_loses_nothing_and_keeps_per_key_order() {
 fn proxy_kinesis_targets_put_records_and_kinesis_replies_reach_waiting_requests() {
     kinesis::up();
     let (target, responses) = (stream("px-target"), stream("px-resp"));
-    create(&target, 1);
-    create(&responses, 1);
+    let _stream5 = create(&target, 1);
+    let _stream6 = create(&responses, 1);
     // The backend of the request-reply endpoint: it takes the request and answers later.
     let up = Upstream::start(|_| {
         Act::Send(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n".to_vec())
@@ -329,4 +384,40 @@ fn kinesis_going_away_keeps_clients_connected_and_comes_back() {
     down();
     let m = received.expect("no record reached the client after Kinesis came back");
     assert!(m.data.contains("back-"), "{}", m.data);
+}
+
+#[test]
+fn publishing_through_kinesis_reaches_subscribers_on_every_node() {
+    kinesis::up();
+    let s = stream("pub");
+    let _stream = create(&s, 1);
+    let envs = [("CB_KINESIS_PUBLISH_STREAM", s.as_str())];
+    let a = node(&envs, &s);
+    let b = node(&envs, &s);
+    wait_reading(a.api, &s, 1);
+    wait_reading(b.api, &s, 1);
+    let mut sb = SseClient::connect(b.inbound, Some(r#"[{"eventType":"greeting"}]"#));
+    let ev = json!({"specversion":"1.0","type":"greeting","source":"/http","id":"via-kinesis",
+                    "partitionkey":"user-3","data":{"n":1}});
+    let r = publish(a.inbound, &ev);
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(
+        sb.next_event()["id"],
+        "via-kinesis",
+        "published on A, delivered on B"
+    );
+    let recs = read(&s);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["key"], "user-3");
+    // A publish stream that is not consumed is a configuration error, named up front.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_corebridge"))
+        .arg("--check-config")
+        .env_clear()
+        .env("KINESIS_ENABLED", "true")
+        .env("KINESIS_STREAM", "a")
+        .env("CB_KINESIS_PUBLISH_STREAM", "b")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never be delivered"));
 }

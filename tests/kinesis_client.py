@@ -7,6 +7,8 @@
                                                         JSON line each {key, data, shard}
     kinesis_client.py ENDPOINT split STREAM             splits the first open shard in two
     kinesis_client.py ENDPOINT shards STREAM            one line per shard: id parent closed
+    kinesis_client.py ENDPOINT delete STREAM            (kinesis-local allows 50 shards in all)
+    kinesis_client.py ENDPOINT consumers STREAM         registered consumers: name status
 """
 import json
 import sys
@@ -64,6 +66,12 @@ def main():
         hi = int(s["HashKeyRange"]["EndingHashKey"])
         k.split_shard(StreamName=stream, ShardToSplit=s["ShardId"], NewStartingHashKey=str((lo + hi) // 2))
         wait_active(k, stream)
+    elif cmd == "delete":
+        k.delete_stream(StreamName=stream, EnforceConsumerDeletion=True)
+    elif cmd == "consumers":
+        arn = k.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]
+        for c in k.list_stream_consumers(StreamARN=arn)["Consumers"]:
+            print(c["ConsumerName"], c["ConsumerStatus"])
     elif cmd == "shards":
         for s in shards(k, stream):
             closed = "EndingSequenceNumber" in s["SequenceNumberRange"]

@@ -3,7 +3,8 @@
 //! event. Without a broker the event goes into every shard's inbound queue and is answered
 //! once it is there (503 with `Retry-After` when a queue is full: the gateway is behind). With Kafka, it is
 //! produced to the publish topic and answered after the broker's acknowledgement; every node
-//! (this one included) consumes that topic, so subscribers everywhere receive it.
+//! (this one included) consumes that topic, so subscribers everywhere receive it. Without Kafka
+//! and with `CB_KINESIS_PUBLISH_STREAM`, the same through Kinesis.
 
 use super::access;
 use super::{Outcome, Resp};
@@ -39,6 +40,16 @@ pub async fn publish(shard: &Rc<Shard>, head: &RequestHead, body: &[u8]) -> Outc
     if let Some(broker) = &shard.globals.broker {
         return produce(shard, broker, &ce).await;
     }
+    if let (Some(kinesis), Some(stream)) = (
+        &shard.globals.kinesis,
+        shard
+            .cfg()
+            .kinesis
+            .as_ref()
+            .and_then(|k| k.publish_stream.clone()),
+    ) {
+        return put(shard, kinesis, stream, &ce).await;
+    }
     // The SSE id names where the event entered: origin shard and its sequence.
     let id = format!("{}-{}", shard.id, shard.next_publish_seq());
     let event = Arc::new(Event::from_cloudevent(&ce, id, &shard.cfg().extractors));
@@ -67,20 +78,62 @@ pub async fn publish(shard: &Rc<Shard>, head: &RequestHead, body: &[u8]) -> Outc
     }
 }
 
-async fn produce(
-    shard: &Rc<Shard>,
-    broker: &BrokerHandle,
-    ce: &cloudevents::CloudEvent,
-) -> Outcome {
-    // CloudEvents' partitioning extension names the key; RIG's `rig.target_partition` too.
-    let key = ce
-        .value
+/// The record key of a published event: CloudEvents' partitioning extension, else RIG's
+/// `rig.target_partition`.
+fn partition_key(ce: &cloudevents::CloudEvent) -> Option<Vec<u8>> {
+    ce.value
         .get("partitionkey")
         .or_else(|| ce.value.pointer("/rig/target_partition"))
         .map(|k| match k {
             serde_json::Value::String(s) => s.clone().into_bytes(),
             other => other.to_string().into_bytes(),
-        });
+        })
+}
+
+/// Kinesis as the publish target (`CB_KINESIS_PUBLISH_STREAM`, without Kafka): put, answer
+/// after Kinesis acknowledged it; every node (this one too) reads the stream and delivers.
+async fn put(
+    shard: &Rc<Shard>,
+    kinesis: &crate::broker::kinesis::KinesisHandle,
+    stream: String,
+    ce: &cloudevents::CloudEvent,
+) -> Outcome {
+    use crate::broker::kinesis::{PutError, PutRecord};
+    let echo = ce.to_json();
+    let partition_key = partition_key(ce)
+        .and_then(|k| String::from_utf8(k).ok())
+        .filter(|k| !k.is_empty())
+        // Kinesis needs a key; the event id keeps one event's retries on one shard.
+        .or_else(|| {
+            ce.value
+                .get("id")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
+    let record = PutRecord {
+        stream,
+        partition_key,
+        data: echo.clone(),
+    };
+    match kinesis.put(record).await {
+        Ok(_) => {
+            shard.metrics.received[Source::Http as usize].inc();
+            Resp::json(202, echo).into()
+        }
+        Err(e @ PutError::Unavailable(_)) => Resp::text(503, e.to_string())
+            .header("retry-after", "5")
+            .into(),
+        Err(e @ PutError::Rejected(_)) => Resp::text(502, e.to_string()).into(),
+    }
+}
+
+async fn produce(
+    shard: &Rc<Shard>,
+    broker: &BrokerHandle,
+    ce: &cloudevents::CloudEvent,
+) -> Outcome {
+    let key = partition_key(ce);
     let echo = ce.to_json();
     let record = ProduceRecord {
         topic: broker.publish_topic.clone(),

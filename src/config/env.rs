@@ -90,6 +90,10 @@ pub const PROXY_KINESIS_RESPONSE_STREAM: &str = "PROXY_KINESIS_RESPONSE_STREAM";
 pub const NODE_ID: &str = "CB_NODE_ID";
 /// How long a node resuming from checkpoints waits for frontends to reconnect (ours).
 pub const KINESIS_RESUME_DELAY_MS: &str = "CB_KINESIS_RESUME_DELAY_MS";
+/// The publish API puts events here when Kafka is off (ours).
+pub const KINESIS_PUBLISH_STREAM: &str = "CB_KINESIS_PUBLISH_STREAM";
+/// Read with enhanced fan-out (SubscribeToShard, a registered consumer per node; ours).
+pub const KINESIS_EFO: &str = "CB_KINESIS_EFO";
 /// Pause between reads of a shard that had nothing new (ours; default 1000 ms).
 pub const KINESIS_POLL_MS: &str = "CB_KINESIS_POLL_MS";
 /// How often shard lists are read again (ours; default 10000 ms).

@@ -41,6 +41,11 @@ pub struct KinesisConfig {
     pub poll_idle_ms: u64,
     /// How often the shard list of every stream is read again (resharding, new streams).
     pub shard_refresh_ms: u64,
+    /// Where `POST /_rig/v1/events` and `/v3/messages` put events when Kafka is off
+    /// (`CB_KINESIS_PUBLISH_STREAM`); one of `streams`, or they would never be delivered.
+    pub publish_stream: Option<String>,
+    /// This node's enhanced fan-out consumer name (`CB_KINESIS_EFO=true`): `<app>-<node id>`.
+    pub efo_consumer: Option<String>,
     /// A node resuming from checkpoints waits this long before delivering its backlog, so
     /// frontends reconnecting after the restart receive it (`CB_KINESIS_RESUME_DELAY_MS`).
     pub resume_delay_ms: u64,
@@ -146,6 +151,42 @@ impl KinesisConfig {
             ));
         }
         let region = text(env::KINESIS_AWS_REGION, "eu-west-1");
+        let publish_stream = optional(env::KINESIS_PUBLISH_STREAM);
+        if let Some(p) = &publish_stream {
+            if !streams.contains(p) {
+                problems.push(format!(
+                    "{}={p:?} is not among KINESIS_STREAM {streams:?}: published events would never be delivered",
+                    env::KINESIS_PUBLISH_STREAM
+                ));
+            }
+        }
+        let node_id = optional(env::NODE_ID).unwrap_or_else(super::proxy::hostname);
+        let efo = match optional(env::KINESIS_EFO).as_deref() {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
+            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
+            Some(v) => {
+                problems.push(format!(
+                    "{}={v:?}: expected true or false",
+                    env::KINESIS_EFO
+                ));
+                false
+            }
+        };
+        // Consumer names allow [a-zA-Z0-9_.-], up to 128.
+        let efo_consumer = efo.then(|| {
+            format!("{app_name}-{node_id}")
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .take(128)
+                .collect::<String>()
+        });
         Some(KinesisConfig {
             streams,
             dynamodb_region: optional(env::KINESIS_DYNAMODB_REGION)
@@ -156,7 +197,9 @@ impl KinesisConfig {
             dynamodb_endpoint,
             app_name,
             checkpoints,
-            node_id: optional(env::NODE_ID).unwrap_or_else(super::proxy::hostname),
+            node_id,
+            efo_consumer,
+            publish_stream,
             start,
             response_stream,
             poll_idle_ms: ms(env::KINESIS_POLL_MS, 1000, problems),

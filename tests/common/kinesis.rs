@@ -57,8 +57,19 @@ pub fn stream(prefix: &str) -> String {
     format!("{prefix}-{:x}", fastrand::u32(..))
 }
 
-pub fn create(stream: &str, shards: u32) {
+/// A stream that is deleted when the test ends (kinesis-local allows 50 shards in all).
+#[must_use = "the stream is deleted when this is dropped"]
+pub struct Created(String);
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        let _ = py(&["delete", &self.0]);
+    }
+}
+
+pub fn create(stream: &str, shards: u32) -> Created {
     py(&["create", stream, &shards.to_string()]).unwrap();
+    Created(stream.to_string())
 }
 
 /// Puts with boto3; returns (shard id, sequence number).

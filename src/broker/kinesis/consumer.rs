@@ -11,7 +11,7 @@ use crate::config::kinesis::KinesisStart;
 use crate::proto::kafka_record::{self, RecordView};
 use crate::proxy::reply;
 use crate::route::{Control, Event};
-use aws_sdk_kinesis::types::ShardIteratorType;
+use aws_sdk_kinesis::types::{Record, ShardIteratorType};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -61,6 +61,8 @@ pub(super) async fn discover(ctx: Arc<Ctx>) {
     }
     let mut errors = RateLimitedLog(None, 0);
     let mut missing_logged: HashSet<String> = HashSet::new();
+    // Stream name -> this node's enhanced fan-out consumer ARN.
+    let mut consumers: HashMap<String, String> = HashMap::new();
     loop {
         for (stream, responses) in &streams {
             let shards = match list_shards(&ctx, stream).await {
@@ -108,8 +110,29 @@ pub(super) async fn discover(ctx: Arc<Ctx>) {
                 if !ready {
                     continue;
                 }
+                // Enhanced fan-out for consumed streams when configured (replies are few: polled).
+                let consumer = match (&ctx.kinesis.efo_consumer, *responses) {
+                    (Some(name), false) => match consumers.get(stream) {
+                        Some(arn) => Some(arn.clone()),
+                        None => match register(&ctx, stream, name).await {
+                            Ok(arn) => {
+                                consumers.insert(stream.clone(), arn.clone());
+                                Some(arn)
+                            }
+                            Err(e) => {
+                                ctx.metrics.up.set(0);
+                                if let Some(n) = errors.allow() {
+                                    tracing::warn!(stream = %stream, consumer = %name, error = %e, suppressed = n,
+                                        "cannot register the Kinesis enhanced fan-out consumer; retrying");
+                                }
+                                break;
+                            }
+                        },
+                    },
+                    _ => None,
+                };
                 running.insert(key);
-                tracing::info!(stream = %stream, shard = %s.id, "consuming Kinesis shard");
+                tracing::info!(stream = %stream, shard = %s.id, fan_out = consumer.is_some(), "consuming Kinesis shard");
                 tokio::spawn(read_shard(
                     ctx.clone(),
                     stream.clone(),
@@ -118,6 +141,7 @@ pub(super) async fn discover(ctx: Arc<Ctx>) {
                     from_horizon,
                     finished.clone(),
                     wake.clone(),
+                    consumer,
                 ));
             }
         }
@@ -128,6 +152,59 @@ pub(super) async fn discover(ctx: Arc<Ctx>) {
         )
         .await;
     }
+}
+
+/// Registers (or finds) this node's enhanced fan-out consumer of `stream` and waits until it
+/// is active; its ARN.
+async fn register(ctx: &Ctx, stream: &str, name: &str) -> Result<String, String> {
+    use aws_sdk_kinesis::types::ConsumerStatus;
+    let summary = ctx
+        .client
+        .describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await
+        .map_err(|e| aws_error(&e))?;
+    let stream_arn = summary
+        .stream_description_summary()
+        .map(|d| d.stream_arn().to_string())
+        .ok_or("no stream ARN in DescribeStreamSummary")?;
+    let registered = ctx
+        .client
+        .register_stream_consumer()
+        .stream_arn(&stream_arn)
+        .consumer_name(name)
+        .send()
+        .await;
+    if let Err(e) = registered {
+        // Registered before (by this node's previous run): look it up below.
+        if !e
+            .as_service_error()
+            .is_some_and(|s| s.is_resource_in_use_exception())
+        {
+            return Err(aws_error(&e));
+        }
+    }
+    for _ in 0..120 {
+        let d = ctx
+            .client
+            .describe_stream_consumer()
+            .stream_arn(&stream_arn)
+            .consumer_name(name)
+            .send()
+            .await
+            .map_err(|e| aws_error(&e))?;
+        if let Some(c) = d.consumer_description() {
+            if c.consumer_status() == &ConsumerStatus::Active {
+                tracing::info!(stream = %stream, consumer = %name, "Kinesis enhanced fan-out consumer active");
+                return Ok(c.consumer_arn().to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(format!(
+        "consumer {name} of {stream} did not become active within 60 s"
+    ))
 }
 
 struct ShardInfo {
@@ -177,6 +254,7 @@ async fn list_shards(ctx: &Ctx, stream: &str) -> Result<Vec<ShardInfo>, ListErro
 }
 
 /// Where a shard's reading starts.
+#[derive(Clone)]
 enum Position {
     After(String),
     Latest,
@@ -202,6 +280,120 @@ async fn iterator(ctx: &Ctx, stream: &str, shard: &str, at: &Position) -> Result
         .ok_or_else(|| "no shard iterator in the answer".to_string())
 }
 
+/// What a shard task carries from batch to batch, whichever way records arrive.
+struct Reader {
+    ctx: Arc<Ctx>,
+    stream: String,
+    shard: String,
+    responses: bool,
+    stats: Arc<crate::metrics::kinesis::StreamStats>,
+    /// Created at the first answer, so its presence in the metrics means "reading".
+    age: Option<Arc<crate::metrics::Counter>>,
+    mapping: Option<crate::config::kafka::TypeFrom>,
+    errors: RateLimitedLog,
+    bad: RateLimitedLog,
+    /// The last record read (where to resume after an error or a renewed subscription).
+    last_seq: Option<String>,
+    checkpointed: Option<String>,
+    last_checkpoint: Instant,
+    read_any: bool,
+}
+
+impl Reader {
+    fn checkpoints(&self) -> Option<&super::checkpoint::Table> {
+        self.ctx.checkpoints.as_ref().filter(|_| !self.responses)
+    }
+
+    /// Decodes and routes one batch; false once the shards are gone (shutting down).
+    async fn batch(&mut self, records: &[Record], behind_ms: Option<i64>) -> bool {
+        self.ctx.metrics.up.set(1);
+        let (ctx, stream, shard) = (&self.ctx, &self.stream, &self.shard);
+        self.age
+            .get_or_insert_with(|| ctx.metrics.shard_age(stream, shard))
+            .set(behind_ms.unwrap_or(0).max(0) as u64);
+        let mut events = Vec::with_capacity(records.len());
+        let mut replies = Vec::new();
+        for r in records {
+            self.read_any = true;
+            self.last_seq = Some(r.sequence_number().to_string());
+            let data = r.data().as_ref();
+            if self.responses {
+                if let Some(reply) = reply_for_us(&self.ctx, data) {
+                    replies.push(reply);
+                }
+                continue;
+            }
+            let view = RecordView {
+                topic: &self.stream,
+                partition: 0,
+                offset: 0,
+                key: r.partition_key().map(str::as_bytes),
+                value: Some(data),
+                headers: &[],
+                timestamp_ms: r
+                    .approximate_arrival_timestamp()
+                    .map_or(0, |t| t.to_millis().unwrap_or(0)),
+            };
+            match kafka_record::decode(&view, self.mapping.as_ref()) {
+                Ok(ce) => {
+                    self.stats.received.inc();
+                    let id = format!("{}/{}/{}", self.stream, self.shard, r.sequence_number());
+                    events.push(Arc::new(Event::from_cloudevent(
+                        &ce,
+                        id,
+                        &self.ctx.cfg.extractors,
+                    )));
+                }
+                Err(e) => {
+                    self.stats.failed.inc();
+                    if let Some(n) = self.bad.allow() {
+                        tracing::warn!(stream = %self.stream, shard = %self.shard, sequence = r.sequence_number(),
+                            error = %e, suppressed = n, "Kinesis record skipped (whose fault: the producer)");
+                    }
+                }
+            }
+        }
+        for (shard_idx, reply) in replies {
+            if self.ctx.shards[shard_idx].send(reply).await.is_err() {
+                return false;
+            }
+        }
+        deliver(&self.ctx, events).await
+    }
+
+    /// Writes the checkpoint when one is due (at most once a second) or `now`.
+    async fn checkpoint(&mut self, now: bool) {
+        let Some(seq) = self.last_seq.clone() else {
+            return;
+        };
+        let due = now || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
+        if !due || self.checkpointed.as_ref() == Some(&seq) {
+            return;
+        }
+        let Some(t) = self.checkpoints() else {
+            return;
+        };
+        match t.put(&self.stream, &self.shard, &seq).await {
+            Ok(()) => self.checkpointed = Some(seq),
+            Err(e) => {
+                if let Some(n) = self.errors.allow() {
+                    tracing::warn!(stream = %self.stream, shard = %self.shard, error = %e, suppressed = n,
+                        "cannot write the Kinesis checkpoint (whose fault: DynamoDB or the network)");
+                }
+            }
+        }
+        self.last_checkpoint = Instant::now();
+    }
+
+    /// Where to continue after an interruption: after the last record read, else `start`.
+    fn resume(&self, start: &Position) -> Position {
+        match &self.last_seq {
+            Some(seq) => Position::After(seq.clone()),
+            None => start.clone(),
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn read_shard(
     ctx: Arc<Ctx>,
@@ -211,18 +403,28 @@ async fn read_shard(
     from_horizon: bool,
     finished: Finished,
     wake: Arc<tokio::sync::Notify>,
+    consumer: Option<String>,
 ) {
-    let stats = ctx.metrics.stream(&stream);
-    let age = ctx.metrics.shard_age(&stream, &shard);
-    let mapping = ctx
-        .cfg
-        .kafka
-        .as_ref()
-        .and_then(|k| k.mapping_for(&stream))
-        .map(|m| m.event_type.clone());
-    let mut errors = RateLimitedLog(None, 0);
-    let mut bad = RateLimitedLog(None, 0);
-    let mut backoff = Duration::from_millis(200);
+    let mut r = Reader {
+        stats: ctx.metrics.stream(&stream),
+        age: None,
+        mapping: ctx
+            .cfg
+            .kafka
+            .as_ref()
+            .and_then(|k| k.mapping_for(&stream))
+            .map(|m| m.event_type.clone()),
+        ctx: ctx.clone(),
+        stream: stream.clone(),
+        shard: shard.clone(),
+        responses,
+        errors: RateLimitedLog(None, 0),
+        bad: RateLimitedLog(None, 0),
+        last_seq: None,
+        checkpointed: None,
+        last_checkpoint: Instant::now(),
+        read_any: false,
+    };
     let done = |read_while_open: bool| {
         finished
             .lock()
@@ -230,12 +432,12 @@ async fn read_shard(
             .insert((stream.clone(), shard.clone()), read_while_open);
         wake.notify_one();
     };
+    let mut backoff = Duration::from_millis(200);
 
     // Where to start: this node's checkpoint, else the configured start (responses: the tip,
     // they are for requests waiting now).
-    let checkpoints = ctx.checkpoints.as_ref().filter(|_| !responses);
-    let mut position = loop {
-        let saved = match checkpoints {
+    let start = loop {
+        let saved = match r.checkpoints() {
             None => Ok(None),
             Some(t) => t.get(&stream, &shard).await,
         };
@@ -248,6 +450,7 @@ async fn read_shard(
                 // Resuming: give frontends that reconnect after a restart time to come back
                 // before the backlog is delivered (nobody would receive it otherwise).
                 tokio::time::sleep(Duration::from_millis(ctx.kinesis.resume_delay_ms)).await;
+                r.checkpointed = Some(seq.clone());
                 break Position::After(seq);
             }
             Ok(None) if responses => break Position::Latest,
@@ -259,7 +462,7 @@ async fn read_shard(
                 }
             }
             Err(e) => {
-                if let Some(n) = errors.allow() {
+                if let Some(n) = r.errors.allow() {
                     tracing::warn!(stream = %stream, shard = %shard, error = %e, suppressed = n,
                         "cannot read the Kinesis checkpoint (whose fault: DynamoDB or the network); retrying");
                 }
@@ -268,10 +471,28 @@ async fn read_shard(
             }
         }
     };
-    let mut last_seq: Option<String> = None;
-    let mut last_checkpoint = Instant::now();
-    let mut checkpointed: Option<String> = None;
-    let mut read_any = false;
+    let ended = match &consumer {
+        Some(arn) => subscribe_loop(&mut r, arn, &start).await,
+        None => poll_loop(&mut r, &start).await,
+    };
+    if !ended {
+        return; // shutting down
+    }
+    // Closed by a split or merge and read to its end.
+    r.checkpoint(true).await;
+    if let Some(t) = r.checkpoints() {
+        let _ = t.put(&stream, &shard, SHARD_END).await;
+    }
+    tracing::info!(stream = %stream, shard = %shard, "Kinesis shard read to its end");
+    done(r.read_any || !matches!(start, Position::Latest));
+}
+
+/// Polling with GetRecords until the shard ends (true) or the shards are gone (false).
+async fn poll_loop(r: &mut Reader, start: &Position) -> bool {
+    let ctx = r.ctx.clone();
+    let (stream, shard) = (r.stream.clone(), r.shard.clone());
+    let mut backoff = Duration::from_millis(200);
+    let mut position = start.clone();
     let mut it: Option<String> = None;
     loop {
         let current = match it.take() {
@@ -280,7 +501,7 @@ async fn read_shard(
                 Ok(i) => i,
                 Err(e) => {
                     ctx.metrics.up.set(0);
-                    if let Some(n) = errors.allow() {
+                    if let Some(n) = r.errors.allow() {
                         tracing::warn!(stream = %stream, shard = %shard, error = %e, suppressed = n,
                             "cannot get a Kinesis shard iterator (whose fault: Kinesis or the network)");
                     }
@@ -303,124 +524,131 @@ async fn read_shard(
                 let svc = e.as_service_error();
                 if svc.is_some_and(|s| s.is_expired_iterator_exception()) {
                     // A new iterator after the last record read (or where we started).
-                    if let Some(seq) = &last_seq {
-                        position = Position::After(seq.clone());
-                    }
+                    position = r.resume(start);
                     continue;
                 }
                 if svc.is_some_and(|s| {
                     s.is_provisioned_throughput_exceeded_exception()
                         || s.is_kms_throttling_exception()
                 }) {
-                    stats.throttled.inc();
+                    r.stats.throttled.inc();
                     it = Some(current);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
                 ctx.metrics.up.set(0);
-                if let Some(n) = errors.allow() {
+                if let Some(n) = r.errors.allow() {
                     tracing::warn!(stream = %stream, shard = %shard, error = %aws_error(&e), suppressed = n,
                         retry_in_ms = backoff.as_millis() as u64,
                         "Kinesis GetRecords failed (whose fault: Kinesis or the network); clients stay connected");
                 }
-                if let Some(seq) = &last_seq {
-                    position = Position::After(seq.clone());
+                position = r.resume(start);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        if !r.batch(out.records(), out.millis_behind_latest()).await {
+            return false;
+        }
+        let Some(next) = out.next_shard_iterator().map(str::to_string) else {
+            return true;
+        };
+        r.checkpoint(false).await;
+        if out.records().is_empty() {
+            tokio::time::sleep(Duration::from_millis(ctx.kinesis.poll_idle_ms)).await;
+        } else {
+            // 5 reads per second per shard, shared by every reader of it.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        it = Some(next);
+    }
+}
+
+/// Enhanced fan-out: `SubscribeToShard` with this node's registered consumer; Kinesis pushes
+/// records over one HTTP connection per shard and ends each subscription after 5 minutes,
+/// when it is renewed from the continuation sequence number. True when the shard ended.
+async fn subscribe_loop(r: &mut Reader, consumer_arn: &str, start: &Position) -> bool {
+    use aws_sdk_kinesis::types::{StartingPosition, SubscribeToShardEventStream};
+    let ctx = r.ctx.clone();
+    let (stream, shard) = (r.stream.clone(), r.shard.clone());
+    let mut backoff = Duration::from_millis(200);
+    let mut position = start.clone();
+    loop {
+        let starting = match &position {
+            Position::After(seq) => StartingPosition::builder()
+                .r#type(ShardIteratorType::AfterSequenceNumber)
+                .sequence_number(seq),
+            Position::Latest => StartingPosition::builder().r#type(ShardIteratorType::Latest),
+            Position::TrimHorizon => {
+                StartingPosition::builder().r#type(ShardIteratorType::TrimHorizon)
+            }
+        };
+        let starting = match starting.build() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build a Kinesis starting position");
+                return false;
+            }
+        };
+        let sub = ctx
+            .client
+            .subscribe_to_shard()
+            .consumer_arn(consumer_arn)
+            .shard_id(&shard)
+            .starting_position(starting)
+            .send()
+            .await;
+        let mut out = match sub {
+            Ok(o) => o,
+            Err(e) => {
+                // ResourceInUse: the previous subscription is still closing; LimitExceeded:
+                // one subscription per consumer and shard per 5 s. Both pass with time.
+                ctx.metrics.up.set(0);
+                if let Some(n) = r.errors.allow() {
+                    tracing::warn!(stream = %stream, shard = %shard, error = %aws_error(&e), suppressed = n,
+                        "Kinesis SubscribeToShard failed (whose fault: Kinesis or the network); retrying");
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
-        ctx.metrics.up.set(1);
         backoff = Duration::from_millis(200);
-        age.set(out.millis_behind_latest().unwrap_or(0).max(0) as u64);
-        let records = out.records();
-        let mut events = Vec::with_capacity(records.len());
-        let mut replies = Vec::new();
-        for r in records {
-            read_any = true;
-            last_seq = Some(r.sequence_number().to_string());
-            let data = r.data().as_ref();
-            if responses {
-                if let Some(reply) = reply_for_us(&ctx, data) {
-                    replies.push(reply);
+        loop {
+            match out.event_stream.recv().await {
+                Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(ev))) => {
+                    if !r.batch(ev.records(), Some(ev.millis_behind_latest())).await {
+                        return false;
+                    }
+                    // No continuation (null on the wire): the shard is closed and read to its
+                    // end, and the event names its children.
+                    let next = ev.continuation_sequence_number();
+                    if next.is_empty() {
+                        return true;
+                    }
+                    if r.last_seq.is_none() {
+                        position = Position::After(next.to_string());
+                    }
+                    r.checkpoint(false).await;
                 }
-                continue;
-            }
-            let view = RecordView {
-                topic: &stream,
-                partition: 0,
-                offset: 0,
-                key: r.partition_key().map(str::as_bytes),
-                value: Some(data),
-                headers: &[],
-                timestamp_ms: r
-                    .approximate_arrival_timestamp()
-                    .map_or(0, |t| t.to_millis().unwrap_or(0)),
-            };
-            match kafka_record::decode(&view, mapping.as_ref()) {
-                Ok(ce) => {
-                    stats.received.inc();
-                    let id = format!("{stream}/{shard}/{}", r.sequence_number());
-                    events.push(Arc::new(Event::from_cloudevent(
-                        &ce,
-                        id,
-                        &ctx.cfg.extractors,
-                    )));
-                }
+                Ok(Some(_)) => {}
+                // The subscription's 5 minutes are over (or the connection ended): renew it.
+                Ok(None) => break,
                 Err(e) => {
-                    stats.failed.inc();
-                    if let Some(n) = bad.allow() {
-                        tracing::warn!(stream = %stream, shard = %shard, sequence = r.sequence_number(),
-                            error = %e, suppressed = n, "Kinesis record skipped (whose fault: the producer)");
+                    if let Some(n) = r.errors.allow() {
+                        tracing::warn!(stream = %stream, shard = %shard, error = %aws_error(&e), suppressed = n,
+                            "Kinesis subscription broke off (whose fault: Kinesis or the network); renewing");
                     }
+                    tokio::time::sleep(backoff).await;
+                    break;
                 }
             }
         }
-        for (shard_idx, reply) in replies {
-            if ctx.shards[shard_idx].send(reply).await.is_err() {
-                return;
-            }
-        }
-        if !deliver(&ctx, events).await {
-            return;
-        }
-        let next = out.next_shard_iterator().map(str::to_string);
-        if let (Some(t), Some(seq)) = (checkpoints, &last_seq) {
-            let due = last_checkpoint.elapsed() >= CHECKPOINT_EVERY || next.is_none();
-            if due && checkpointed.as_ref() != Some(seq) {
-                match t.put(&stream, &shard, seq).await {
-                    Ok(()) => checkpointed = Some(seq.clone()),
-                    Err(e) => {
-                        if let Some(n) = errors.allow() {
-                            tracing::warn!(stream = %stream, shard = %shard, error = %e, suppressed = n,
-                                "cannot write the Kinesis checkpoint (whose fault: DynamoDB or the network)");
-                        }
-                    }
-                }
-                last_checkpoint = Instant::now();
-            }
-        }
-        match next {
-            None => {
-                // Closed by a split or merge and read to its end.
-                if let Some(t) = checkpoints {
-                    let _ = t.put(&stream, &shard, SHARD_END).await;
-                }
-                tracing::info!(stream = %stream, shard = %shard, "Kinesis shard read to its end");
-                done(read_any || !matches!(position, Position::Latest));
-                return;
-            }
-            Some(n) => {
-                if records.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(ctx.kinesis.poll_idle_ms)).await;
-                } else {
-                    // 5 reads per second per shard, shared by every reader of it.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                it = Some(n);
-            }
+        if r.last_seq.is_some() {
+            position = r.resume(start);
         }
     }
 }
