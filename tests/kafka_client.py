@@ -5,11 +5,14 @@ usage:
   kafka_client.py BROKER create TOPIC PARTITIONS
   kafka_client.py BROKER produce TOPIC VALUE [--key K] [--header NAME=VALUE ...] [--java-partitioner]
       prints "PARTITION OFFSET" of the acknowledged record
+  kafka_client.py BROKER produce-many TOPIC N APP PREFIX [RATE]
+      N clickstream messages {"appId": APP, "messageId": "PREFIX-i"}, keyed k<i % 16>
   kafka_client.py BROKER consume TOPIC COUNT [--timeout S]
       prints one JSON line per record: {"partition", "offset", "key", "value", "headers"}
 """
 import json
 import sys
+import time
 
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -66,6 +69,28 @@ def main(argv):
             return 1
         print(*result["pos"])
         return 0
+    if cmd == "produce-many":
+        # N clickstream messages of app APP, messageId PREFIX-i, keyed by i % 16, RATE per second.
+        n, app, prefix = int(argv[4]), argv[5], argv[6]
+        rate = float(argv[7]) if len(argv) > 7 else 0
+        p = Producer(dict(common, **{"linger.ms": 5}))
+        failed = []
+        start = time.time()
+        for i in range(n):
+            v = json.dumps({"appId": app, "messageId": f"{prefix}-{i}", "event": "page", "n": i})
+            p.produce(topic, value=v.encode(), key=f"k{i % 16}".encode(),
+                      on_delivery=lambda err, msg: err and failed.append(err))
+            p.poll(0)
+            if rate:
+                due = start + (i + 1) / rate
+                if due > time.time():
+                    time.sleep(due - time.time())
+        p.flush(30)
+        if failed:
+            print(f"{len(failed)} failed: {failed[0]}", file=sys.stderr)
+            return 1
+        print(n)
+        return 0
     if cmd == "consume":
         count = int(argv[4])
         timeout = float(argv[argv.index("--timeout") + 1]) if "--timeout" in argv else 20.0
@@ -76,8 +101,6 @@ def main(argv):
                                      "enable.auto.commit": False}))
         c.subscribe([topic])
         got = 0
-        import time
-
         deadline = time.time() + timeout
         while got < count and time.time() < deadline:
             m = c.poll(0.5)

@@ -8,6 +8,7 @@ pub mod jwt;
 pub mod kafka;
 pub mod kinesis;
 pub mod proxy;
+pub mod router;
 pub mod tuning;
 
 use std::collections::HashMap;

@@ -7,6 +7,7 @@ pub mod island;
 pub mod kinesis;
 pub mod names;
 pub mod proxy;
+pub mod router;
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

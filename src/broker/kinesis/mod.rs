@@ -16,6 +16,8 @@ mod checkpoint;
 mod consumer;
 mod producer;
 
+pub use checkpoint::aws_error;
+
 use crate::config::kinesis::KinesisConfig;
 use crate::config::Config;
 use crate::metrics::kinesis::KinesisMetrics;

@@ -1,0 +1,153 @@
+//! The clickstream router's probes (one process, its own Prometheus page on `ER_SERVER_PORT`).
+//! Labels: the integration's topic (bounded by the registry's integrations) and partition.
+
+use super::{header, Counter};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+
+const CONSUMED: (&str, &str) = (
+    "corebridge_router_messages_total",
+    "Messages read from the ingestion and retry topics, by topic.",
+);
+const ROUTED: (&str, &str) = (
+    "corebridge_router_routed_total",
+    "Messages produced to an integration's topic, by topic.",
+);
+const RETRIED: (&str, &str) = (
+    "corebridge_router_produce_retries_total",
+    "Produce attempts that failed and were tried again in process.",
+);
+const TO_RETRY_TOPIC: (&str, &str) = (
+    "corebridge_router_retry_topic_total",
+    "Messages written to the retry topic after their in-process retries failed.",
+);
+const TO_S3: (&str, &str) = (
+    "corebridge_router_s3_objects_total",
+    "Messages written to S3 after their retries were exhausted (or not routable at all).",
+);
+const CACHE: (&str, &str) = (
+    "corebridge_router_cache_total",
+    "Integration lookups by result: hit, miss (a registry request), invalidation.",
+);
+const LOOKUP: (&str, &str) = (
+    "corebridge_router_registry_seconds",
+    "Registry lookup latency on a cache miss.",
+);
+const IN_FLIGHT: (&str, &str) = (
+    "corebridge_router_in_flight",
+    "Messages read whose outputs are not all acknowledged yet (their offsets are not committed).",
+);
+const LAG: (&str, &str) = (
+    "corebridge_router_consumer_lag",
+    "High watermark minus committed position, per partition of the router's group.",
+);
+
+const BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+#[derive(Debug, Default)]
+pub struct RouterMetrics {
+    pub retries: Counter,
+    pub to_retry_topic: Counter,
+    pub to_s3: Counter,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    pub invalidations: Counter,
+    pub in_flight: Counter,
+    lookup_buckets: [Counter; 8],
+    lookup_count: Counter,
+    lookup_sum_us: Counter,
+    consumed: Mutex<BTreeMap<String, Arc<Counter>>>,
+    routed: Mutex<BTreeMap<String, Arc<Counter>>>,
+    lag: Mutex<BTreeMap<(String, i32), i64>>,
+}
+
+impl RouterMetrics {
+    pub fn consumed(&self, topic: &str) -> Arc<Counter> {
+        let mut m = self.consumed.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(topic.to_string()).or_default().clone()
+    }
+
+    pub fn routed(&self, topic: &str) -> Arc<Counter> {
+        let mut m = self.routed.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(topic.to_string()).or_default().clone()
+    }
+
+    pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
+        let mut m = self.lag.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert((topic.to_string(), partition), lag.max(0));
+    }
+
+    pub fn observe_lookup(&self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if s <= *b {
+                self.lookup_buckets[i].inc();
+            }
+        }
+        self.lookup_count.inc();
+        self.lookup_sum_us.add(d.as_micros() as u64);
+    }
+
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        for (m, map) in [(CONSUMED, &self.consumed), (ROUTED, &self.routed)] {
+            header(&mut o, m, "counter");
+            for (t, c) in map.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                let _ = writeln!(o, "{}{{topic=\"{}\"}} {}", m.0, escape(t), c.get());
+            }
+        }
+        for (m, c) in [
+            (RETRIED, &self.retries),
+            (TO_RETRY_TOPIC, &self.to_retry_topic),
+            (TO_S3, &self.to_s3),
+        ] {
+            header(&mut o, m, "counter");
+            let _ = writeln!(o, "{} {}", m.0, c.get());
+        }
+        header(&mut o, CACHE, "counter");
+        for (r, c) in [
+            ("hit", &self.cache_hits),
+            ("miss", &self.cache_misses),
+            ("invalidation", &self.invalidations),
+        ] {
+            let _ = writeln!(o, "{}{{result=\"{r}\"}} {}", CACHE.0, c.get());
+        }
+        header(&mut o, LOOKUP, "histogram");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "{}_bucket{{le=\"{b}\"}} {}",
+                LOOKUP.0,
+                self.lookup_buckets[i].get()
+            );
+        }
+        let n = self.lookup_count.get();
+        let _ = writeln!(o, "{}_bucket{{le=\"+Inf\"}} {n}", LOOKUP.0);
+        let _ = writeln!(
+            o,
+            "{}_sum {}",
+            LOOKUP.0,
+            self.lookup_sum_us.get() as f64 / 1e6
+        );
+        let _ = writeln!(o, "{}_count {n}", LOOKUP.0);
+        header(&mut o, IN_FLIGHT, "gauge");
+        let _ = writeln!(o, "{} {}", IN_FLIGHT.0, self.in_flight.get());
+        header(&mut o, LAG, "gauge");
+        for ((t, p), l) in self.lag.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(
+                o,
+                "{}{{topic=\"{}\",partition=\"{p}\"}} {l}",
+                LAG.0,
+                escape(t)
+            );
+        }
+        o
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

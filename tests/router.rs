@@ -1,0 +1,476 @@
+//! The clickstream router against the real test broker (Tansu, confluent-kafka as the
+//! independent client), a local registry (tests/registry_server.py: GraphQL + SSE, in the
+//! original's shapes) and S3 (moto, `s3-up`): routing to exactly the enabled integrations with
+//! key, value and headers unchanged; a registry change announced over SSE; the failure chain to
+//! the retry topic and S3 with inputs = outputs + S3 objects; a router killed mid-stream and
+//! replaced without loss.
+
+mod common;
+
+use common::kafka::{broker_up, create, py};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KAFKA_PORT: u16 = 19092;
+const S3_PORT: u16 = 4581;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn name(prefix: &str) -> String {
+    format!("{prefix}-{:x}", fastrand::u32(..))
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Registry {
+    port: u16,
+    _p: Proc,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let port = free_port();
+        let child = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/registry_server.py"
+            ))
+            .arg(port.to_string())
+            .arg("the-key")
+            .spawn()
+            .unwrap();
+        let r = Registry {
+            port,
+            _p: Proc(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+
+    fn post(&self, path: &str, body: &Value) {
+        let b = body.to_string();
+        let r = common::raw(
+            self.port,
+            format!(
+                "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{b}",
+                b.len()
+            )
+            .as_bytes(),
+        );
+        assert_eq!(r.status, 200);
+    }
+
+    fn set(&self, app: &str, integrations: &[(&str, &str, bool)]) {
+        let cs: Vec<Value> = integrations
+            .iter()
+            .map(|(n, t, e)| json!({"name": n, "topic": t, "enabled": e}))
+            .collect();
+        self.post("/set", &json!({"app": app, "clickstream": cs}));
+    }
+
+    fn stats(&self) -> Value {
+        let r = common::raw(
+            self.port,
+            b"GET /stats HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        );
+        serde_json::from_str(&r.text()).unwrap()
+    }
+}
+
+fn s3_up() -> String {
+    let out = Command::new(format!(
+        "{}/../shared/services/s3-up",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .arg(S3_PORT.to_string())
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!("http://127.0.0.1:{S3_PORT}")
+}
+
+/// boto3 against the S3 server: `create BUCKET` or `list BUCKET` (JSON {key: body}).
+fn s3(args: &[&str]) -> String {
+    let script = r#"
+import boto3, json, sys
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1",
+                  aws_access_key_id="x", aws_secret_access_key="x")
+cmd, bucket = sys.argv[2], sys.argv[3]
+if cmd == "create":
+    s3.create_bucket(Bucket=bucket)
+else:
+    out = {}
+    for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+        out[o["Key"]] = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read().decode()
+    print(json.dumps(out))
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{S3_PORT}"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Router {
+    port: u16,
+    p: Proc,
+}
+
+fn router(args: &[&str], envs: &[(&str, &str)]) -> Router {
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("cb-router-{port}.log"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_corebridge"));
+    cmd.arg("router")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ER_SERVER_PORT", port.to_string())
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "x")
+        .env("AWS_ENDPOINT_URL_S3", format!("http://127.0.0.1:{S3_PORT}"))
+        .env("ER_KAFKA_PRODUCER_MESSAGE_TIMOUT_MS", "1500")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).map(Stdio::from).unwrap());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let r = Router {
+        port,
+        p: Proc(child),
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while get(r.port, "/health").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "router did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    r
+}
+
+fn get(port: u16, path: &str) -> Option<String> {
+    std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let r = common::raw(
+        port,
+        format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+    );
+    (r.status == 200).then(|| r.text())
+}
+
+fn metric(port: u16, prefix: &str) -> f64 {
+    get(port, "/metrics")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Every record of a topic (a fresh group each time), waiting up to `secs` for `count`.
+fn consume(topic: &str, count: usize, secs: u32) -> Vec<Value> {
+    let broker = format!("127.0.0.1:{KAFKA_PORT}");
+    let out = py(
+        &broker,
+        &[
+            "consume",
+            topic,
+            &count.to_string(),
+            "--timeout",
+            &secs.to_string(),
+        ],
+    )
+    .unwrap_or_else(|e| e);
+    out.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn produce(topic: &str, value: &Value, key: &str, headers: &[&str]) {
+    let broker = format!("127.0.0.1:{KAFKA_PORT}");
+    let v = value.to_string();
+    let mut args = vec!["produce", topic, &v, "--key", key];
+    for h in headers {
+        args.push("--header");
+        args.push(h);
+    }
+    py(&broker, &args).unwrap();
+}
+
+#[test]
+fn routes_to_exactly_the_enabled_integrations_and_follows_registry_changes() {
+    let broker = broker_up(KAFKA_PORT);
+    let _s3 = s3_up();
+    let bucket = name("routes");
+    s3(&["create", &bucket]);
+    let (ingest, retry) = (name("click"), name("click-retry"));
+    let (ga, mp, amp) = (name("ga"), name("mp"), name("amp"));
+    for t in [&ingest, &retry, &ga, &mp, &amp] {
+        create(&broker, t, 2);
+    }
+    let reg = Registry::start();
+    reg.set(
+        "app1",
+        &[
+            ("ga", &ga, true),
+            ("mixpanel", &mp, true),
+            ("amplitude", &amp, false),
+        ],
+    );
+    let r = router(
+        &["start"],
+        &[
+            ("ER_BOOTSTRAP_SERVERS", &broker),
+            ("ER_KAFKA_GROUP_ID", &name("group")),
+            ("ER_KAFKA_INGESTION_TOPIC", &ingest),
+            ("ER_CLICKSTREAM_RETRY_TOPIC", &retry),
+            (
+                "ER_HOUSTON_API_URL",
+                &format!("http://127.0.0.1:{}/graphql", reg.port),
+            ),
+            ("ER_HOUSTON_API_KEY", "the-key"),
+            ("ER_SSE_URL", &format!("http://127.0.0.1:{}/sse", reg.port)),
+            ("ER_CLICKSTREAM_RETRY_S3_BUCKET", &bucket),
+        ],
+    );
+    let m1 = json!({"appId": "app1", "messageId": "m1", "event": "page"});
+    let m2 = json!({"appId": "app1", "messageId": "m2", "integrations": {"mixpanel": false}});
+    produce(&ingest, &m1, "user-1", &["trace=abc", "x-src=web"]);
+    produce(&ingest, &m2, "user-2", &[]);
+    let got_ga = consume(&ga, 2, 20);
+    assert_eq!(got_ga.len(), 2, "{got_ga:?}");
+    let one = got_ga.iter().find(|r| r["key"] == "user-1").unwrap();
+    assert_eq!(
+        one["value"].as_str().unwrap(),
+        m1.to_string(),
+        "value unchanged"
+    );
+    assert_eq!(one["headers"]["trace"], "abc");
+    assert_eq!(one["headers"]["x-src"], "web");
+    let got_mp = consume(&mp, 1, 10);
+    assert_eq!(got_mp.len(), 1);
+    assert_eq!(got_mp[0]["key"], "user-1", "m2 switched mixpanel off");
+    assert!(consume(&amp, 1, 3).is_empty(), "amplitude is disabled");
+    // Both messages of app1 asked the registry once.
+    assert_eq!(reg.stats()["queries"]["app1"], 1);
+    let cache: Value = serde_json::from_str(&get(r.port, "/integrations").unwrap()).unwrap();
+    assert_eq!(cache["app1"]["ga"], ga.as_str());
+
+    // The registry enables amplitude and says so over SSE: the next message goes there too.
+    reg.set(
+        "app1",
+        &[
+            ("ga", &ga, true),
+            ("mixpanel", &mp, true),
+            ("amplitude", &amp, true),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(
+        r.port,
+        "corebridge_router_cache_total{result=\"invalidation\"}",
+    ) < 1.0
+    {
+        reg.post("/announce", &json!({"appId": "app1"}));
+        assert!(Instant::now() < deadline, "the invalidation never arrived");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    produce(
+        &ingest,
+        &json!({"appId": "app1", "messageId": "m3"}),
+        "user-3",
+        &[],
+    );
+    let got_amp = consume(&amp, 1, 20);
+    assert_eq!(got_amp.len(), 1);
+    assert_eq!(got_amp[0]["key"], "user-3");
+    assert_eq!(reg.stats()["queries"]["app1"], 2);
+    drop(r);
+}
+
+#[test]
+fn a_topic_that_cannot_be_produced_to_ends_in_the_retry_topic_then_s3() {
+    let broker = broker_up(KAFKA_PORT);
+    let _s3 = s3_up();
+    let bucket = name("retry");
+    s3(&["create", &bucket]);
+    let (ingest, retry, ok) = (name("click"), name("click-retry"), name("ok"));
+    for t in [&ingest, &retry, &ok] {
+        create(&broker, t, 1);
+    }
+    // `missing` names a topic that does not exist (the test broker creates none by itself).
+    let missing = name("missing");
+    let integrations = format!("ok={ok},broken={missing}");
+    let r = router(
+        &["mock", "--integrations", &integrations, "--disable-sse"],
+        &[
+            ("ER_BOOTSTRAP_SERVERS", &broker),
+            ("ER_KAFKA_GROUP_ID", &name("group")),
+            ("ER_KAFKA_INGESTION_TOPIC", &ingest),
+            ("ER_CLICKSTREAM_RETRY_TOPIC", &retry),
+            ("ER_CLICKSTREAM_RETRY_S3_BUCKET", &bucket),
+            ("CLICKSTREAM_RETRY_S3_PATH_PREFIX", "failed/clicks"),
+            ("ER_MAX_RETRIES", "2"),
+        ],
+    );
+    for i in 0..3 {
+        produce(
+            &ingest,
+            &json!({"appId": "a", "messageId": format!("msg-{i}")}),
+            "k",
+            &[],
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let objects: HashMap<String, String> = loop {
+        let o: HashMap<String, String> = serde_json::from_str(&s3(&["list", &bucket])).unwrap();
+        if o.len() >= 3 {
+            break o;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} S3 objects: {o:?}",
+            o.len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    for i in 0..3 {
+        let body: Value =
+            serde_json::from_str(&objects[&format!("failed/clicks/msg-{i}")]).unwrap();
+        assert_eq!(body["messageId"], format!("msg-{i}"));
+    }
+    // The retry topic saw each message with retryCount 1 and 2, for the broken integration.
+    let retries = consume(&retry, 6, 20);
+    assert_eq!(retries.len(), 6, "{retries:?}");
+    let mut counts: Vec<u64> = retries
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_str(r["value"].as_str().unwrap()).unwrap();
+            assert_eq!(v["integration"], missing.as_str());
+            v["retryCount"].as_u64().unwrap()
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(counts, [1, 1, 1, 2, 2, 2]);
+    // Inputs = outputs + S3 objects: 3 inputs, 3 on the working integration, 3 in S3.
+    assert_eq!(consume(&ok, 3, 10).len(), 3);
+    assert_eq!(metric(r.port, "corebridge_router_s3_objects_total"), 3.0);
+    assert_eq!(metric(r.port, "corebridge_router_routed_total"), 3.0);
+}
+
+#[test]
+fn a_router_killed_mid_stream_and_replaced_loses_nothing() {
+    let broker = broker_up(KAFKA_PORT);
+    let _s3 = s3_up();
+    let bucket = name("kill");
+    s3(&["create", &bucket]);
+    let (ingest, retry, out) = (name("click"), name("click-retry"), name("out"));
+    create(&broker, &ingest, 4);
+    create(&broker, &retry, 1);
+    create(&broker, &out, 2);
+    let group = name("group");
+    let integrations = format!("out={out}");
+    let envs = [
+        ("ER_BOOTSTRAP_SERVERS", broker.as_str()),
+        ("ER_KAFKA_GROUP_ID", group.as_str()),
+        ("ER_KAFKA_INGESTION_TOPIC", ingest.as_str()),
+        ("ER_CLICKSTREAM_RETRY_TOPIC", retry.as_str()),
+        ("ER_CLICKSTREAM_RETRY_S3_BUCKET", bucket.as_str()),
+    ];
+    let args = [
+        "mock",
+        "--integrations",
+        integrations.as_str(),
+        "--disable-sse",
+    ];
+    let mut a = router(&args, &envs);
+    let _b = router(&args, &envs);
+    const N: usize = 1500;
+    let producer = {
+        let (broker, ingest) = (broker.clone(), ingest.clone());
+        std::thread::spawn(move || {
+            py(
+                &broker,
+                &["produce-many", &ingest, &N.to_string(), "app", "m", "300"],
+            )
+            .unwrap();
+        })
+    };
+    // Mid-stream: once some messages went through, kill -9 one router.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(a.port, "corebridge_router_routed_total") < 100.0 {
+        assert!(Instant::now() < deadline, "router A routed nothing");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = a.p.0.kill();
+    let _ = a.p.0.wait();
+    // A replacement joins (the test broker never expires a dead member; a join rebalances).
+    let _c = router(&args, &envs);
+    producer.join().unwrap();
+    let got = consume(&out, N, 60);
+    let ids: Vec<String> = got
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_str(r["value"].as_str().unwrap()).unwrap();
+            v["messageId"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let unique: HashSet<&String> = ids.iter().collect();
+    // consume stops at N records: read a little more to count duplicates.
+    let all = consume(&out, N + 500, 10);
+    let dupes = all.len().saturating_sub(N);
+    eprintln!(
+        "killed mid-stream: {} unique of {N}, {dupes} duplicates (re-read after the kill)",
+        unique.len()
+    );
+    let all_ids: HashSet<String> = all
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_str(r["value"].as_str().unwrap()).unwrap();
+            v["messageId"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let missing: Vec<usize> = (0..N)
+        .filter(|i| !all_ids.contains(&format!("m-{i}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "lost {} messages: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
