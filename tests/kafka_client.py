@@ -21,6 +21,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 def main(argv):
     broker, cmd, topic = argv[1], argv[2], argv[3]
     common = {"bootstrap.servers": broker, "broker.address.family": "v4"}
+    # Extra client settings (TLS, SASL) for brokers behind the test fronts, as JSON.
+    import os
+    common.update(json.loads(os.environ.get("KAFKA_CLIENT_CONFIG") or "{}"))
     if cmd == "create":
         admin = AdminClient(common)
         fs = admin.create_topics([NewTopic(topic, num_partitions=int(argv[4]), replication_factor=1)])

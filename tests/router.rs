@@ -474,3 +474,187 @@ fn a_router_killed_mid_stream_and_replaced_loses_nothing() {
         &missing[..missing.len().min(10)]
     );
 }
+
+fn service(script: &str, args: &[&str], envs: &[(&str, &str)]) -> HashMap<String, String> {
+    let out = Command::new(format!(
+        "{}/../shared/services/{script}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .args(args)
+    .envs(envs.iter().copied())
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Eval-able KEY=value lines (kafka-tls-up, kafka-sasl-up).
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
+/// Runs kafka_client.py with extra client settings (TLS or SASL through the fronts).
+fn py_with(client: &Value, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/kafka_client.py"
+        ))
+        .args(args)
+        .env("KAFKA_CLIENT_CONFIG", client.to_string())
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// One message through a router in front of a secured broker: routed, with `client` settings
+/// for the test's own producer and consumer.
+fn route_one(bootstrap: &str, client: &Value, envs: &[(&str, &str)]) -> Router {
+    let _s3 = s3_up();
+    let bucket = name("sec");
+    s3(&["create", &bucket]);
+    let (ingest, retry, out) = (name("click"), name("click-retry"), name("out"));
+    for t in [&ingest, &retry, &out] {
+        py_with(client, &[bootstrap, "create", t, "1"]).unwrap();
+    }
+    let integrations = format!("out={out}");
+    let mut all = vec![
+        ("ER_BOOTSTRAP_SERVERS", bootstrap),
+        ("ER_KAFKA_INGESTION_TOPIC", ingest.as_str()),
+        ("ER_CLICKSTREAM_RETRY_TOPIC", retry.as_str()),
+        ("ER_CLICKSTREAM_RETRY_S3_BUCKET", bucket.as_str()),
+    ];
+    let group = name("group");
+    all.push(("ER_KAFKA_GROUP_ID", group.as_str()));
+    all.extend_from_slice(envs);
+    let r = router(
+        &["mock", "--integrations", &integrations, "--disable-sse"],
+        &all,
+    );
+    let msg = json!({"appId": "a", "messageId": "secure-1"}).to_string();
+    py_with(client, &[bootstrap, "produce", &ingest, &msg, "--key", "k"]).unwrap();
+    let got = py_with(
+        client,
+        &[bootstrap, "consume", &out, "1", "--timeout", "30"],
+    )
+    .unwrap_or_else(|e| panic!("nothing routed through {bootstrap}: {e}"));
+    assert!(got.contains("secure-1"), "{got}");
+    r
+}
+
+fn sasl_stats(path: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|_| "{}".into()))
+        .unwrap_or_default()
+}
+
+#[test]
+fn sasl_plain_scram_and_oauthbearer_through_the_sasl_front_and_tls_through_the_tls_front() {
+    // SASL: a broker that advertises the front's port, the front, a token endpoint.
+    let (kafka, front) = (19096u16, 19097u16);
+    service(
+        "kafka-up",
+        &[&kafka.to_string()],
+        &[("KAFKA_ADVERTISED_PORT", &front.to_string())],
+    );
+    let sasl = service(
+        "kafka-sasl-up",
+        &[&front.to_string(), &kafka.to_string()],
+        &[],
+    );
+    let stats_file = sasl["KAFKA_SASL_STATS"].clone();
+    let oauth_port = 4572u16;
+    service(
+        "oauth-up",
+        &[&oauth_port.to_string()],
+        &[("OAUTH_TOKEN_TTL", "6")],
+    );
+    let bootstrap = format!("127.0.0.1:{front}");
+    // The test's own client authenticates with SCRAM-SHA-512, so the counts of the router's
+    // mechanisms are the router's alone.
+    let plain_client = json!({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512",
+                              "sasl.username": "alice", "sasl.password": "alice-secret"});
+    for (mech, envs) in [
+        ("PLAIN", vec![("KAFKA_SASL", "plain:alice:alice-secret")]),
+        (
+            "SCRAM-SHA-256",
+            vec![("KAFKA_SASL", "scram-sha-256:alice:alice-secret")],
+        ),
+    ] {
+        let before = sasl_stats(&stats_file)[mech]["ok"].as_u64().unwrap_or(0);
+        let _r = route_one(&bootstrap, &plain_client, &envs);
+        let after = sasl_stats(&stats_file)[mech]["ok"].as_u64().unwrap_or(0);
+        assert!(
+            after > before,
+            "the router did not authenticate with {mech}"
+        );
+    }
+    let token_url = format!("http://127.0.0.1:{oauth_port}/token");
+    let oauth_stats = || -> Value {
+        serde_json::from_str(&get(oauth_port, "/stats").unwrap_or_else(|| "{}".into())).unwrap()
+    };
+    let issued_before = oauth_stats()["tokens_issued"].as_u64().unwrap_or(0);
+    let before = sasl_stats(&stats_file)["OAUTHBEARER"]["ok"]
+        .as_u64()
+        .unwrap_or(0);
+    let r = route_one(
+        &bootstrap,
+        &plain_client,
+        &[
+            ("KAFKA_OAUTH_CLIENT_ID", "kafka"),
+            ("KAFKA_OAUTH_CLIENT_SECRET", "kafka-secret"),
+            ("KAFKA_OAUTH_TOKEN_ENDPOINT_URI", &token_url),
+        ],
+    );
+    assert!(
+        sasl_stats(&stats_file)["OAUTHBEARER"]["ok"]
+            .as_u64()
+            .unwrap_or(0)
+            > before
+    );
+    // The token lives 6 s: librdkafka fetches the next one before it expires.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while oauth_stats()["tokens_issued"].as_u64().unwrap_or(0) < issued_before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the OAuth token was never refreshed"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(r);
+    service("kafka-sasl-down", &[&front.to_string()], &[]);
+    service("oauth-down", &[&oauth_port.to_string()], &[]);
+    service("kafka-down", &[&kafka.to_string()], &[]);
+
+    // TLS through the TLS front, the router trusting the test CA.
+    let (kafka, front) = (19098u16, 19099u16);
+    service(
+        "kafka-up",
+        &[&kafka.to_string()],
+        &[("KAFKA_ADVERTISED_PORT", &front.to_string())],
+    );
+    let tls = service(
+        "kafka-tls-up",
+        &[&front.to_string(), &kafka.to_string()],
+        &[],
+    );
+    let ca = tls["KAFKA_TLS_CA"].clone();
+    let client = json!({"security.protocol": "SSL", "ssl.ca.location": ca});
+    let _r = route_one(
+        &format!("127.0.0.1:{front}"),
+        &client,
+        &[
+            ("KAFKA_SSL_ENABLED", "true"),
+            ("KAFKA_SSL_CA_CERTFILE", &ca),
+        ],
+    );
+    service("kafka-tls-down", &[&front.to_string()], &[]);
+    service("kafka-down", &[&kafka.to_string()], &[]);
+}
