@@ -336,20 +336,9 @@ fn kinesis_going_away_keeps_clients_connected_and_comes_back() {
     up();
     let endpoint = format!("http://127.0.0.1:{PORT}");
     let boto = |args: &[&str]| {
-        let out = std::process::Command::new("python3")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/kinesis_client.py"
-            ))
-            .arg(&endpoint)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut all = vec![endpoint.as_str()];
+        all.extend_from_slice(args);
+        common::python("kinesis_client.py", &all, &[]).unwrap();
     };
     let s = stream("outage");
     boto(&["create", &s, "1"]);

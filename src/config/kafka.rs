@@ -316,23 +316,11 @@ impl KafkaConfig {
                 Some("1" | "true" | "yes")
             )
         };
-        let mut ssl = truthy(get(env::KAFKA_SSL_ENABLED));
-        let mut sasl_required = false;
-        if let Some(p) = get(env::KAFKA_SECURITY_PROTOCOL) {
-            match p.to_ascii_uppercase().as_str() {
-                "PLAINTEXT" => {}
-                "SSL" => ssl = true,
-                "SASL_PLAINTEXT" => sasl_required = true,
-                "SASL_SSL" => {
-                    ssl = true;
-                    sasl_required = true;
-                }
-                other => problems.push(format!(
-                    "{}={other:?}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
-                    env::KAFKA_SECURITY_PROTOCOL
-                )),
-            }
-        }
+        let (ssl, sasl_required) = security_protocol(
+            truthy(get(env::KAFKA_SSL_ENABLED)),
+            get(env::KAFKA_SECURITY_PROTOCOL).as_deref(),
+            problems,
+        );
         let file = |name: &str, default: &str| -> Option<PathBuf> {
             let v = get(name).unwrap_or_else(|| default.to_string());
             (!v.is_empty()).then(|| PathBuf::from(v))
@@ -447,6 +435,27 @@ impl KafkaConfig {
 }
 
 /// RIG's `plain:user:pass`, plus `scram-sha-256:user:pass` and `scram-sha-512:user:pass`.
+/// (TLS, SASL required) from RIG's `KAFKA_SSL_ENABLED` and FlowX's `KAFKA_SECURITY_PROTOCOL`.
+pub fn security_protocol(
+    ssl_enabled: bool,
+    protocol: Option<&str>,
+    problems: &mut Vec<String>,
+) -> (bool, bool) {
+    match protocol.map(str::to_ascii_uppercase).as_deref() {
+        None | Some("PLAINTEXT") => (ssl_enabled, false),
+        Some("SSL") => (true, false),
+        Some("SASL_PLAINTEXT") => (ssl_enabled, true),
+        Some("SASL_SSL") => (true, true),
+        Some(other) => {
+            problems.push(format!(
+                "{}={other:?}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+                env::KAFKA_SECURITY_PROTOCOL
+            ));
+            (ssl_enabled, false)
+        }
+    }
+}
+
 pub fn parse_sasl(raw: &str) -> Result<Sasl, SaslError> {
     let mut parts = raw.splitn(3, ':');
     let (Some(mech), Some(user), Some(pass)) = (parts.next(), parts.next(), parts.next()) else {

@@ -206,23 +206,11 @@ fn kafka_security(
             Some("1" | "true" | "yes")
         )
     };
-    let mut ssl = truthy(env::KAFKA_SSL_ENABLED);
-    let mut sasl_required = false;
-    if let Some(p) = val(env::KAFKA_SECURITY_PROTOCOL) {
-        match p.to_ascii_uppercase().as_str() {
-            "PLAINTEXT" => {}
-            "SSL" => ssl = true,
-            "SASL_PLAINTEXT" => sasl_required = true,
-            "SASL_SSL" => {
-                ssl = true;
-                sasl_required = true;
-            }
-            other => problems.push(format!(
-                "{}={other:?}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
-                env::KAFKA_SECURITY_PROTOCOL
-            )),
-        }
-    }
+    let (ssl, sasl_required) = super::kafka::security_protocol(
+        truthy(env::KAFKA_SSL_ENABLED),
+        val(env::KAFKA_SECURITY_PROTOCOL).as_deref(),
+        problems,
+    );
     if ssl {
         for (k, prop) in [
             (env::KAFKA_SSL_CA_CERTFILE, "ssl.ca.location"),

@@ -3,11 +3,15 @@
 //! partition is the lowest offset still in flight (or one past the highest done), so a crash
 //! or a rebalance re-reads everything not yet delivered and loses nothing. Sans-I/O.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 #[derive(Debug, Default)]
 pub struct Offsets {
     parts: HashMap<(String, i32), Part>,
+    /// Partitions the group gave this consumer. A message of any other partition (one fetched
+    /// before a revocation and handed out after it) is not processed: its new owner reads it,
+    /// and counting it here would move a later commit past messages never read.
+    assigned: HashSet<(String, i32)>,
 }
 
 #[derive(Debug, Default)]
@@ -18,14 +22,32 @@ struct Part {
 }
 
 impl Offsets {
-    /// A message was read and its outputs started.
-    pub fn start(&mut self, topic: &str, partition: i32, offset: i64) {
-        let p = self
-            .parts
-            .entry((topic.to_string(), partition))
-            .or_default();
+    /// The group gave this consumer a partition: its bookkeeping starts afresh.
+    pub fn assign(&mut self, topic: &str, partition: i32) {
+        let key = (topic.to_string(), partition);
+        self.parts.remove(&key);
+        self.assigned.insert(key);
+    }
+
+    /// The group took a partition away: forget it (messages of it still in flight finish, but
+    /// no longer count; its new owner re-reads from the last commit).
+    pub fn revoke(&mut self, topic: &str, partition: i32) {
+        let key = (topic.to_string(), partition);
+        self.parts.remove(&key);
+        self.assigned.remove(&key);
+    }
+
+    /// A message was read and its outputs start; false when its partition is not this
+    /// consumer's (then it must not be processed).
+    pub fn start(&mut self, topic: &str, partition: i32, offset: i64) -> bool {
+        let key = (topic.to_string(), partition);
+        if !self.assigned.contains(&key) {
+            return false;
+        }
+        let p = self.parts.entry(key).or_default();
         p.in_flight.insert(offset);
         p.next = p.next.max(offset + 1);
+        true
     }
 
     /// Every output of the message was acknowledged.
@@ -59,12 +81,6 @@ impl Offsets {
     pub fn in_flight(&self) -> usize {
         self.parts.values().map(|p| p.in_flight.len()).sum()
     }
-
-    /// A partition this consumer lost (rebalance): forget it; its new owner re-reads from the
-    /// last commit.
-    pub fn forget(&mut self, topic: &str, partition: i32) {
-        self.parts.remove(&(topic.to_string(), partition));
-    }
 }
 
 #[cfg(test)]
@@ -75,8 +91,10 @@ mod tests {
     fn commits_stop_at_the_first_undelivered_message() {
         let mut o = Offsets::default();
         assert_eq!(o.commit_point("t", 0), None);
+        assert!(!o.start("t", 0, 9), "not assigned: not processed");
+        o.assign("t", 0);
         for off in 10..15 {
-            o.start("t", 0, off);
+            assert!(o.start("t", 0, off));
         }
         assert_eq!(o.commit_point("t", 0), Some(10));
         o.done("t", 0, 11);
@@ -88,9 +106,20 @@ mod tests {
         o.done("t", 0, 14);
         assert_eq!(o.commit_point("t", 0), Some(15), "one past the last read");
         assert_eq!(o.in_flight(), 0);
+        o.assign("t", 1);
         o.start("t", 1, 3);
         assert_eq!(o.commit_points().len(), 2);
-        o.forget("t", 1);
+        o.revoke("t", 1);
         assert_eq!(o.commit_points().len(), 1);
+        assert!(
+            !o.start("t", 1, 4),
+            "a message fetched before the revocation is skipped"
+        );
+        // Assigned again later: no stale "next" from before.
+        o.assign("t", 1);
+        assert_eq!(o.commit_point("t", 1), None);
+        o.start("t", 1, 2);
+        o.done("t", 1, 2);
+        assert_eq!(o.commit_point("t", 1), Some(3));
     }
 }

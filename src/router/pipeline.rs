@@ -19,14 +19,16 @@ use super::s3::Bucket;
 use crate::config::router::RouterConfig;
 use crate::metrics::router::RouterMetrics;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::TopicPartitionList;
 use serde_json::{json, Value};
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -80,23 +82,70 @@ pub fn producer(cfg: &RouterConfig) -> Result<FutureProducer, String> {
         .map_err(|e| format!("Kafka producer: {e}"))
 }
 
+/// Commits and forgets partitions as the group takes them away, in librdkafka's rebalance
+/// callback: what was delivered is committed before the new owner starts, and a partition
+/// that comes back later starts with fresh bookkeeping (a stale "next offset" would commit
+/// past messages this consumer never read).
+struct Rebalancing {
+    offsets: Arc<Mutex<Offsets>>,
+}
+
+impl rdkafka::ClientContext for Rebalancing {}
+
+impl ConsumerContext for Rebalancing {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(assigned) = rebalance {
+            let mut offsets = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
+            for e in assigned.elements() {
+                offsets.assign(e.topic(), e.partition());
+            }
+        }
+    }
+
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        let mut offsets = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tpl = TopicPartitionList::new();
+        for e in revoked.elements() {
+            if let Some(o) = offsets.commit_point(e.topic(), e.partition()) {
+                let _ =
+                    tpl.add_partition_offset(e.topic(), e.partition(), rdkafka::Offset::Offset(o));
+            }
+            offsets.revoke(e.topic(), e.partition());
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                tracing::warn!(error = %e, "commit before a rebalance failed; the new owner re-reads those messages");
+            }
+        }
+    }
+}
+
+type Group = StreamConsumer<Rebalancing>;
+
 pub async fn run(ctx: Rc<Ctx>, mut stop: watch::Receiver<bool>) -> Result<(), String> {
     let cfg = &ctx.cfg;
-    let consumer: StreamConsumer = kafka_config(cfg)
+    let shared = Arc::new(Mutex::new(Offsets::default()));
+    let consumer: Group = kafka_config(cfg)
         .set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("session.timeout.ms", "10000")
-        .create()
+        .create_with_context(Rebalancing {
+            offsets: shared.clone(),
+        })
         .map_err(|e| format!("Kafka consumer: {e}"))?;
+    let consumer = Arc::new(consumer);
     consumer
         .subscribe(&[&cfg.ingestion_topic, &cfg.retry_topic])
         .map_err(|e| format!("subscribe: {e}"))?;
     tracing::info!(group = %cfg.group_id, ingestion = %cfg.ingestion_topic, retry = %cfg.retry_topic,
         "router consuming");
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, i32, i64)>();
-    let mut offsets = Offsets::default();
+    let offsets = || shared.lock().unwrap_or_else(|e| e.into_inner());
     let mut tick = tokio::time::interval(COMMIT_EVERY);
     let mut lag_tick = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -104,15 +153,17 @@ pub async fn run(ctx: Rc<Ctx>, mut stop: watch::Receiver<bool>) -> Result<(), St
             biased;
             _ = stop.changed() => break,
             Some((t, p, o)) = done_rx.recv() => {
-                offsets.done(&t, p, o);
+                offsets().done(&t, p, o);
                 ctx.metrics.in_flight.sub(1);
             }
-            _ = tick.tick() => commit(&consumer, &offsets, CommitMode::Async),
+            _ = tick.tick() => commit(&consumer, &offsets(), CommitMode::Async),
             _ = lag_tick.tick() => record_lag(&ctx, &consumer),
-            m = consumer.recv(), if offsets.in_flight() < MAX_IN_FLIGHT => match m {
+            m = consumer.recv(), if offsets().in_flight() < MAX_IN_FLIGHT => match m {
                 Ok(m) => {
                     let m = m.detach();
-                    offsets.start(m.topic(), m.partition(), m.offset());
+                    if !offsets().start(m.topic(), m.partition(), m.offset()) {
+                        continue; // its partition was revoked meanwhile: the new owner has it
+                    }
                     ctx.metrics.in_flight.inc();
                     ctx.metrics.consumed(m.topic()).inc();
                     let (ctx, done) = (ctx.clone(), done_tx.clone());
@@ -132,26 +183,26 @@ pub async fn run(ctx: Rc<Ctx>, mut stop: watch::Receiver<bool>) -> Result<(), St
     // Shutdown: no more reads; what is in flight gets the flush timeout to finish, then only
     // what was delivered is committed (the rest is read again after the restart).
     let deadline = tokio::time::Instant::now() + cfg.flush_timeout;
-    while offsets.in_flight() > 0 {
+    while offsets().in_flight() > 0 {
         match tokio::time::timeout_at(deadline, done_rx.recv()).await {
             Ok(Some((t, p, o))) => {
-                offsets.done(&t, p, o);
+                offsets().done(&t, p, o);
                 ctx.metrics.in_flight.sub(1);
             }
             _ => break,
         }
     }
     let _ = ctx.producer.flush(Timeout::After(cfg.flush_timeout));
-    commit(&consumer, &offsets, CommitMode::Sync);
+    commit(&consumer, &offsets(), CommitMode::Sync);
     tracing::info!(
-        undelivered = offsets.in_flight(),
+        undelivered = offsets().in_flight(),
         "router stopped; undelivered messages are read again on the next start"
     );
     Ok(())
 }
 
 /// Commits each assigned partition up to its first undelivered message.
-fn commit(consumer: &StreamConsumer, offsets: &Offsets, mode: CommitMode) {
+fn commit(consumer: &Group, offsets: &Offsets, mode: CommitMode) {
     let Ok(assigned) = consumer.assignment() else {
         return;
     };
@@ -168,18 +219,23 @@ fn commit(consumer: &StreamConsumer, offsets: &Offsets, mode: CommitMode) {
     }
 }
 
-fn record_lag(ctx: &Ctx, consumer: &StreamConsumer) {
-    let Ok(pos) = consumer.position() else { return };
-    for e in pos.elements() {
-        let rdkafka::Offset::Offset(at) = e.offset() else {
-            continue;
-        };
-        if let Ok((_, high)) =
-            consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_millis(500))
-        {
-            ctx.metrics.set_lag(e.topic(), e.partition(), high - at);
+/// Consumer lag per partition, off this thread (`fetch_watermarks` blocks on a broker round
+/// trip; here it would stall every message).
+fn record_lag(ctx: &Ctx, consumer: &Arc<Group>) {
+    let (consumer, metrics) = (consumer.clone(), ctx.metrics.clone());
+    tokio::task::spawn_blocking(move || {
+        let Ok(pos) = consumer.position() else { return };
+        for e in pos.elements() {
+            let rdkafka::Offset::Offset(at) = e.offset() else {
+                continue;
+            };
+            if let Ok((_, high)) =
+                consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
+            {
+                metrics.set_lag(e.topic(), e.partition(), high - at);
+            }
         }
-    }
+    });
 }
 
 async fn handle(ctx: &Ctx, m: OwnedMessage) {

@@ -35,24 +35,9 @@ pub fn broker_down(port: u16) {
 
 /// Runs tests/kafka_client.py against `broker`; stdout on success.
 pub fn py(broker: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/kafka_client.py"
-        ))
-        .arg(broker)
-        .args(args)
-        .output()
-        .expect("python3");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "kafka_client.py {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+    let mut all = vec![broker];
+    all.extend_from_slice(args);
+    super::python("kafka_client.py", &all, &[])
 }
 
 pub fn create(broker: &str, topic: &str, partitions: u32) {

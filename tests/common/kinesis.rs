@@ -33,24 +33,10 @@ pub fn up() {
 }
 
 pub fn py(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/kinesis_client.py"
-        ))
-        .arg(endpoint())
-        .args(args)
-        .output()
-        .expect("python3");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "kinesis_client.py {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+    let endpoint = endpoint();
+    let mut all = vec![endpoint.as_str()];
+    all.extend_from_slice(args);
+    super::python("kinesis_client.py", &all, &[])
 }
 
 pub fn stream(prefix: &str) -> String {

@@ -3,6 +3,26 @@
 #![allow(dead_code)]
 
 pub mod client;
+
+/// Runs `tests/<script>` with python3 (the independent clients); stdout, or stdout and stderr
+/// as the error.
+pub fn python(script: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<String, String> {
+    let out = std::process::Command::new("python3")
+        .arg(format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR")))
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("python3");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{script} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
 pub mod kafka;
 pub mod kinesis;
 pub mod upstream;
