@@ -29,7 +29,7 @@ NAME=ingest-$RANDOM$RANDOM
 CLK=$(getconf CLK_TCK)
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-metric() { curl -s http://127.0.0.1:4010/metrics | awk -v m="$1" 'index($0, m) == 1 {s += $NF} END {print s + 0}'; }
+metric() { (curl -s http://127.0.0.1:4010/metrics || true) | awk -v m="$1" 'index($0, m) == 1 {s += $NF} END {print s + 0}'; }
 
 fill() { # kinesis|kafka
     python3 - "$1" "$NAME" "$N" "$RATE" <<'PY'

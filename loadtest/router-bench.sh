@@ -68,7 +68,7 @@ PY
     local w0 t1 w1 routed=0
     w0=$(date +%s.%N)
     for _ in $(seq 1200); do
-        routed=$(curl -s localhost:18181/metrics | awk '/^corebridge_router_routed_total/ {s += $NF} END {print s + 0}')
+        routed=$( (curl -s localhost:18181/metrics || true) | awk '/^corebridge_router_routed_total/ {s += $NF} END {print s + 0}')
         [ "${routed%.*}" -ge $((3 * N)) ] && break
         sleep 0.1
     done
