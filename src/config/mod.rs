@@ -174,11 +174,15 @@ impl Config {
 
         let extractors = Extractors::load(get(env::EXTRACTORS).unwrap_or(""), &mut problems);
 
-        let log_level = get(env::LOG_LEVEL).unwrap_or("info").to_ascii_lowercase();
+        // RIG's LOG_LEVEL, else FlowX's Spring names (the application's level, then the root's).
+        let (level_var, raw_level) = [env::LOG_LEVEL, "LOGGING_LEVEL_APP", "LOGGING_LEVEL_ROOT"]
+            .into_iter()
+            .find_map(|k| get(k).map(|v| (k, v)))
+            .unwrap_or((env::LOG_LEVEL, "info"));
+        let log_level = raw_level.to_ascii_lowercase();
         if !["trace", "debug", "info", "warn", "warning", "error"].contains(&log_level.as_str()) {
             problems.push(format!(
-                "{}={log_level:?}: expected one of debug, info, warn, error",
-                env::LOG_LEVEL
+                "{level_var}={log_level:?}: expected one of debug, info, warn, error"
             ));
         }
         let log_format = match get(env::LOG_FMT).map(str::to_ascii_lowercase).as_deref() {
@@ -302,5 +306,25 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.len(), 4, "{e:#?}");
         assert!(e.iter().any(|p| p.contains("max_body_byte")), "{e:#?}");
+    }
+
+    #[test]
+    fn flowx_log_level_names_are_aliases() {
+        let c = Config::load(&envs(&[("LOGGING_LEVEL_ROOT", "WARN")]), None).unwrap();
+        assert_eq!(c.log_level, "warn");
+        let c = Config::load(
+            &envs(&[
+                ("LOGGING_LEVEL_ROOT", "warn"),
+                ("LOGGING_LEVEL_APP", "debug"),
+            ]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            c.log_level, "debug",
+            "the application's level wins over the root's"
+        );
+        let e = Config::load(&envs(&[("LOGGING_LEVEL_APP", "chatty")]), None).unwrap_err();
+        assert!(e.iter().any(|p| p.contains("LOGGING_LEVEL_APP")), "{e:#?}");
     }
 }
