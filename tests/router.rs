@@ -640,3 +640,58 @@ fn sasl_plain_scram_and_oauthbearer_through_the_sasl_front_and_tls_through_the_t
     service("kafka-tls-down", &[&front.to_string()], &[]);
     service("kafka-down", &[&kafka.to_string()], &[]);
 }
+
+#[test]
+fn a_registry_login_token_is_renewed_before_it_expires() {
+    let broker = broker_up(KAFKA_PORT);
+    let _s3 = s3_up();
+    let bucket = name("login");
+    s3(&["create", &bucket]);
+    let (ingest, retry, ga) = (name("click"), name("click-retry"), name("ga"));
+    for t in [&ingest, &retry, &ga] {
+        create(&broker, t, 1);
+    }
+    let reg = Registry::start();
+    reg.set("app9", &[("ga", &ga, true)]);
+    let r = router(
+        &["start", "--disable-sse"],
+        &[
+            ("ER_BOOTSTRAP_SERVERS", &broker),
+            ("ER_KAFKA_GROUP_ID", &name("group")),
+            ("ER_KAFKA_INGESTION_TOPIC", &ingest),
+            ("ER_CLICKSTREAM_RETRY_TOPIC", &retry),
+            (
+                "ER_HOUSTON_API_URL",
+                &format!("http://127.0.0.1:{}/graphql", reg.port),
+            ),
+            ("ER_HOUSTON_USERNAME", "router"),
+            ("ER_HOUSTON_PASSWORD", "secret"),
+            ("ER_CLICKSTREAM_RETRY_S3_BUCKET", &bucket),
+        ],
+    );
+    produce(
+        &ingest,
+        &json!({"appId": "app9", "messageId": "l1"}),
+        "u",
+        &[],
+    );
+    assert_eq!(consume(&ga, 1, 20).len(), 1);
+    assert_eq!(reg.stats()["tokens"], 1);
+    // The stand-in's tokens expire 63 s after issue and the router renews a minute early, so
+    // after 4 s the next lookup logs in again.
+    std::thread::sleep(Duration::from_secs(4));
+    reg.set("app10", &[("ga", &ga, true)]);
+    produce(
+        &ingest,
+        &json!({"appId": "app10", "messageId": "l2"}),
+        "u",
+        &[],
+    );
+    assert_eq!(consume(&ga, 2, 20).len(), 2);
+    assert_eq!(
+        reg.stats()["tokens"],
+        2,
+        "a new token before the old one expired"
+    );
+    drop(r);
+}
