@@ -98,18 +98,7 @@ impl Registry {
 }
 
 fn s3_up() -> String {
-    let out = Command::new(format!(
-        "{}/../shared/services/s3-up",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .arg(S3_PORT.to_string())
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    service("s3-up", &[&S3_PORT.to_string()], &[]);
     format!("http://127.0.0.1:{S3_PORT}")
 }
 
@@ -141,6 +130,47 @@ else:
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Fresh ingestion and retry topics, a fresh bucket, and the router environment naming them.
+struct Pipeline {
+    ingest: String,
+    retry: String,
+    bucket: String,
+    group: String,
+}
+
+impl Pipeline {
+    fn new(create_topic: &dyn Fn(&str)) -> Pipeline {
+        let _ = s3_up();
+        let p = Pipeline {
+            ingest: name("click"),
+            retry: name("click-retry"),
+            bucket: name("bucket"),
+            group: name("group"),
+        };
+        s3(&["create", &p.bucket]);
+        create_topic(&p.ingest);
+        create_topic(&p.retry);
+        p
+    }
+
+    /// The environment of a router on `bootstrap`, plus `extra`.
+    fn envs<'a>(
+        &'a self,
+        bootstrap: &'a str,
+        extra: &[(&'a str, &'a str)],
+    ) -> Vec<(&'a str, &'a str)> {
+        let mut all = vec![
+            ("ER_BOOTSTRAP_SERVERS", bootstrap),
+            ("ER_KAFKA_GROUP_ID", self.group.as_str()),
+            ("ER_KAFKA_INGESTION_TOPIC", self.ingest.as_str()),
+            ("ER_CLICKSTREAM_RETRY_TOPIC", self.retry.as_str()),
+            ("ER_CLICKSTREAM_RETRY_S3_BUCKET", self.bucket.as_str()),
+        ];
+        all.extend_from_slice(extra);
+        all
+    }
 }
 
 struct Router {
@@ -234,12 +264,10 @@ fn produce(topic: &str, value: &Value, key: &str, headers: &[&str]) {
 #[test]
 fn routes_to_exactly_the_enabled_integrations_and_follows_registry_changes() {
     let broker = broker_up(KAFKA_PORT);
-    let _s3 = s3_up();
-    let bucket = name("routes");
-    s3(&["create", &bucket]);
-    let (ingest, retry) = (name("click"), name("click-retry"));
+    let pl = Pipeline::new(&|t| create(&broker, t, 2));
+    let ingest = pl.ingest.clone();
     let (ga, mp, amp) = (name("ga"), name("mp"), name("amp"));
-    for t in [&ingest, &retry, &ga, &mp, &amp] {
+    for t in [&ga, &mp, &amp] {
         create(&broker, t, 2);
     }
     let reg = Registry::start();
@@ -251,21 +279,20 @@ fn routes_to_exactly_the_enabled_integrations_and_follows_registry_changes() {
             ("amplitude", &amp, false),
         ],
     );
+    let (api, sse) = (
+        format!("http://127.0.0.1:{}/graphql", reg.port),
+        format!("http://127.0.0.1:{}/sse", reg.port),
+    );
     let r = router(
         &["start"],
-        &[
-            ("ER_BOOTSTRAP_SERVERS", &broker),
-            ("ER_KAFKA_GROUP_ID", &name("group")),
-            ("ER_KAFKA_INGESTION_TOPIC", &ingest),
-            ("ER_CLICKSTREAM_RETRY_TOPIC", &retry),
-            (
-                "ER_HOUSTON_API_URL",
-                &format!("http://127.0.0.1:{}/graphql", reg.port),
-            ),
-            ("ER_HOUSTON_API_KEY", "the-key"),
-            ("ER_SSE_URL", &format!("http://127.0.0.1:{}/sse", reg.port)),
-            ("ER_CLICKSTREAM_RETRY_S3_BUCKET", &bucket),
-        ],
+        &pl.envs(
+            &broker,
+            &[
+                ("ER_HOUSTON_API_URL", &api),
+                ("ER_HOUSTON_API_KEY", "the-key"),
+                ("ER_SSE_URL", &sse),
+            ],
+        ),
     );
     let m1 = json!({"appId": "app1", "messageId": "m1", "event": "page"});
     let m2 = json!({"appId": "app1", "messageId": "m2", "integrations": {"mixpanel": false}});
@@ -325,27 +352,22 @@ fn routes_to_exactly_the_enabled_integrations_and_follows_registry_changes() {
 #[test]
 fn a_topic_that_cannot_be_produced_to_ends_in_the_retry_topic_then_s3() {
     let broker = broker_up(KAFKA_PORT);
-    let _s3 = s3_up();
-    let bucket = name("retry");
-    s3(&["create", &bucket]);
-    let (ingest, retry, ok) = (name("click"), name("click-retry"), name("ok"));
-    for t in [&ingest, &retry, &ok] {
-        create(&broker, t, 1);
-    }
+    let pl = Pipeline::new(&|t| create(&broker, t, 1));
+    let (ingest, retry, bucket) = (pl.ingest.clone(), pl.retry.clone(), pl.bucket.clone());
+    let ok = name("ok");
+    create(&broker, &ok, 1);
     // `missing` names a topic that does not exist (the test broker creates none by itself).
     let missing = name("missing");
     let integrations = format!("ok={ok},broken={missing}");
     let r = router(
         &["mock", "--integrations", &integrations, "--disable-sse"],
-        &[
-            ("ER_BOOTSTRAP_SERVERS", &broker),
-            ("ER_KAFKA_GROUP_ID", &name("group")),
-            ("ER_KAFKA_INGESTION_TOPIC", &ingest),
-            ("ER_CLICKSTREAM_RETRY_TOPIC", &retry),
-            ("ER_CLICKSTREAM_RETRY_S3_BUCKET", &bucket),
-            ("CLICKSTREAM_RETRY_S3_PATH_PREFIX", "failed/clicks"),
-            ("ER_MAX_RETRIES", "2"),
-        ],
+        &pl.envs(
+            &broker,
+            &[
+                ("CLICKSTREAM_RETRY_S3_PATH_PREFIX", "failed/clicks"),
+                ("ER_MAX_RETRIES", "2"),
+            ],
+        ),
     );
     for i in 0..3 {
         produce(
@@ -395,22 +417,12 @@ fn a_topic_that_cannot_be_produced_to_ends_in_the_retry_topic_then_s3() {
 #[test]
 fn a_router_killed_mid_stream_and_replaced_loses_nothing() {
     let broker = broker_up(KAFKA_PORT);
-    let _s3 = s3_up();
-    let bucket = name("kill");
-    s3(&["create", &bucket]);
-    let (ingest, retry, out) = (name("click"), name("click-retry"), name("out"));
-    create(&broker, &ingest, 4);
-    create(&broker, &retry, 1);
+    let pl = Pipeline::new(&|t| create(&broker, t, 4));
+    let ingest = pl.ingest.clone();
+    let out = name("out");
     create(&broker, &out, 2);
-    let group = name("group");
     let integrations = format!("out={out}");
-    let envs = [
-        ("ER_BOOTSTRAP_SERVERS", broker.as_str()),
-        ("ER_KAFKA_GROUP_ID", group.as_str()),
-        ("ER_KAFKA_INGESTION_TOPIC", ingest.as_str()),
-        ("ER_CLICKSTREAM_RETRY_TOPIC", retry.as_str()),
-        ("ER_CLICKSTREAM_RETRY_S3_BUCKET", bucket.as_str()),
-    ];
+    let envs = pl.envs(&broker, &[]);
     let args = [
         "mock",
         "--integrations",
@@ -507,26 +519,16 @@ fn py_with(client: &Value, args: &[&str]) -> Result<String, String> {
 /// One message through a router in front of a secured broker: routed, with `client` settings
 /// for the test's own producer and consumer.
 fn route_one(bootstrap: &str, client: &Value, envs: &[(&str, &str)]) -> Router {
-    let _s3 = s3_up();
-    let bucket = name("sec");
-    s3(&["create", &bucket]);
-    let (ingest, retry, out) = (name("click"), name("click-retry"), name("out"));
-    for t in [&ingest, &retry, &out] {
+    let create_topic = |t: &str| {
         py_with(client, &[bootstrap, "create", t, "1"]).unwrap();
-    }
+    };
+    let pl = Pipeline::new(&create_topic);
+    let (ingest, out) = (pl.ingest.clone(), name("out"));
+    create_topic(&out);
     let integrations = format!("out={out}");
-    let mut all = vec![
-        ("ER_BOOTSTRAP_SERVERS", bootstrap),
-        ("ER_KAFKA_INGESTION_TOPIC", ingest.as_str()),
-        ("ER_CLICKSTREAM_RETRY_TOPIC", retry.as_str()),
-        ("ER_CLICKSTREAM_RETRY_S3_BUCKET", bucket.as_str()),
-    ];
-    let group = name("group");
-    all.push(("ER_KAFKA_GROUP_ID", group.as_str()));
-    all.extend_from_slice(envs);
     let r = router(
         &["mock", "--integrations", &integrations, "--disable-sse"],
-        &all,
+        &pl.envs(bootstrap, envs),
     );
     let msg = json!({"appId": "a", "messageId": "secure-1"}).to_string();
     py_with(client, &[bootstrap, "produce", &ingest, &msg, "--key", "k"]).unwrap();
@@ -644,30 +646,22 @@ fn sasl_plain_scram_and_oauthbearer_through_the_sasl_front_and_tls_through_the_t
 #[test]
 fn a_registry_login_token_is_renewed_before_it_expires() {
     let broker = broker_up(KAFKA_PORT);
-    let _s3 = s3_up();
-    let bucket = name("login");
-    s3(&["create", &bucket]);
-    let (ingest, retry, ga) = (name("click"), name("click-retry"), name("ga"));
-    for t in [&ingest, &retry, &ga] {
-        create(&broker, t, 1);
-    }
+    let pl = Pipeline::new(&|t| create(&broker, t, 1));
+    let (ingest, ga) = (pl.ingest.clone(), name("ga"));
+    create(&broker, &ga, 1);
     let reg = Registry::start();
     reg.set("app9", &[("ga", &ga, true)]);
+    let api = format!("http://127.0.0.1:{}/graphql", reg.port);
     let r = router(
         &["start", "--disable-sse"],
-        &[
-            ("ER_BOOTSTRAP_SERVERS", &broker),
-            ("ER_KAFKA_GROUP_ID", &name("group")),
-            ("ER_KAFKA_INGESTION_TOPIC", &ingest),
-            ("ER_CLICKSTREAM_RETRY_TOPIC", &retry),
-            (
-                "ER_HOUSTON_API_URL",
-                &format!("http://127.0.0.1:{}/graphql", reg.port),
-            ),
-            ("ER_HOUSTON_USERNAME", "router"),
-            ("ER_HOUSTON_PASSWORD", "secret"),
-            ("ER_CLICKSTREAM_RETRY_S3_BUCKET", &bucket),
-        ],
+        &pl.envs(
+            &broker,
+            &[
+                ("ER_HOUSTON_API_URL", &api),
+                ("ER_HOUSTON_USERNAME", "router"),
+                ("ER_HOUSTON_PASSWORD", "secret"),
+            ],
+        ),
     );
     produce(
         &ingest,
