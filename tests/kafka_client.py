@@ -7,7 +7,7 @@ usage:
       prints "PARTITION OFFSET" of the acknowledged record
   kafka_client.py BROKER produce-many TOPIC N APP PREFIX [RATE]
       N clickstream messages {"appId": APP, "messageId": "PREFIX-i"}, keyed k<i % 16>
-  kafka_client.py BROKER consume TOPIC COUNT [--timeout S]
+  kafka_client.py BROKER consume TOPIC COUNT [--timeout S] [--from-zero]
       prints one JSON line per record: {"partition", "offset", "key", "value", "headers"}
 """
 import json
@@ -102,7 +102,17 @@ def main(argv):
 
         c = Consumer(dict(common, **{"group.id": f"test-{uuid.uuid4()}", "auto.offset.reset": "earliest",
                                      "enable.auto.commit": False}))
-        c.subscribe([topic])
+        if "--from-zero" in argv:
+            # Every partition from offset 0 itself, without asking the broker where the log
+            # starts (the test broker has answered past a partition's first record).
+            from confluent_kafka import TopicPartition
+            c.close()
+            c = Consumer(dict(common, **{"group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False,
+                                         "isolation.level": "read_uncommitted"}))
+            parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+            c.assign([TopicPartition(topic, p, 0) for p in parts])
+        else:
+            c.subscribe([topic])
         got = 0
         deadline = time.time() + timeout
         while got < count and time.time() < deadline:
