@@ -153,3 +153,62 @@ fn kinesis_settings_are_checked_up_front() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// RIG's `KAFKA_SSL_KEYFILE_PASS`: an encrypted PKCS#8 key (what `openssl pkcs8 -topk8 -v2`
+/// writes) is decrypted at start-up; a wrong passphrase, a missing one and the traditional
+/// OpenSSL encryption are named by `--check-config`.
+#[test]
+fn encrypted_kafka_client_keys_are_decrypted_with_the_passphrase() {
+    let dir = std::env::temp_dir().join(format!("cb-check-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sh = |cmd: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout plain.pem -out cert.pem -days 2 -subj /CN=client 2>/dev/null");
+    sh("openssl pkcs8 -topk8 -v2 aes-256-cbc -in plain.pem -out enc.pem -passout pass:s3cret");
+    sh("openssl rsa -in plain.pem -aes256 -traditional -out trad.pem -passout pass:s3cret 2>/dev/null");
+    let check = |key: &str, pass: Option<&str>| {
+        let mut c = corebridge();
+        c.arg("--check-config")
+            .env("KAFKA_BROKERS", "127.0.0.1:9093")
+            .env("KAFKA_SSL_ENABLED", "true")
+            .env("KAFKA_SSL_CA_CERTFILE", dir.join("cert.pem"))
+            .env("KAFKA_SSL_CERTFILE", dir.join("cert.pem"))
+            .env("KAFKA_SSL_KEYFILE", dir.join(key));
+        if let Some(p) = pass {
+            c.env("KAFKA_SSL_KEYFILE_PASS", p);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = check("enc.pem", Some("s3cret"));
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = check("enc.pem", Some("wrong"));
+    assert_eq!(code, Some(2));
+    assert!(err.contains("wrong passphrase"), "{err}");
+    let (code, err) = check("enc.pem", None);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("the key is encrypted: set KAFKA_SSL_KEYFILE_PASS"),
+        "{err}"
+    );
+    let (code, err) = check("trad.pem", Some("s3cret"));
+    assert_eq!(code, Some(2));
+    assert!(err.contains("openssl pkcs8 -topk8"), "{err}");
+    let (code, err) = check("plain.pem", None);
+    assert_eq!(code, Some(0), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
