@@ -27,6 +27,9 @@ pub const KAFKA_SSL_KEYFILE: &str = "KAFKA_SSL_KEYFILE";
 pub const KAFKA_SSL_KEYFILE_PASS: &str = "KAFKA_SSL_KEYFILE_PASS";
 pub const KAFKA_SASL: &str = "KAFKA_SASL";
 pub const KAFKA_SECURITY_PROTOCOL: &str = "KAFKA_SECURITY_PROTOCOL";
+/// FlowX: seconds between attempts after an authentication failure (and the cap of every
+/// reconnect back-off); never fatal.
+pub const KAFKA_AUTH_RETRY: &str = "KAFKA_AUTHEXCEPTIONRETRYINTERVAL";
 pub const KAFKA_MESSAGE_MAX_BYTES: &str = "KAFKA_MESSAGE_MAX_BYTES";
 pub const KAFKA_PUBLISH_TOPIC: &str = "CB_KAFKA_PUBLISH_TOPIC";
 pub const KAFKA_START_OFFSET: &str = "CB_KAFKA_START_OFFSET";

@@ -263,6 +263,9 @@ pub struct KafkaConfig {
     pub sasl: Option<Sasl>,
     pub message_max_bytes: usize,
     pub topic_refresh: Duration,
+    /// The longest pause between two connection attempts, authentication failures included
+    /// (`KAFKA_AUTHEXCEPTIONRETRYINTERVAL`, seconds, default 10).
+    pub auth_retry: Duration,
     /// How long a fetch may wait at the broker for records. Kafka answers as soon as a record
     /// arrives, so this only paces idle polling; brokers that hold the fetch for the whole wait
     /// (Tansu) add up to this much latency.
@@ -412,6 +415,7 @@ impl KafkaConfig {
             Duration::from_millis(num(env::KAFKA_TOPIC_REFRESH_MS, 30_000, problems));
         let fetch_wait =
             Duration::from_millis(num(env::KAFKA_FETCH_WAIT_MS, 100, problems).min(30_000));
+        let auth_retry = Duration::from_secs(num(env::KAFKA_AUTH_RETRY, 10, problems).min(3600));
         let produce_timeout =
             Duration::from_millis(num(env::KAFKA_PRODUCE_TIMEOUT_MS, 5_000, problems));
         let shard_queue = num(env::KAFKA_SHARD_QUEUE, 64, problems) as usize;
@@ -442,6 +446,7 @@ impl KafkaConfig {
             sasl,
             message_max_bytes,
             topic_refresh,
+            auth_retry,
             fetch_wait,
             produce_timeout,
             client_id: get(env::KAFKA_CLIENT_ID).unwrap_or_else(|| "corebridge".into()),
@@ -590,6 +595,18 @@ mod tests {
         assert_eq!(c.publish_topic, "rig");
         assert!(c.is_source("rig") && !c.is_source("rig2"));
         assert_eq!(c.start, StartOffset::Latest);
+        assert_eq!(c.auth_retry, Duration::from_secs(10));
+        let (c, p) = load(&[
+            ("KAFKA_BROKERS", "k:9092"),
+            ("KAFKA_AUTHEXCEPTIONRETRYINTERVAL", "3"),
+        ]);
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(c.unwrap().auth_retry, Duration::from_secs(3));
+        let (_, p) = load(&[
+            ("KAFKA_BROKERS", "k:9092"),
+            ("KAFKA_AUTHEXCEPTIONRETRYINTERVAL", "soon"),
+        ]);
+        assert_eq!(p.len(), 1, "{p:?}");
     }
 
     #[test]

@@ -281,6 +281,20 @@ fn kafka_security(
         (true, true) => "sasl_ssl",
     };
     set("security.protocol", protocol);
+    // FlowX's KAFKA_AUTHEXCEPTIONRETRYINTERVAL (s): librdkafka retries failed connections and
+    // authentications by itself; this caps its back-off.
+    if let Some(v) = val(env::KAFKA_AUTH_RETRY) {
+        match v.parse::<u64>() {
+            Ok(s) if s > 0 => set(
+                "reconnect.backoff.max.ms",
+                &(s.min(3600) * 1000).to_string(),
+            ),
+            _ => problems.push(format!(
+                "{}={v:?}: expected a positive number of seconds",
+                env::KAFKA_AUTH_RETRY
+            )),
+        }
+    }
     props
 }
 

@@ -109,7 +109,7 @@ pub(crate) async fn run(
                     ))));
                 }
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                backoff = (backoff * 2).min(kafka.auth_retry.max(Duration::from_millis(500)));
             }
         }
     };
