@@ -42,6 +42,9 @@ pub struct RouterConfig {
     pub message_timeout: Duration,
     pub port: u16,
     pub debug: bool,
+    /// `ER_KAFKA_PRODUCER_IDEMPOTENCE` (ours, default true): off for brokers that mishandle
+    /// idempotent producers (then one request in flight per connection keeps the order).
+    pub idempotence: bool,
     /// Extra librdkafka properties for both clients (TLS, SASL), from the Kafka settings.
     pub kafka_props: Vec<(String, String)>,
 }
@@ -172,6 +175,12 @@ impl RouterConfig {
             debug: matches!(
                 val("ER_DEBUG").as_deref(),
                 Some("true" | "1" | "True" | "TRUE")
+            ),
+            idempotence: !matches!(
+                val("ER_KAFKA_PRODUCER_IDEMPOTENCE")
+                    .map(|v| v.to_ascii_lowercase())
+                    .as_deref(),
+                Some("false" | "0" | "no")
             ),
             kafka_props: Vec::new(),
         };
