@@ -3,7 +3,7 @@
 
 usage:
   kafka_client.py BROKER create TOPIC PARTITIONS
-  kafka_client.py BROKER produce TOPIC VALUE [--key K] [--header NAME=VALUE ...] [--java-partitioner]
+  kafka_client.py BROKER produce TOPIC VALUE [--key K] [--header NAME=VALUE ...] [--partition N] [--java-partitioner]
       prints "PARTITION OFFSET" of the acknowledged record
   kafka_client.py BROKER produce-many TOPIC N APP PREFIX [RATE]
       N clickstream messages {"appId": APP, "messageId": "PREFIX-i"}, keyed k<i % 16>
@@ -39,6 +39,7 @@ def main(argv):
         value = argv[4]
         key = None
         headers = []
+        partition = None
         conf = dict(common)
         rest = argv[5:]
         i = 0
@@ -49,6 +50,9 @@ def main(argv):
             elif rest[i] == "--header":
                 name, _, v = rest[i + 1].partition("=")
                 headers.append((name, v.encode()))
+                i += 2
+            elif rest[i] == "--partition":
+                partition = int(rest[i + 1])
                 i += 2
             elif rest[i] == "--java-partitioner":
                 # librdkafka's Java-compatible partitioner: the reference for murmur2.
@@ -65,7 +69,9 @@ def main(argv):
             else:
                 result["pos"] = (msg.partition(), msg.offset())
 
-        p.produce(topic, value=value.encode(), key=key.encode() if key else None, headers=headers, on_delivery=done)
+        extra = {} if partition is None else {"partition": partition}
+        p.produce(topic, value=value.encode(), key=key.encode() if key else None, headers=headers,
+                  on_delivery=done, **extra)
         p.flush(20)
         if "pos" not in result:
             print(f"produce failed: {result.get('err')}", file=sys.stderr)

@@ -423,10 +423,18 @@ fn a_router_killed_mid_stream_and_replaced_loses_nothing() {
     let ingest = pl.ingest.clone();
     let out = name("out");
     create(&broker, &out, 2);
+    // The test broker has shown a partition's very first batch, when two routers race to write
+    // it and one is then killed, only minutes later (read after the test, it is there): each
+    // output partition gets a first record of its own before the routers start.
+    for p in ["0", "1"] {
+        py(
+            &broker,
+            &["produce", &out, r#"{"messageId":"seed"}"#, "--partition", p],
+        )
+        .unwrap();
+    }
     let integrations = format!("out={out}");
-    // The test broker exposes the first batch of a killed idempotent producer only minutes
-    // later (read after the test, it is there); this test is about offsets, not idempotence.
-    let envs = pl.envs(&broker, &[("ER_KAFKA_PRODUCER_IDEMPOTENCE", "false")]);
+    let envs = pl.envs(&broker, &[]);
     let args = [
         "mock",
         "--integrations",
@@ -463,7 +471,7 @@ fn a_router_killed_mid_stream_and_replaced_loses_nothing() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let stop_at = Instant::now() + Duration::from_secs(45);
     let mut stopped = false;
-    let (all, missing) = loop {
+    let (mut all, missing) = loop {
         if !stopped && Instant::now() > stop_at {
             for r in [&mut b, &mut c] {
                 let _ = Command::new("kill").arg(r.p.0.id().to_string()).status();
@@ -487,6 +495,7 @@ fn a_router_killed_mid_stream_and_replaced_loses_nothing() {
             break (all, missing);
         }
     };
+    all.retain(|r| !r["value"].as_str().unwrap().contains("\"seed\""));
     eprintln!(
         "killed mid-stream: {N} messages, {} records out, {} duplicates (re-read after the kill)",
         all.len(),
