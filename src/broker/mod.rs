@@ -7,6 +7,7 @@
 //! What shards may use of this module is its root: [`BrokerHandle`], [`ProduceRecord`],
 //! [`ProduceError`] and the [`http`] handle's types. Everything under `kafka/` is island code.
 
+pub mod aws;
 pub mod dns;
 pub mod http;
 pub mod kafka;
@@ -18,6 +19,30 @@ use crate::metrics::island::IslandMetrics;
 use crate::route::Control;
 use crate::runtime::island::{self, Handle, Job};
 use std::sync::Arc;
+
+/// A problem log line at most once per 10 s per source (a partition, a shard), saying how
+/// many were suppressed meanwhile: an outage must not flood the log. Each problem is also
+/// counted in the metrics.
+#[derive(Debug, Default)]
+pub(crate) struct RateLimitedLog {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    /// `Some(suppressed since the last line)` when a line may be written now.
+    pub(crate) fn allow(&mut self) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(10))
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(std::time::Instant::now());
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
 
 /// A record to produce for a publish request.
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 //! mutex once (when a partition is first consumed) and then updated lock-free. Labels: topic
 //! and partition, bounded by the configured source topics.
 
-use super::{header, names, Counter};
+use super::{escape, header, names, Counter};
 use crate::route::Control;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -142,12 +142,4 @@ impl IslandMetrics {
             }
         }
     }
-}
-
-/// Label values: escape backslash, quote and newline (topic names cannot hold the latter two,
-/// but a label must never break the exposition format).
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }

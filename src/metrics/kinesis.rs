@@ -2,7 +2,7 @@
 //! per shard created once under a mutex). Labels: stream and shard, bounded by the configured
 //! streams and their shard counts.
 
-use super::{header, Counter};
+use super::{escape, header, Counter};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
@@ -101,10 +101,4 @@ impl KinesisMetrics {
             self.put_failed.get()
         );
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }

@@ -97,6 +97,14 @@ fn sum(shards: &[std::sync::Arc<ShardMetrics>], f: impl Fn(&ShardMetrics) -> u64
     shards.iter().map(|s| f(s)).fold(0u64, u64::wrapping_add)
 }
 
+/// Label values: escape backslash, quote and newline (a label must never break the
+/// exposition format, whatever a topic, stream or shard is called).
+pub(crate) fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 pub(crate) fn header(out: &mut String, (name, help): (&str, &str), kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }

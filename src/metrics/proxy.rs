@@ -7,7 +7,7 @@
 //! per proxied request (uncontended: the exporter takes it once per scrape). A proxied request
 //! costs tens of microseconds; this is not on the per-event fan-out path.
 
-use super::{header, names, Counter};
+use super::{escape, header, names, Counter};
 use crate::proxy::table::Match;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -126,12 +126,6 @@ impl ProxyMetrics {
         self.latency_count.inc();
         self.latency_sum_us.add(d.as_micros() as u64);
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Renders every shard's gateway probes, summed. `island_dropped`: replies the broker island

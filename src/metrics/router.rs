@@ -1,7 +1,7 @@
 //! The clickstream router's probes (one process, its own Prometheus page on `ER_SERVER_PORT`).
 //! Labels: the integration's topic (bounded by the registry's integrations) and partition.
 
-use super::{header, Counter};
+use super::{escape, header, Counter};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
@@ -144,10 +144,4 @@ impl RouterMetrics {
         }
         o
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }

@@ -19,17 +19,7 @@ impl Bucket {
         region: String,
         endpoint: Option<String>,
     ) -> Bucket {
-        use aws_smithy_http_client::tls;
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(region))
-            .http_client(http)
-            .load()
-            .await;
+        let sdk = crate::broker::aws::sdk_config(&region).await;
         let mut conf = aws_sdk_s3::config::Builder::from(&sdk);
         if let Some(e) = endpoint {
             conf = conf.endpoint_url(e).force_path_style(true);
@@ -68,7 +58,7 @@ impl Bucket {
                 Err(e) => {
                     if !logged {
                         tracing::warn!(bucket = %self.bucket, key = %key,
-                            error = %crate::broker::kinesis::aws_error(&e),
+                            error = %crate::broker::aws::aws_error(&e),
                             "S3 write failed (whose fault: S3 or the network); retrying until it succeeds");
                         logged = true;
                     }

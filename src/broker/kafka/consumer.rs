@@ -9,6 +9,7 @@
 //! ```
 
 use super::Ctx;
+use crate::broker::RateLimitedLog;
 use crate::config::kafka::StartOffset;
 use crate::proto::control;
 use crate::proto::kafka_record::{self, RecordView};
@@ -23,26 +24,6 @@ use std::time::{Duration, Instant};
 
 /// Upper bound of one fetch response; a single larger record still comes whole (KIP-74).
 const FETCH_MAX_BYTES: i32 = 4 << 20;
-
-struct RateLimitedLog {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimitedLog {
-    /// At most one line per 10 s per partition, saying how many were suppressed.
-    fn allow(&mut self) -> Option<u64> {
-        if self
-            .last
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
-        {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(Instant::now());
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
 
 fn is_out_of_range(e: &KafkaError) -> bool {
     matches!(
@@ -88,14 +69,8 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
     } else {
         ctx.kafka.start
     };
-    let mut errors = RateLimitedLog {
-        last: None,
-        suppressed: 0,
-    };
-    let mut bad_records = RateLimitedLog {
-        last: None,
-        suppressed: 0,
-    };
+    let mut errors = RateLimitedLog::default();
+    let mut bad_records = RateLimitedLog::default();
     let mut backoff = Duration::from_millis(200);
     let pc = loop {
         match client

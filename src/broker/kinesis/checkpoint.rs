@@ -3,6 +3,7 @@
 //! `checkpoint` = the last sequence number delivered to the shards' queues, or `SHARD_END`.
 //! Every node keeps its own rows: each node reads every shard (no leases to share).
 
+use crate::broker::aws::aws_error;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType, TableStatus,
@@ -153,22 +154,4 @@ impl Table {
             .map_err(|e| format!("write checkpoint: {}", aws_error(&e)))?;
         Ok(())
     }
-}
-
-/// An SDK error with its service message when there is one (the `Display` of the outer
-/// error is only "service error").
-pub fn aws_error<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> String
-where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    use std::error::Error;
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -5,8 +5,10 @@
 //! end starts at `TRIM_HORIZON` (everything since the split); a child of a parent that was
 //! already closed when this node came up starts where the node starts (`CB_KINESIS_START`).
 
-use super::checkpoint::{aws_error, SHARD_END};
+use super::checkpoint::SHARD_END;
 use super::Ctx;
+use crate::broker::aws::aws_error;
+use crate::broker::RateLimitedLog;
 use crate::config::kinesis::KinesisStart;
 use crate::proto::kafka_record::{self, RecordView};
 use crate::proxy::reply;
@@ -24,22 +26,6 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// What became of shards this process read to their end: whether their children start at
 /// `TRIM_HORIZON` (the parent was read while open) or at the configured start.
 type Finished = Arc<Mutex<HashMap<(String, String), bool>>>;
-
-struct RateLimitedLog(Option<Instant>, u64);
-
-impl RateLimitedLog {
-    fn allow(&mut self) -> Option<u64> {
-        if self
-            .0
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
-        {
-            self.1 += 1;
-            return None;
-        }
-        self.0 = Some(Instant::now());
-        Some(std::mem::take(&mut self.1))
-    }
-}
 
 /// Lists the shards of every stream periodically and starts the ones that are ready.
 pub(super) async fn discover(ctx: Arc<Ctx>) {
@@ -59,7 +45,7 @@ pub(super) async fn discover(ctx: Arc<Ctx>) {
     {
         streams.push((ctx.kinesis.response_stream.clone(), true));
     }
-    let mut errors = RateLimitedLog(None, 0);
+    let mut errors = RateLimitedLog::default();
     let mut missing_logged: HashSet<String> = HashSet::new();
     // Stream name -> this node's enhanced fan-out consumer ARN.
     let mut consumers: HashMap<String, String> = HashMap::new();
@@ -418,8 +404,8 @@ async fn read_shard(
         stream: stream.clone(),
         shard: shard.clone(),
         responses,
-        errors: RateLimitedLog(None, 0),
-        bad: RateLimitedLog(None, 0),
+        errors: RateLimitedLog::default(),
+        bad: RateLimitedLog::default(),
         last_seq: None,
         checkpointed: None,
         last_checkpoint: Instant::now(),

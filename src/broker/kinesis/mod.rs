@@ -16,7 +16,7 @@ mod checkpoint;
 mod consumer;
 mod producer;
 
-pub use checkpoint::aws_error;
+use crate::broker::aws::sdk_config;
 
 use crate::config::kinesis::KinesisConfig;
 use crate::config::Config;
@@ -94,22 +94,6 @@ pub fn start(
         put,
         response_stream,
     })
-}
-
-/// The SDK's configuration with an HTTP client on rustls with ring (the default would bring
-/// aws-lc) and the default credential chain.
-async fn sdk_config(region: &str) -> aws_config::SdkConfig {
-    use aws_smithy_http_client::tls;
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(region.to_string()))
-        .http_client(http)
-        .load()
-        .await
 }
 
 async fn run(

@@ -3,8 +3,8 @@
 //! Kinesis fails (throttling, internal errors) are put again with back-off; each request is
 //! answered once its record is acknowledged, or with the reason it could not be.
 
-use super::checkpoint::aws_error;
 use super::{Ctx, PutError, PutJob};
+use crate::broker::aws::aws_error;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use std::collections::BTreeMap;
