@@ -127,6 +127,20 @@ fn main() -> ExitCode {
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "none (defaults)".into())
         );
+        if let Some(k) = &cfg.kafka {
+            let sources: Vec<&str> = k.sources.iter().map(|s| s.as_str()).collect();
+            println!("Kafka {}: sources {sources:?}", k.brokers.join(","));
+            if let Some(why) = &k.flowx {
+                println!("FlowX profile ({why})");
+            }
+            for g in &k.groups {
+                println!(
+                    "  {} read in consumer group {}",
+                    g.topics.as_str(),
+                    k.group_id(&g.group)
+                );
+            }
+        }
         return ExitCode::SUCCESS;
     }
     corebridge::logging::init(&cfg);

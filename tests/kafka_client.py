@@ -9,6 +9,8 @@ usage:
       N clickstream messages {"appId": APP, "messageId": "PREFIX-i"}, keyed k<i % 16>
   kafka_client.py BROKER consume TOPIC COUNT [--timeout S] [--from-zero]
       prints one JSON line per record: {"partition", "offset", "key", "value", "headers"}
+  kafka_client.py BROKER committed TOPIC GROUP
+      prints {"PARTITION": OFFSET, ...}: the group's committed offsets (-1001: none)
 """
 import json
 import sys
@@ -135,6 +137,14 @@ def main(argv):
             got += 1
         c.close()
         return 0 if got == count else 1
+    if cmd == "committed":
+        from confluent_kafka import TopicPartition
+        c = Consumer(dict(common, **{"group.id": argv[4], "enable.auto.commit": False}))
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        got = c.committed([TopicPartition(topic, p) for p in parts], timeout=10)
+        print(json.dumps({str(tp.partition): tp.offset for tp in got}))
+        c.close()
+        return 0
     raise SystemExit(__doc__)
 
 

@@ -40,6 +40,22 @@ pub const KAFKA_SHARD_QUEUE: &str = "CB_KAFKA_SHARD_QUEUE";
 pub const KAFKA_CLIENT_ID: &str = "CB_KAFKA_CLIENT_ID";
 pub const KAFKA_CONTROL_TOPIC: &str = "CB_KAFKA_CONTROL_TOPIC";
 pub const KAFKA_FETCH_WAIT_MS: &str = "CB_KAFKA_FETCH_WAIT_MS";
+/// FlowX: OAUTHBEARER with client credentials, for every Kafka client of the process.
+pub const KAFKA_OAUTH_CLIENT_ID: &str = "KAFKA_OAUTH_CLIENT_ID";
+pub const KAFKA_OAUTH_CLIENT_SECRET: &str = "KAFKA_OAUTH_CLIENT_SECRET";
+pub const KAFKA_OAUTH_TOKEN_ENDPOINT_URI: &str = "KAFKA_OAUTH_TOKEN_ENDPOINT_URI";
+/// `rig` or `flowx`: whose topics, groups and mappings the gateway reads (ours; default: FlowX's
+/// when only FlowX variables are set).
+pub const PROFILE: &str = "CB_PROFILE";
+/// `TOPIC_OR_PATTERN=GROUP,...`: sources read in a consumer group (ours).
+pub const KAFKA_SOURCE_GROUPS: &str = "CB_KAFKA_SOURCE_GROUPS";
+/// `node` (default) or `shared`: see `config::kafka::GroupScope` (ours).
+pub const KAFKA_GROUP_SCOPE: &str = "CB_KAFKA_GROUP_SCOPE";
+/// The JWT claim that names the user of FlowX's user messages (ours; default preferred_username).
+pub const FLOWX_USER_CLAIM: &str = "CB_FLOWX_USER_CLAIM";
+/// Path prefixes under which the inbound `/_rig/` routes are also served (ours; default FlowX's
+/// `/api/events`).
+pub const INBOUND_PATH_PREFIXES: &str = "CB_INBOUND_PATH_PREFIXES";
 
 // JWT (RIG's names, ours, FlowX's Keycloak realm).
 pub const JWT_SECRET_KEY: &str = "JWT_SECRET_KEY";

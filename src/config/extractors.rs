@@ -45,6 +45,13 @@ impl Extractors {
         self.types.iter()
     }
 
+    /// Adds `defaults`' types this set does not have (built-in extractors under the operator's).
+    pub fn add_missing(&mut self, defaults: Extractors) {
+        for (t, f) in defaults.types {
+            self.types.entry(t).or_insert(f);
+        }
+    }
+
     /// `raw` is either inline JSON (starts with `{`) or a path to a JSON file, as in RIG.
     pub fn load(raw: &str, problems: &mut Vec<String>) -> Extractors {
         let raw = raw.trim();

@@ -82,9 +82,25 @@ pub enum StartOffset {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sasl {
-    Plain { user: String, pass: String },
-    ScramSha256 { user: String, pass: String },
-    ScramSha512 { user: String, pass: String },
+    Plain {
+        user: String,
+        pass: String,
+    },
+    ScramSha256 {
+        user: String,
+        pass: String,
+    },
+    ScramSha512 {
+        user: String,
+        pass: String,
+    },
+    /// FlowX's `KAFKA_OAUTH_*`: a client-credentials token from `token_url`, fetched before it
+    /// expires, sent as OAUTHBEARER by every Kafka client of the process.
+    OauthBearer {
+        client_id: String,
+        client_secret: String,
+        token_url: String,
+    },
 }
 
 /// Kafka over TLS, read and checked at start-up: the CA file (`KAFKA_SSL_CA_CERTFILE`; empty
@@ -237,6 +253,45 @@ fn tls_config(
 pub struct RecordMapping {
     pub topics: TopicPattern,
     pub event_type: TypeFrom,
+    /// Extension attributes of the event, each from the first of its sources the record has;
+    /// extractors route on them (`/name`).
+    pub fields: Vec<MappedField>,
+}
+
+/// An extension attribute a mapped record gets (CloudEvents names: lower-case letters, digits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedField {
+    pub name: String,
+    pub from: Vec<FieldFrom>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldFrom {
+    Key,
+    /// Lower-case header name, matched case-insensitively.
+    Header(String),
+    /// A JSON pointer into the value.
+    Pointer(String),
+}
+
+/// Source topics read in a consumer group (librdkafka) instead of by every node on its own.
+#[derive(Debug, Clone)]
+pub struct GroupSource {
+    pub topics: TopicPattern,
+    /// The group as configured; see [`GroupScope`] for the id used.
+    pub group: String,
+}
+
+/// `CB_KAFKA_GROUP_SCOPE`: whose group a group source joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupScope {
+    /// `<group>.<node id>` (default): every node still reads every partition, so every client
+    /// gets its events whichever node holds it, and a restarted node resumes from its committed
+    /// offsets instead of the latest record.
+    Node,
+    /// The group as named: the nodes share the partitions, each record reaches one node. Only
+    /// for a single node, or clients pinned to nodes by the same key.
+    Shared,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,6 +328,15 @@ pub struct KafkaConfig {
     pub produce_timeout: Duration,
     pub client_id: String,
     pub mappings: Vec<RecordMapping>,
+    /// Topics consumed in a consumer group (FlowX's groups, `CB_KAFKA_SOURCE_GROUPS`).
+    pub groups: Vec<GroupSource>,
+    pub group_scope: GroupScope,
+    /// This node's id (`CB_NODE_ID`, default the host name), the suffix of node-scoped groups.
+    pub node_id: String,
+    /// librdkafka's security properties for the group consumers, from the same variables.
+    pub rdkafka_security: Vec<(String, String)>,
+    /// Why the FlowX profile is on (its topics, groups and mappings), None for RIG's.
+    pub flowx: Option<String>,
     /// Batches each shard's island queue holds before the island stops fetching.
     pub shard_queue: usize,
     /// Topics every node reads responses to waiting proxy requests from, at their latest
@@ -289,9 +353,12 @@ impl KafkaConfig {
         get: &dyn Fn(&str) -> Option<String>,
         problems: &mut Vec<String>,
     ) -> Option<KafkaConfig> {
+        let flowx = super::flowx::profile(get, problems);
+        // FlowX's documented default broker; RIG's is "Kafka off".
         let brokers_raw = get(env::KAFKA_BROKERS)
             .or_else(|| get(env::KAFKA_BOOTSTRAP_SERVERS))
-            .or_else(|| get(env::SPRING_KAFKA_BOOTSTRAP_SERVERS))?;
+            .or_else(|| get(env::SPRING_KAFKA_BOOTSTRAP_SERVERS))
+            .or_else(|| flowx.as_ref().map(|_| "localhost:9092".to_string()))?;
         let brokers: Vec<String> = brokers_raw
             .split(',')
             .map(|b| b.trim().to_string())
@@ -387,13 +454,47 @@ impl KafkaConfig {
         } else {
             None
         };
-        let sasl = get(env::KAFKA_SASL).and_then(|raw| match parse_sasl(&raw) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                problems.push(format!("{}: {e}", env::KAFKA_SASL));
+        let sasl = match (
+            get(env::KAFKA_OAUTH_CLIENT_ID),
+            get(env::KAFKA_OAUTH_CLIENT_SECRET),
+            get(env::KAFKA_OAUTH_TOKEN_ENDPOINT_URI),
+        ) {
+            (Some(client_id), Some(client_secret), Some(token_url)) => {
+                if !(token_url.starts_with("http://") || token_url.starts_with("https://")) {
+                    problems.push(format!(
+                        "{}={token_url:?}: expected an http:// or https:// URL",
+                        env::KAFKA_OAUTH_TOKEN_ENDPOINT_URI
+                    ));
+                }
+                if get(env::KAFKA_SASL).is_some() {
+                    problems.push(format!(
+                        "{} and KAFKA_OAUTH_* both name a SASL mechanism; set one",
+                        env::KAFKA_SASL
+                    ));
+                }
+                Some(Sasl::OauthBearer {
+                    client_id,
+                    client_secret,
+                    token_url,
+                })
+            }
+            (None, None, None) => get(env::KAFKA_SASL).and_then(|raw| match parse_sasl(&raw) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    problems.push(format!("{}: {e}", env::KAFKA_SASL));
+                    None
+                }
+            }),
+            _ => {
+                problems.push(format!(
+                    "{}, {} and {} go together",
+                    env::KAFKA_OAUTH_CLIENT_ID,
+                    env::KAFKA_OAUTH_CLIENT_SECRET,
+                    env::KAFKA_OAUTH_TOKEN_ENDPOINT_URI
+                ));
                 None
             }
-        });
+        };
         if sasl_required && sasl.is_none() {
             problems.push(format!(
                 "{} asks for SASL; set {}=plain:USER:PASS (or scram-sha-256:..., scram-sha-512:...)",
@@ -419,9 +520,53 @@ impl KafkaConfig {
         let produce_timeout =
             Duration::from_millis(num(env::KAFKA_PRODUCE_TIMEOUT_MS, 5_000, problems));
         let shard_queue = num(env::KAFKA_SHARD_QUEUE, 64, problems) as usize;
-        let mappings = match get(env::KAFKA_RECORD_MAPPING) {
+        let mut mappings = match get(env::KAFKA_RECORD_MAPPING) {
             None => Vec::new(),
             Some(raw) => parse_mappings(&raw, problems),
+        };
+        let mut groups = match get(env::KAFKA_SOURCE_GROUPS) {
+            None => Vec::new(),
+            Some(raw) => parse_groups(&raw, problems),
+        };
+        for g in &groups {
+            if !sources.iter().any(|s| s.as_str() == g.topics.as_str()) {
+                sources.push(g.topics.clone());
+            }
+        }
+        // FlowX's topics come after the operator's own mappings and groups, which win.
+        if flowx.is_some() {
+            for t in super::flowx::topics(get, problems) {
+                sources.push(t.topics.clone());
+                mappings.push(RecordMapping {
+                    topics: t.topics.clone(),
+                    event_type: t.event_type,
+                    fields: t.fields,
+                });
+                groups.push(GroupSource {
+                    topics: t.topics,
+                    group: t.group,
+                });
+            }
+        }
+        let group_scope = match get(env::KAFKA_GROUP_SCOPE)
+            .map(|s| s.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("node") => GroupScope::Node,
+            Some("shared") => GroupScope::Shared,
+            Some(other) => {
+                problems.push(format!(
+                    "{}={other:?}: expected node or shared",
+                    env::KAFKA_GROUP_SCOPE
+                ));
+                GroupScope::Node
+            }
+        };
+        // The same variables as the rskafka client's; their problems are reported above.
+        let rdkafka_security = if groups.is_empty() {
+            Vec::new()
+        } else {
+            rdkafka_security(get, &mut Vec::new())
         };
         let response_topics: Vec<String> = get(env::PROXY_KAFKA_RESPONSE_TOPICS)
             .unwrap_or_else(|| "rig-proxy-response".into())
@@ -451,6 +596,11 @@ impl KafkaConfig {
             produce_timeout,
             client_id: get(env::KAFKA_CLIENT_ID).unwrap_or_else(|| "corebridge".into()),
             mappings,
+            groups,
+            group_scope,
+            node_id: get(env::NODE_ID).unwrap_or_else(super::proxy::hostname),
+            rdkafka_security,
+            flowx,
             shard_queue,
             response_topics,
             log_topic: get(env::KAFKA_LOG_TOPIC).unwrap_or_else(|| "rig-request-log".into()),
@@ -461,9 +611,25 @@ impl KafkaConfig {
         self.sources.iter().any(|p| p.matches(topic))
     }
 
-    /// Topics this node consumes: the sources, the control topic and the response topics.
+    /// The group a source topic is read in, if any.
+    pub fn group_for(&self, topic: &str) -> Option<&GroupSource> {
+        self.groups.iter().find(|g| g.topics.matches(topic))
+    }
+
+    /// The consumer group id a group source joins, after [`GroupScope`].
+    pub fn group_id(&self, group: &str) -> String {
+        match self.group_scope {
+            GroupScope::Node => format!("{group}.{}", self.node_id),
+            GroupScope::Shared => group.to_string(),
+        }
+    }
+
+    /// Topics this node reads itself, partition by partition (rskafka): the control topic, the
+    /// response topics and the sources not read in a group.
     pub fn consumes(&self, topic: &str) -> bool {
-        topic == self.control_topic || self.is_response(topic) || self.is_source(topic)
+        topic == self.control_topic
+            || self.is_response(topic)
+            || (self.is_source(topic) && self.group_for(topic).is_none())
     }
 
     pub fn is_response(&self, topic: &str) -> bool {
@@ -473,6 +639,116 @@ impl KafkaConfig {
     pub fn mapping_for(&self, topic: &str) -> Option<&RecordMapping> {
         self.mappings.iter().find(|m| m.topics.matches(topic))
     }
+}
+
+/// Kafka security for librdkafka, from the gateway's settings (RIG's `KAFKA_SSL_*` and
+/// `KAFKA_SASL`, FlowX's `KAFKA_SECURITY_PROTOCOL` and `KAFKA_OAUTH_*`): TLS with a CA,
+/// client certificate and (encrypted or not) key, SASL PLAIN/SCRAM, or OAUTHBEARER with client
+/// credentials (librdkafka fetches and refreshes the token itself).
+pub fn rdkafka_security(
+    val: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) -> Vec<(String, String)> {
+    let mut props: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: &str| props.push((k.to_string(), v.to_string()));
+    let truthy = |k: &str| {
+        matches!(
+            val(k).map(|v| v.to_ascii_lowercase()).as_deref(),
+            Some("1" | "true" | "yes")
+        )
+    };
+    let (ssl, sasl_required) = security_protocol(
+        truthy(env::KAFKA_SSL_ENABLED),
+        val(env::KAFKA_SECURITY_PROTOCOL).as_deref(),
+        problems,
+    );
+    if ssl {
+        for (k, prop) in [
+            (env::KAFKA_SSL_CA_CERTFILE, "ssl.ca.location"),
+            (env::KAFKA_SSL_CERTFILE, "ssl.certificate.location"),
+            (env::KAFKA_SSL_KEYFILE, "ssl.key.location"),
+        ] {
+            if let Some(path) = val(k) {
+                if !std::path::Path::new(&path).is_file() {
+                    problems.push(format!("{k}={path:?}: no such file"));
+                }
+                set(prop, &path);
+            }
+        }
+        // librdkafka decrypts PKCS#8 and traditional OpenSSL-encrypted PEM keys itself.
+        if let Some(pass) = val(env::KAFKA_SSL_KEYFILE_PASS) {
+            set("ssl.key.password", &pass);
+        }
+    }
+    let oauth = (
+        val(env::KAFKA_OAUTH_CLIENT_ID),
+        val(env::KAFKA_OAUTH_CLIENT_SECRET),
+        val(env::KAFKA_OAUTH_TOKEN_ENDPOINT_URI),
+    );
+    let sasl = if let (Some(id), Some(secret), Some(url)) = &oauth {
+        set("sasl.mechanisms", "OAUTHBEARER");
+        set("sasl.oauthbearer.method", "oidc");
+        set("sasl.oauthbearer.client.id", id);
+        set("sasl.oauthbearer.client.secret", secret);
+        set("sasl.oauthbearer.token.endpoint.url", url);
+        true
+    } else if let Some(raw) = val(env::KAFKA_SASL) {
+        match parse_sasl(&raw) {
+            Ok(
+                Sasl::Plain { user, pass }
+                | Sasl::ScramSha256 { user, pass }
+                | Sasl::ScramSha512 { user, pass },
+            ) => {
+                let mech = raw.split(':').next().unwrap_or("").to_ascii_uppercase();
+                set("sasl.mechanisms", &mech.replace('_', "-"));
+                set("sasl.username", &user);
+                set("sasl.password", &pass);
+                true
+            }
+            // parse_sasl never makes one: OAUTHBEARER comes from KAFKA_OAUTH_*.
+            Ok(Sasl::OauthBearer { .. }) => false,
+            Err(e) => {
+                problems.push(format!("{}: {e}", env::KAFKA_SASL));
+                false
+            }
+        }
+    } else {
+        false
+    };
+    if oauth.0.is_some() != oauth.1.is_some() || oauth.0.is_some() != oauth.2.is_some() {
+        problems.push(
+            "KAFKA_OAUTH_CLIENT_ID, KAFKA_OAUTH_CLIENT_SECRET and KAFKA_OAUTH_TOKEN_ENDPOINT_URI go together".into(),
+        );
+    }
+    if sasl_required && !sasl {
+        problems.push(format!(
+            "{} asks for SASL; set {}=plain:USER:PASS (or scram-sha-256/512) or KAFKA_OAUTH_*",
+            env::KAFKA_SECURITY_PROTOCOL,
+            env::KAFKA_SASL
+        ));
+    }
+    let protocol = match (ssl, sasl) {
+        (false, false) => "plaintext",
+        (true, false) => "ssl",
+        (false, true) => "sasl_plaintext",
+        (true, true) => "sasl_ssl",
+    };
+    set("security.protocol", protocol);
+    // FlowX's KAFKA_AUTHEXCEPTIONRETRYINTERVAL (s): librdkafka retries failed connections and
+    // authentications by itself; this caps its back-off.
+    if let Some(v) = val(env::KAFKA_AUTH_RETRY) {
+        match v.parse::<u64>() {
+            Ok(s) if s > 0 => set(
+                "reconnect.backoff.max.ms",
+                &(s.min(3600) * 1000).to_string(),
+            ),
+            _ => problems.push(format!(
+                "{}={v:?}: expected a positive number of seconds",
+                env::KAFKA_AUTH_RETRY
+            )),
+        }
+    }
+    props
 }
 
 /// RIG's `plain:user:pass`, plus `scram-sha-256:user:pass` and `scram-sha-512:user:pass`.
@@ -566,7 +842,87 @@ fn parse_mappings(raw: &str, problems: &mut Vec<String>) -> Vec<RecordMapping> {
             ));
             continue;
         };
-        out.push(RecordMapping { topics, event_type });
+        let mut fields = Vec::new();
+        if let Some(f) = item.get("fields") {
+            let Some(f) = f.as_object() else {
+                problems.push(format!(
+                    "{name}[{i}].fields: expected an object of NAME: [\"header:H\" | \"key\" | \"pointer:/P\", ...]"
+                ));
+                continue;
+            };
+            for (field, from) in f {
+                let at = format!("{name}[{i}].fields.{field}");
+                if field.is_empty()
+                    || !field
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                {
+                    problems.push(format!(
+                        "{at}: a CloudEvents attribute name is lower-case letters and digits"
+                    ));
+                    continue;
+                }
+                let list: Vec<&str> = match from {
+                    Value::String(s) => vec![s.as_str()],
+                    Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+                    _ => Vec::new(),
+                };
+                let mut sources = Vec::new();
+                for src in list {
+                    if src == "key" {
+                        sources.push(FieldFrom::Key);
+                    } else if let Some(h) = src.strip_prefix("header:") {
+                        sources.push(FieldFrom::Header(h.to_ascii_lowercase()));
+                    } else if let Some(p) =
+                        src.strip_prefix("pointer:").filter(|p| p.starts_with('/'))
+                    {
+                        sources.push(FieldFrom::Pointer(p.to_string()));
+                    } else {
+                        problems.push(format!(
+                            "{at}: {src:?}: expected key, header:NAME or pointer:/PATH"
+                        ));
+                    }
+                }
+                if sources.is_empty() {
+                    problems.push(format!("{at}: no source given"));
+                    continue;
+                }
+                fields.push(MappedField {
+                    name: field.clone(),
+                    from: sources,
+                });
+            }
+        }
+        out.push(RecordMapping {
+            topics,
+            event_type,
+            fields,
+        });
+    }
+    out
+}
+
+/// `CB_KAFKA_SOURCE_GROUPS`: `TOPIC_OR_PATTERN=GROUP,...`.
+fn parse_groups(raw: &str, problems: &mut Vec<String>) -> Vec<GroupSource> {
+    let mut out = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((topics, group)) = part
+            .rsplit_once('=')
+            .filter(|(t, g)| !t.trim().is_empty() && !g.trim().is_empty())
+        else {
+            problems.push(format!(
+                "{}: {part:?}: expected TOPIC_OR_PATTERN=GROUP",
+                env::KAFKA_SOURCE_GROUPS
+            ));
+            continue;
+        };
+        match TopicPattern::parse(topics.trim()) {
+            Ok(topics) => out.push(GroupSource {
+                topics,
+                group: group.trim().to_string(),
+            }),
+            Err(e) => problems.push(format!("{}: {topics:?} {e}", env::KAFKA_SOURCE_GROUPS)),
+        }
     }
     out
 }

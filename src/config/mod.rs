@@ -4,6 +4,7 @@
 
 pub mod env;
 pub mod extractors;
+pub mod flowx;
 pub mod jwt;
 pub mod kafka;
 pub mod kinesis;
@@ -50,6 +51,9 @@ pub struct Config {
     /// The API gateway: initial definitions, timeouts, request log.
     pub proxy: proxy::ProxyConfig,
     pub kinesis: Option<kinesis::KinesisConfig>,
+    /// Prefixes under which the inbound `/_rig/` routes are also served (`CB_INBOUND_PATH_PREFIXES`,
+    /// default FlowX's `/api/events`, whose ingress keeps the path): `/api/events/_rig/v1/...`.
+    pub path_prefixes: Vec<String>,
 }
 
 /// RIG's authorization checks (`SUBSCRIPTION_CHECK`, `SUBMISSION_CHECK`).
@@ -172,7 +176,7 @@ impl Config {
         );
         let jwt = jwt::load(&|k| get(k).map(str::to_string), &mut problems);
 
-        let extractors = Extractors::load(get(env::EXTRACTORS).unwrap_or(""), &mut problems);
+        let mut extractors = Extractors::load(get(env::EXTRACTORS).unwrap_or(""), &mut problems);
 
         // RIG's LOG_LEVEL, else FlowX's Spring names (the application's level, then the root's).
         let (level_var, raw_level) = [env::LOG_LEVEL, "LOGGING_LEVEL_APP", "LOGGING_LEVEL_ROOT"]
@@ -197,6 +201,13 @@ impl Config {
         let owned = |k: &str| get(k).map(str::to_string);
         let kafka = KafkaConfig::load(&owned, &mut problems);
         let kinesis = kinesis::KinesisConfig::load(&owned, &mut problems);
+        if kafka.as_ref().is_some_and(|k| k.flowx.is_some()) {
+            let claim = get(env::FLOWX_USER_CLAIM).unwrap_or("preferred_username");
+            extractors.add_missing(Extractors::from_value(
+                &flowx::extractors(claim),
+                &mut problems,
+            ));
+        }
         let max_connections_per_minute = match get(env::MAX_CONNECTIONS_PER_MINUTE) {
             None => 5000,
             Some(v) => v.parse::<u64>().ok().filter(|n| *n > 0).unwrap_or_else(|| {
@@ -218,6 +229,27 @@ impl Config {
             &mut problems,
         );
         let api_token = get(env::API_TOKEN).map(str::to_string);
+        let mut path_prefixes = Vec::new();
+        // Set but blank turns the prefixes off; unset means FlowX's.
+        let raw_prefixes = match envs.get(env::INBOUND_PATH_PREFIXES) {
+            Some(v) => v.trim(),
+            None => "/api/events",
+        };
+        for p in raw_prefixes
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let p = p.trim_end_matches('/');
+            if !p.starts_with('/') || p.len() < 2 || p.contains(['?', '#', ' ']) {
+                problems.push(format!(
+                    "{}: {p:?}: expected a path such as /api/events",
+                    env::INBOUND_PATH_PREFIXES
+                ));
+            } else {
+                path_prefixes.push(p.to_string());
+            }
+        }
         let proxy = proxy::ProxyConfig::load(
             envs,
             kafka.is_some(),
@@ -248,6 +280,7 @@ impl Config {
                 log_format,
                 tuning,
                 tuning_file,
+                path_prefixes,
             })
         } else {
             Err(Problems(problems))

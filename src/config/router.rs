@@ -185,7 +185,7 @@ impl RouterConfig {
             kafka_props: Vec::new(),
         };
         let mut cfg = cfg;
-        cfg.kafka_props = kafka_security(&val, &mut problems);
+        cfg.kafka_props = super::kafka::rdkafka_security(&val, &mut problems);
         if cfg.ingestion_topic == cfg.retry_topic {
             problems
                 .push("ER_KAFKA_INGESTION_TOPIC and ER_CLICKSTREAM_RETRY_TOPIC must differ".into());
@@ -196,115 +196,6 @@ impl RouterConfig {
             Err(problems)
         }
     }
-}
-
-/// Kafka security for librdkafka, from the gateway's settings (RIG's `KAFKA_SSL_*` and
-/// `KAFKA_SASL`, FlowX's `KAFKA_SECURITY_PROTOCOL` and `KAFKA_OAUTH_*`): TLS with a CA,
-/// client certificate and (encrypted or not) key, SASL PLAIN/SCRAM, or OAUTHBEARER with client
-/// credentials (librdkafka fetches and refreshes the token itself).
-fn kafka_security(
-    val: &dyn Fn(&str) -> Option<String>,
-    problems: &mut Vec<String>,
-) -> Vec<(String, String)> {
-    use super::env;
-    let mut props: Vec<(String, String)> = Vec::new();
-    let mut set = |k: &str, v: &str| props.push((k.to_string(), v.to_string()));
-    let truthy = |k: &str| {
-        matches!(
-            val(k).map(|v| v.to_ascii_lowercase()).as_deref(),
-            Some("1" | "true" | "yes")
-        )
-    };
-    let (ssl, sasl_required) = super::kafka::security_protocol(
-        truthy(env::KAFKA_SSL_ENABLED),
-        val(env::KAFKA_SECURITY_PROTOCOL).as_deref(),
-        problems,
-    );
-    if ssl {
-        for (k, prop) in [
-            (env::KAFKA_SSL_CA_CERTFILE, "ssl.ca.location"),
-            (env::KAFKA_SSL_CERTFILE, "ssl.certificate.location"),
-            (env::KAFKA_SSL_KEYFILE, "ssl.key.location"),
-        ] {
-            if let Some(path) = val(k) {
-                if !std::path::Path::new(&path).is_file() {
-                    problems.push(format!("{k}={path:?}: no such file"));
-                }
-                set(prop, &path);
-            }
-        }
-        // librdkafka decrypts PKCS#8 and traditional OpenSSL-encrypted PEM keys itself.
-        if let Some(pass) = val(env::KAFKA_SSL_KEYFILE_PASS) {
-            set("ssl.key.password", &pass);
-        }
-    }
-    let oauth = (
-        val("KAFKA_OAUTH_CLIENT_ID"),
-        val("KAFKA_OAUTH_CLIENT_SECRET"),
-        val("KAFKA_OAUTH_TOKEN_ENDPOINT_URI"),
-    );
-    let sasl = if let (Some(id), Some(secret), Some(url)) = &oauth {
-        set("sasl.mechanisms", "OAUTHBEARER");
-        set("sasl.oauthbearer.method", "oidc");
-        set("sasl.oauthbearer.client.id", id);
-        set("sasl.oauthbearer.client.secret", secret);
-        set("sasl.oauthbearer.token.endpoint.url", url);
-        true
-    } else if let Some(raw) = val(env::KAFKA_SASL) {
-        match super::kafka::parse_sasl(&raw) {
-            Ok(s) => {
-                let (mech, user, pass) = match s {
-                    super::kafka::Sasl::Plain { user, pass } => ("PLAIN", user, pass),
-                    super::kafka::Sasl::ScramSha256 { user, pass } => ("SCRAM-SHA-256", user, pass),
-                    super::kafka::Sasl::ScramSha512 { user, pass } => ("SCRAM-SHA-512", user, pass),
-                };
-                set("sasl.mechanisms", mech);
-                set("sasl.username", &user);
-                set("sasl.password", &pass);
-                true
-            }
-            Err(e) => {
-                problems.push(format!("{}: {e}", env::KAFKA_SASL));
-                false
-            }
-        }
-    } else {
-        false
-    };
-    if oauth.0.is_some() != oauth.1.is_some() || oauth.0.is_some() != oauth.2.is_some() {
-        problems.push(
-            "KAFKA_OAUTH_CLIENT_ID, KAFKA_OAUTH_CLIENT_SECRET and KAFKA_OAUTH_TOKEN_ENDPOINT_URI go together".into(),
-        );
-    }
-    if sasl_required && !sasl {
-        problems.push(format!(
-            "{} asks for SASL; set {}=plain:USER:PASS (or scram-sha-256/512) or KAFKA_OAUTH_*",
-            env::KAFKA_SECURITY_PROTOCOL,
-            env::KAFKA_SASL
-        ));
-    }
-    let protocol = match (ssl, sasl) {
-        (false, false) => "plaintext",
-        (true, false) => "ssl",
-        (false, true) => "sasl_plaintext",
-        (true, true) => "sasl_ssl",
-    };
-    set("security.protocol", protocol);
-    // FlowX's KAFKA_AUTHEXCEPTIONRETRYINTERVAL (s): librdkafka retries failed connections and
-    // authentications by itself; this caps its back-off.
-    if let Some(v) = val(env::KAFKA_AUTH_RETRY) {
-        match v.parse::<u64>() {
-            Ok(s) if s > 0 => set(
-                "reconnect.backoff.max.ms",
-                &(s.min(3600) * 1000).to_string(),
-            ),
-            _ => problems.push(format!(
-                "{}={v:?}: expected a positive number of seconds",
-                env::KAFKA_AUTH_RETRY
-            )),
-        }
-    }
-    props
 }
 
 /// `NAME=TOPIC,...` (a bare `NAME` means the topic of the same name).

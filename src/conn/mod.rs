@@ -201,7 +201,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
         // Head. Its deadline is total, counted from its first byte: a timeout per read would
         // let a client sending a byte every few seconds hold the connection forever.
         let mut head_deadline: Option<Instant> = None;
-        let (head, head_len) = loop {
+        let (mut head, head_len) = loop {
             match http1::parse_head(&buf, &limits) {
                 Ok(Some(parsed)) => break parsed,
                 Ok(None) => {}
@@ -230,6 +230,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
             }
         };
         buf.drain(..head_len);
+        if which == Listener::Inbound {
+            strip_prefix(&shard.cfg().path_prefixes, &mut head.path);
+        }
 
         // Every inbound request not under /_rig/ belongs to the API gateway, which streams
         // its body (RIG's router sends everything it does not serve itself to its proxy).
@@ -318,4 +321,37 @@ async fn write_resp(
         bytes.truncate(bytes.len() - r.body.len());
     }
     stream.write_all(&bytes).await.is_ok()
+}
+
+/// `/api/events/_rig/v1/connection/sse` is served as `/_rig/v1/connection/sse` (FlowX's ingress
+/// keeps its prefix). Only `/_rig/` routes move: every other path stays the API gateway's.
+fn strip_prefix(prefixes: &[String], path: &mut String) {
+    for p in prefixes {
+        if let Some(rest) = path.strip_prefix(p.as_str()) {
+            if rest.starts_with("/_rig/") {
+                path.drain(..p.len());
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    #[test]
+    fn only_rig_routes_lose_the_prefix() {
+        let prefixes = vec!["/api/events".to_string()];
+        let strip = |p: &str| {
+            let mut s = p.to_string();
+            super::strip_prefix(&prefixes, &mut s);
+            s
+        };
+        assert_eq!(
+            strip("/api/events/_rig/v1/connection/sse"),
+            "/_rig/v1/connection/sse"
+        );
+        assert_eq!(strip("/api/events/other"), "/api/events/other");
+        assert_eq!(strip("/api/eventsx/_rig/v1/x"), "/api/eventsx/_rig/v1/x");
+        assert_eq!(strip("/_rig/health"), "/_rig/health");
+    }
 }

@@ -7,7 +7,7 @@
 //! route on them. Also Kafka's murmur2 partitioner, so keys land where Java producers put them.
 
 use super::cloudevents::{self, CloudEvent};
-use crate::config::kafka::TypeFrom;
+use crate::config::kafka::{FieldFrom, RecordMapping, TypeFrom};
 use serde_json::{Map, Value};
 
 /// What decoding needs of a record; borrowed from the client's record type.
@@ -46,7 +46,10 @@ impl RecordView<'_> {
     }
 }
 
-pub fn decode(rec: &RecordView, mapping: Option<&TypeFrom>) -> Result<CloudEvent, DecodeError> {
+pub fn decode(
+    rec: &RecordView,
+    mapping: Option<&RecordMapping>,
+) -> Result<CloudEvent, DecodeError> {
     if let Some(m) = mapping {
         return map_record(rec, m);
     }
@@ -99,11 +102,11 @@ fn text(bytes: &[u8]) -> Value {
     Value::String(String::from_utf8_lossy(bytes).into_owned())
 }
 
-fn map_record(rec: &RecordView, how: &TypeFrom) -> Result<CloudEvent, DecodeError> {
+fn map_record(rec: &RecordView, how: &RecordMapping) -> Result<CloudEvent, DecodeError> {
     let data = rec
         .value
         .map(|v| serde_json::from_slice::<Value>(v).unwrap_or_else(|_| text(v)));
-    let event_type = match how {
+    let event_type = match &how.event_type {
         TypeFrom::Topic => rec.topic.to_string(),
         TypeFrom::Fixed(t) => t.clone(),
         TypeFrom::Header(h) => match rec.header(h) {
@@ -152,6 +155,20 @@ fn map_record(rec: &RecordView, how: &TypeFrom) -> Result<CloudEvent, DecodeErro
             .map(|(k, v)| (k.to_ascii_lowercase(), text(v)))
             .collect();
         m.insert("kafkaheaders".into(), Value::Object(h));
+    }
+    for f in &how.fields {
+        let found = f.from.iter().find_map(|src| match src {
+            FieldFrom::Key => rec.key.filter(|k| !k.is_empty()).map(text),
+            FieldFrom::Header(h) => rec.header(h).filter(|v| !v.is_empty()).map(text),
+            FieldFrom::Pointer(p) => data
+                .as_ref()
+                .and_then(|d| d.pointer(p))
+                .filter(|v| !v.is_null())
+                .cloned(),
+        });
+        if let Some(v) = found {
+            m.entry(f.name.clone()).or_insert(v);
+        }
     }
     if let Some(d) = data {
         m.insert("data".into(), d);
@@ -263,12 +280,44 @@ mod tests {
         ));
     }
 
+    fn mapping(event_type: TypeFrom) -> RecordMapping {
+        RecordMapping {
+            topics: crate::config::kafka::TopicPattern::Name("rig".into()),
+            event_type,
+            fields: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn mapped_fields_take_the_first_source_present() {
+        use crate::config::kafka::MappedField;
+        let mut m = mapping(TypeFrom::Fixed("flowx.processinstance.message".into()));
+        m.fields.push(MappedField {
+            name: "processinstanceuuid".into(),
+            from: vec![
+                FieldFrom::Header("processinstanceuuid".into()),
+                FieldFrom::Key,
+            ],
+        });
+        m.fields.push(MappedField {
+            name: "tenant".into(),
+            from: vec![FieldFrom::Pointer("/t".into())],
+        });
+        let e = decode(&rec(br#"{"t":"acme"}"#, &[]), Some(&m)).unwrap();
+        assert_eq!(e.value["processinstanceuuid"], "user-7");
+        assert_eq!(e.value["tenant"], "acme");
+        let h: &[(&str, &[u8])] = &[("processInstanceUuid", b"pi-1")];
+        let e = decode(&rec(b"{}", h), Some(&m)).unwrap();
+        assert_eq!(e.value["processinstanceuuid"], "pi-1");
+        assert!(e.value.get("tenant").is_none());
+    }
+
     #[test]
     fn mapping_builds_a_routable_event() {
         let h: &[(&str, &[u8])] = &[("fxType", b"process.update"), ("userId", b"u1")];
         let e = decode(
             &rec(br#"{"pid":5}"#, h),
-            Some(&TypeFrom::Header("fxtype".into())),
+            Some(&mapping(TypeFrom::Header("fxtype".into()))),
         )
         .unwrap();
         assert_eq!(e.event_type, "process.update");
@@ -278,10 +327,14 @@ mod tests {
         assert_eq!(e.value["data"]["pid"], 5);
         let e = decode(
             &rec(br#"{"kind":"k1"}"#, &[]),
-            Some(&TypeFrom::Pointer("/kind".into())),
+            Some(&mapping(TypeFrom::Pointer("/kind".into()))),
         )
         .unwrap();
         assert_eq!(e.event_type, "k1");
-        assert!(decode(&rec(b"{}", &[]), Some(&TypeFrom::Header("nope".into()))).is_err());
+        assert!(decode(
+            &rec(b"{}", &[]),
+            Some(&mapping(TypeFrom::Header("nope".into())))
+        )
+        .is_err());
     }
 }

@@ -311,6 +311,11 @@ impl SseClient {
             Some(s) => format!("/_rig/v1/connection/sse?subscriptions={}", enc(s)),
             None => "/_rig/v1/connection/sse".into(),
         };
+        SseClient::at(s, &path)
+    }
+
+    /// Connects to `path` (with its query) as given.
+    pub fn at(s: TcpStream, path: &str) -> SseClient {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut w = s.try_clone().unwrap();
         write!(

@@ -10,7 +10,8 @@
 
 use super::Ctx;
 use crate::broker::RateLimitedLog;
-use crate::config::kafka::StartOffset;
+use crate::config::kafka::{RecordMapping, StartOffset};
+use crate::metrics::island::TopicStats;
 use crate::proto::control;
 use crate::proto::kafka_record::{self, RecordView};
 use crate::proxy::reply;
@@ -55,7 +56,7 @@ async fn start_offset(pc: &PartitionClient, start: StartOffset) -> Result<i64, K
 pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, partition: i32) {
     let stats = ctx.metrics.topic(&topic);
     let lag = ctx.metrics.partition(&topic, partition);
-    let mapping = ctx.kafka.mapping_for(&topic).map(|m| m.event_type.clone());
+    let mapping = ctx.kafka.mapping_for(&topic).cloned();
     let max_bytes = ctx.kafka.message_max_bytes;
     let fetch_wait_ms = ctx.kafka.fetch_wait.as_millis() as i32;
     // Blacklist entries and API definitions must reach a node that starts after they were
@@ -173,22 +174,10 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
                         headers: &headers,
                         timestamp_ms: r.record.timestamp.timestamp_millis(),
                     };
-                    match kafka_record::decode(&view, mapping.as_ref()) {
-                        Ok(ce) => {
-                            stats.consumed.inc();
-                            events.push(Arc::new(Event::from_cloudevent(
-                                &ce,
-                                view.position(),
-                                &ctx.cfg.extractors,
-                            )));
-                        }
-                        Err(e) => {
-                            stats.failed.inc();
-                            if let Some(n) = bad_records.allow() {
-                                tracing::warn!(topic = %topic, partition, offset = r.offset, error = %e, suppressed = n,
-                                    "record skipped (whose fault: the producer)");
-                            }
-                        }
+                    if let Some(ev) =
+                        to_event(&ctx, &view, mapping.as_ref(), &stats, &mut bad_records)
+                    {
+                        events.push(ev);
                     }
                 }
                 lag.lag.set((high_watermark - next).max(0) as u64);
@@ -205,26 +194,8 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
                         }
                     }
                 }
-                // Each shard gets the events it has takers for, in partition order.
-                let mut per_shard: Vec<Vec<Arc<Event>>> = vec![Vec::new(); ctx.shards.len()];
-                for ev in events {
-                    let wanted = ctx.interest.shards_for(&ev.event_type, &ev.fields);
-                    if wanted == 0 {
-                        ctx.metrics.unwanted.inc();
-                        continue;
-                    }
-                    for (i, batch) in per_shard.iter_mut().enumerate() {
-                        if wanted & (1 << i) != 0 {
-                            batch.push(ev.clone());
-                        }
-                    }
-                }
-                for (shard, batch) in ctx.shards.iter().zip(per_shard) {
-                    if !batch.is_empty()
-                        && shard.send(Control::Events(Arc::new(batch))).await.is_err()
-                    {
-                        return; // the shard is gone: shutting down
-                    }
+                if !dispatch(&ctx, events).await {
+                    return; // the shards are gone: shutting down
                 }
             }
             Err(e) if is_out_of_range(&e) => {
@@ -245,6 +216,58 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
             }
         }
     }
+}
+
+/// A source record as an event, or None (counted and logged) when it cannot be one.
+pub(super) fn to_event(
+    ctx: &Ctx,
+    view: &RecordView,
+    mapping: Option<&RecordMapping>,
+    stats: &TopicStats,
+    bad_records: &mut RateLimitedLog,
+) -> Option<Arc<Event>> {
+    match kafka_record::decode(view, mapping) {
+        Ok(ce) => {
+            stats.consumed.inc();
+            Some(Arc::new(Event::from_cloudevent(
+                &ce,
+                view.position(),
+                &ctx.cfg.extractors,
+            )))
+        }
+        Err(e) => {
+            stats.failed.inc();
+            if let Some(n) = bad_records.allow() {
+                tracing::warn!(topic = %view.topic, partition = view.partition, offset = view.offset, error = %e, suppressed = n,
+                    "record skipped (whose fault: the producer)");
+            }
+            None
+        }
+    }
+}
+
+/// Each shard gets the events it has takers for, in the order given (one batch per shard);
+/// false when the shards are gone (shutting down).
+pub(super) async fn dispatch(ctx: &Ctx, events: Vec<Arc<Event>>) -> bool {
+    let mut per_shard: Vec<Vec<Arc<Event>>> = vec![Vec::new(); ctx.shards.len()];
+    for ev in events {
+        let wanted = ctx.interest.shards_for(&ev.event_type, &ev.fields);
+        if wanted == 0 {
+            ctx.metrics.unwanted.inc();
+            continue;
+        }
+        for (i, batch) in per_shard.iter_mut().enumerate() {
+            if wanted & (1 << i) != 0 {
+                batch.push(ev.clone());
+            }
+        }
+    }
+    for (shard, batch) in ctx.shards.iter().zip(per_shard) {
+        if !batch.is_empty() && shard.send(Control::Events(Arc::new(batch))).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// A control record as shards apply it (an API definition is compiled here, once).

@@ -9,6 +9,8 @@
 //! partition where it stopped.
 
 mod consumer;
+mod group;
+mod oauth;
 mod producer;
 
 use super::ProduceJob;
@@ -46,9 +48,14 @@ enum ConnectError {
     Refused(#[from] rskafka::client::error::Error),
     #[error("no answer within {} s", CONNECT_TIMEOUT.as_secs())]
     Timeout,
+    #[error("OAUTHBEARER configured but no token source was built")]
+    NoTokenSource,
 }
 
-async fn connect(k: &KafkaConfig) -> Result<Client, ConnectError> {
+async fn connect(
+    k: &KafkaConfig,
+    tokens: Option<&Arc<oauth::TokenSource>>,
+) -> Result<Client, ConnectError> {
     let mut b = ClientBuilder::new(k.brokers.clone())
         .client_id(k.client_id.clone())
         // Room for one record of the configured maximum plus its batch, so an oversized record
@@ -72,6 +79,10 @@ async fn connect(k: &KafkaConfig) -> Result<Client, ConnectError> {
             Sasl::ScramSha512 { user, pass } => {
                 SaslConfig::ScramSha512(Credentials::new(user, pass))
             }
+            Sasl::OauthBearer { .. } => match tokens {
+                Some(t) => SaslConfig::Oauthbearer(t.credentials()),
+                None => return Err(ConnectError::NoTokenSource),
+            },
         });
     }
     // The builder retries forever against a dead broker: bound it.
@@ -92,8 +103,25 @@ pub(crate) async fn run(
 ) {
     let brokers = kafka.brokers.join(",");
     let mut backoff = Duration::from_millis(500);
+    let tokens = match &kafka.sasl {
+        Some(Sasl::OauthBearer {
+            client_id,
+            client_secret,
+            token_url,
+        }) => match oauth::TokenSource::new(client_id, client_secret, token_url) {
+            Ok(t) => {
+                tokio::spawn(t.clone().refresh_forever(kafka.auth_retry));
+                Some(t)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Kafka OAUTHBEARER unavailable; Kafka stays off");
+                return;
+            }
+        },
+        _ => None,
+    };
     let client = loop {
-        match connect(&kafka).await {
+        match connect(&kafka, tokens.as_ref()).await {
             Ok(c) => break Arc::new(c),
             Err(e) => {
                 metrics.connect_failures.inc();
@@ -115,6 +143,10 @@ pub(crate) async fn run(
     };
     metrics.up.set(1);
     tracing::info!(brokers = %brokers, "connected to Kafka");
+    if let Some(why) = &kafka.flowx {
+        tracing::info!(reason = %why, groups = kafka.groups.len(),
+            "FlowX profile: FlowX's topics, consumer groups and record mappings are read");
+    }
     let ctx = Arc::new(Ctx {
         cfg,
         kafka,
@@ -124,6 +156,7 @@ pub(crate) async fn run(
         node,
     });
     tokio::spawn(producer::serve(ctx.clone(), client.clone(), jobs));
+    group::start(&ctx);
     discover(ctx, client).await;
 }
 
@@ -134,9 +167,11 @@ async fn discover(ctx: Arc<Ctx>, client: Arc<Client>) {
     loop {
         match client.list_topics().await {
             Ok(topics) => {
-                let mut matched = 0;
+                let matched = topics
+                    .iter()
+                    .filter(|t| ctx.kafka.is_source(&t.name))
+                    .count();
                 for t in topics.iter().filter(|t| ctx.kafka.consumes(&t.name)) {
-                    matched += usize::from(ctx.kafka.is_source(&t.name));
                     for &p in &t.partitions {
                         if running.insert((t.name.clone(), p)) {
                             tracing::info!(topic = %t.name, partition = p, "consuming");

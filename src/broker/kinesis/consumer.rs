@@ -275,7 +275,7 @@ struct Reader {
     stats: Arc<crate::metrics::kinesis::StreamStats>,
     /// Created at the first answer, so its presence in the metrics means "reading".
     age: Option<Arc<crate::metrics::Counter>>,
-    mapping: Option<crate::config::kafka::TypeFrom>,
+    mapping: Option<crate::config::kafka::RecordMapping>,
     errors: RateLimitedLog,
     bad: RateLimitedLog,
     /// The last record read (where to resume after an error or a renewed subscription).
@@ -399,7 +399,7 @@ async fn read_shard(
             .kafka
             .as_ref()
             .and_then(|k| k.mapping_for(&stream))
-            .map(|m| m.event_type.clone()),
+            .cloned(),
         ctx: ctx.clone(),
         stream: stream.clone(),
         shard: shard.clone(),

@@ -1,0 +1,228 @@
+//! Source topics read in a consumer group (FlowX's `KAFKA_CONSUMER_GROUPID_*`,
+//! `CB_KAFKA_SOURCE_GROUPS`), with librdkafka: it owns membership, cooperative rebalancing and
+//! offset commits, which rskafka lacks.
+//!
+//! ```text
+//! list topics (every CB_KAFKA_TOPIC_REFRESH_MS) ─> subscribe to the names matching the group's
+//! patterns ─> recv a record, then whatever else is ready (≤ BATCH) ─> decode once ─> one batch
+//! per shard ─> store each partition's next offset (auto-committed every second)
+//! ```
+//!
+//! An offset is stored only after its record was handed to the shards, so a restart re-reads
+//! what was not delivered instead of skipping it. One consumer per group id; records of one
+//! partition stay in order. The topic list is matched here rather than with librdkafka's own
+//! regular expressions, so patterns mean exactly what they mean for the other sources.
+
+use super::consumer::{dispatch, to_event};
+use super::Ctx;
+use crate::broker::RateLimitedLog;
+use crate::config::kafka::{StartOffset, TopicPattern};
+use crate::proto::kafka_record::RecordView;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Records handed to the shards in one go when they arrive faster than one at a time.
+const BATCH: usize = 512;
+
+pub(super) fn start(ctx: &Arc<Ctx>) {
+    let mut by_group: BTreeMap<String, Vec<TopicPattern>> = BTreeMap::new();
+    for g in &ctx.kafka.groups {
+        by_group
+            .entry(g.group.clone())
+            .or_default()
+            .push(g.topics.clone());
+    }
+    for (group, patterns) in by_group {
+        tokio::spawn(run(ctx.clone(), group, patterns));
+    }
+}
+
+fn consumer(ctx: &Ctx, id: &str) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
+    let k = &ctx.kafka;
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", k.brokers.join(","))
+        .set("group.id", id)
+        .set("client.id", &k.client_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "auto.offset.reset",
+            match k.start {
+                StartOffset::Latest => "latest",
+                StartOffset::Earliest => "earliest",
+            },
+        )
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set(
+            "fetch.wait.max.ms",
+            k.fetch_wait.as_millis().clamp(1, 30_000).to_string(),
+        )
+        // A record up to KAFKA_MESSAGE_MAX_BYTES is fetched whole, then counted and skipped
+        // if it is over the limit.
+        .set(
+            "fetch.message.max.bytes",
+            k.message_max_bytes.clamp(1 << 20, 1 << 30).to_string(),
+        )
+        .set(
+            "receive.message.max.bytes",
+            (k.message_max_bytes.clamp(1 << 20, 1 << 30) * 2 + 4096).to_string(),
+        );
+    for (key, v) in &k.rdkafka_security {
+        cc.set(key, v);
+    }
+    cc.create()
+}
+
+/// The topic names that match the group's patterns, sorted; None when listing failed.
+async fn matching(c: &Arc<StreamConsumer>, patterns: &[TopicPattern]) -> Option<Vec<String>> {
+    let c = c.clone();
+    let all = tokio::task::spawn_blocking(move || {
+        c.fetch_metadata(None, Duration::from_secs(5)).map(|md| {
+            md.topics()
+                .iter()
+                .map(|t| t.name().to_string())
+                .collect::<Vec<_>>()
+        })
+    })
+    .await
+    .ok()?;
+    match all {
+        Ok(all) => {
+            let mut want: Vec<String> = all
+                .into_iter()
+                .filter(|t| patterns.iter().any(|p| p.matches(t)))
+                .collect();
+            want.sort();
+            Some(want)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "listing Kafka topics for a group failed (whose fault: broker or network)");
+            None
+        }
+    }
+}
+
+async fn run(ctx: Arc<Ctx>, group: String, patterns: Vec<TopicPattern>) {
+    let id = ctx.kafka.group_id(&group);
+    let c = match consumer(&ctx, &id) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            tracing::error!(group = %id, error = %e, "cannot create the group consumer (whose fault: configuration); its topics are not read");
+            return;
+        }
+    };
+    let mut subscribed: Vec<String> = Vec::new();
+    let mut next_list = Instant::now();
+    let mut logged_missing = false;
+    let mut errors = RateLimitedLog::default();
+    let mut bad = RateLimitedLog::default();
+    let mut stats = HashMap::new();
+    loop {
+        if Instant::now() >= next_list {
+            next_list = Instant::now() + ctx.kafka.topic_refresh;
+            if let Some(want) = matching(&c, &patterns).await {
+                if want.is_empty() && !logged_missing {
+                    let p: Vec<&str> = patterns.iter().map(|p| p.as_str()).collect();
+                    tracing::warn!(group = %id, patterns = ?p, "no Kafka topic matches the group's topics yet; checking again periodically");
+                    logged_missing = true;
+                }
+                if !want.is_empty() && want != subscribed {
+                    let names: Vec<&str> = want.iter().map(String::as_str).collect();
+                    match c.subscribe(&names) {
+                        Ok(()) => {
+                            tracing::info!(group = %id, topics = ?names, "consuming in a group");
+                            subscribed = want;
+                        }
+                        Err(e) => {
+                            tracing::warn!(group = %id, error = %e, "subscribing failed; retrying")
+                        }
+                    }
+                }
+            }
+        }
+        let until = next_list.saturating_duration_since(Instant::now());
+        if subscribed.is_empty() {
+            tokio::time::sleep(until).await;
+            continue;
+        }
+        let first = match tokio::time::timeout(until, c.recv()).await {
+            Err(_) => continue,
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                ctx.metrics.up.set(0);
+                if let Some(n) = errors.allow() {
+                    tracing::warn!(group = %id, error = %e, suppressed = n, "group consumer error (whose fault: broker or network); librdkafka retries");
+                }
+                continue;
+            }
+        };
+        ctx.metrics.up.set(1);
+        let mut events = Vec::new();
+        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut msg = Some(first);
+        let mut taken = 0;
+        while let Some(m) = msg.take() {
+            taken += 1;
+            let topic = m.topic();
+            let st = stats
+                .entry(topic.to_string())
+                .or_insert_with(|| ctx.metrics.topic(topic))
+                .clone();
+            next.insert((topic.to_string(), m.partition()), m.offset() + 1);
+            let size = m.payload_len() + m.key().map_or(0, <[u8]>::len);
+            if size > ctx.kafka.message_max_bytes {
+                st.too_large.inc();
+                if let Some(n) = bad.allow() {
+                    tracing::warn!(
+                        topic,
+                        partition = m.partition(),
+                        offset = m.offset(),
+                        bytes = size,
+                        limit = ctx.kafka.message_max_bytes,
+                        suppressed = n,
+                        "record over KAFKA_MESSAGE_MAX_BYTES skipped"
+                    );
+                }
+            } else {
+                let headers: Vec<(&str, &[u8])> = m
+                    .headers()
+                    .map(|h| h.iter().map(|h| (h.key, h.value.unwrap_or(b""))).collect())
+                    .unwrap_or_default();
+                let view = RecordView {
+                    topic,
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key(),
+                    value: m.payload(),
+                    headers: &headers,
+                    timestamp_ms: m.timestamp().to_millis().unwrap_or(-1),
+                };
+                let mapping = ctx.kafka.mapping_for(topic);
+                if let Some(ev) = to_event(&ctx, &view, mapping, &st, &mut bad) {
+                    events.push(ev);
+                }
+            }
+            if taken < BATCH {
+                if let Some(Ok(m)) = futures_lite::future::poll_once(c.recv()).await {
+                    msg = Some(m);
+                }
+            }
+        }
+        if !dispatch(&ctx, events).await {
+            return; // the shards are gone: shutting down
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset));
+        }
+        // A partition revoked meanwhile refuses its offset; its new owner re-reads the record.
+        if let Err(e) = c.store_offsets(&tpl) {
+            tracing::debug!(group = %id, error = %e, "storing offsets failed (partition revoked)");
+        }
+    }
+}
