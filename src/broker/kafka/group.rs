@@ -41,7 +41,41 @@ pub(super) fn start(ctx: &Arc<Ctx>) {
     }
 }
 
-fn consumer(ctx: &Ctx, id: &str) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
+/// librdkafka's own log and errors, at our levels: a broker that is down is a warning (it
+/// retries by itself), at most one line per 10 s per group rather than several per second.
+struct Quiet {
+    group: String,
+    log: std::sync::Mutex<RateLimitedLog>,
+}
+
+impl Quiet {
+    fn warn(&self, what: &str, msg: &str) {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = log.allow() {
+            tracing::warn!(group = %self.group, suppressed = n, "librdkafka {what}: {msg} (whose fault: broker or network; it retries)");
+        }
+    }
+}
+
+impl rdkafka::ClientContext for Quiet {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => self.warn(fac, msg),
+            _ => tracing::debug!(group = %self.group, "librdkafka {fac}: {msg}"),
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.warn(&error.to_string(), reason);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Quiet {}
+
+type GroupConsumer = StreamConsumer<Quiet>;
+
+fn consumer(ctx: &Ctx, id: &str) -> Result<GroupConsumer, rdkafka::error::KafkaError> {
     let k = &ctx.kafka;
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", k.brokers.join(","))
@@ -75,11 +109,14 @@ fn consumer(ctx: &Ctx, id: &str) -> Result<StreamConsumer, rdkafka::error::Kafka
     for (key, v) in &k.rdkafka_security {
         cc.set(key, v);
     }
-    cc.create()
+    cc.create_with_context(Quiet {
+        group: id.to_string(),
+        log: Default::default(),
+    })
 }
 
 /// The topic names that match the group's patterns, sorted; None when listing failed.
-async fn matching(c: &Arc<StreamConsumer>, patterns: &[TopicPattern]) -> Option<Vec<String>> {
+async fn matching(c: &Arc<GroupConsumer>, patterns: &[TopicPattern]) -> Option<Vec<String>> {
     let c = c.clone();
     let all = tokio::task::spawn_blocking(move || {
         c.fetch_metadata(None, Duration::from_secs(5)).map(|md| {
@@ -128,7 +165,7 @@ async fn run(ctx: Arc<Ctx>, group: String, patterns: Vec<TopicPattern>) {
             if let Some(want) = matching(&c, &patterns).await {
                 if want.is_empty() && !logged_missing {
                     let p: Vec<&str> = patterns.iter().map(|p| p.as_str()).collect();
-                    tracing::warn!(group = %id, patterns = ?p, "no Kafka topic matches the group's topics yet; checking again periodically");
+                    tracing::info!(group = %id, patterns = ?p, "no Kafka topic matches the group's topics yet; checking again periodically");
                     logged_missing = true;
                 }
                 if !want.is_empty() && want != subscribed {
