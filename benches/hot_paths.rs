@@ -179,6 +179,7 @@ fn hops() {
         id: "1".into(),
         json: Bytes::from_static(b"{}"),
         fields: Vec::new(),
+        pos: None,
     });
     let batch = Arc::new(vec![ev; 256]);
     let batches = 20_000u64;

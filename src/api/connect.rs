@@ -127,10 +127,25 @@ async fn open(
 }
 
 pub async fn sse(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
-    let (slot, token) = match open(shard, head, Transport::Sse).await {
-        Ok(opened) => opened,
+    // EventSource sends the last id it saw; clients that cannot set headers use the query.
+    let last_id = head
+        .header_str("last-event-id")
+        .map(str::to_string)
+        .or_else(|| http1::query_param(head.query.as_deref(), "last_event_id"))
+        .filter(|id| !id.is_empty());
+    let a = match admit(shard, head).await {
+        Ok(a) => a,
         Err(r) => return r.http(),
     };
+    let subs = last_id.as_ref().map(|_| a.subs.compiled.clone());
+    let opened = super::resume::open(shard, a.subs, a.session, last_id.as_deref());
+    let (slot, token, start) = match opened {
+        Ok(o) => o,
+        Err(_) => return Refusal::Jwt(AccessError::Blacklisted).http(),
+    };
+    if let (Some(id), Some(subs)) = (&last_id, subs) {
+        super::resume::replay(shard, slot, &token, id, start, subs).await;
+    }
     let mut headers = vec![
         (
             "content-type",

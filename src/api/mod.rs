@@ -14,6 +14,7 @@ mod connect;
 mod publish;
 pub mod ratelimit;
 mod responses;
+mod resume;
 
 pub mod subscriptions;
 

@@ -44,6 +44,100 @@ impl RateLimitedLog {
     }
 }
 
+/// How far the island has handed each source partition to the shards: set before a batch's
+/// shards are chosen, so a connection that registers its interest and then reads these gets,
+/// for every partition, either the live records from here on or a position its replay covers
+/// (the seam of a resume has no gap and no overlap; see `api::resume`).
+#[derive(Debug, Default)]
+pub struct Positions {
+    map: std::sync::Mutex<std::collections::HashMap<PartitionKey, Arc<AtomicI64>>>,
+}
+
+/// A source partition: topic and partition number.
+type PartitionKey = (Arc<str>, i32);
+
+use std::sync::atomic::{fence, AtomicI64, Ordering};
+
+impl Positions {
+    pub(crate) fn slot(&self, topic: &Arc<str>, partition: i32) -> Arc<AtomicI64> {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((topic.clone(), partition))
+            .or_insert_with(|| Arc::new(AtomicI64::new(-1)))
+            .clone()
+    }
+
+    /// Every known partition's position, read after the caller's interest was registered.
+    pub fn snapshot(&self) -> crate::proto::resume::Frontier {
+        fence(Ordering::SeqCst);
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|(k, v)| {
+                let at = v.load(Ordering::SeqCst);
+                (at >= 0).then(|| (k.clone(), at))
+            })
+            .collect()
+    }
+}
+
+/// One source partition's side of [`Positions`] and of the shards' frontiers.
+pub(crate) struct Tracked {
+    topic: Arc<str>,
+    partition: i32,
+    slot: Arc<AtomicI64>,
+    told: i64,
+    told_at: Option<std::time::Instant>,
+}
+
+impl Tracked {
+    pub(crate) fn new(positions: &Positions, topic: &Arc<str>, partition: i32) -> Tracked {
+        Tracked {
+            topic: topic.clone(),
+            partition,
+            slot: positions.slot(topic, partition),
+            told: -1,
+            told_at: None,
+        }
+    }
+
+    /// Before the shards of records up to `next` are chosen.
+    pub(crate) fn advance(&self, next: i64) {
+        self.slot.store(next, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// After the records were handed over: tells every shard where the partition stands, at
+    /// most once a second (and at once the first time), so frontiers move without records.
+    pub(crate) async fn progress(
+        &mut self,
+        shards: &[async_channel::Sender<Control>],
+        next: i64,
+    ) -> bool {
+        let due = self
+            .told_at
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1));
+        if next <= self.told || !due {
+            return true;
+        }
+        self.told = next;
+        self.told_at = Some(std::time::Instant::now());
+        let p = Arc::new(crate::route::Progress {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            next,
+        });
+        for s in shards {
+            if s.send(Control::Progress(p.clone())).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 /// A record to produce for a publish request.
 #[derive(Debug)]
 pub struct ProduceRecord {
@@ -73,10 +167,45 @@ impl Blame for ProduceError {
 pub type Produced = Result<(i32, i64), ProduceError>;
 pub(crate) type ProduceJob = Job<ProduceRecord, Produced>;
 
+/// Records of one partition to read again for a resuming connection: `[from, to)`.
+#[derive(Debug, Clone)]
+pub struct ReplayRange {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub from: i64,
+    pub to: i64,
+}
+
+/// What a resuming connection missed, read back from Kafka.
+#[derive(Debug)]
+pub struct ReplayRequest {
+    pub ranges: Vec<ReplayRange>,
+    /// The connection's subscriptions: only what they match comes back.
+    pub subs: Vec<crate::route::subscription::Compiled>,
+    /// `sessions.resume_max_events`: the newest this many are kept, the rest counted lost.
+    pub max_events: usize,
+    /// `sessions.resume_max_age_s`: older records are counted lost.
+    pub max_age_ms: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Replayed {
+    /// In order: each partition's records in log order, partitions merged by timestamp.
+    pub events: Vec<Arc<crate::route::Event>>,
+    /// Records the connection wanted (or may have: truncated logs) that cannot be replayed.
+    pub lost: u64,
+}
+
+pub type ReplayAnswer = Result<Replayed, ProduceError>;
+pub(crate) type ReplayJob = Job<ReplayRequest, ReplayAnswer>;
+
 /// What shards hold of the Kafka island: a way to produce, shareable across threads.
 #[derive(Clone)]
 pub struct BrokerHandle {
     produce: Handle<ProduceRecord, Produced>,
+    replay: Handle<ReplayRequest, ReplayAnswer>,
+    /// Where the island stands in each source partition (resume seams).
+    pub positions: Arc<Positions>,
     pub publish_topic: String,
     pub control_topic: String,
     /// Where responses to parked requests (and forwarded requests) travel; every node reads it.
@@ -90,6 +219,14 @@ impl BrokerHandle {
     pub async fn produce(&self, record: ProduceRecord) -> Produced {
         self.produce
             .call(record)
+            .await
+            .unwrap_or_else(|e| Err(ProduceError::Unavailable(e.to_string())))
+    }
+
+    /// Reads records back for a resuming connection.
+    pub async fn replay(&self, req: ReplayRequest) -> ReplayAnswer {
+        self.replay
+            .call(req)
             .await
             .unwrap_or_else(|e| Err(ProduceError::Unavailable(e.to_string())))
     }
@@ -107,11 +244,26 @@ pub fn start(
     let (publish_topic, control_topic) = (kafka.publish_topic.clone(), kafka.control_topic.clone());
     let response_topic = kafka.response_topics[0].clone();
     let log_topic = kafka.log_topic.clone();
+    let positions = Arc::new(Positions::default());
+    let (replay, replays) = island::channel("cb-island", 256);
+    let island_positions = positions.clone();
     let produce = island::spawn("cb-island", 1024, move |jobs| {
-        kafka::run(node, cfg, kafka, shards, interest, jobs, metrics)
+        kafka::run(kafka::Start {
+            node,
+            cfg,
+            kafka,
+            shards,
+            interest,
+            jobs,
+            replays,
+            metrics,
+            positions: island_positions,
+        })
     });
     Some(BrokerHandle {
         produce,
+        replay,
+        positions,
         publish_topic,
         control_topic,
         response_topic,

@@ -113,6 +113,12 @@ pub struct Sessions {
     /// output has run this long) before new publishes wait for it: events then pile up into
     /// fewer, larger writes instead of a backlog that only grows latency. 0 = never wait.
     pub max_write_lag_ms: u64,
+    /// Events a reconnecting SSE client (`Last-Event-ID`) gets replayed at most: the newest
+    /// ones; older ones it missed are announced by a `rig.replay_gap` event. Capped at half of
+    /// `queue_events`, so a replay never makes the stream a slow consumer by itself.
+    pub resume_max_events: usize,
+    /// Records older than this are not replayed (counted in the gap); FlowX kept 4 h.
+    pub resume_max_age_s: u64,
 }
 
 impl Default for Sessions {
@@ -126,6 +132,8 @@ impl Default for Sessions {
             max_clauses: 64,
             max_subscription_bytes: 16 * 1024,
             max_write_lag_ms: 50,
+            resume_max_events: 256,
+            resume_max_age_s: 4 * 3600,
         }
     }
 }

@@ -81,7 +81,18 @@ pub struct ShardMetrics {
     pub unwanted: Counter,
     pub responses: [[Counter; 5]; 2],
     pub proxy: proxy::ProxyMetrics,
+    /// By [`ResumeResult`].
+    pub resumes: [Counter; 3],
+    pub resumed_events: Counter,
 }
+
+#[derive(Debug, Clone, Copy)]
+pub enum ResumeResult {
+    Replayed,
+    Gap,
+    Failed,
+}
+const RESUME_RESULTS: [&str; 3] = ["replayed", "gap", "failed"];
 
 impl ShardMetrics {
     pub fn response(&self, listener: Listener, status: u16) {
@@ -182,6 +193,19 @@ pub fn render(
             i.unwanted.get()
         );
     }
+
+    header(&mut o, names::RESUMES, "counter");
+    for (i, r) in RESUME_RESULTS.iter().enumerate() {
+        let v = sum(shards, |s| s.resumes[i].get());
+        let _ = writeln!(o, "{}{{result=\"{r}\"}} {v}", names::RESUMES.0);
+    }
+    header(&mut o, names::RESUMED_EVENTS, "counter");
+    let _ = writeln!(
+        o,
+        "{} {}",
+        names::RESUMED_EVENTS.0,
+        sum(shards, |s| s.resumed_events.get())
+    );
 
     header(&mut o, names::SUBSCRIPTIONS, "gauge");
     let _ = writeln!(

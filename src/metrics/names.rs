@@ -29,6 +29,14 @@ pub const EVENTS_UNWANTED: (&str, &str) = (
     "corebridge_events_unwanted_total",
     "Events no connection on this node subscribes to, dropped where they entered, by source.",
 );
+pub const RESUMES: (&str, &str) = (
+    "corebridge_resumes_total",
+    "SSE connections opened with a Last-Event-ID, by result: replayed (nothing lost), gap (some events could not be replayed), failed (Kafka could not be read).",
+);
+pub const RESUMED_EVENTS: (&str, &str) = (
+    "corebridge_resumed_events_total",
+    "Events replayed to reconnecting SSE clients.",
+);
 pub const SUBSCRIPTIONS: (&str, &str) = (
     "corebridge_subscriptions",
     "Subscriptions currently held by connections.",

@@ -10,6 +10,7 @@ pub mod http1;
 pub mod http1_client;
 pub mod kafka_record;
 pub mod longpoll;
+pub mod resume;
 pub mod sse;
 pub mod token;
 pub mod trace;

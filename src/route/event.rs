@@ -4,6 +4,7 @@ use super::fields::{extract, Fields};
 use crate::config::Extractors;
 use crate::proto::cloudevents::CloudEvent;
 use bytes::Bytes;
+use std::sync::Arc;
 
 #[derive(Debug)]
 pub struct Event {
@@ -15,6 +16,18 @@ pub struct Event {
     pub json: Bytes,
     /// The type's extractor fields, sorted by field id.
     pub fields: Fields,
+    /// Where a Kafka record is in its log: SSE ids carry it with the shard's frontier, so a
+    /// client can resume from it on any node (`proto::resume`).
+    pub pos: Option<Pos>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pos {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    /// The record's timestamp (Unix ms; -1 unknown): replays merge partitions by it.
+    pub timestamp_ms: i64,
 }
 
 impl Event {
@@ -24,6 +37,12 @@ impl Event {
             id: id.into_boxed_str(),
             json: Bytes::from(ce.to_json()),
             fields: extract(&ce.event_type, &ce.value, extractors),
+            pos: None,
         }
+    }
+
+    pub fn with_pos(mut self, pos: Pos) -> Event {
+        self.pos = Some(pos);
+        self
     }
 }

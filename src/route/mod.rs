@@ -15,7 +15,7 @@ pub mod index;
 pub mod interest;
 pub mod subscription;
 
-pub use event::Event;
+pub use event::{Event, Pos};
 use std::sync::Arc;
 
 /// Events for one shard from one fetch or publish, shared by every shard that gets it.
@@ -40,4 +40,14 @@ pub enum Control {
     Forward(Arc<crate::proxy::reply::Forwarded>),
     /// Answered when the shard gets to it: everything queued before it has been applied.
     Ack(async_channel::Sender<()>),
+    /// Every record of this partition below `next` that this shard wanted has been sent to it
+    /// (the resume frontier moves even when nothing was wanted).
+    Progress(Arc<Progress>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub next: i64,
 }

@@ -67,6 +67,15 @@ impl<Q, R> Handle<Q, R> {
     }
 }
 
+/// A second job queue into an island that [`spawn`] started (its `main` serves both).
+pub fn channel<Q, R>(
+    name: &'static str,
+    depth: usize,
+) -> (Handle<Q, R>, async_channel::Receiver<Job<Q, R>>) {
+    let (tx, rx) = async_channel::bounded(depth);
+    (Handle { name, jobs: tx }, rx)
+}
+
 /// Starts the thread `name` with a current-thread tokio runtime running `main` over the jobs
 /// channel (`depth` jobs may wait in it). `main` usually spawns a task per job so that one slow
 /// answer does not hold up the others.

@@ -382,6 +382,7 @@ impl Shard {
             Control::Events(events) => {
                 s.deliver_batch(events);
             }
+            Control::Progress(p) => s.progress(p),
             Control::Blacklist { session, until_ms } => {
                 let n = s.blacklist(session, *until_ms);
                 if n > 0 {

@@ -17,13 +17,14 @@
 //! A long-poll session has no socket: its queue is a ring of the last `buffer_events` events
 //! that polls read by sequence number; it is removed after `session_timeout_ms` without a poll.
 
+mod frontier;
 mod heartbeat;
 mod longpoll;
 mod queue;
 mod registry;
 
 pub use crate::route::index::Slot;
-pub use registry::{stream_key, Output, Sent, Sessions};
+pub use registry::{stream_key, Output, Sent, Sessions, Start};
 use std::rc::Rc;
 
 /// One encoded event (or heartbeat) as queued for sessions of this shard. `Rc`, not `Bytes`:

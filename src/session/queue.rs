@@ -88,6 +88,25 @@ impl OutQueue {
         self.wake();
     }
 
+    /// Puts frames (carrying `events` events in all) after the first `after` queued items:
+    /// a resumed stream's replay, in front of what arrived live meanwhile. The queue bound is
+    /// not applied (the replay is bounded by `sessions.resume_max_events`, at most half of it).
+    pub(super) fn insert_at(&mut self, after: usize, frames: Vec<Frame>, events: u32) {
+        let at = after.min(self.items.len());
+        let n = frames.len() as u32;
+        for (i, frame) in frames.into_iter().enumerate() {
+            self.bytes += frame.len();
+            self.items.insert(at + i, Item { frame, events: 1 });
+        }
+        // A lead frame (the gap notice) counts as no event.
+        self.events += events;
+        if n > events {
+            if let Some(item) = self.items.get_mut(at) {
+                item.events = 0;
+            }
+        }
+    }
+
     fn pop(&mut self) -> Option<Item> {
         let old = self.items.pop_front()?;
         self.bytes -= old.frame.len();

@@ -2,11 +2,13 @@
 //! token), the subscription index that decides who takes an event, and the shard's copy of the
 //! blacklist with the connections each JWT session used.
 
+use super::frontier::Frontiers;
 use super::queue::OutQueue;
 use super::{Blacklisted, CloseReason, Frame, LookupError, Slot};
 use crate::auth::blacklist::{now_ms, Blacklist};
 use crate::config::Config;
 use crate::metrics::{DropReason, ShardMetrics};
+use crate::proto::resume::Frontier;
 use crate::proto::token::Token;
 use crate::proto::{cloudevents, frame, Transport};
 use crate::route::index::SubscriptionIndex;
@@ -37,6 +39,17 @@ pub(super) struct Session {
     /// The JWT sessions (claim named by JWT_SESSION_FIELD) this connection was used with; it
     /// belongs to all of them, as in RIG, so blacklisting any one ends it.
     jwt_sessions: Vec<Box<str>>,
+    /// Where this connection starts in each partition while the shard's frontier is behind
+    /// it (see `frontier.rs`); None nearly always.
+    floor: Option<Box<Frontier>>,
+}
+
+/// How a stream that can resume starts: the positions live delivery starts from, and the
+/// frontier its first ids carry (lower where a replay will fill in).
+#[derive(Debug, Default)]
+pub struct Start {
+    pub live: Frontier,
+    pub first: Frontier,
 }
 
 pub struct Sessions {
@@ -58,6 +71,11 @@ pub struct Sessions {
     writer: Option<Waker>,
     /// Stream sessions waiting for room on a full socket.
     stalled: usize,
+    /// The resume frontier and its encoding.
+    fr: Frontiers,
+    /// Sessions with a floor (some may have lost it since): while any exist, batches go
+    /// event by event; progress messages clear the floors the frontier has passed.
+    floored: Vec<Slot>,
 }
 
 /// One session's output as the writer sends it: the lead bytes, the frames it took (in the
@@ -104,6 +122,8 @@ impl Sessions {
             dirty: Vec::new(),
             writer: None,
             stalled: 0,
+            fr: Frontiers::default(),
+            floored: Vec::new(),
         }
     }
 
@@ -148,6 +168,20 @@ impl Sessions {
         subs: SubscriptionSet,
         jwt_session: Option<String>,
     ) -> Result<(Slot, Token), Blacklisted> {
+        self.open_at(transport, subs, jwt_session, &|| None)
+            .map(|(slot, token, _)| (slot, token))
+    }
+
+    /// [`Sessions::open`] for a stream that can resume: `start` is asked once the session's
+    /// interest is registered (so the island positions it reads are a clean seam) and gives
+    /// where live delivery starts and the frontier of its first ids.
+    pub fn open_at(
+        &mut self,
+        transport: Transport,
+        subs: SubscriptionSet,
+        jwt_session: Option<String>,
+        start: &dyn Fn() -> Option<Start>,
+    ) -> Result<(Slot, Token, Option<Start>), Blacklisted> {
         if let Some(js) = &jwt_session {
             if self.is_blacklisted(js, now_ms()) {
                 return Err(Blacklisted);
@@ -170,19 +204,112 @@ impl Sessions {
             input: Vec::new(),
             out: OutQueue::new(self.now),
             jwt_sessions: Vec::new(),
+            floor: None,
         });
         if let Some(js) = jwt_session {
             self.associate(slot, js);
         }
         self.metrics.connections[transport as usize].inc();
         self.metrics.connections_opened[transport as usize].inc();
+        // Interest first, then the positions: see `broker::Positions`.
+        let echo = self.set_index(slot, subs);
+        let started = start();
+        // The first ids carry exactly where the client stands (a replay may follow them).
+        let first_id = started.as_ref().map(|st| {
+            let mut id = format!("{};", crate::proto::resume::NO_POSITION);
+            crate::proto::resume::encode_frontier(&st.first, &mut id);
+            id
+        });
         let create = cloudevents::rig_event(
             "rig.connection.create",
             Some(serde_json::json!({ "connection_token": token.encode() })),
         );
-        self.push_rig_event(slot, &create);
-        self.replace_subscriptions(slot, subs);
-        Ok((slot, token))
+        self.push_rig_frame(slot, &create, first_id.as_deref());
+        let set = cloudevents::rig_event("rig.subscriptions_set", Some(echo));
+        self.push_rig_frame(slot, &set, first_id.as_deref());
+        if let Some(st) = &started {
+            // Live records below the live start are the replay's; below the client's own
+            // position (a node behind the one it came from), it has them already.
+            let mut floor = st.live.clone();
+            for (k, v) in &st.first {
+                let e = floor.entry(k.clone()).or_insert(*v);
+                *e = (*e).max(*v);
+            }
+            self.set_floor(slot, floor);
+        }
+        Ok((slot, token, started))
+    }
+
+    fn set_floor(&mut self, slot: Slot, floor: Frontier) {
+        if let Some(s) = self.slab.get_mut(slot as usize) {
+            if s.floor.is_none() {
+                self.floored.push(slot);
+            }
+            s.floor = Some(Box::new(floor));
+        }
+    }
+
+    /// Moves the resume frontier (the island's progress in a partition) and lets go of the
+    /// floors it has passed.
+    pub fn progress(&mut self, p: &crate::route::Progress) {
+        self.fr.progress(p);
+        let (slab, fr) = (&mut self.slab, &self.fr);
+        self.floored
+            .retain(|&slot| match slab.get_mut(slot as usize) {
+                Some(s) => match &s.floor {
+                    Some(f) if fr.passed(f) => {
+                        s.floor = None;
+                        false
+                    }
+                    Some(_) => true,
+                    None => false,
+                },
+                None => false,
+            });
+    }
+
+    /// Puts a resumed connection's replay in front of what was queued since it opened (after
+    /// its first `after` frames: `rig.connection.create` and `rig.subscriptions_set`), each
+    /// event with the id of the frontier `from` moved past it. Only before the stream is
+    /// attached (nothing has been written yet). Returns the events queued.
+    pub fn splice_replay(
+        &mut self,
+        slot: Slot,
+        token: &Token,
+        after: usize,
+        lead: Option<&cloudevents::CloudEvent>,
+        replay: &[Arc<Event>],
+        mut from: Frontier,
+    ) -> usize {
+        let Some(s) = self.slab.get_mut(slot as usize) else {
+            return 0;
+        };
+        if s.token != *token || s.sock.is_some() {
+            return 0;
+        }
+        let mut frames = Vec::with_capacity(replay.len() + 1);
+        if let Some(ce) = lead {
+            let mut id = format!("{};", crate::proto::resume::NO_POSITION);
+            crate::proto::resume::encode_frontier(&from, &mut id);
+            let f = frame::encode(Transport::Sse, &id, &ce.event_type, &ce.to_json());
+            frames.push(Frame::from(f));
+        }
+        for e in replay {
+            let Some(pos) = &e.pos else { continue };
+            let mut id = format!("{}/{}/{};", pos.topic, pos.partition, pos.offset);
+            crate::proto::resume::encode_frontier(&from, &mut id);
+            from.insert((pos.topic.clone(), pos.partition), pos.offset + 1);
+            frames.push(Frame::from(frame::encode(
+                Transport::Sse,
+                &id,
+                &e.event_type,
+                &e.json,
+            )));
+        }
+        let n = replay.len();
+        s.out.insert_at(after, frames, n as u32);
+        self.metrics.delivered[Transport::Sse as usize].add(n as u64);
+        n
     }
 
     /// The slot a token names, if it is a live session of this shard.
@@ -261,20 +388,41 @@ impl Sessions {
         if !self.slab.contains(slot as usize) {
             return;
         }
+        let echo = self.set_index(slot, subs);
+        let set = cloudevents::rig_event("rig.subscriptions_set", Some(echo));
+        self.push_rig_event(slot, &set);
+    }
+
+    fn set_index(&mut self, slot: Slot, subs: SubscriptionSet) -> serde_json::Value {
         let before = self.index.set(slot, subs.compiled);
         self.metrics.subscriptions.sub(before as u64);
         self.metrics
             .subscriptions
             .add(self.index.count(slot) as u64);
-        let set = cloudevents::rig_event("rig.subscriptions_set", Some(subs.echo));
-        self.push_rig_event(slot, &set);
+        subs.echo
     }
 
+    /// Queues a RIG event. On an SSE stream that can resume (Kafka on) its id is the
+    /// connection's frontier, so a reconnect after it resumes from here, not from whatever
+    /// id the browser held before.
     fn push_rig_event(&mut self, slot: Slot, ce: &cloudevents::CloudEvent) {
+        self.push_rig_frame(slot, ce, None)
+    }
+
+    fn push_rig_frame(&mut self, slot: Slot, ce: &cloudevents::CloudEvent, id: Option<&str>) {
         let Some(s) = self.slab.get(slot as usize) else {
             return;
         };
-        let f = frame::encode(s.transport, &ce.id, &ce.event_type, &ce.to_json());
+        let id = if let Some(id) = id {
+            id.to_string()
+        } else if s.transport == Transport::Sse && self.cfg.kafka.is_some() {
+            let empty = Frontier::new();
+            self.fr
+                .id_with_floor(None, s.floor.as_deref().unwrap_or(&empty))
+        } else {
+            ce.id.clone()
+        };
+        let f = frame::encode(s.transport, &id, &ce.event_type, &ce.to_json());
         self.push(slot, Frame::from(f));
     }
 
@@ -284,7 +432,12 @@ impl Sessions {
     /// one frame per transport and queued once per session, so the subscribers are walked once
     /// per run rather than once per event, and the socket driver writes one shared buffer.
     pub fn deliver_batch(&mut self, evs: &[Arc<Event>]) -> usize {
-        let cap = BATCH_EVENTS.min(self.cfg.tuning.sessions.queue_events / 8);
+        // Connections with a floor take events one by one (ids and skips of their own).
+        let cap = if !self.floored.is_empty() {
+            0
+        } else {
+            BATCH_EVENTS.min(self.cfg.tuning.sessions.queue_events / 8)
+        };
         let mut n = 0;
         let mut i = 0;
         while i < evs.len() {
@@ -316,6 +469,16 @@ impl Sessions {
         let mut targets = std::mem::take(&mut self.targets);
         targets.extend(self.index.all_of(&evs[0].event_type));
         let k = evs.len() as u32;
+        // The SSE ids, each with the frontier before its event (runs exist only while no
+        // session has a floor).
+        let ids: Vec<Option<String>> = evs
+            .iter()
+            .map(|e| {
+                let id = self.fr.id(e);
+                self.fr.advance(e);
+                id
+            })
+            .collect();
         let mut whole: [Option<Frame>; 2] = [None, None];
         let mut longpoll: Vec<Frame> = Vec::new();
         let mut n = 0;
@@ -343,8 +506,9 @@ impl Sessions {
             let f = whole[t as usize]
                 .get_or_insert_with(|| {
                     let mut out = Vec::new();
-                    for e in evs {
-                        frame::encode_into(&mut out, t, &e.id, &e.event_type, &e.json);
+                    for (e, id) in evs.iter().zip(&ids) {
+                        let id = id.as_deref().unwrap_or(&e.id);
+                        frame::encode_into(&mut out, t, id, &e.event_type, &e.json);
                     }
                     Frame::from(out)
                 })
@@ -364,22 +528,40 @@ impl Sessions {
         let mut targets = std::mem::take(&mut self.targets);
         self.index.targets(&ev.event_type, &ev.fields, &mut targets);
         let mut encoded: [Option<Frame>; 3] = [None, None, None];
+        let sse_id = self.fr.id(ev);
         let mut n = 0;
         for &slot in &targets {
             let Some(s) = self.slab.get(slot as usize) else {
                 continue;
             };
             let t = s.transport;
-            let f = encoded[t as usize]
-                .get_or_insert_with(|| {
-                    Frame::from(frame::encode(t, &ev.id, &ev.event_type, &ev.json))
-                })
-                .clone();
+            let f = match &s.floor {
+                Some(floor) if self.fr.passed(floor) => None,
+                Some(floor) if Frontiers::below(ev, floor) => continue,
+                Some(floor) if t == Transport::Sse && ev.pos.is_some() => {
+                    let id = self.fr.id_with_floor(Some(ev), floor);
+                    Some(Frame::from(frame::encode(t, &id, &ev.event_type, &ev.json)))
+                }
+                _ => None,
+            };
+            let f = match f {
+                Some(f) => f,
+                None => encoded[t as usize]
+                    .get_or_insert_with(|| {
+                        let id = match t {
+                            Transport::Sse => sse_id.as_deref().unwrap_or(&ev.id),
+                            _ => &ev.id,
+                        };
+                        Frame::from(frame::encode(t, id, &ev.event_type, &ev.json))
+                    })
+                    .clone(),
+            };
             if self.push(slot, f) {
                 self.metrics.delivered[t as usize].inc();
                 n += 1;
             }
         }
+        self.fr.advance(ev);
         targets.clear();
         self.targets = targets;
         n
@@ -646,6 +828,7 @@ mod tests {
             id: format!("0-{n}").into(),
             json: Bytes::from(format!("{{\"type\":\"{ty}\",\"n\":{n}}}")),
             fields: Vec::new(),
+            pos: None,
         }
     }
 

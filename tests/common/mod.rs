@@ -316,11 +316,16 @@ impl SseClient {
 
     /// Connects to `path` (with its query) as given.
     pub fn at(s: TcpStream, path: &str) -> SseClient {
+        SseClient::at_with(s, path, "")
+    }
+
+    /// With extra header lines (each ending in `\r\n`), e.g. `last-event-id: ...`.
+    pub fn at_with(s: TcpStream, path: &str, headers: &str) -> SseClient {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut w = s.try_clone().unwrap();
         write!(
             w,
-            "GET {path} HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n{headers}\r\n"
         )
         .unwrap();
         let mut reader = BufReader::new(s);

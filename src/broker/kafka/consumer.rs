@@ -10,13 +10,14 @@
 
 use super::Ctx;
 use crate::broker::RateLimitedLog;
+use crate::broker::Tracked;
 use crate::config::kafka::{RecordMapping, StartOffset};
 use crate::metrics::island::TopicStats;
 use crate::proto::control;
 use crate::proto::kafka_record::{self, RecordView};
 use crate::proxy::reply;
 use crate::proxy::table::CompiledApi;
-use crate::route::{Control, Event};
+use crate::route::{Control, Event, Pos};
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::Client;
@@ -70,6 +71,10 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
     } else {
         ctx.kafka.start
     };
+    let topic_arc: Arc<str> = Arc::from(topic.as_str());
+    // Source partitions take part in resumes; control and response topics do not.
+    let mut tracked =
+        (!control && !responses).then(|| Tracked::new(&ctx.positions, &topic_arc, partition));
     let mut errors = RateLimitedLog::default();
     let mut bad_records = RateLimitedLog::default();
     let mut backoff = Duration::from_millis(200);
@@ -96,6 +101,12 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
             None => match start_offset(&pc, start).await {
                 Ok(o) => {
                     offset = Some(o);
+                    if let Some(t) = &mut tracked {
+                        t.advance(o);
+                        if !t.progress(&ctx.shards, o).await {
+                            return;
+                        }
+                    }
                     o
                 }
                 Err(e) => {
@@ -174,9 +185,14 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
                         headers: &headers,
                         timestamp_ms: r.record.timestamp.timestamp_millis(),
                     };
-                    if let Some(ev) =
-                        to_event(&ctx, &view, mapping.as_ref(), &stats, &mut bad_records)
-                    {
+                    if let Some(ev) = to_event(
+                        &ctx,
+                        &view,
+                        &topic_arc,
+                        mapping.as_ref(),
+                        &stats,
+                        &mut bad_records,
+                    ) {
                         events.push(ev);
                     }
                 }
@@ -194,8 +210,16 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
                         }
                     }
                 }
+                if let Some(t) = &tracked {
+                    t.advance(next);
+                }
                 if !dispatch(&ctx, events).await {
                     return; // the shards are gone: shutting down
+                }
+                if let Some(t) = &mut tracked {
+                    if !t.progress(&ctx.shards, next).await {
+                        return;
+                    }
                 }
             }
             Err(e) if is_out_of_range(&e) => {
@@ -222,6 +246,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
 pub(super) fn to_event(
     ctx: &Ctx,
     view: &RecordView,
+    topic: &Arc<str>,
     mapping: Option<&RecordMapping>,
     stats: &TopicStats,
     bad_records: &mut RateLimitedLog,
@@ -229,11 +254,13 @@ pub(super) fn to_event(
     match kafka_record::decode(view, mapping) {
         Ok(ce) => {
             stats.consumed.inc();
-            Some(Arc::new(Event::from_cloudevent(
-                &ce,
-                view.position(),
-                &ctx.cfg.extractors,
-            )))
+            let ev = Event::from_cloudevent(&ce, view.position(), &ctx.cfg.extractors);
+            Some(Arc::new(ev.with_pos(Pos {
+                topic: topic.clone(),
+                partition: view.partition,
+                offset: view.offset,
+                timestamp_ms: view.timestamp_ms,
+            })))
         }
         Err(e) => {
             stats.failed.inc();

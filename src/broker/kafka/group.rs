@@ -159,6 +159,8 @@ async fn run(ctx: Arc<Ctx>, group: String, patterns: Vec<TopicPattern>) {
     let mut errors = RateLimitedLog::default();
     let mut bad = RateLimitedLog::default();
     let mut stats = HashMap::new();
+    let mut topics: HashMap<String, Arc<str>> = HashMap::new();
+    let mut tracked: HashMap<(Arc<str>, i32), crate::broker::Tracked> = HashMap::new();
     loop {
         if Instant::now() >= next_list {
             next_list = Instant::now() + ctx.kafka.topic_refresh;
@@ -200,7 +202,7 @@ async fn run(ctx: Arc<Ctx>, group: String, patterns: Vec<TopicPattern>) {
         };
         ctx.metrics.up.set(1);
         let mut events = Vec::new();
-        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut next: BTreeMap<(Arc<str>, i32), i64> = BTreeMap::new();
         let mut msg = Some(first);
         let mut taken = 0;
         while let Some(m) = msg.take() {
@@ -210,7 +212,11 @@ async fn run(ctx: Arc<Ctx>, group: String, patterns: Vec<TopicPattern>) {
                 .entry(topic.to_string())
                 .or_insert_with(|| ctx.metrics.topic(topic))
                 .clone();
-            next.insert((topic.to_string(), m.partition()), m.offset() + 1);
+            let topic_arc = topics
+                .entry(topic.to_string())
+                .or_insert_with(|| Arc::from(topic))
+                .clone();
+            next.insert((topic_arc.clone(), m.partition()), m.offset() + 1);
             let size = m.payload_len() + m.key().map_or(0, <[u8]>::len);
             if size > ctx.kafka.message_max_bytes {
                 st.too_large.inc();
@@ -240,7 +246,7 @@ async fn run(ctx: Arc<Ctx>, group: String, patterns: Vec<TopicPattern>) {
                     timestamp_ms: m.timestamp().to_millis().unwrap_or(-1),
                 };
                 let mapping = ctx.kafka.mapping_for(topic);
-                if let Some(ev) = to_event(&ctx, &view, mapping, &st, &mut bad) {
+                if let Some(ev) = to_event(&ctx, &view, &topic_arc, mapping, &st, &mut bad) {
                     events.push(ev);
                 }
             }
@@ -250,11 +256,22 @@ async fn run(ctx: Arc<Ctx>, group: String, patterns: Vec<TopicPattern>) {
                 }
             }
         }
+        for (key, offset) in &next {
+            tracked
+                .entry(key.clone())
+                .or_insert_with(|| crate::broker::Tracked::new(&ctx.positions, &key.0, key.1))
+                .advance(*offset);
+        }
         if !dispatch(&ctx, events).await {
             return; // the shards are gone: shutting down
         }
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), offset) in next {
+            if let Some(t) = tracked.get_mut(&(topic.clone(), partition)) {
+                if !t.progress(&ctx.shards, offset).await {
+                    return;
+                }
+            }
             let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset));
         }
         // A partition revoked meanwhile refuses its offset; its new owner re-reads the record.

@@ -12,6 +12,7 @@ mod consumer;
 mod group;
 mod oauth;
 mod producer;
+mod replay;
 
 use super::ProduceJob;
 use crate::config::kafka::{KafkaConfig, Sasl};
@@ -34,6 +35,7 @@ pub(crate) struct Ctx {
     pub metrics: Arc<IslandMetrics>,
     /// This process's node id (correlation tokens name it).
     pub node: u32,
+    pub positions: Arc<super::Positions>,
 }
 
 /// How long one broker call may retry internally before it reports an error to us; our own
@@ -92,15 +94,31 @@ async fn connect(
     }
 }
 
-pub(crate) async fn run(
-    node: u32,
-    cfg: Arc<Config>,
-    kafka: KafkaConfig,
-    shards: Vec<async_channel::Sender<Control>>,
-    interest: Arc<crate::route::interest::Interest>,
-    jobs: async_channel::Receiver<ProduceJob>,
-    metrics: Arc<IslandMetrics>,
-) {
+/// What the island starts with.
+pub(crate) struct Start {
+    pub node: u32,
+    pub cfg: Arc<Config>,
+    pub kafka: KafkaConfig,
+    pub shards: Vec<async_channel::Sender<Control>>,
+    pub interest: Arc<crate::route::interest::Interest>,
+    pub jobs: async_channel::Receiver<ProduceJob>,
+    pub replays: async_channel::Receiver<super::ReplayJob>,
+    pub metrics: Arc<IslandMetrics>,
+    pub positions: Arc<super::Positions>,
+}
+
+pub(crate) async fn run(start: Start) {
+    let Start {
+        node,
+        cfg,
+        kafka,
+        shards,
+        interest,
+        jobs,
+        replays,
+        metrics,
+        positions,
+    } = start;
     let brokers = kafka.brokers.join(",");
     let mut backoff = Duration::from_millis(500);
     let tokens = match &kafka.sasl {
@@ -136,6 +154,13 @@ pub(crate) async fn run(
                         "{brokers}: {e}"
                     ))));
                 }
+                // Resumes too: the connection then starts live, after a gap event.
+                while let Ok(job) = replays.try_recv() {
+                    let (_, reply) = job.split();
+                    reply.send(Err(super::ProduceError::Unavailable(format!(
+                        "{brokers}: {e}"
+                    ))));
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(kafka.auth_retry.max(Duration::from_millis(500)));
             }
@@ -154,8 +179,10 @@ pub(crate) async fn run(
         interest,
         metrics,
         node,
+        positions,
     });
     tokio::spawn(producer::serve(ctx.clone(), client.clone(), jobs));
+    tokio::spawn(replay::serve(ctx.clone(), client.clone(), replays));
     group::start(&ctx);
     discover(ctx, client).await;
 }

@@ -1,0 +1,180 @@
+//! Reading records back for resuming connections: each asked range `[from, to)` of a partition
+//! is fetched again, decoded as the live consumer decodes it, filtered by the connection's
+//! subscriptions, bounded (the newest `max_events` kept, records older than `max_age_ms`
+//! counted lost, at most `SCAN_PER_EVENT` × `max_events` records read per range), and the
+//! partitions are merged by record timestamp with each partition's order kept.
+
+use super::consumer::to_event;
+use super::Ctx;
+use crate::broker::RateLimitedLog;
+use crate::broker::{ProduceError, ReplayJob, ReplayRange, ReplayRequest, Replayed};
+use crate::proto::kafka_record::RecordView;
+use crate::route::Event;
+use rskafka::client::error::{Error as KafkaError, ProtocolError};
+use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
+use rskafka::client::Client;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// Records read per kept event at most: a connection with narrow subscriptions must not make
+/// the island read a whole log.
+const SCAN_PER_EVENT: u64 = 100;
+const FETCH_BYTES: i32 = 4 << 20;
+
+pub(super) async fn serve(
+    ctx: Arc<Ctx>,
+    client: Arc<Client>,
+    jobs: async_channel::Receiver<ReplayJob>,
+) {
+    while let Ok(job) = jobs.recv().await {
+        let (ctx, client) = (ctx.clone(), client.clone());
+        tokio::spawn(async move {
+            let (req, reply) = job.split();
+            reply.send(replay(&ctx, &client, req).await);
+        });
+    }
+}
+
+async fn replay(ctx: &Ctx, client: &Client, req: ReplayRequest) -> Result<Replayed, ProduceError> {
+    let mut out = Replayed::default();
+    let mut per_partition: Vec<VecDeque<Arc<Event>>> = Vec::new();
+    let oldest_ms = (crate::auth::blacklist::now_ms() as i64).saturating_sub(req.max_age_ms as i64);
+    for range in &req.ranges {
+        let (kept, lost) = read_range(ctx, client, range, &req, oldest_ms).await?;
+        out.lost += lost;
+        per_partition.push(kept);
+    }
+    // Merge: the partition whose next record is oldest goes first.
+    let total: usize = per_partition.iter().map(VecDeque::len).sum();
+    let mut merged = Vec::with_capacity(total);
+    loop {
+        let next = per_partition
+            .iter()
+            .enumerate()
+            .filter_map(|(i, q)| {
+                q.front()
+                    .map(|e| (e.pos.as_ref().map_or(0, |p| p.timestamp_ms), i))
+            })
+            .min();
+        let Some((_, i)) = next else { break };
+        if let Some(e) = per_partition[i].pop_front() {
+            merged.push(e);
+        }
+    }
+    if merged.len() > req.max_events {
+        let over = merged.len() - req.max_events;
+        out.lost += over as u64;
+        merged.drain(..over);
+    }
+    out.events = merged;
+    Ok(out)
+}
+
+/// The wanted records of one range (the newest `max_events`), and how many were lost.
+async fn read_range(
+    ctx: &Ctx,
+    client: &Client,
+    r: &ReplayRange,
+    req: &ReplayRequest,
+    oldest_ms: i64,
+) -> Result<(VecDeque<Arc<Event>>, u64), ProduceError> {
+    let unavailable =
+        |e: KafkaError| ProduceError::Unavailable(format!("{}/{}: {e}", r.topic, r.partition));
+    let pc = client
+        .partition_client(
+            r.topic.to_string(),
+            r.partition,
+            UnknownTopicHandling::Error,
+        )
+        .await
+        .map_err(unavailable)?;
+    let mut kept: VecDeque<Arc<Event>> = VecDeque::new();
+    let mut lost = 0u64;
+    let mut at = r.from;
+    let earliest = pc
+        .get_offset(OffsetAt::Earliest)
+        .await
+        .map_err(unavailable)?;
+    if at < earliest {
+        // The log no longer holds them (retention, or a recreated topic).
+        lost += (earliest - at) as u64;
+        at = earliest;
+    }
+    let budget = SCAN_PER_EVENT.saturating_mul(req.max_events.max(1) as u64);
+    let mut scanned = 0u64;
+    let stats = ctx.metrics.topic(&r.topic);
+    let mut bad = RateLimitedLog::default();
+    let mapping = ctx.kafka.mapping_for(&r.topic).cloned();
+    while at < r.to {
+        if scanned >= budget {
+            lost += (r.to - at) as u64;
+            break;
+        }
+        let records = match pc.fetch_records(at, 1..FETCH_BYTES, 0).await {
+            Ok((records, _)) => records,
+            Err(KafkaError::ServerError {
+                protocol_error: ProtocolError::OffsetOutOfRange,
+                ..
+            }) => {
+                lost += (r.to - at) as u64;
+                break;
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        let mut progressed = false;
+        for rec in records {
+            if rec.offset < at {
+                continue;
+            }
+            if rec.offset >= r.to {
+                at = r.to;
+                break;
+            }
+            at = rec.offset + 1;
+            progressed = true;
+            scanned += 1;
+            let ts = rec.record.timestamp.timestamp_millis();
+            let headers: Vec<(&str, &[u8])> = rec
+                .record
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_slice()))
+                .collect();
+            let view = RecordView {
+                topic: &r.topic,
+                partition: r.partition,
+                offset: rec.offset,
+                key: rec.record.key.as_deref(),
+                value: rec.record.value.as_deref(),
+                headers: &headers,
+                timestamp_ms: ts,
+            };
+            let Some(ev) = to_event(ctx, &view, &r.topic, mapping.as_ref(), &stats, &mut bad)
+            else {
+                continue;
+            };
+            let wanted = req
+                .subs
+                .iter()
+                .any(|s| *s.event_type == *ev.event_type && s.matches(&ev.fields));
+            if !wanted {
+                continue;
+            }
+            if ts >= 0 && ts < oldest_ms {
+                lost += 1;
+                continue;
+            }
+            kept.push_back(ev);
+            if kept.len() > req.max_events {
+                kept.pop_front();
+                lost += 1;
+            }
+        }
+        if !progressed {
+            // Nothing at `at` although it is below the end the island saw: a hole in the log
+            // (compaction, aborted transactions); skip it rather than spin.
+            at += 1;
+        }
+    }
+    Ok((kept, lost))
+}
