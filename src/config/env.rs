@@ -53,6 +53,10 @@ pub const KAFKA_SOURCE_GROUPS: &str = "CB_KAFKA_SOURCE_GROUPS";
 pub const KAFKA_GROUP_SCOPE: &str = "CB_KAFKA_GROUP_SCOPE";
 /// The JWT claim that names the user of FlowX's user messages (ours; default preferred_username).
 pub const FLOWX_USER_CLAIM: &str = "CB_FLOWX_USER_CLAIM";
+/// FlowX: SSE streams without an event for this many minutes are ended (they reconnect).
+pub const EVENTS_SSE_CLEANUP_MAXAGEMINS: &str = "EVENTS_SSE_CLEANUP_MAXAGEMINS";
+/// FlowX: how often, in minutes, that is checked (default 5).
+pub const EVENTS_SSE_CLEANUP_INTERVALMINS: &str = "EVENTS_SSE_CLEANUP_INTERVALMINS";
 /// Path prefixes under which the inbound `/_rig/` routes are also served (ours; default FlowX's
 /// `/api/events`).
 pub const INBOUND_PATH_PREFIXES: &str = "CB_INBOUND_PATH_PREFIXES";

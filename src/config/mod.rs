@@ -54,6 +54,17 @@ pub struct Config {
     /// Prefixes under which the inbound `/_rig/` routes are also served (`CB_INBOUND_PATH_PREFIXES`,
     /// default FlowX's `/api/events`, whose ingress keeps the path): `/api/events/_rig/v1/...`.
     pub path_prefixes: Vec<String>,
+    /// FlowX's SSE clean-up (`EVENTS_SSE_CLEANUP_MAXAGEMINS`, checked every
+    /// `EVENTS_SSE_CLEANUP_INTERVALMINS`): SSE streams that got no event (heartbeats aside) for
+    /// this long are ended with a `retry:` hint, so the client reconnects and resumes. Off
+    /// unless set: heartbeats already find dead peers.
+    pub sse_idle: Option<SseIdle>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SseIdle {
+    pub every: std::time::Duration,
+    pub max_idle: std::time::Duration,
 }
 
 /// RIG's authorization checks (`SUBSCRIPTION_CHECK`, `SUBMISSION_CHECK`).
@@ -229,6 +240,25 @@ impl Config {
             &mut problems,
         );
         let api_token = get(env::API_TOKEN).map(str::to_string);
+        let minutes = |name: &str, problems: &mut Vec<String>| -> Option<u64> {
+            let v = get(name)?;
+            match v.parse::<u64>() {
+                Ok(m) if m > 0 => Some(m),
+                _ => {
+                    problems.push(format!(
+                        "{name}={v:?}: expected a positive number of minutes"
+                    ));
+                    None
+                }
+            }
+        };
+        let sse_idle = minutes(env::EVENTS_SSE_CLEANUP_MAXAGEMINS, &mut problems).map(|max| {
+            let every = minutes(env::EVENTS_SSE_CLEANUP_INTERVALMINS, &mut problems).unwrap_or(5);
+            SseIdle {
+                every: std::time::Duration::from_secs(every * 60),
+                max_idle: std::time::Duration::from_secs(max * 60),
+            }
+        });
         let mut path_prefixes = Vec::new();
         // Set but blank turns the prefixes off; unset means FlowX's.
         let raw_prefixes = match envs.get(env::INBOUND_PATH_PREFIXES) {
@@ -281,6 +311,7 @@ impl Config {
                 tuning,
                 tuning_file,
                 path_prefixes,
+                sse_idle,
             })
         } else {
             Err(Problems(problems))

@@ -84,6 +84,8 @@ pub struct ShardMetrics {
     /// By [`ResumeResult`].
     pub resumes: [Counter; 3],
     pub resumed_events: Counter,
+    /// SSE streams ended by the idle clean-up (`EVENTS_SSE_CLEANUP_*`).
+    pub idle_closes: Counter,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -205,6 +207,14 @@ pub fn render(
         "{} {}",
         names::RESUMED_EVENTS.0,
         sum(shards, |s| s.resumed_events.get())
+    );
+
+    header(&mut o, names::IDLE_CLOSES, "counter");
+    let _ = writeln!(
+        o,
+        "{} {}",
+        names::IDLE_CLOSES.0,
+        sum(shards, |s| s.idle_closes.get())
     );
 
     header(&mut o, names::SUBSCRIPTIONS, "gauge");

@@ -37,6 +37,10 @@ pub const RESUMED_EVENTS: (&str, &str) = (
     "corebridge_resumed_events_total",
     "Events replayed to reconnecting SSE clients.",
 );
+pub const IDLE_CLOSES: (&str, &str) = (
+    "corebridge_idle_closes_total",
+    "SSE streams ended because no event reached them for EVENTS_SSE_CLEANUP_MAXAGEMINS (they reconnect).",
+);
 pub const SUBSCRIPTIONS: (&str, &str) = (
     "corebridge_subscriptions",
     "Subscriptions currently held by connections.",

@@ -58,13 +58,46 @@ impl Sessions {
                     Transport::Sse => heartbeat.clone(),
                     _ => ping.clone(),
                 };
+                // A heartbeat is not activity for the idle clean-up.
+                let active = self.slab[slot as usize].active;
                 self.push(slot, beat);
+                if let Some(s) = self.slab.get_mut(slot as usize) {
+                    s.active = active;
+                }
+            }
+        }
+        if let Some(idle) = self.cfg.sse_idle {
+            if now.wrapping_sub(self.last_reap) >= ticks(idle.every, period) {
+                self.last_reap = now;
+                self.reap_idle(now, ticks(idle.max_idle, period));
             }
         }
         for (slot, token) in expired {
             self.close(slot, &token);
         }
         self.blacklist.expire(now_ms());
+    }
+}
+
+impl Sessions {
+    /// Ends SSE streams with no event for `max_idle` ticks: a `retry:` hint, then the end of
+    /// the stream; EventSource reconnects (and resumes from its last id).
+    fn reap_idle(&mut self, now: u32, max_idle: u32) {
+        let idle: Vec<Slot> = self
+            .slab
+            .iter()
+            .filter(|(_, s)| {
+                s.transport == Transport::Sse
+                    && s.out.close.is_none()
+                    && now.wrapping_sub(s.active) >= max_idle
+            })
+            .map(|(k, _)| k as Slot)
+            .collect();
+        for slot in idle {
+            self.push(slot, Frame::from(&b"retry: 1000\n\n"[..]));
+            self.metrics.idle_closes.inc();
+            self.end_stream(slot, super::CloseReason::Shutdown);
+        }
     }
 }
 
@@ -76,6 +109,47 @@ mod tests {
     use crate::route::subscription::SubscriptionSet;
     use std::sync::Arc;
     use std::task::{Context, Poll};
+
+    #[test]
+    fn flowx_cleanup_ends_streams_without_events_but_not_for_heartbeats() {
+        let mut cfg = Config::load(&EnvMap::new(), None).unwrap();
+        cfg.tuning.sessions.heartbeat_interval_ms = 2_000;
+        cfg.sse_idle = Some(crate::config::SseIdle {
+            every: Duration::from_secs(1),
+            max_idle: Duration::from_secs(10),
+        });
+        let metrics = Arc::new(ShardMetrics::default());
+        let mut s = Sessions::new(Arc::new(cfg), 1, 0, metrics.clone());
+        let (slot, token) = s
+            .open(Transport::Sse, SubscriptionSet::default(), None)
+            .unwrap();
+        let cx = Context::from_waker(std::task::Waker::noop());
+        let mut all = Vec::new();
+        let mut closed_at = None;
+        for ms in (250..=15_000).step_by(250) {
+            s.tick(Duration::from_millis(ms));
+            let mut out = Vec::new();
+            let p = s.poll_drain(slot, &token, &cx, &mut out);
+            all.extend(out.concat());
+            if matches!(
+                p,
+                Poll::Ready(crate::session::Drain::Close(
+                    crate::session::CloseReason::Shutdown
+                ))
+            ) {
+                closed_at = Some(ms);
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&all);
+        // Heartbeats went out every 2 s meanwhile, and did not count as activity. (The
+        // writer sends the queued `retry:` hint before the last chunk; this test's drain
+        // reports the close instead.)
+        assert!(text.matches(": heartbeat").count() >= 3, "{text}");
+        let at = closed_at.expect("ended");
+        assert!((10_000..=12_000).contains(&at), "ended at {at} ms");
+        assert_eq!(metrics.idle_closes.get(), 1);
+    }
 
     #[test]
     fn an_idle_stream_beats_within_one_interval() {

@@ -42,6 +42,8 @@ pub(super) struct Session {
     /// Where this connection starts in each partition while the shard's frontier is behind
     /// it (see `frontier.rs`); None nearly always.
     floor: Option<Box<Frontier>>,
+    /// The shard tick of the last frame queued other than a heartbeat (idle clean-up).
+    pub(super) active: u32,
 }
 
 /// How a stream that can resume starts: the positions live delivery starts from, and the
@@ -71,6 +73,8 @@ pub struct Sessions {
     writer: Option<Waker>,
     /// Stream sessions waiting for room on a full socket.
     stalled: usize,
+    /// The tick of the last idle clean-up (`Config::sse_idle`).
+    pub(super) last_reap: u32,
     /// The resume frontier and its encoding.
     fr: Frontiers,
     /// Sessions with a floor (some may have lost it since): while any exist, batches go
@@ -122,6 +126,7 @@ impl Sessions {
             dirty: Vec::new(),
             writer: None,
             stalled: 0,
+            last_reap: 0,
             fr: Frontiers::default(),
             floored: Vec::new(),
         }
@@ -205,6 +210,7 @@ impl Sessions {
             out: OutQueue::new(self.now),
             jwt_sessions: Vec::new(),
             floor: None,
+            active: self.now,
         });
         if let Some(js) = jwt_session {
             self.associate(slot, js);
@@ -578,6 +584,7 @@ impl Sessions {
         let Some(s) = self.slab.get_mut(slot as usize) else {
             return false;
         };
+        s.active = self.now;
         let queued = s.out.push(
             f,
             events,
@@ -787,6 +794,14 @@ impl Sessions {
         if self.slab.is_empty() {
             // A shard that once held many sessions gives the slab's memory back when they go.
             self.slab.shrink_to_fit();
+        }
+    }
+
+    /// Ends one stream after what is queued (its closing bytes from the writer).
+    pub(super) fn end_stream(&mut self, slot: Slot, reason: CloseReason) {
+        if let Some(s) = self.slab.get_mut(slot as usize) {
+            s.out.close(reason);
+            self.mark_dirty(slot);
         }
     }
 
