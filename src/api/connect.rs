@@ -56,6 +56,8 @@ impl Refusal {
 struct Admitted {
     subs: SubscriptionSet,
     session: Option<String>,
+    /// The presence user (`CB_PRESENCE_CLAIM` of a valid token).
+    user: Option<String>,
 }
 
 async fn admit(shard: &Rc<Shard>, head: &RequestHead) -> Result<Admitted, Refusal> {
@@ -73,12 +75,17 @@ async fn admit(shard: &Rc<Shard>, head: &RequestHead) -> Result<Admitted, Refusa
         }
     };
     let token = http1::query_param(head.query.as_deref(), "jwt").filter(|t| !t.is_empty());
-    let (subs, session) = match &token {
-        None => (manual, None),
+    let (subs, session, user) = match &token {
+        None => (manual, None, None),
         Some(t) => {
             let id = access::verify(shard, t).await.map_err(Refusal::Jwt)?;
             let auto = access::jwt_subscriptions(&id.claims, &shard.cfg().extractors);
-            (access::merge(auto, manual), id.session)
+            let user = match id.claims.pointer(&shard.cfg().presence.claim) {
+                Some(serde_json::Value::String(u)) if !u.is_empty() => Some(u.clone()),
+                Some(v @ serde_json::Value::Number(_)) => Some(v.to_string()),
+                _ => None,
+            };
+            (access::merge(auto, manual), id.session, user)
         }
     };
     let limits = shard.sessions.borrow().subscription_limits();
@@ -107,7 +114,11 @@ async fn admit(shard: &Rc<Shard>, head: &RequestHead) -> Result<Admitted, Refusa
     {
         return Err(Refusal::RateLimited);
     }
-    Ok(Admitted { subs, session })
+    Ok(Admitted {
+        subs,
+        session,
+        user,
+    })
 }
 
 /// Admission, then the session on this shard (refused if its JWT session was blacklisted
@@ -118,10 +129,11 @@ async fn open(
     transport: Transport,
 ) -> Result<(u32, Token), Refusal> {
     let a = admit(shard, head).await?;
-    let opened = shard
-        .sessions
-        .borrow_mut()
-        .open(transport, a.subs, a.session);
+    let mut sessions = shard.sessions.borrow_mut();
+    let opened = sessions.open(transport, a.subs, a.session);
+    if let (Ok((slot, _)), Some(user)) = (&opened, a.user) {
+        sessions.set_user(*slot, user);
+    }
     // A blacklist entry may land while a connection is being admitted, after its token passed.
     opened.map_err(|_| Refusal::Jwt(AccessError::Blacklisted))
 }
@@ -143,6 +155,9 @@ pub async fn sse(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
         Ok(o) => o,
         Err(_) => return Refusal::Jwt(AccessError::Blacklisted).http(),
     };
+    if let Some(user) = a.user {
+        shard.sessions.borrow_mut().set_user(slot, user);
+    }
     if let (Some(id), Some(subs)) = (&last_id, subs) {
         super::resume::replay(shard, slot, &token, id, start, subs).await;
     }

@@ -11,6 +11,7 @@ pub mod access;
 mod apis;
 mod blacklist;
 mod connect;
+pub mod presence;
 mod publish;
 pub mod ratelimit;
 mod responses;
@@ -255,6 +256,21 @@ async fn internal(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outco
             Method::Post => blacklist::add(shard, &body).await,
             _ => not_allowed("POST"),
         },
+        "/v3/presence" => match m {
+            Method::Get => presence::who(shard, head).await,
+            _ => not_allowed("GET"),
+        },
+        path if path.starts_with("/v3/users/") && path.ends_with("/connections") => {
+            let raw = &path["/v3/users/".len()..path.len() - "/connections".len()];
+            if raw.is_empty() || raw.contains('/') {
+                return Resp::json(404, br#"{"message":"Not Found"}"#.to_vec()).into();
+            }
+            let user = crate::proto::http1::percent_decode(raw).unwrap_or_else(|| raw.to_string());
+            match m {
+                Method::Get => presence::connections(shard, user).await,
+                _ => not_allowed("GET"),
+            }
+        }
         path if path.starts_with("/v3/apis/") || path.starts_with("/v2/apis/") => {
             let raw = &path[9..];
             if raw.is_empty() || raw.contains('/') {

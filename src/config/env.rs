@@ -57,6 +57,12 @@ pub const FLOWX_USER_CLAIM: &str = "CB_FLOWX_USER_CLAIM";
 pub const EVENTS_SSE_CLEANUP_MAXAGEMINS: &str = "EVENTS_SSE_CLEANUP_MAXAGEMINS";
 /// FlowX: how often, in minutes, that is checked (default 5).
 pub const EVENTS_SSE_CLEANUP_INTERVALMINS: &str = "EVENTS_SSE_CLEANUP_INTERVALMINS";
+/// The JWT claim naming a connection's user for presence (ours; default `sub`).
+pub const PRESENCE_CLAIM: &str = "CB_PRESENCE_CLAIM";
+/// Kafka topic for `rig.presence` join/leave events (ours; off when unset).
+pub const PRESENCE_TOPIC: &str = "CB_PRESENCE_TOPIC";
+/// How long a presence query waits for other nodes (ours; default 500 ms).
+pub const PRESENCE_WAIT_MS: &str = "CB_PRESENCE_WAIT_MS";
 /// Path prefixes under which the inbound `/_rig/` routes are also served (ours; default FlowX's
 /// `/api/events`).
 pub const INBOUND_PATH_PREFIXES: &str = "CB_INBOUND_PATH_PREFIXES";

@@ -59,6 +59,21 @@ pub struct Config {
     /// this long are ended with a `retry:` hint, so the client reconnects and resumes. Off
     /// unless set: heartbeats already find dead peers.
     pub sse_idle: Option<SseIdle>,
+    pub presence: PresenceConfig,
+}
+
+/// Who is online: the presence API and `rig.presence` events.
+#[derive(Debug, Clone)]
+pub struct PresenceConfig {
+    /// JSON pointer to the claim that names a connection's user (`CB_PRESENCE_CLAIM`, default
+    /// `sub`).
+    pub claim: String,
+    /// Where joins and leaves are produced as `rig.presence` CloudEvents (`CB_PRESENCE_TOPIC`).
+    pub topic: Option<String>,
+    /// How long a presence query collects the other nodes' answers (`CB_PRESENCE_WAIT_MS`).
+    pub wait: std::time::Duration,
+    /// This node's name in answers (`CB_NODE_ID`, default the host name).
+    pub node: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,6 +274,32 @@ impl Config {
                 max_idle: std::time::Duration::from_secs(max * 60),
             }
         });
+        let presence = PresenceConfig {
+            claim: {
+                let c = get(env::PRESENCE_CLAIM).unwrap_or("sub");
+                if c.starts_with('/') {
+                    c.to_string()
+                } else {
+                    format!("/{c}")
+                }
+            },
+            topic: get(env::PRESENCE_TOPIC).map(str::to_string),
+            wait: std::time::Duration::from_millis(match get(env::PRESENCE_WAIT_MS) {
+                None => 500,
+                Some(v) => v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=30_000).contains(n))
+                    .unwrap_or_else(|| {
+                        problems.push(format!(
+                            "{}={v:?}: expected milliseconds, 1 to 30000",
+                            env::PRESENCE_WAIT_MS
+                        ));
+                        500
+                    }),
+            }),
+            node: get(env::NODE_ID).map_or_else(proxy::hostname, str::to_string),
+        };
         let mut path_prefixes = Vec::new();
         // Set but blank turns the prefixes off; unset means FlowX's.
         let raw_prefixes = match envs.get(env::INBOUND_PATH_PREFIXES) {
@@ -312,6 +353,7 @@ impl Config {
                 tuning_file,
                 path_prefixes,
                 sse_idle,
+                presence,
             })
         } else {
             Err(Problems(problems))

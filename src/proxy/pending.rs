@@ -58,6 +58,12 @@ impl<T> Pending<T> {
         Some(self.waiters.remove(p.slot as usize).tx)
     }
 
+    /// The waiter `p` names, left in place (a waiter that takes several answers).
+    pub fn get(&self, p: Parked) -> Option<&T> {
+        let w = self.waiters.get(p.slot as usize)?;
+        (w.gen == p.gen && w.secret == p.secret).then_some(&w.tx)
+    }
+
     /// Forgets a waiter that stopped waiting (timeout, client gone).
     pub fn cancel(&mut self, p: Parked) {
         if self

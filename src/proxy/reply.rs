@@ -18,8 +18,64 @@ pub const STATUS_HEADER: &str = "rig-response-code";
 pub const FORWARD_HEADER: &str = "cb-forward";
 /// The connection token a forwarded request is for.
 pub const CONNECTION_HEADER: &str = "cb-connection";
-/// The only kind of forwarded request: a subscriptions PUT.
+/// Forwarded requests: a subscriptions PUT for the node that owns a connection, or a
+/// presence question for every node.
 pub const FORWARD_SUBSCRIPTIONS: &[u8] = b"subscriptions";
+pub const FORWARD_PRESENCE: &[u8] = b"presence";
+/// Users one presence question names at most.
+pub const MAX_PRESENCE_USERS: usize = 1000;
+
+/// Who of these users is connected on your node? Answered to `reply_to` with
+/// `{"node": ..., "connections": [...]}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceAsk {
+    pub reply_to: Token,
+    /// None: every user (bounded by the answer's limit).
+    pub users: Option<Vec<String>>,
+}
+
+pub fn presence_headers(ask: &PresenceAsk) -> Vec<(String, Vec<u8>)> {
+    vec![
+        (FORWARD_HEADER.to_string(), FORWARD_PRESENCE.to_vec()),
+        (
+            CORRELATION_HEADER.to_string(),
+            ask.reply_to.encode_correlation().into_bytes(),
+        ),
+    ]
+}
+
+/// A presence question, if the record is one; Err when it is malformed.
+pub fn parse_presence_ask<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
+    body: &[u8],
+) -> Option<Result<PresenceAsk, ReplyError>> {
+    let get = |name: &str| {
+        headers
+            .clone()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    };
+    if get(FORWARD_HEADER)? != FORWARD_PRESENCE {
+        return None;
+    }
+    let reply_to = get(CORRELATION_HEADER)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| Token::decode_correlation(v.trim()));
+    let Some(reply_to) = reply_to else {
+        return Some(Err(ReplyError::BadCorrelation));
+    };
+    let users = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("users")?.as_array().map(|a| {
+                a.iter()
+                    .filter_map(|u| u.as_str().map(str::to_string))
+                    .take(MAX_PRESENCE_USERS)
+                    .collect()
+            })
+        });
+    Some(Ok(PresenceAsk { reply_to, users }))
+}
 
 /// Headers copied to a client at most, and their bytes.
 const MAX_COPIED: usize = 64;

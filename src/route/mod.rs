@@ -43,6 +43,8 @@ pub enum Control {
     /// Every record of this partition below `next` that this shard wanted has been sent to it
     /// (the resume frontier moves even when nothing was wanted).
     Progress(Arc<Progress>),
+    /// Another node asks who of these users is connected here (answered on the response topic).
+    PresenceAsk(Arc<crate::proxy::reply::PresenceAsk>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

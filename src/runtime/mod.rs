@@ -279,6 +279,15 @@ async fn shard_main(
     for (_, rx) in receivers.streams() {
         spawn_into(deliver, Box::pin(shard.clone().receive(rx)) as _);
     }
+    // Presence changes go out as rig.presence events (or are forgotten) twice a second.
+    let announcer = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(500)).await;
+            crate::api::presence::announce(&announcer).await;
+        }
+    })
+    .detach();
     let ticker = shard.clone();
     glommio::spawn_local(async move {
         let started = Instant::now();

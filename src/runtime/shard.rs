@@ -88,11 +88,17 @@ pub enum Request {
         after: Option<u64>,
         hold: bool,
     },
+    /// The live connections of these users (everyone's when None), at most `limit`.
+    Presence {
+        users: Option<Arc<Vec<String>>>,
+        limit: usize,
+    },
 }
 
 pub enum Reply {
     SetSubscriptions(Result<(), LookupError>),
     LongPoll(Result<(Vec<Bytes>, u64), LookupError>),
+    Presence(Vec<crate::session::Presence>),
     /// The owner shard did not answer in time or its channel closed.
     Unavailable,
 }
@@ -105,10 +111,71 @@ pub struct Parking<'a> {
     rx: Option<oneshot::Receiver<Arc<crate::proxy::reply::Reply>>>,
 }
 
+/// What a parked request waits with: one answer, or every answer until it stops waiting
+/// (a presence query gathering the other nodes').
+pub enum Waiter {
+    One(oneshot::Sender<Arc<crate::proxy::reply::Reply>>),
+    Many(async_channel::Sender<Arc<crate::proxy::reply::Reply>>),
+}
+
+/// A parked request that takes every answer for its token until dropped.
+pub struct Gathering<'a> {
+    shard: &'a Shard,
+    at: crate::proxy::pending::Parked,
+    rx: async_channel::Receiver<Arc<crate::proxy::reply::Reply>>,
+}
+
+impl<'a> Gathering<'a> {
+    /// At most `max` answers are kept.
+    pub fn new(shard: &'a Shard, max: usize) -> Gathering<'a> {
+        let (tx, rx) = async_channel::bounded(max.max(1));
+        let at = shard.parked.borrow_mut().park(Waiter::Many(tx));
+        Gathering { shard, at, rx }
+    }
+
+    pub fn token(&self) -> String {
+        crate::proto::token::Token {
+            node: self.shard.globals.node,
+            shard: self.shard.id as u16,
+            slot: self.at.slot,
+            gen: self.at.gen,
+            secret: self.at.secret,
+        }
+        .encode_correlation()
+    }
+
+    /// Every answer that arrives within `within`.
+    pub async fn gather(&self, within: Duration) -> Vec<Arc<crate::proxy::reply::Reply>> {
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return out;
+            }
+            let next = future::or(async { self.rx.recv().await.ok() }, async {
+                glommio::timer::sleep(left).await;
+                None
+            })
+            .await;
+            match next {
+                Some(r) => out.push(r),
+                None => return out,
+            }
+        }
+    }
+}
+
+impl Drop for Gathering<'_> {
+    fn drop(&mut self) {
+        self.shard.parked.borrow_mut().cancel(self.at);
+    }
+}
+
 impl<'a> Parking<'a> {
     fn new(shard: &'a Shard) -> Parking<'a> {
         let (tx, rx) = oneshot::channel();
-        let at = shard.parked.borrow_mut().park(tx);
+        let at = shard.parked.borrow_mut().park(Waiter::One(tx));
         shard.metrics.proxy.pending.add(1);
         Parking {
             shard,
@@ -160,8 +227,7 @@ pub struct Shard {
     /// This shard's copy of the API definitions, compiled.
     pub proxy: RefCell<crate::proxy::table::Table>,
     /// Proxied requests waiting for a correlated response.
-    pub parked:
-        RefCell<crate::proxy::pending::Pending<oneshot::Sender<Arc<crate::proxy::reply::Reply>>>>,
+    pub parked: RefCell<crate::proxy::pending::Pending<Waiter>>,
     /// Keep-alive connections to HTTP upstreams.
     pub upstreams: crate::conn::upstream::Pools,
     mesh: Senders<ShardMsg>,
@@ -358,21 +424,30 @@ impl Shard {
             }
             Control::Reply(reply) => {
                 let t = reply.token;
-                let waiter = self
-                    .parked
-                    .borrow_mut()
-                    .take(crate::proxy::pending::Parked {
-                        slot: t.slot,
-                        gen: t.gen,
-                        secret: t.secret,
-                    });
-                match waiter {
-                    Some(tx) => {
+                let at = crate::proxy::pending::Parked {
+                    slot: t.slot,
+                    gen: t.gen,
+                    secret: t.secret,
+                };
+                let mut parked = self.parked.borrow_mut();
+                // A gathering waiter takes every answer until it stops waiting.
+                if let Some(Waiter::Many(tx)) = parked.get(at) {
+                    let _ = tx.try_send(reply.clone());
+                    self.metrics.proxy.replies_delivered.inc();
+                    return;
+                }
+                match parked.take(at) {
+                    Some(Waiter::One(tx)) => {
                         self.metrics.proxy.replies_delivered.inc();
                         tx.send(reply.clone());
                     }
-                    None => self.metrics.proxy.replies_dropped.inc(),
+                    _ => self.metrics.proxy.replies_dropped.inc(),
                 }
+                return;
+            }
+            Control::PresenceAsk(ask) => {
+                glommio::spawn_local(crate::api::presence::answer(self.clone(), ask.clone()))
+                    .detach();
                 return;
             }
             _ => {}
@@ -393,7 +468,11 @@ impl Shard {
                     );
                 }
             }
-            Control::Api(_) | Control::Reply(_) | Control::Forward(_) | Control::Ack(_) => {}
+            Control::Api(_)
+            | Control::Reply(_)
+            | Control::Forward(_)
+            | Control::Ack(_)
+            | Control::PresenceAsk(_) => {}
         }
     }
 
@@ -408,6 +487,7 @@ impl Shard {
                     Reply::SetSubscriptions(Err(LookupError::Invalid))
                 }
                 Request::LongPoll { .. } => Reply::LongPoll(Err(LookupError::Invalid)),
+                Request::Presence { .. } => Reply::Presence(Vec::new()),
             };
         }
         let id = self.next_request_id();
@@ -449,6 +529,11 @@ impl Shard {
             Request::LongPoll { token, after, hold } => {
                 Reply::LongPoll(crate::conn::longpoll::read(self, token, after, hold).await)
             }
+            Request::Presence { users, limit } => Reply::Presence(
+                self.sessions
+                    .borrow()
+                    .presence(users.as_deref().map(Vec::as_slice), limit),
+            ),
         }
     }
 

@@ -24,7 +24,7 @@ mod queue;
 mod registry;
 
 pub use crate::route::index::Slot;
-pub use registry::{stream_key, Output, Sent, Sessions, Start};
+pub use registry::{stream_key, Output, Presence, PresenceChange, Sent, Sessions, Start};
 use std::rc::Rc;
 
 /// One encoded event (or heartbeat) as queued for sessions of this shard. `Rc`, not `Bytes`:

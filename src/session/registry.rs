@@ -19,6 +19,10 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+/// Presence changes kept between two announcements at most (a connection storm must not grow
+/// memory without bound; the announcement says how many went unsaid).
+const MAX_PRESENCE_CHANGES: usize = 65_536;
+
 /// Events in one batch frame at most (see [`Sessions::deliver_batch`]); also at most an eighth
 /// of `queue_events`, so a batch frame never alone makes a session a slow consumer.
 const BATCH_EVENTS: usize = 64;
@@ -44,6 +48,28 @@ pub(super) struct Session {
     floor: Option<Box<Frontier>>,
     /// The shard tick of the last frame queued other than a heartbeat (idle clean-up).
     pub(super) active: u32,
+    /// The user (`CB_PRESENCE_CLAIM` of its JWT) and when it connected (Unix ms): presence.
+    user: Option<Box<str>>,
+    since_ms: u64,
+}
+
+/// One live connection of a user, as the presence API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Presence {
+    pub user: String,
+    pub transport: &'static str,
+    pub connected_since_ms: u64,
+    pub subscriptions: usize,
+}
+
+/// A user's connection came or went (for `rig.presence` events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceChange {
+    pub user: Box<str>,
+    pub transport: Transport,
+    pub join: bool,
+    /// The user's connections on this shard after the change.
+    pub remaining: usize,
 }
 
 /// How a stream that can resume starts: the positions live delivery starts from, and the
@@ -75,6 +101,9 @@ pub struct Sessions {
     stalled: usize,
     /// The tick of the last idle clean-up (`Config::sse_idle`).
     pub(super) last_reap: u32,
+    /// Each user's connections here (presence), and the changes not yet announced.
+    users: std::collections::HashMap<Box<str>, Vec<Slot>>,
+    changes: Vec<PresenceChange>,
     /// The resume frontier and its encoding.
     fr: Frontiers,
     /// Sessions with a floor (some may have lost it since): while any exist, batches go
@@ -127,6 +156,8 @@ impl Sessions {
             writer: None,
             stalled: 0,
             last_reap: 0,
+            users: Default::default(),
+            changes: Vec::new(),
             fr: Frontiers::default(),
             floored: Vec::new(),
         }
@@ -211,6 +242,8 @@ impl Sessions {
             jwt_sessions: Vec::new(),
             floor: None,
             active: self.now,
+            user: None,
+            since_ms: now_ms(),
         });
         if let Some(js) = jwt_session {
             self.associate(slot, js);
@@ -783,6 +816,26 @@ impl Sessions {
         for js in &s.jwt_sessions {
             self.blacklist.forget(js, (slot, s.token));
         }
+        if let Some(user) = s.user {
+            let remaining = match self.users.get_mut(&user) {
+                Some(slots) => {
+                    slots.retain(|x| *x != slot);
+                    slots.len()
+                }
+                None => 0,
+            };
+            if remaining == 0 {
+                self.users.remove(&user);
+            }
+            if self.changes.len() < MAX_PRESENCE_CHANGES {
+                self.changes.push(PresenceChange {
+                    user,
+                    transport: s.transport,
+                    join: false,
+                    remaining,
+                });
+            }
+        }
         let held = self.index.remove(slot);
         let t = s.transport as usize;
         self.metrics.subscriptions.sub(held as u64);
@@ -795,6 +848,69 @@ impl Sessions {
             // A shard that once held many sessions gives the slab's memory back when they go.
             self.slab.shrink_to_fit();
         }
+    }
+
+    /// Names the user of a connection (presence); announced as a join.
+    pub fn set_user(&mut self, slot: Slot, user: String) {
+        let Some(s) = self.slab.get_mut(slot as usize) else {
+            return;
+        };
+        let user: Box<str> = user.into();
+        s.user = Some(user.clone());
+        let transport = s.transport;
+        let slots = self.users.entry(user.clone()).or_default();
+        slots.push(slot);
+        let remaining = slots.len();
+        if self.changes.len() < MAX_PRESENCE_CHANGES {
+            self.changes.push(PresenceChange {
+                user,
+                transport,
+                join: true,
+                remaining,
+            });
+        }
+    }
+
+    /// The live connections of these users here (all users' when None, at most `limit`).
+    pub fn presence(&self, users: Option<&[String]>, limit: usize) -> Vec<Presence> {
+        let describe = |slot: &Slot| {
+            let s = self.slab.get(*slot as usize)?;
+            Some(Presence {
+                user: s.user.as_deref()?.to_string(),
+                transport: match s.transport {
+                    Transport::Sse => "sse",
+                    Transport::Ws => "ws",
+                    Transport::LongPoll => "longpolling",
+                },
+                connected_since_ms: s.since_ms,
+                subscriptions: self.index.count(*slot),
+            })
+        };
+        let mut out = Vec::new();
+        match users {
+            Some(users) => {
+                for u in users {
+                    if let Some(slots) = self.users.get(u.as_str()) {
+                        out.extend(slots.iter().filter_map(describe).take(limit));
+                    }
+                }
+            }
+            None => out.extend(
+                self.users
+                    .values()
+                    .flatten()
+                    .filter_map(describe)
+                    .take(limit),
+            ),
+        }
+        out.truncate(limit);
+        out
+    }
+
+    /// Presence changes since the last call (bounded: under a storm, the oldest are kept and
+    /// the rest counted by the caller as not announced).
+    pub fn take_presence_changes(&mut self) -> Vec<PresenceChange> {
+        std::mem::take(&mut self.changes)
     }
 
     /// Ends one stream after what is queued (its closing bytes from the writer).

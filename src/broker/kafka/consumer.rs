@@ -324,6 +324,21 @@ fn reply_for_us(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_slice()));
     let body = record.value.clone().unwrap_or_default();
+    if let Some(ask) = reply::parse_presence_ask(headers.clone(), &body) {
+        // Every other node's question; any shard answers for the node.
+        return match ask {
+            Ok(a) if a.reply_to.node != ctx.node => {
+                stats.consumed.inc();
+                let shard = usize::from(a.reply_to.shard) % ctx.shards.len().max(1);
+                Some((shard, Control::PresenceAsk(Arc::new(a))))
+            }
+            Ok(_) => None,
+            Err(_) => {
+                stats.failed.inc();
+                None
+            }
+        };
+    }
     if let Some(fwd) = reply::parse_forwarded(headers.clone(), &body) {
         // A subscriptions PUT for a connection: ours if its token names this node.
         let owner = fwd.ok().and_then(|f| {
