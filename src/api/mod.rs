@@ -227,6 +227,10 @@ async fn internal(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outco
                 if let Some(i) = island {
                     i.render(&mut text);
                 }
+                if let Some(b) = &shard.globals.broker {
+                    let (events, bytes) = b.recent.size();
+                    crate::metrics::render_ring(&mut text, events, bytes);
+                }
                 if shard.globals.kinesis.is_some() {
                     shard.globals.kinesis_metrics.render(&mut text);
                 }

@@ -54,7 +54,7 @@ pub struct Positions {
 }
 
 /// A source partition: topic and partition number.
-type PartitionKey = (Arc<str>, i32);
+pub(crate) type PartitionKey = (Arc<str>, i32);
 
 use std::sync::atomic::{fence, AtomicI64, Ordering};
 
@@ -80,6 +80,108 @@ impl Positions {
                 (at >= 0).then(|| (k.clone(), at))
             })
             .collect()
+    }
+}
+
+/// The last records of each source partition, decoded, kept on the island so that a
+/// reconnect storm replays from memory instead of reading and decoding the same records once
+/// per client. Each partition's ring covers `[from, next)` contiguously (records that could
+/// not be decoded leave no event but are covered); bounded in events and bytes
+/// (`sessions.resume_ring_events`, `sessions.resume_ring_bytes`).
+#[derive(Default)]
+pub struct Recent {
+    map: std::sync::Mutex<std::collections::HashMap<PartitionKey, Ring>>,
+    max_events: usize,
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct Ring {
+    events: std::collections::VecDeque<Arc<crate::route::Event>>,
+    bytes: usize,
+    /// The lowest offset covered, and the next offset after the covered span.
+    from: i64,
+    next: i64,
+}
+
+impl Recent {
+    /// After a fetch that covered `[at, next)` and decoded `events`.
+    pub(crate) fn new(max_events: usize, max_bytes: usize) -> Recent {
+        Recent {
+            max_events,
+            max_bytes,
+            ..Recent::default()
+        }
+    }
+
+    pub(crate) fn push(
+        &self,
+        topic: &Arc<str>,
+        partition: i32,
+        at: i64,
+        next: i64,
+        events: &[Arc<crate::route::Event>],
+    ) {
+        let (max_events, max_bytes) = (self.max_events, self.max_bytes);
+        if max_events == 0 || next <= at {
+            return;
+        }
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let ring = map.entry((topic.clone(), partition)).or_default();
+        if ring.next != at || ring.events.is_empty() && ring.next == 0 {
+            // Not contiguous with what is kept (a restart of the partition's reader, a reset):
+            // start over from this fetch.
+            *ring = Ring {
+                from: at,
+                next: at,
+                ..Ring::default()
+            };
+        }
+        for e in events {
+            ring.bytes += e.json.len();
+            ring.events.push_back(e.clone());
+        }
+        ring.next = next;
+        while ring.events.len() > max_events || ring.bytes > max_bytes {
+            let Some(old) = ring.events.pop_front() else {
+                break;
+            };
+            ring.bytes -= old.json.len();
+            ring.from = old.pos.as_ref().map_or(ring.from, |p| p.offset + 1);
+        }
+    }
+
+    /// The kept events of `[from, to)`, if the ring covers all of it.
+    pub(crate) fn range(
+        &self,
+        topic: &Arc<str>,
+        partition: i32,
+        from: i64,
+        to: i64,
+    ) -> Option<Vec<Arc<crate::route::Event>>> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let ring = map.get(&(topic.clone(), partition))?;
+        if from < ring.from || to > ring.next {
+            return None;
+        }
+        Some(
+            ring.events
+                .iter()
+                .filter(|e| {
+                    e.pos
+                        .as_ref()
+                        .is_some_and(|p| p.offset >= from && p.offset < to)
+                })
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Events and bytes kept, for the metrics.
+    pub fn size(&self) -> (usize, usize) {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.values()
+            .fold((0, 0), |(n, b), r| (n + r.events.len(), b + r.bytes))
     }
 }
 
@@ -206,6 +308,8 @@ pub struct BrokerHandle {
     replay: Handle<ReplayRequest, ReplayAnswer>,
     /// Where the island stands in each source partition (resume seams).
     pub positions: Arc<Positions>,
+    /// The last records of each source partition, for replays.
+    pub recent: Arc<Recent>,
     pub publish_topic: String,
     pub control_topic: String,
     /// Where responses to parked requests (and forwarded requests) travel; every node reads it.
@@ -245,6 +349,9 @@ pub fn start(
     let response_topic = kafka.response_topics[0].clone();
     let log_topic = kafka.log_topic.clone();
     let positions = Arc::new(Positions::default());
+    let ring = &cfg.tuning.sessions;
+    let recent = Arc::new(Recent::new(ring.resume_ring_events, ring.resume_ring_bytes));
+    let island_recent = recent.clone();
     let (replay, replays) = island::channel("cb-island", 256);
     let island_positions = positions.clone();
     let produce = island::spawn("cb-island", 1024, move |jobs| {
@@ -258,12 +365,14 @@ pub fn start(
             replays,
             metrics,
             positions: island_positions,
+            recent: island_recent,
         })
     });
     Some(BrokerHandle {
         produce,
         replay,
         positions,
+        recent,
         publish_topic,
         control_topic,
         response_topic,

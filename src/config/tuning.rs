@@ -119,6 +119,10 @@ pub struct Sessions {
     pub resume_max_events: usize,
     /// Records older than this are not replayed (counted in the gap); FlowX kept 4 h.
     pub resume_max_age_s: u64,
+    /// Decoded records kept per source partition on the node for replays (0: always read
+    /// them back from Kafka), and their bytes at most.
+    pub resume_ring_events: usize,
+    pub resume_ring_bytes: usize,
 }
 
 impl Default for Sessions {
@@ -134,6 +138,8 @@ impl Default for Sessions {
             max_write_lag_ms: 50,
             resume_max_events: 256,
             resume_max_age_s: 4 * 3600,
+            resume_ring_events: 1024,
+            resume_ring_bytes: 1 << 20,
         }
     }
 }

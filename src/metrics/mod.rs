@@ -118,6 +118,14 @@ pub(crate) fn escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// The node's replay ring (see `broker::Recent`).
+pub fn render_ring(out: &mut String, events: usize, bytes: usize) {
+    header(out, names::RESUME_RING_EVENTS, "gauge");
+    let _ = writeln!(out, "{} {events}", names::RESUME_RING_EVENTS.0);
+    header(out, names::RESUME_RING_BYTES, "gauge");
+    let _ = writeln!(out, "{} {bytes}", names::RESUME_RING_BYTES.0);
+}
+
 pub(crate) fn header(out: &mut String, (name, help): (&str, &str), kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }

@@ -41,6 +41,14 @@ pub const IDLE_CLOSES: (&str, &str) = (
     "corebridge_idle_closes_total",
     "SSE streams ended because no event reached them for EVENTS_SSE_CLEANUP_MAXAGEMINS (they reconnect).",
 );
+pub const RESUME_RING_EVENTS: (&str, &str) = (
+    "corebridge_resume_ring_events",
+    "Decoded Kafka records kept on this node for replays to resuming clients.",
+);
+pub const RESUME_RING_BYTES: (&str, &str) = (
+    "corebridge_resume_ring_bytes",
+    "Payload bytes of the records kept for replays.",
+);
 pub const SUBSCRIPTIONS: (&str, &str) = (
     "corebridge_subscriptions",
     "Subscriptions currently held by connections.",

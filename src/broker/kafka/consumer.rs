@@ -212,6 +212,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
                 }
                 if let Some(t) = &tracked {
                     t.advance(next);
+                    ctx.recent.push(&topic_arc, partition, at, next, &events);
                 }
                 if !dispatch(&ctx, events).await {
                     return; // the shards are gone: shutting down

@@ -246,9 +246,15 @@ async fn run(ctx: Arc<Ctx>, group: String, patterns: Vec<TopicPattern>) {
                     timestamp_ms: m.timestamp().to_millis().unwrap_or(-1),
                 };
                 let mapping = ctx.kafka.mapping_for(topic);
-                if let Some(ev) = to_event(&ctx, &view, &topic_arc, mapping, &st, &mut bad) {
-                    events.push(ev);
-                }
+                let ev = to_event(&ctx, &view, &topic_arc, mapping, &st, &mut bad);
+                ctx.recent.push(
+                    &topic_arc,
+                    m.partition(),
+                    m.offset(),
+                    m.offset() + 1,
+                    ev.as_slice(),
+                );
+                events.extend(ev);
             }
             if taken < BATCH {
                 if let Some(Ok(m)) = futures_lite::future::poll_once(c.recv()).await {

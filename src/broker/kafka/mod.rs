@@ -36,6 +36,7 @@ pub(crate) struct Ctx {
     /// This process's node id (correlation tokens name it).
     pub node: u32,
     pub positions: Arc<super::Positions>,
+    pub recent: Arc<super::Recent>,
 }
 
 /// How long one broker call may retry internally before it reports an error to us; our own
@@ -105,6 +106,7 @@ pub(crate) struct Start {
     pub replays: async_channel::Receiver<super::ReplayJob>,
     pub metrics: Arc<IslandMetrics>,
     pub positions: Arc<super::Positions>,
+    pub recent: Arc<super::Recent>,
 }
 
 pub(crate) async fn run(start: Start) {
@@ -118,6 +120,7 @@ pub(crate) async fn run(start: Start) {
         replays,
         metrics,
         positions,
+        recent,
     } = start;
     let brokers = kafka.brokers.join(",");
     let mut backoff = Duration::from_millis(500);
@@ -180,6 +183,7 @@ pub(crate) async fn run(start: Start) {
         metrics,
         node,
         positions,
+        recent,
     });
     tokio::spawn(producer::serve(ctx.clone(), client.clone(), jobs));
     tokio::spawn(replay::serve(ctx.clone(), client.clone(), replays));

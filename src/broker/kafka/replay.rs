@@ -11,8 +11,9 @@ use crate::broker::{ProduceError, ReplayJob, ReplayRange, ReplayRequest, Replaye
 use crate::proto::kafka_record::RecordView;
 use crate::route::Event;
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
-use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
+use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::Client;
+use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -21,26 +22,63 @@ use std::sync::Arc;
 const SCAN_PER_EVENT: u64 = 100;
 const FETCH_BYTES: i32 = 4 << 20;
 
+/// Partition clients, kept: opening one costs a metadata round trip, and a reconnect storm
+/// asks for the same few partitions thousands of times.
+#[derive(Default)]
+struct Clients {
+    map: std::sync::Mutex<HashMap<crate::broker::PartitionKey, Arc<PartitionClient>>>,
+}
+
+impl Clients {
+    async fn get(
+        &self,
+        client: &Client,
+        topic: &Arc<str>,
+        partition: i32,
+    ) -> Result<Arc<PartitionClient>, KafkaError> {
+        let key = (topic.clone(), partition);
+        if let Some(pc) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(pc.clone());
+        }
+        let pc = Arc::new(
+            client
+                .partition_client(topic.to_string(), partition, UnknownTopicHandling::Error)
+                .await?,
+        );
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, pc.clone());
+        Ok(pc)
+    }
+}
+
 pub(super) async fn serve(
     ctx: Arc<Ctx>,
     client: Arc<Client>,
     jobs: async_channel::Receiver<ReplayJob>,
 ) {
+    let clients = Arc::new(Clients::default());
     while let Ok(job) = jobs.recv().await {
-        let (ctx, client) = (ctx.clone(), client.clone());
+        let (ctx, client, clients) = (ctx.clone(), client.clone(), clients.clone());
         tokio::spawn(async move {
             let (req, reply) = job.split();
-            reply.send(replay(&ctx, &client, req).await);
+            reply.send(replay(&ctx, &client, &clients, req).await);
         });
     }
 }
 
-async fn replay(ctx: &Ctx, client: &Client, req: ReplayRequest) -> Result<Replayed, ProduceError> {
+async fn replay(
+    ctx: &Ctx,
+    client: &Client,
+    clients: &Clients,
+    req: ReplayRequest,
+) -> Result<Replayed, ProduceError> {
     let mut out = Replayed::default();
     let mut per_partition: Vec<VecDeque<Arc<Event>>> = Vec::new();
     let oldest_ms = (crate::auth::blacklist::now_ms() as i64).saturating_sub(req.max_age_ms as i64);
     for range in &req.ranges {
-        let (kept, lost) = read_range(ctx, client, range, &req, oldest_ms).await?;
+        let (kept, lost) = read_range(ctx, client, clients, range, &req, oldest_ms).await?;
         out.lost += lost;
         per_partition.push(kept);
     }
@@ -74,22 +112,42 @@ async fn replay(ctx: &Ctx, client: &Client, req: ReplayRequest) -> Result<Replay
 async fn read_range(
     ctx: &Ctx,
     client: &Client,
+    clients: &Clients,
     r: &ReplayRange,
     req: &ReplayRequest,
     oldest_ms: i64,
 ) -> Result<(VecDeque<Arc<Event>>, u64), ProduceError> {
     let unavailable =
         |e: KafkaError| ProduceError::Unavailable(format!("{}/{}: {e}", r.topic, r.partition));
-    let pc = client
-        .partition_client(
-            r.topic.to_string(),
-            r.partition,
-            UnknownTopicHandling::Error,
-        )
+    let pc = clients
+        .get(client, &r.topic, r.partition)
         .await
         .map_err(unavailable)?;
     let mut kept: VecDeque<Arc<Event>> = VecDeque::new();
     let mut lost = 0u64;
+    let wanted = |ev: &Event| {
+        req.subs
+            .iter()
+            .any(|s| *s.event_type == *ev.event_type && s.matches(&ev.fields))
+    };
+    if let Some(events) = ctx.recent.range(&r.topic, r.partition, r.from, r.to) {
+        for ev in events {
+            if !wanted(&ev) {
+                continue;
+            }
+            let ts = ev.pos.as_ref().map_or(-1, |p| p.timestamp_ms);
+            if ts >= 0 && ts < oldest_ms {
+                lost += 1;
+                continue;
+            }
+            kept.push_back(ev);
+            if kept.len() > req.max_events {
+                kept.pop_front();
+                lost += 1;
+            }
+        }
+        return Ok((kept, lost));
+    }
     let mut at = r.from;
     let earliest = pc
         .get_offset(OffsetAt::Earliest)
@@ -153,11 +211,7 @@ async fn read_range(
             else {
                 continue;
             };
-            let wanted = req
-                .subs
-                .iter()
-                .any(|s| *s.event_type == *ev.event_type && s.matches(&ev.fields));
-            if !wanted {
+            if !wanted(&ev) {
                 continue;
             }
             if ts >= 0 && ts < oldest_ms {
