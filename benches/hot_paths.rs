@@ -132,6 +132,44 @@ host: gateway.example\r\nuser-agent: Mozilla/5.0\r\naccept: text/event-stream\r\
         black_box(&out);
     });
 
+    // permessage-deflate: compressing one event (done once per event per shard, the same
+    // bytes then go to every deflate connection) and what it saves on the wire. Realistic
+    // JSON (a CloudEvent with an object payload), not a run of one letter.
+    let mut c = flate2::Compress::new(flate2::Compression::fast(), false);
+    for (label, items) in [("200 B", 2usize), ("2 KB", 28)] {
+        let data: Vec<serde_json::Value> = (0..items)
+            .map(|i| {
+                let status = ["new", "paid", "shipped"][i % 3];
+                serde_json::json!({"orderId": format!("ord-{:06}", 7919 * i), "status": status, "amount": 12.5 * i as f64, "currency": "EUR"})
+            })
+            .collect();
+        let ev = serde_json::json!({"specversion":"1.0","type":"order.updated","source":"/orders","id":"4c1f0c2e-9a4b-4e2e-8f0a-1f1c2d3e4f5a","data": data}).to_string();
+        ws::encode_deflated(&mut out, ev.as_bytes(), &mut c);
+        if selected("deflate") {
+            let mut plain = Vec::new();
+            ws::encode_frame(&mut plain, ws::OpCode::Text, ev.as_bytes());
+            out.clear();
+            ws::encode_deflated(&mut out, ev.as_bytes(), &mut c);
+            println!(
+                "ws deflate {label} event: {} B JSON, frame {} B plain -> {} B compressed ({:.0}% saved)",
+                ev.len(),
+                plain.len(),
+                out.len(),
+                100.0 - 100.0 * out.len() as f64 / plain.len() as f64
+            );
+        }
+        bench(
+            &format!("ws::encode_deflated ({label} event)"),
+            100,
+            1_000,
+            |_| {
+                out.clear();
+                ws::encode_deflated(&mut out, black_box(ev.as_bytes()), &mut c);
+                black_box(&out);
+            },
+        );
+    }
+
     // Matching + encoding once + queueing to every matching session (unconstrained: all
     // match). Eight events, so no queue reaches the slow-consumer bound.
     for n in [1_000usize, 100_000] {

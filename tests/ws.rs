@@ -432,6 +432,8 @@ async def main(url):
         first = json.loads(await asyncio.wait_for(ws.recv(), 5))
         second = json.loads(await asyncio.wait_for(ws.recv(), 5))
         print("READY", first["type"], second["type"], flush=True)
+        headers = getattr(getattr(ws, "response", None), "headers", None) or getattr(ws, "response_headers", {})
+        print("EXT", headers.get("Sec-WebSocket-Extensions"), flush=True)
         third = await asyncio.wait_for(ws.recv(), 10)
         print("EVENT", third, flush=True)
 
@@ -463,7 +465,18 @@ fn python_websockets_client_receives_an_event() {
         let ready = rx
             .recv_timeout(Duration::from_secs(20))
             .map_err(|e| format!("no READY line: {e}"))?;
-        let ev = ce("py", json!({"from": "rust", "n": 42}));
+        let ext = rx
+            .recv_timeout(Duration::from_secs(20))
+            .map_err(|e| format!("no EXT line: {e}"))?;
+        // websockets offers permessage-deflate by default: negotiated, and a large event
+        // arrives compressed and whole.
+        if ext != "EXT permessage-deflate; server_no_context_takeover" {
+            return Err(format!("extension not negotiated: {ext}"));
+        }
+        let ev = ce(
+            "py",
+            json!({"from": "rust", "n": 42, "pad": "abc ".repeat(500)}),
+        );
         let r = publish(srv.inbound, &ev);
         if r.status != 202 {
             return Err(format!("publish: {} {}", r.status, r.text()));
@@ -535,4 +548,79 @@ fn paused_reader_gets_every_frame_intact() {
             "corrupted"
         );
     }
+}
+
+/// Reads one server frame: (first byte, payload).
+fn read_frame(r: &mut impl std::io::Read) -> (u8, Vec<u8>) {
+    let mut h = [0u8; 2];
+    r.read_exact(&mut h).unwrap();
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            r.read_exact(&mut b).unwrap();
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            r.read_exact(&mut b).unwrap();
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload).unwrap();
+    (h[0], payload)
+}
+
+#[test]
+fn permessage_deflate_compresses_large_events_once_and_leaves_small_ones_plain() {
+    use std::io::Write;
+    let srv = Server::start();
+    let subs = enc(r#"[{"eventType":"z"}]"#);
+    let mut s = TcpStream::connect(("127.0.0.1", srv.inbound)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /_rig/v1/connection/ws?subscriptions={subs} HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = BufReader::new(s);
+    let head = read_response(&mut r);
+    assert_eq!(head.status, 101);
+    assert_eq!(
+        head.header("sec-websocket-extensions"),
+        Some("permessage-deflate; server_no_context_takeover")
+    );
+    for _ in 0..2 {
+        read_frame(&mut r); // rig.connection.create, rig.subscriptions_set
+    }
+    let big = ce(
+        "z",
+        json!({"text": "lorem ipsum dolor sit amet ".repeat(80), "n": 1}),
+    );
+    let small = ce("z", json!({"n": 2}));
+    for ev in [&big, &small, &big] {
+        assert_eq!(publish(srv.inbound, ev).status, 202);
+    }
+    let inflate = |payload: &[u8]| {
+        let mut body = payload.to_vec();
+        body.extend_from_slice(&[0, 0, 0xff, 0xff]);
+        let mut d = flate2::Decompress::new(false);
+        let mut out = Vec::with_capacity(64 * 1024);
+        d.decompress_vec(&body, &mut out, flate2::FlushDecompress::Sync)
+            .unwrap();
+        serde_json::from_slice::<Value>(&out).unwrap()
+    };
+    let (b0, p) = read_frame(&mut r);
+    assert_eq!(b0, 0xC1, "FIN, RSV1 (compressed), text");
+    let plain_len = serde_json::to_vec(&big).unwrap().len();
+    assert!(p.len() * 4 < plain_len, "{} of {plain_len} bytes", p.len());
+    assert_eq!(inflate(&p), big);
+    let (b0, p) = read_frame(&mut r);
+    assert_eq!(b0, 0x81, "below ws_deflate_min_bytes: plain");
+    assert_eq!(serde_json::from_slice::<Value>(&p).unwrap(), small);
+    // No context kept between messages: the second big one decodes on its own.
+    let (b0, p) = read_frame(&mut r);
+    assert_eq!(b0, 0xC1);
+    assert_eq!(inflate(&p), big);
 }

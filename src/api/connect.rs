@@ -187,13 +187,24 @@ pub async fn ws(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
             return r.into();
         }
     };
-    let upgrade = ws::handshake_response(&accept, &[]);
+    let deflate = shard.cfg().tuning.sessions.ws_deflate && ws::accepts_deflate(head);
+    let extensions: &[(&str, &str)] = if deflate {
+        &[("sec-websocket-extensions", ws::DEFLATE_RESPONSE)]
+    } else {
+        &[]
+    };
+    let upgrade = ws::handshake_response(&accept, extensions);
     match open(shard, head, Transport::Ws).await {
-        Ok((slot, token)) => Outcome::Ws {
-            head: upgrade,
-            slot,
-            token,
-        },
+        Ok((slot, token)) => {
+            if deflate {
+                shard.sessions.borrow_mut().set_deflate(slot);
+            }
+            Outcome::Ws {
+                head: upgrade,
+                slot,
+                token,
+            }
+        }
         Err(r) => Outcome::WsRefuse {
             head: upgrade,
             reason: r.ws_reason(),

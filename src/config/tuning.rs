@@ -123,6 +123,12 @@ pub struct Sessions {
     /// them back from Kafka), and their bytes at most.
     pub resume_ring_events: usize,
     pub resume_ring_bytes: usize,
+    /// WebSocket permessage-deflate (RFC 7692) when the client offers it.
+    pub ws_deflate: bool,
+    /// Events smaller than this (JSON bytes) go out uncompressed on a deflate connection:
+    /// each compression costs ~15 us (resetting the compressor dominates), which a small
+    /// event does not repay (`cargo bench --bench hot_paths -- deflate`).
+    pub ws_deflate_min_bytes: usize,
 }
 
 impl Default for Sessions {
@@ -140,6 +146,8 @@ impl Default for Sessions {
             resume_max_age_s: 4 * 3600,
             resume_ring_events: 1024,
             resume_ring_bytes: 1 << 20,
+            ws_deflate: true,
+            ws_deflate_min_bytes: 1024,
         }
     }
 }

@@ -106,6 +106,84 @@ pub fn handshake_response(accept: &str, extra_headers: &[(&str, &str)]) -> Vec<u
     out
 }
 
+/// The `sec-websocket-extensions` answer when permessage-deflate (RFC 7692) is accepted. The
+/// server keeps no context between messages, so a message is compressed once and the same
+/// bytes go to every connection that negotiated it; the client's own context is its business
+/// (it may not send data frames here anyway).
+pub const DEFLATE_RESPONSE: &str = "permessage-deflate; server_no_context_takeover";
+
+/// Whether the client offers permessage-deflate in a form we can accept: the first offer
+/// naming it whose parameters are all known and valid, and that does not ask for a server
+/// window below 15 bits (the compressor uses 32 KiB; RFC 7692 7.1.2.1 lets the server decline
+/// such an offer). Offers come in `sec-websocket-extensions` header(s), comma-separated.
+pub fn accepts_deflate(head: &RequestHead) -> bool {
+    head.header_values("sec-websocket-extensions")
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .any(|offer| {
+            let mut parts = offer.split(';').map(str::trim);
+            if !parts
+                .next()
+                .is_some_and(|n| n.eq_ignore_ascii_case("permessage-deflate"))
+            {
+                return false;
+            }
+            let mut seen = Vec::new();
+            parts.all(|p| {
+                let (name, value) = match p.split_once('=') {
+                    Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+                    None => (p, None),
+                };
+                let name = name.to_ascii_lowercase();
+                if seen.contains(&name) {
+                    return false; // a parameter twice: declined (7.1)
+                }
+                seen.push(name.clone());
+                let bits = |v: Option<&str>| v.and_then(|v| v.parse::<u8>().ok());
+                match (name.as_str(), value) {
+                    ("server_no_context_takeover" | "client_no_context_takeover", None) => true,
+                    ("client_max_window_bits", None) => true,
+                    ("client_max_window_bits", v) => bits(v).is_some_and(|b| (8..=15).contains(&b)),
+                    ("server_max_window_bits", v) => bits(v) == Some(15),
+                    _ => false,
+                }
+            })
+        })
+}
+
+/// Appends one text message compressed per RFC 7692 (RSV1 set; raw deflate, sync-flushed,
+/// without the trailing `00 00 ff ff`), with `compressor` reset first (no context takeover).
+pub fn encode_deflated(out: &mut Vec<u8>, payload: &[u8], compressor: &mut flate2::Compress) {
+    compressor.reset();
+    let mut body: Vec<u8> = Vec::with_capacity(payload.len() / 2 + 64);
+    let mut input = payload;
+    for round in 0.. {
+        if round > 64 {
+            encode_frame(out, OpCode::Text, payload);
+            return;
+        }
+        if body.capacity() - body.len() < 64 {
+            body.reserve(body.capacity().max(256));
+        }
+        let before_in = compressor.total_in();
+        let status = compressor.compress_vec(input, &mut body, flate2::FlushCompress::Sync);
+        input = &input[(compressor.total_in() - before_in) as usize..];
+        match status {
+            Ok(_) if input.is_empty() && body.ends_with(&[0, 0, 0xff, 0xff]) => break,
+            Ok(_) => continue,
+            // Cannot happen with a valid compressor and output room; send it plain instead.
+            Err(_) => {
+                encode_frame(out, OpCode::Text, payload);
+                return;
+            }
+        }
+    }
+    body.truncate(body.len() - 4);
+    let start = out.len();
+    encode_frame(out, OpCode::Text, &body);
+    out[start] |= 0x40; // RSV1: this message is compressed
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpCode {
     Continuation = 0,
@@ -310,6 +388,72 @@ fn close_from_payload(payload: &[u8]) -> Result<ClientFrame, FrameError> {
                 code: Some(code),
                 reason: reason.to_owned(),
             })
+        }
+    }
+}
+
+#[cfg(test)]
+mod deflate_tests {
+    use super::*;
+
+    fn head_with(ext: &[&str]) -> RequestHead {
+        let mut raw = String::from("GET /ws HTTP/1.1\r\nhost: x\r\n");
+        for e in ext {
+            raw.push_str(&format!("sec-websocket-extensions: {e}\r\n"));
+        }
+        raw.push_str("\r\n");
+        crate::proto::http1::parse_head(raw.as_bytes(), &Default::default())
+            .unwrap()
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn offers_accepted_and_declined() {
+        for ok in [
+            "permessage-deflate",
+            "permessage-deflate; client_max_window_bits",
+            "x-webkit-deflate-frame, permessage-deflate; client_max_window_bits=12; server_no_context_takeover",
+            "permessage-deflate; server_max_window_bits=15",
+        ] {
+            assert!(accepts_deflate(&head_with(&[ok])), "{ok}");
+        }
+        for no in [
+            "",
+            "x-webkit-deflate-frame",
+            "permessage-deflate; server_max_window_bits=10",
+            "permessage-deflate; client_max_window_bits=7",
+            "permessage-deflate; unknown",
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+        ] {
+            assert!(!accepts_deflate(&head_with(&[no])), "{no}");
+        }
+        assert!(!accepts_deflate(&head_with(&[])));
+    }
+
+    #[test]
+    fn compressed_messages_inflate_back_and_set_rsv1() {
+        let mut c = flate2::Compress::new(flate2::Compression::fast(), false);
+        for payload in [
+            br#"{"type":"a"}"#.to_vec(),
+            serde_json::json!({"data": "x".repeat(3000), "n": (0..200).collect::<Vec<_>>()})
+                .to_string()
+                .into_bytes(),
+        ] {
+            let mut out = Vec::new();
+            encode_deflated(&mut out, &payload, &mut c);
+            assert_eq!(out[0], 0xC1, "FIN + RSV1 + text");
+            let (len, at) = match out[1] {
+                126 => (u16::from_be_bytes([out[2], out[3]]) as usize, 4),
+                n => (n as usize, 2),
+            };
+            let mut body = out[at..at + len].to_vec();
+            body.extend_from_slice(&[0, 0, 0xff, 0xff]);
+            let mut d = flate2::Decompress::new(false);
+            let mut back = Vec::with_capacity(payload.len() + 64);
+            d.decompress_vec(&body, &mut back, flate2::FlushDecompress::Sync)
+                .unwrap();
+            assert_eq!(back, payload);
         }
     }
 }

@@ -51,6 +51,8 @@ pub(super) struct Session {
     /// The user (`CB_PRESENCE_CLAIM` of its JWT) and when it connected (Unix ms): presence.
     user: Option<Box<str>>,
     since_ms: u64,
+    /// A WebSocket that negotiated permessage-deflate.
+    deflate: bool,
 }
 
 /// One live connection of a user, as the presence API lists it.
@@ -70,6 +72,31 @@ pub struct PresenceChange {
     pub join: bool,
     /// The user's connections on this shard after the change.
     pub remaining: usize,
+}
+
+/// How an event is framed for a connection: per transport, plus compressed WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Plain(Transport),
+    Deflate,
+}
+
+impl Variant {
+    fn of(s: &Session) -> Variant {
+        if s.deflate {
+            Variant::Deflate
+        } else {
+            Variant::Plain(s.transport)
+        }
+    }
+
+    /// Its slot among a delivery's encodings (LongPoll last: runs never encode it).
+    fn index(self) -> usize {
+        match self {
+            Variant::Plain(t) => t as usize,
+            Variant::Deflate => 3,
+        }
+    }
 }
 
 /// How a stream that can resume starts: the positions live delivery starts from, and the
@@ -101,6 +128,8 @@ pub struct Sessions {
     stalled: usize,
     /// The tick of the last idle clean-up (`Config::sse_idle`).
     pub(super) last_reap: u32,
+    /// The shard's permessage-deflate compressor (reset for every message).
+    deflater: Option<Box<flate2::Compress>>,
     /// Each user's connections here (presence), and the changes not yet announced.
     users: std::collections::HashMap<Box<str>, Vec<Slot>>,
     changes: Vec<PresenceChange>,
@@ -156,6 +185,7 @@ impl Sessions {
             writer: None,
             stalled: 0,
             last_reap: 0,
+            deflater: None,
             users: Default::default(),
             changes: Vec::new(),
             fr: Frontiers::default(),
@@ -244,6 +274,7 @@ impl Sessions {
             active: self.now,
             user: None,
             since_ms: now_ms(),
+            deflate: false,
         });
         if let Some(js) = jwt_session {
             self.associate(slot, js);
@@ -518,14 +549,16 @@ impl Sessions {
                 id
             })
             .collect();
-        let mut whole: [Option<Frame>; 2] = [None, None];
+        let mut whole: [Option<Frame>; 4] = [None, None, None, None];
         let mut longpoll: Vec<Frame> = Vec::new();
+        let min = self.cfg.tuning.sessions.ws_deflate_min_bytes;
         let mut n = 0;
         for &slot in &targets {
             let Some(s) = self.slab.get(slot as usize) else {
                 continue;
             };
             let t = s.transport;
+            let v = Variant::of(s);
             if t == Transport::LongPoll {
                 // Long-poll ids count events: one item each.
                 if longpoll.is_empty() {
@@ -542,12 +575,13 @@ impl Sessions {
                 }
                 continue;
             }
-            let f = whole[t as usize]
+            let deflater = &mut self.deflater;
+            let f = whole[v.index()]
                 .get_or_insert_with(|| {
                     let mut out = Vec::new();
                     for (e, id) in evs.iter().zip(&ids) {
                         let id = id.as_deref().unwrap_or(&e.id);
-                        frame::encode_into(&mut out, t, id, &e.event_type, &e.json);
+                        Self::encode_variant(deflater, min, v, id, e, &mut out);
                     }
                     Frame::from(out)
                 })
@@ -566,14 +600,16 @@ impl Sessions {
     pub fn deliver(&mut self, ev: &Event) -> usize {
         let mut targets = std::mem::take(&mut self.targets);
         self.index.targets(&ev.event_type, &ev.fields, &mut targets);
-        let mut encoded: [Option<Frame>; 3] = [None, None, None];
+        let mut encoded: [Option<Frame>; 4] = [None, None, None, None];
         let sse_id = self.fr.id(ev);
+        let min = self.cfg.tuning.sessions.ws_deflate_min_bytes;
         let mut n = 0;
         for &slot in &targets {
             let Some(s) = self.slab.get(slot as usize) else {
                 continue;
             };
             let t = s.transport;
+            let v = Variant::of(s);
             let f = match &s.floor {
                 Some(floor) if self.fr.passed(floor) => None,
                 Some(floor) if Frontiers::below(ev, floor) => continue,
@@ -583,15 +619,18 @@ impl Sessions {
                 }
                 _ => None,
             };
+            let deflater = &mut self.deflater;
             let f = match f {
                 Some(f) => f,
-                None => encoded[t as usize]
+                None => encoded[v.index()]
                     .get_or_insert_with(|| {
                         let id = match t {
                             Transport::Sse => sse_id.as_deref().unwrap_or(&ev.id),
                             _ => &ev.id,
                         };
-                        Frame::from(frame::encode(t, id, &ev.event_type, &ev.json))
+                        let mut out = Vec::with_capacity(ev.json.len() + id.len() + 32);
+                        Self::encode_variant(deflater, min, v, id, ev, &mut out);
+                        Frame::from(out)
                     })
                     .clone(),
             };
@@ -847,6 +886,36 @@ impl Sessions {
         if self.slab.is_empty() {
             // A shard that once held many sessions gives the slab's memory back when they go.
             self.slab.shrink_to_fit();
+        }
+    }
+
+    /// Marks a WebSocket that negotiated permessage-deflate.
+    pub fn set_deflate(&mut self, slot: Slot) {
+        if let Some(s) = self.slab.get_mut(slot as usize) {
+            s.deflate = s.transport == Transport::Ws;
+        }
+    }
+
+    /// One event's frame for a transport variant (see [`Variant`]).
+    fn encode_variant(
+        deflater: &mut Option<Box<flate2::Compress>>,
+        min: usize,
+        v: Variant,
+        id: &str,
+        e: &Event,
+        out: &mut Vec<u8>,
+    ) {
+        match v {
+            Variant::Plain(t) => frame::encode_into(out, t, id, &e.event_type, &e.json),
+            Variant::Deflate if e.json.len() < min => {
+                frame::encode_into(out, Transport::Ws, id, &e.event_type, &e.json)
+            }
+            Variant::Deflate => {
+                let c = deflater.get_or_insert_with(|| {
+                    Box::new(flate2::Compress::new(flate2::Compression::fast(), false))
+                });
+                crate::proto::ws::encode_deflated(out, &e.json, c);
+            }
         }
     }
 
