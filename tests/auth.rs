@@ -1972,3 +1972,93 @@ fn clients_receive_exactly_their_entitled_events() {
         }
     }
 }
+
+#[test]
+fn jwt_claims_mode_keeps_each_user_to_their_own_events_and_lets_support_read_all() {
+    let srv = hs_server(
+        2,
+        &[
+            ("SUBSCRIPTION_CHECK", "jwt_claims"),
+            ("SUBMISSION_CHECK", "jwt_claims"),
+            ("CB_PRIVILEGED_CLAIM", "/roles=support"),
+        ],
+    );
+    let alice = hs(&user_claims("alice", "a1"));
+    let bob = hs(&user_claims("bob", "b1"));
+    let support = hs(&json!({"username": "sam", "roles": ["support"], "exp": now() + 600}));
+    let alices = r#"[{"eventType":"greeting","oneOf":[{"name":"alice"}]}]"#;
+    let everyone = r#"[{"eventType":"greeting"}]"#;
+
+    // Bob asks for alice's events, anonymous asks for them, or for everyone's: refused, saying why.
+    for (jwt, subs) in [
+        (Some(&bob), alices),
+        (None, alices),
+        (Some(&bob), everyone),
+        (None, everyone),
+    ] {
+        let c = Sse::connect(srv.inbound, jwt.map(String::as_str), Some(subs));
+        assert_eq!(c.head.status, 403, "{jwt:?} {subs}: {}", c.head.text());
+        assert!(c.head.text().contains("greeting"), "{}", c.head.text());
+    }
+    // WebSocket: upgraded, then closed with the reason (RIG's way to refuse).
+    let mut ws = ws_open(srv.inbound, Some(&bob), Some(alices));
+    ws_set_timeout(&mut ws, Duration::from_secs(5));
+    match ws.read() {
+        Ok(Message::Close(Some(f))) => {
+            assert!(f.reason.contains("Subscription denied"), "{}", f.reason)
+        }
+        other => panic!("expected a close, got {other:?}"),
+    }
+
+    // Alice gets her own (asked for and from her token), bob his own, support everyone's.
+    let mut a = Sse::ok(srv.inbound, Some(&alice), Some(alices));
+    let mut b = Sse::ok(srv.inbound, Some(&bob), None);
+    let mut s = Sse::ok(srv.inbound, Some(&support), Some(everyone));
+    // An anonymous client may still subscribe to types no user owns.
+    let anon = Sse::connect(srv.inbound, None, Some(r#"[{"eventType":"news"}]"#));
+    assert_eq!(anon.head.status, 200, "{}", anon.head.text());
+
+    // Publishing: only your own name, or none; anonymous publishers none.
+    let post = |token: Option<&str>, ev: &Value| {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut h = vec![("content-type", "application/cloudevents+json")];
+        if let Some(a) = &auth {
+            h.push(("authorization", a.as_str()));
+        }
+        request(
+            srv.inbound,
+            "POST",
+            "/_rig/v1/events",
+            &h,
+            ev.to_string().as_bytes(),
+        )
+    };
+    assert_eq!(
+        post(Some(&bob), &greet(1, "alice")).status,
+        403,
+        "bob posing as alice"
+    );
+    assert_eq!(
+        post(None, &greet(1, "alice")).status,
+        403,
+        "anonymous posing as alice"
+    );
+    let r = post(Some(&alice), &greet(2, "alice"));
+    assert_eq!(r.status, 202, "{}", r.text());
+    let r = post(Some(&bob), &greet(3, "bob"));
+    assert_eq!(r.status, 202, "{}", r.text());
+    let r = post(Some(&support), &greet(4, "alice"));
+    assert_eq!(r.status, 202, "support may write to anyone: {}", r.text());
+    assert_eq!(a.ns_until(4), vec![2, 4]);
+    assert_eq!(b.ns_until(3), vec![3]);
+    assert_eq!(s.ns_until(4), vec![2, 3, 4]);
+
+    // A PUT cannot widen it either.
+    let r = put_subs(
+        &srv,
+        &b.token,
+        Some(&bob),
+        &json!({"subscriptions": [{"eventType": "greeting", "oneOf": [{"name": "alice"}]}]}),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+}

@@ -28,6 +28,8 @@ enum Refusal {
     Denied,
     /// `MAX_CONNECTIONS_PER_MINUTE` reached.
     RateLimited,
+    /// `SUBSCRIPTION_CHECK=jwt_claims`: a subscription reaches into another user's events.
+    Private(String),
 }
 
 impl Refusal {
@@ -41,6 +43,7 @@ impl Refusal {
             .into(),
             Refusal::Denied => Resp::text(400, "Subscription denied (not authorized).").into(),
             Refusal::RateLimited => Resp::text(429, "Reached maximum number of connections").into(),
+            Refusal::Private(m) => Resp::text(403, format!("Subscription denied: {m}.")).into(),
         }
     }
 
@@ -48,6 +51,7 @@ impl Refusal {
     fn ws_reason(self) -> String {
         match self {
             Refusal::Subscriptions(m) => m,
+            Refusal::Private(m) => format!("Subscription denied: {m}."),
             _ => "Bad request.".into(),
         }
     }
@@ -76,9 +80,13 @@ async fn admit(shard: &Rc<Shard>, head: &RequestHead) -> Result<Admitted, Refusa
     };
     let token = http1::query_param(head.query.as_deref(), "jwt").filter(|t| !t.is_empty());
     let (subs, session, user) = match &token {
-        None => (manual, None, None),
+        None => {
+            private_check(shard, &manual, None)?;
+            (manual, None, None)
+        }
         Some(t) => {
             let id = access::verify(shard, t).await.map_err(Refusal::Jwt)?;
+            private_check(shard, &manual, Some(&id.claims))?;
             let auto = access::jwt_subscriptions(&id.claims, &shard.cfg().extractors);
             let user = match id.claims.pointer(&shard.cfg().presence.claim) {
                 Some(serde_json::Value::String(u)) if !u.is_empty() => Some(u.clone()),
@@ -119,6 +127,25 @@ async fn admit(shard: &Rc<Shard>, head: &RequestHead) -> Result<Admitted, Refusa
         session,
         user,
     })
+}
+
+/// `SUBSCRIPTION_CHECK=jwt_claims` on the subscriptions the client wrote.
+fn private_check(
+    shard: &Shard,
+    manual: &[Subscription],
+    claims: Option<&serde_json::Value>,
+) -> Result<(), Refusal> {
+    let cfg = shard.cfg();
+    if cfg.subscription_check != crate::config::Check::JwtClaims {
+        return Ok(());
+    }
+    crate::auth::privacy::check_subscriptions(
+        manual,
+        claims,
+        &cfg.extractors,
+        cfg.privileged.as_ref(),
+    )
+    .map_err(|e| Refusal::Private(e.to_string()))
 }
 
 /// Admission, then the session on this shard (refused if its JWT session was blacklisted

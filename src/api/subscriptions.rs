@@ -97,9 +97,13 @@ pub async fn put(shard: &Rc<Shard>, head: &RequestHead, raw_token: &str, body: &
     let check = &shard.cfg().subscription_check;
     let mut auto = Vec::new();
     let mut sessions = Vec::new();
+    let mut claims = None;
     for t in &tokens {
         match access::verify(shard, t).await {
             Ok(id) => {
+                if claims.is_none() {
+                    claims = Some(id.claims.clone());
+                }
                 auto = access::merge(auto, access::jwt_subscriptions(&id.claims, &shard.cfg().extractors));
                 sessions.extend(id.session);
             }
@@ -112,6 +116,17 @@ pub async fn put(shard: &Rc<Shard>, head: &RequestHead, raw_token: &str, body: &
                 )
                 .into()
             }
+        }
+    }
+    if *check == Check::JwtClaims {
+        let cfg = shard.cfg();
+        if let Err(e) = crate::auth::privacy::check_subscriptions(
+            &subs,
+            claims.as_ref(),
+            &cfg.extractors,
+            cfg.privileged.as_ref(),
+        ) {
+            return Resp::text(403, format!("Subscription denied: {e}.")).into();
         }
     }
     let subs =

@@ -17,3 +17,4 @@
 pub mod blacklist;
 pub mod cors;
 pub mod jwt;
+pub mod privacy;

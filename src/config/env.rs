@@ -82,6 +82,8 @@ pub const SECURITY_OAUTH2_SAREALM: &str = "SECURITY_OAUTH2_SAREALM";
 pub const MAX_CONNECTIONS_PER_MINUTE: &str = "MAX_CONNECTIONS_PER_MINUTE";
 pub const SUBSCRIPTION_CHECK: &str = "SUBSCRIPTION_CHECK";
 pub const SUBMISSION_CHECK: &str = "SUBMISSION_CHECK";
+/// `POINTER=VALUE`: a token with this claim is exempt from `jwt_claims` checks (ours).
+pub const PRIVILEGED_CLAIM: &str = "CB_PRIVILEGED_CLAIM";
 /// Bearer token the internal API port requires when set (ours; RIG's internal API has none).
 pub const API_TOKEN: &str = "CB_API_TOKEN";
 

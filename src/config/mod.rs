@@ -60,6 +60,8 @@ pub struct Config {
     /// unless set: heartbeats already find dead peers.
     pub sse_idle: Option<SseIdle>,
     pub presence: PresenceConfig,
+    /// The claim that exempts a token from `jwt_claims` checks (`CB_PRIVILEGED_CLAIM`).
+    pub privileged: Option<crate::auth::privacy::Privileged>,
 }
 
 /// Who is online: the presence API and `rig.presence` events.
@@ -90,6 +92,9 @@ pub enum Check {
     JwtValidation,
     /// POST the request to this URL with the caller's Authorization header: 2xx allows.
     Url(String),
+    /// Ours, privacy by default: fields tied to a JWT claim may only carry the caller's own
+    /// value (`auth::privacy`).
+    JwtClaims,
 }
 
 impl Check {
@@ -98,12 +103,13 @@ impl Check {
             None | Some("") => Check::None,
             Some(v) if v.eq_ignore_ascii_case("no_check") => Check::None,
             Some(v) if v.eq_ignore_ascii_case("jwt_validation") => Check::JwtValidation,
+            Some(v) if v.eq_ignore_ascii_case("jwt_claims") => Check::JwtClaims,
             Some(v) if v.starts_with("http://") || v.starts_with("https://") => {
                 Check::Url(v.to_string())
             }
             Some(v) => {
                 problems.push(format!(
-                    "{name}={v:?}: expected no_check, jwt_validation or an http(s) URL"
+                    "{name}={v:?}: expected no_check, jwt_validation, jwt_claims or an http(s) URL"
                 ));
                 Check::None
             }
@@ -300,6 +306,11 @@ impl Config {
             }),
             node: get(env::NODE_ID).map_or_else(proxy::hostname, str::to_string),
         };
+        let privileged = get(env::PRIVILEGED_CLAIM).and_then(|raw| {
+            crate::auth::privacy::Privileged::parse(raw)
+                .map_err(|e| problems.push(format!("{}: {e}", env::PRIVILEGED_CLAIM)))
+                .ok()
+        });
         let mut path_prefixes = Vec::new();
         // Set but blank turns the prefixes off; unset means FlowX's.
         let raw_prefixes = match envs.get(env::INBOUND_PATH_PREFIXES) {
@@ -354,6 +365,7 @@ impl Config {
                 path_prefixes,
                 sse_idle,
                 presence,
+                privileged,
             })
         } else {
             Err(Problems(problems))
