@@ -41,18 +41,16 @@ async fn publish_own(shard: &Rc<Shard>, head: &RequestHead, body: &[u8]) -> Outc
         Ok(ce) => ce,
         Err(e) => return Resp::text(e.status(), e.to_string()).into(),
     };
-    let mut claims = None;
-    for t in bearer_tokens(head.header_values("authorization")) {
-        match access::verify(shard, &t).await {
-            Ok(id) => {
-                claims = Some(id.claims);
-                break;
-            }
+    // The first bearer token speaks for the publisher.
+    let claims = match bearer_tokens(head.header_values("authorization")).first() {
+        None => None,
+        Some(t) => match access::verify(shard, t).await {
+            Ok(id) => Some(id.claims),
             Err(e) => {
                 return Resp::text(403, format!("Submission denied: invalid token: {e}.")).into()
             }
-        }
-    }
+        },
+    };
     let cfg = shard.cfg();
     if let Err(e) = crate::auth::privacy::check_event(
         &ce.event_type,

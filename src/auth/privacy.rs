@@ -45,8 +45,9 @@ impl Privileged {
         match claims.pointer(&self.pointer) {
             Some(Value::String(s)) => s == &self.value || s.split(' ').any(|p| p == self.value),
             Some(Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(&self.value)),
-            Some(v) => v.to_string() == self.value,
-            None => false,
+            Some(Value::Bool(b)) => self.value == if *b { "true" } else { "false" },
+            Some(Value::Number(n)) => self.value.parse::<f64>().ok() == n.as_f64(),
+            _ => false,
         }
     }
 }
