@@ -14,6 +14,8 @@ pub struct TopicStats {
     pub consumed: Counter,
     pub failed: Counter,
     pub too_large: Counter,
+    /// A partition's log ended below our position: lost or recreated; read from its start.
+    pub log_resets: Counter,
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +91,7 @@ impl IslandMetrics {
             ),
             (names::KAFKA_FAILED, |t| t.failed.get()),
             (names::KAFKA_TOO_LARGE, |t| t.too_large.get()),
+            (names::KAFKA_LOG_RESETS, |t| t.log_resets.get()),
         ] {
             header(o, m, "counter");
             for (name, t) in topics.iter() {

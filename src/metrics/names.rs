@@ -84,6 +84,10 @@ pub const KAFKA_TOO_LARGE: (&str, &str) = (
     "corebridge_kafka_records_too_large_total",
     "Records skipped because they exceed KAFKA_MESSAGE_MAX_BYTES, by topic.",
 );
+pub const KAFKA_LOG_RESETS: (&str, &str) = (
+    "corebridge_kafka_log_resets_total",
+    "Times a partition's log ended below the position already read (the broker lost it, or the topic was recreated), by topic; reading went on from the new log's start.",
+);
 pub const KAFKA_LAG: (&str, &str) = (
     "corebridge_kafka_consumer_lag",
     "High watermark minus the next offset to read, by topic and partition.",

@@ -124,6 +124,18 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
             .fetch_records(at, 1..FETCH_MAX_BYTES, fetch_wait_ms)
             .await
         {
+            // Asked past the end of the partition's log: the broker answers with no records
+            // (rather than out-of-range) when the log was lost or the topic recreated, and a
+            // reader waiting for its old position would wait silently forever.
+            Ok((records, high_watermark))
+                if records.is_empty() && high_watermark >= 0 && at > high_watermark =>
+            {
+                let earliest = pc.get_offset(OffsetAt::Earliest).await.unwrap_or(0);
+                stats.log_resets.inc();
+                tracing::warn!(topic = %topic, partition, offset = at, high_watermark, earliest,
+                    "the partition's log ends below the position already read (lost by the broker, or the topic was recreated); reading the new log from its start");
+                offset = Some(earliest.min(high_watermark).max(0));
+            }
             Ok((records, high_watermark)) => {
                 ctx.metrics.up.set(1);
                 backoff = Duration::from_millis(200);
