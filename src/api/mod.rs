@@ -260,6 +260,18 @@ async fn internal(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outco
             Method::Post => blacklist::add(shard, &body).await,
             _ => not_allowed("POST"),
         },
+        // Tests of the systemd watchdog: block this shard's executor (CB_TEST_HOOKS=1 only).
+        "/v3/debug/stall" if shard.cfg().test_hooks => match m {
+            Method::Post => {
+                let ms = crate::proto::http1::query_param(head.query.as_deref(), "ms")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(3000)
+                    .min(30_000);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Resp::text(200, format!("stalled shard {} for {ms} ms", shard.id)).into()
+            }
+            _ => not_allowed("POST"),
+        },
         "/v3/presence" => match m {
             Method::Get => presence::who(shard, head).await,
             _ => not_allowed("GET"),

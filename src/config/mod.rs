@@ -62,6 +62,18 @@ pub struct Config {
     pub presence: PresenceConfig,
     /// The claim that exempts a token from `jwt_claims` checks (`CB_PRIVILEGED_CLAIM`).
     pub privileged: Option<crate::auth::privacy::Privileged>,
+    /// systemd's notify socket and watchdog, when started by systemd (`Type=notify`).
+    pub systemd: Option<Systemd>,
+    /// `CB_TEST_HOOKS=1`: the internal API's `POST /v3/debug/stall` (tests of the watchdog).
+    pub test_hooks: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Systemd {
+    /// `NOTIFY_SOCKET`: a path, or `@name` in the abstract namespace.
+    pub socket: String,
+    /// `WATCHDOG_USEC` (when `WATCHDOG_PID` is unset or names this process).
+    pub watchdog: Option<std::time::Duration>,
 }
 
 /// Who is online: the presence API and `rig.presence` events.
@@ -311,6 +323,25 @@ impl Config {
                 .map_err(|e| problems.push(format!("{}: {e}", env::PRIVILEGED_CLAIM)))
                 .ok()
         });
+        let systemd = get("NOTIFY_SOCKET").map(|socket| {
+            let ours = get("WATCHDOG_PID")
+                .is_none_or(|p| p.parse::<u32>().ok() == Some(std::process::id()));
+            let watchdog =
+                get("WATCHDOG_USEC")
+                    .filter(|_| ours)
+                    .and_then(|v| match v.parse::<u64>() {
+                        Ok(us) if us > 0 => Some(std::time::Duration::from_micros(us)),
+                        _ => {
+                            problems.push(format!("WATCHDOG_USEC={v:?}: expected microseconds"));
+                            None
+                        }
+                    });
+            Systemd {
+                socket: socket.to_string(),
+                watchdog,
+            }
+        });
+        let test_hooks = get("CB_TEST_HOOKS") == Some("1");
         let mut path_prefixes = Vec::new();
         // Set but blank turns the prefixes off; unset means FlowX's.
         let raw_prefixes = match envs.get(env::INBOUND_PATH_PREFIXES) {
@@ -366,6 +397,8 @@ impl Config {
                 sse_idle,
                 presence,
                 privileged,
+                systemd,
+                test_hooks,
             })
         } else {
             Err(Problems(problems))

@@ -3,6 +3,7 @@
 //! listeners so the kernel spreads connections; shards share nothing mutable.
 
 pub mod island;
+pub mod notify;
 pub mod oneshot;
 pub mod shard;
 mod sys;
@@ -154,6 +155,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         interest,
         write_pass: (0..n).map(|_| Default::default()).collect(),
         epoch: Instant::now(),
+        beats: (0..n).map(|_| Default::default()).collect(),
     });
     let mesh = MeshBuilder::<ShardMsg, _>::full(n, cfg.tuning.runtime.mesh_queue);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), StartError>>();
@@ -197,12 +199,31 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         api = %cfg.api,
         "corebridge listening"
     );
+    let mut notifier = None;
+    if let Some(sd) = cfg.systemd.clone() {
+        match notify::Notifier::new(&sd.socket) {
+            Ok(n) => {
+                let n = Arc::new(n);
+                notifier = Some(n.clone());
+                let g = globals.clone();
+                std::thread::Builder::new()
+                    .name("cb-notify".into())
+                    .spawn(move || notify::run(g, n, sd.watchdog))
+                    .expect("spawn the systemd notify thread");
+            }
+            Err(e) => tracing::warn!(socket = %sd.socket, error = %e,
+                "NOTIFY_SOCKET is set but unusable (whose fault: the service manager's environment)"),
+        }
+    }
     let watcher = globals.clone();
     std::thread::Builder::new()
         .name("cb-signals".into())
         .spawn(move || {
             let sig = wait_for_signal(signals);
             tracing::info!(signal = sig, "shutting down: closing streams");
+            if let Some(n) = &notifier {
+                n.send("STOPPING=1\nSTATUS=draining connections");
+            }
             watcher.shutdown.store(true, Ordering::Relaxed);
         })
         .expect("spawn the signal thread");
@@ -278,6 +299,24 @@ async fn shard_main(
     spawn_into(deliver, Box::pin(conn::stream::watch(shard.clone())) as _);
     for (_, rx) in receivers.streams() {
         spawn_into(deliver, Box::pin(shard.clone().receive(rx)) as _);
+    }
+    // The systemd watchdog's proof that this executor runs tasks.
+    if shard
+        .globals
+        .cfg
+        .systemd
+        .as_ref()
+        .is_some_and(|s| s.watchdog.is_some())
+    {
+        let beater = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                let g = &beater.globals;
+                g.beats[id].store(g.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                glommio::timer::sleep(notify::BEAT_EVERY).await;
+            }
+        })
+        .detach();
     }
     // Presence changes go out as rig.presence events (or are forgotten) twice a second.
     let announcer = shard.clone();

@@ -55,6 +55,8 @@ pub struct Globals {
     pub write_pass: Vec<std::sync::atomic::AtomicU64>,
     /// The process's start: `write_pass` counts from here.
     pub epoch: std::time::Instant,
+    /// Each shard's last beat (ms since `epoch`), for the systemd watchdog.
+    pub beats: super::notify::Beats,
 }
 
 /// A shard's inbound queue is full: it is behind on deliveries. The publisher gets 503.
