@@ -12,6 +12,21 @@ pub struct Tuning {
     pub sessions: Sessions,
     pub longpoll: LongPoll,
     pub proxy: Proxy,
+    pub shutdown: Shutdown,
+}
+
+/// What SIGTERM does: stop accepting, tell SSE clients to come back (`retry:`) and end their
+/// streams, close WebSockets with 1001, then wait at most `drain_s` for them to go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shutdown {
+    pub drain_s: u64,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown { drain_s: 5 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

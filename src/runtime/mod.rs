@@ -83,10 +83,6 @@ const HEAP_TRIM_FREE: usize = 8 << 20;
 /// below its default it made executors hang while joining the channel mesh.)
 const WRITE_SLICE: Duration = Duration::from_millis(2);
 
-/// How long shards give their streams to end cleanly (SSE last chunk, WebSocket 1001) after
-/// SIGTERM before the process exits.
-const DRAIN: Duration = Duration::from_secs(3);
-
 /// Starts every shard and blocks until they stop (SIGTERM or SIGINT).
 pub fn run(cfg: Config) -> Result<(), StartError> {
     check_io_uring()?;
@@ -376,7 +372,9 @@ async fn shard_main(
     };
     futures_lite::future::or(accept_loop(shard.clone(), inbound, Listener::Inbound), stop).await;
     shard.sessions.borrow_mut().close_all(CloseReason::Shutdown);
-    let deadline = Instant::now() + DRAIN;
+    // Streams get their closing bytes (SSE: a retry hint and the last chunk; WebSocket: 1001)
+    // for at most `shutdown.drain_s`.
+    let deadline = Instant::now() + Duration::from_secs(shard.cfg().tuning.shutdown.drain_s);
     while shard.sessions.borrow().streams() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }

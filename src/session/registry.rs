@@ -994,6 +994,13 @@ impl Sessions {
     pub fn close_all(&mut self, reason: CloseReason) {
         let slots: Vec<Slot> = self.slab.iter().map(|(k, _)| k as Slot).collect();
         for slot in slots {
+            // EventSource reconnects after the stream ends; a short retry sends it to another
+            // node (this one no longer accepts) sooner than its default 3 s.
+            if reason == CloseReason::Shutdown
+                && self.slab[slot as usize].transport == Transport::Sse
+            {
+                self.push(slot, Frame::from(&b"retry: 1000\n\n"[..]));
+            }
             self.slab[slot as usize].out.close(reason);
             self.mark_dirty(slot);
         }
