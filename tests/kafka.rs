@@ -294,6 +294,8 @@ fn record_mapping_routes_non_cloudevents() {
 
 #[test]
 fn broker_outage_keeps_clients_and_resumes() {
+    // A broker of its own, started empty (one left by an earlier run would hold old records).
+    broker_down(OUTAGE_PORT);
     let broker = broker_up(OUTAGE_PORT);
     let t = "outage";
     create(&broker, t, 1);
