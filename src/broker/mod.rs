@@ -240,6 +240,39 @@ impl Tracked {
     }
 }
 
+/// Each shard gets the events it has takers for (one batch per shard, in the order given);
+/// events nobody here wants are counted by `unwanted`. False once the shards are gone
+/// (shutting down). Shared by every source on the island.
+pub(crate) async fn fan_out(
+    shards: &[async_channel::Sender<Control>],
+    interest: &crate::route::interest::Interest,
+    events: Vec<Arc<crate::route::Event>>,
+    unwanted: impl Fn(),
+) -> bool {
+    if events.is_empty() {
+        return true;
+    }
+    let mut per_shard: Vec<Vec<Arc<crate::route::Event>>> = vec![Vec::new(); shards.len()];
+    for ev in events {
+        let wanted = interest.shards_for(&ev.event_type, &ev.fields);
+        if wanted == 0 {
+            unwanted();
+            continue;
+        }
+        for (i, batch) in per_shard.iter_mut().enumerate() {
+            if wanted & (1 << i) != 0 {
+                batch.push(ev.clone());
+            }
+        }
+    }
+    for (shard, batch) in shards.iter().zip(per_shard) {
+        if !batch.is_empty() && shard.send(Control::Events(Arc::new(batch))).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 /// A record to produce for a publish request.
 #[derive(Debug)]
 pub struct ProduceRecord {

@@ -120,6 +120,18 @@ pub enum Waiter {
     Many(async_channel::Sender<Arc<crate::proxy::reply::Reply>>),
 }
 
+/// The correlation token that names a parked request: node, shard, slot, generation, secret.
+fn correlation(shard: &Shard, at: crate::proxy::pending::Parked) -> String {
+    crate::proto::token::Token {
+        node: shard.globals.node,
+        shard: shard.id as u16,
+        slot: at.slot,
+        gen: at.gen,
+        secret: at.secret,
+    }
+    .encode_correlation()
+}
+
 /// A parked request that takes every answer for its token until dropped.
 pub struct Gathering<'a> {
     shard: &'a Shard,
@@ -136,14 +148,7 @@ impl<'a> Gathering<'a> {
     }
 
     pub fn token(&self) -> String {
-        crate::proto::token::Token {
-            node: self.shard.globals.node,
-            shard: self.shard.id as u16,
-            slot: self.at.slot,
-            gen: self.at.gen,
-            secret: self.at.secret,
-        }
-        .encode_correlation()
+        correlation(self.shard, self.at)
     }
 
     /// Every answer that arrives within `within`.
@@ -187,14 +192,7 @@ impl<'a> Parking<'a> {
     }
 
     pub fn token(&self) -> String {
-        crate::proto::token::Token {
-            node: self.shard.globals.node,
-            shard: self.shard.id as u16,
-            slot: self.at.slot,
-            gen: self.at.gen,
-            secret: self.at.secret,
-        }
-        .encode_correlation()
+        correlation(self.shard, self.at)
     }
 
     /// The reply, or None after `within`.

@@ -286,28 +286,12 @@ pub(super) fn to_event(
     }
 }
 
-/// Each shard gets the events it has takers for, in the order given (one batch per shard);
-/// false when the shards are gone (shutting down).
+/// Hands events to the shards that want them (see [`crate::broker::fan_out`]).
 pub(super) async fn dispatch(ctx: &Ctx, events: Vec<Arc<Event>>) -> bool {
-    let mut per_shard: Vec<Vec<Arc<Event>>> = vec![Vec::new(); ctx.shards.len()];
-    for ev in events {
-        let wanted = ctx.interest.shards_for(&ev.event_type, &ev.fields);
-        if wanted == 0 {
-            ctx.metrics.unwanted.inc();
-            continue;
-        }
-        for (i, batch) in per_shard.iter_mut().enumerate() {
-            if wanted & (1 << i) != 0 {
-                batch.push(ev.clone());
-            }
-        }
-    }
-    for (shard, batch) in ctx.shards.iter().zip(per_shard) {
-        if !batch.is_empty() && shard.send(Control::Events(Arc::new(batch))).await.is_err() {
-            return false;
-        }
-    }
-    true
+    crate::broker::fan_out(&ctx.shards, &ctx.interest, events, || {
+        ctx.metrics.unwanted.inc()
+    })
+    .await
 }
 
 /// A control record as shards apply it (an API definition is compiled here, once).

@@ -130,21 +130,25 @@ async fn read_range(
             .iter()
             .any(|s| *s.event_type == *ev.event_type && s.matches(&ev.fields))
     };
+    // Keeps a wanted event (the newest `max_events`), counting what is too old or pushed out.
+    let keep = |ev: Arc<Event>, kept: &mut VecDeque<Arc<Event>>, lost: &mut u64| {
+        if !wanted(&ev) {
+            return;
+        }
+        let ts = ev.pos.as_ref().map_or(-1, |p| p.timestamp_ms);
+        if ts >= 0 && ts < oldest_ms {
+            *lost += 1;
+            return;
+        }
+        kept.push_back(ev);
+        if kept.len() > req.max_events {
+            kept.pop_front();
+            *lost += 1;
+        }
+    };
     if let Some(events) = ctx.recent.range(&r.topic, r.partition, r.from, r.to) {
         for ev in events {
-            if !wanted(&ev) {
-                continue;
-            }
-            let ts = ev.pos.as_ref().map_or(-1, |p| p.timestamp_ms);
-            if ts >= 0 && ts < oldest_ms {
-                lost += 1;
-                continue;
-            }
-            kept.push_back(ev);
-            if kept.len() > req.max_events {
-                kept.pop_front();
-                lost += 1;
-            }
+            keep(ev, &mut kept, &mut lost);
         }
         return Ok((kept, lost));
     }
@@ -207,21 +211,8 @@ async fn read_range(
                 headers: &headers,
                 timestamp_ms: ts,
             };
-            let Some(ev) = to_event(ctx, &view, &r.topic, mapping.as_ref(), &stats, &mut bad)
-            else {
-                continue;
-            };
-            if !wanted(&ev) {
-                continue;
-            }
-            if ts >= 0 && ts < oldest_ms {
-                lost += 1;
-                continue;
-            }
-            kept.push_back(ev);
-            if kept.len() > req.max_events {
-                kept.pop_front();
-                lost += 1;
+            if let Some(ev) = to_event(ctx, &view, &r.topic, mapping.as_ref(), &stats, &mut bad) {
+                keep(ev, &mut kept, &mut lost);
             }
         }
         if !progressed {

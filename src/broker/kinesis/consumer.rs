@@ -639,26 +639,9 @@ async fn subscribe_loop(r: &mut Reader, consumer_arn: &str, start: &Position) ->
     }
 }
 
-/// Each shard gets the events it has takers for, in shard order; false once shards are gone.
+/// Hands events to the shards that want them (see [`crate::broker::fan_out`]).
 async fn deliver(ctx: &Ctx, events: Vec<Arc<Event>>) -> bool {
-    if events.is_empty() {
-        return true;
-    }
-    let mut per_shard: Vec<Vec<Arc<Event>>> = vec![Vec::new(); ctx.shards.len()];
-    for ev in events {
-        let wanted = ctx.interest.shards_for(&ev.event_type, &ev.fields);
-        for (i, batch) in per_shard.iter_mut().enumerate() {
-            if wanted & (1 << i) != 0 {
-                batch.push(ev.clone());
-            }
-        }
-    }
-    for (shard, batch) in ctx.shards.iter().zip(per_shard) {
-        if !batch.is_empty() && shard.send(Control::Events(Arc::new(batch))).await.is_err() {
-            return false;
-        }
-    }
-    true
+    crate::broker::fan_out(&ctx.shards, &ctx.interest, events, || {}).await
 }
 
 /// A record of the response stream for a request parked on this node (see
