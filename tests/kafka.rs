@@ -327,22 +327,33 @@ fn broker_outage_keeps_clients_and_resumes() {
     // The broker comes back empty (in-memory): the topic is recreated, its log starts at 0
     // again, below the node's position (1). The node notices (the high watermark is below its
     // position), counts it and reads the new log from its start: the first record arrives.
+    // (Offsets alone cannot tell a recreated log that already holds as many records as the
+    // old position: the node must see it shorter first, so the test waits for that before
+    // producing.)
     broker_up(OUTAGE_PORT);
     create(&broker, t, 1);
-    produce(&broker, t, &tick("after-1"), &[]);
-    sse.set_timeout(Duration::from_secs(30));
-    let m = sse
-        .try_next()
-        .expect("delivery did not resume with the new log's first record");
-    let e: serde_json::Value = serde_json::from_str(&m.data).unwrap();
-    assert_eq!(e["id"], "after-1", "{e}");
-    wait_for("the log reset counted", Duration::from_secs(5), || {
+    wait_for("the log reset counted", Duration::from_secs(30), || {
         metric(
             &srv,
             &format!("corebridge_kafka_log_resets_total{{topic=\"{t}\"}}"),
         )
         .is_some_and(|v| v >= 1.0)
     });
+    produce(&broker, t, &tick("after-1"), &[]);
+    // Short reads against a deadline: heartbeats would keep one long read alive forever.
+    sse.set_timeout(Duration::from_millis(500));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let m = loop {
+        if let Some(m) = sse.try_next() {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivery did not resume with the new log's first record"
+        );
+    };
+    let e: serde_json::Value = serde_json::from_str(&m.data).unwrap();
+    assert_eq!(e["id"], "after-1", "{e}");
     // The same SSE connection survived the outage; publishing works again.
     let r = publish(
         srv.inbound,

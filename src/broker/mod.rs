@@ -211,6 +211,11 @@ impl Tracked {
         fence(Ordering::SeqCst);
     }
 
+    /// Where the partition stands (what `advance` last set).
+    pub(crate) fn at(&self) -> i64 {
+        self.slot.load(Ordering::SeqCst)
+    }
+
     /// After the records were handed over: tells every shard where the partition stands, at
     /// most once a second (and at once the first time), so frontiers move without records.
     pub(crate) async fn progress(

@@ -189,8 +189,20 @@ async fn run(ctx: Arc<Ctx>, group: String, patterns: Vec<TopicPattern>) {
             tokio::time::sleep(until).await;
             continue;
         }
-        let first = match tokio::time::timeout(until, c.recv()).await {
-            Err(_) => continue,
+        // At most a second between looks at idle partitions: their last position must reach
+        // the shards (progress is rate-limited per record batch), or connections opened since
+        // would keep their floors.
+        let wait = until.min(std::time::Duration::from_secs(1));
+        let first = match tokio::time::timeout(wait, c.recv()).await {
+            Err(_) => {
+                for t in tracked.values_mut() {
+                    let at = t.at();
+                    if !t.progress(&ctx.shards, at).await {
+                        return;
+                    }
+                }
+                continue;
+            }
             Ok(Ok(m)) => m,
             Ok(Err(e)) => {
                 ctx.metrics.up.set(0);
