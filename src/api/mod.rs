@@ -231,6 +231,13 @@ async fn internal(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outco
                     let (events, bytes) = b.recent.size();
                     crate::metrics::render_ring(&mut text, events, bytes);
                 }
+                crate::metrics::render_pending_heads(
+                    &mut text,
+                    shard
+                        .globals
+                        .pending_heads
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                );
                 if shard.globals.kinesis.is_some() {
                     shard.globals.kinesis_metrics.render(&mut text);
                 }

@@ -81,6 +81,10 @@ pub struct Http {
     pub body_timeout_ms: u64,
     /// An idle keep-alive connection is closed after this time.
     pub keepalive_timeout_ms: u64,
+    /// Connections on this node that have not yet sent a whole first request head, at most;
+    /// more are answered 503 and closed at once, so clients that connect and stall cannot
+    /// take every file descriptor.
+    pub max_pending_heads: usize,
 }
 
 impl Default for Http {
@@ -94,6 +98,7 @@ impl Default for Http {
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
             keepalive_timeout_ms: 60_000,
+            max_pending_heads: 10_000,
         }
     }
 }

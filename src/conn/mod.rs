@@ -188,9 +188,40 @@ async fn close_lingering(stream: &mut TcpStream) {
     }
 }
 
+/// One connection counted against `http.max_pending_heads` until its first head is whole.
+struct PendingHead<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> PendingHead<'a> {
+    /// None when the node already holds the maximum.
+    fn enter(count: &'a std::sync::atomic::AtomicUsize, max: usize) -> Option<PendingHead<'a>> {
+        use std::sync::atomic::Ordering;
+        if count.fetch_add(1, Ordering::Relaxed) >= max {
+            count.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(PendingHead(count))
+    }
+}
+
+impl Drop for PendingHead<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
     // Events must leave as soon as they are written; coalescing happens in the session queue.
     let _ = stream.set_nodelay(true);
+    let globals = shard.globals.clone();
+    let max_pending = shard.cfg().tuning.http.max_pending_heads;
+    let mut pending = match PendingHead::enter(&globals.pending_heads, max_pending) {
+        Some(p) => Some(p),
+        None => {
+            shard.metrics.pending_refused.inc();
+            let msg = format!("Too many connections still sending their request ({max_pending}, http.max_pending_heads); retry.");
+            return send_error(&shard, &mut stream, which, 503, &msg).await;
+        }
+    };
     let limits = limits(&shard, which);
     let http = shard.cfg().tuning.http.clone();
     let header_timeout = Duration::from_millis(http.header_timeout_ms);
@@ -230,6 +261,8 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
             }
         };
         buf.drain(..head_len);
+        // Spoken: no longer a connection that only holds a descriptor.
+        drop(pending.take());
         if which == Listener::Inbound {
             strip_prefix(&shard.cfg().path_prefixes, &mut head.path);
         }

@@ -86,6 +86,8 @@ pub struct ShardMetrics {
     pub resumed_events: Counter,
     /// SSE streams ended by the idle clean-up (`EVENTS_SSE_CLEANUP_*`).
     pub idle_closes: Counter,
+    /// Connections refused because too many had not sent a request yet.
+    pub pending_refused: Counter,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -116,6 +118,12 @@ pub(crate) fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// Connections that have not sent a whole request yet (`http.max_pending_heads`).
+pub fn render_pending_heads(out: &mut String, n: usize) {
+    header(out, names::PENDING_HEADS, "gauge");
+    let _ = writeln!(out, "{} {n}", names::PENDING_HEADS.0);
 }
 
 /// The node's replay ring (see `broker::Recent`).
@@ -223,6 +231,14 @@ pub fn render(
         "{} {}",
         names::IDLE_CLOSES.0,
         sum(shards, |s| s.idle_closes.get())
+    );
+
+    header(&mut o, names::PENDING_REFUSED, "counter");
+    let _ = writeln!(
+        o,
+        "{} {}",
+        names::PENDING_REFUSED.0,
+        sum(shards, |s| s.pending_refused.get())
     );
 
     header(&mut o, names::SUBSCRIPTIONS, "gauge");

@@ -49,6 +49,14 @@ pub const RESUME_RING_BYTES: (&str, &str) = (
     "corebridge_resume_ring_bytes",
     "Payload bytes of the records kept for replays.",
 );
+pub const PENDING_HEADS: (&str, &str) = (
+    "corebridge_pending_heads",
+    "Connections that have not sent a whole first request yet (bounded by http.max_pending_heads).",
+);
+pub const PENDING_REFUSED: (&str, &str) = (
+    "corebridge_pending_heads_refused_total",
+    "Connections answered 503 at once because http.max_pending_heads connections had not sent a whole request yet.",
+);
 pub const SUBSCRIPTIONS: (&str, &str) = (
     "corebridge_subscriptions",
     "Subscriptions currently held by connections.",

@@ -152,6 +152,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         write_pass: (0..n).map(|_| Default::default()).collect(),
         epoch: Instant::now(),
         beats: (0..n).map(|_| Default::default()).collect(),
+        pending_heads: Default::default(),
     });
     let mesh = MeshBuilder::<ShardMsg, _>::full(n, cfg.tuning.runtime.mesh_queue);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), StartError>>();

@@ -57,6 +57,8 @@ pub struct Globals {
     pub epoch: std::time::Instant,
     /// Each shard's last beat (ms since `epoch`), for the systemd watchdog.
     pub beats: super::notify::Beats,
+    /// Connections that have not sent a whole first request head yet (`http.max_pending_heads`).
+    pub pending_heads: std::sync::atomic::AtomicUsize,
 }
 
 /// A shard's inbound queue is full: it is behind on deliveries. The publisher gets 503.
