@@ -11,7 +11,6 @@ use common::*;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SHARED_PORT: u16 = 19092;
@@ -247,30 +246,8 @@ fn group_scope_node_copies_to_every_node_and_shared_splits() {
     assert_eq!(seen.len(), 16, "a record reached both nodes: {seen:?}");
 }
 
-fn service(script: &str, args: &[&str], envs: &[(&str, &str)]) -> HashMap<String, String> {
-    let out = Command::new(format!(
-        "{}/../shared/services/{script}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .args(args)
-    .envs(envs.iter().copied())
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{script} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
-        .collect()
-}
-
 fn stats(path: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|_| "{}".into()))
-        .unwrap_or_default()
+    json_file(path)
 }
 
 fn ok_count(path: &str, mech: &str) -> u64 {

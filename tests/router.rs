@@ -8,6 +8,7 @@
 mod common;
 
 use common::kafka::{broker_up, create, py};
+use common::{json_file, service};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
@@ -510,28 +511,6 @@ fn a_router_killed_mid_stream_and_replaced_loses_nothing() {
     );
 }
 
-fn service(script: &str, args: &[&str], envs: &[(&str, &str)]) -> HashMap<String, String> {
-    let out = Command::new(format!(
-        "{}/../shared/services/{script}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .args(args)
-    .envs(envs.iter().copied())
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{script} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Eval-able KEY=value lines (kafka-tls-up, kafka-sasl-up).
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-        .collect()
-}
-
 /// Runs kafka_client.py with extra client settings (TLS or SASL through the fronts).
 fn py_with(client: &Value, args: &[&str]) -> Result<String, String> {
     common::python(
@@ -578,8 +557,7 @@ fn behind_front(script: &str, kafka: u16, front: u16) -> HashMap<String, String>
 }
 
 fn sasl_stats(path: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|_| "{}".into()))
-        .unwrap_or_default()
+    json_file(path)
 }
 
 #[test]

@@ -27,6 +27,39 @@ pub mod kafka;
 pub mod kinesis;
 pub mod upstream;
 
+/// Runs `../shared/services/<script>` and returns its eval-able `KEY=value` lines
+/// (`kafka-tls-up`, `kafka-sasl-up`), quotes removed; panics with its stderr on failure.
+pub fn service(
+    script: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> std::collections::HashMap<String, String> {
+    let out = std::process::Command::new(format!(
+        "{}/../shared/services/{script}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .args(args)
+    .envs(envs.iter().copied())
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches(['\'', '"']).to_string()))
+        .collect()
+}
+
+/// A JSON file (a service's stats), or `{}` when it cannot be read.
+pub fn json_file(path: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|_| "{}".into()))
+        .unwrap_or_default()
+}
+
 use corebridge::proto::sse;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
