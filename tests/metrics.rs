@@ -62,3 +62,39 @@ fn metrics_count_and_pass_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The shipped alert rules parse (`promtool check rules`) and name only metrics Corebridge
+/// exposes.
+#[test]
+fn alert_rules_pass_promtool_and_name_real_metrics() {
+    let rules = format!("{}/prometheus/alerts.yml", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("promtool")
+        .args(["check", "rules", &rules])
+        .output()
+        .expect("promtool (CI installs the prometheus package)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&rules).unwrap();
+    let names = std::fs::read_to_string(format!(
+        "{}/src/metrics/names.rs",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let mut checked = 0;
+    for (i, _) in text.match_indices("corebridge_") {
+        let name: String = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        assert!(
+            names.contains(&format!("\"{name}\"")),
+            "{name} is in the alert rules but not among the metrics"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 8, "{checked}");
+}
