@@ -601,7 +601,6 @@ impl Sessions {
         let mut targets = std::mem::take(&mut self.targets);
         self.index.targets(&ev.event_type, &ev.fields, &mut targets);
         let mut encoded: [Option<Frame>; 4] = [None, None, None, None];
-        let sse_id = self.fr.id(ev);
         let min = self.cfg.tuning.sessions.ws_deflate_min_bytes;
         let mut n = 0;
         for &slot in &targets {
@@ -619,15 +618,14 @@ impl Sessions {
                 }
                 _ => None,
             };
-            let deflater = &mut self.deflater;
+            let (deflater, fr) = (&mut self.deflater, &mut self.fr);
             let f = match f {
                 Some(f) => f,
                 None => encoded[v.index()]
                     .get_or_insert_with(|| {
-                        let id = match t {
-                            Transport::Sse => sse_id.as_deref().unwrap_or(&ev.id),
-                            _ => &ev.id,
-                        };
+                        // The resume id only when an SSE connection takes the event (once).
+                        let sse_id = (t == Transport::Sse).then(|| fr.id(ev)).flatten();
+                        let id = sse_id.as_deref().unwrap_or(&ev.id);
                         let mut out = Vec::with_capacity(ev.json.len() + id.len() + 32);
                         Self::encode_variant(deflater, min, v, id, ev, &mut out);
                         Frame::from(out)
@@ -866,7 +864,7 @@ impl Sessions {
             if remaining == 0 {
                 self.users.remove(&user);
             }
-            if self.changes.len() < MAX_PRESENCE_CHANGES {
+            if self.announces_presence() && self.changes.len() < MAX_PRESENCE_CHANGES {
                 self.changes.push(PresenceChange {
                     user,
                     transport: s.transport,
@@ -887,6 +885,11 @@ impl Sessions {
             // A shard that once held many sessions gives the slab's memory back when they go.
             self.slab.shrink_to_fit();
         }
+    }
+
+    /// Joins and leaves are kept for `rig.presence` events only when there is a topic for them.
+    fn announces_presence(&self) -> bool {
+        self.cfg.presence.topic.is_some()
     }
 
     /// Marks a WebSocket that negotiated permessage-deflate.
@@ -930,7 +933,7 @@ impl Sessions {
         let slots = self.users.entry(user.clone()).or_default();
         slots.push(slot);
         let remaining = slots.len();
-        if self.changes.len() < MAX_PRESENCE_CHANGES {
+        if self.announces_presence() && self.changes.len() < MAX_PRESENCE_CHANGES {
             self.changes.push(PresenceChange {
                 user,
                 transport,
