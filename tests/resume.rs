@@ -214,3 +214,188 @@ fn ids_too_old_or_foreign_get_a_gap_event_first() {
     let got = take(&mut c, 1, Duration::from_secs(10));
     assert_eq!(numbers(&got), vec![11]);
 }
+
+// Without Kafka: HTTP publishes are kept in the node's ring (and in Redis when configured).
+
+const REDIS_PORT: &str = "6391";
+
+fn user_event(i: usize, user: &str) -> Value {
+    ce("r.event", json!({"i": i, "user": user}))
+}
+
+/// Publishes `from..from+n`, alternating users alice (even) and bob (odd).
+fn publish_users(port: u16, from: usize, n: usize) {
+    for i in from..from + n {
+        let who = if i % 2 == 0 { "alice" } else { "bob" };
+        let r = publish(port, &user_event(i, who));
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+}
+
+const USER_EXTRACTOR: &str =
+    r#"{"r.event":{"user":{"stable_field_index":0,"event":{"json_pointer":"/data/user"}}}}"#;
+
+/// Alice's stream: only her events (a per-user resume reads only her routing key).
+fn connect_alice(port: u16, last_id: Option<&str>) -> SseClient {
+    let subs = enc(&json!([{"eventType": "r.event", "oneOf": [{"user": "alice"}]}]).to_string());
+    let path = format!("/_rig/v1/connection/sse?subscriptions={subs}");
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    match last_id {
+        None => SseClient::at(s, &path),
+        Some(id) => SseClient::at_with(s, &path, &format!("last-event-id: {id}\r\n")),
+    }
+}
+
+fn evens(range: std::ops::Range<u64>) -> HashSet<u64> {
+    range.filter(|i| i % 2 == 0).collect()
+}
+
+fn assert_once(got: &[u64], want: HashSet<u64>) {
+    let set: HashSet<u64> = got.iter().copied().collect();
+    assert_eq!(set.len(), got.len(), "duplicates: {got:?}");
+    assert_eq!(set, want, "{got:?}");
+}
+
+fn metric(srv: &Server, line_prefix: &str) -> Option<f64> {
+    request(srv.api, "GET", "/metrics", &[], b"")
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix(line_prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn without_kafka_published_events_resume_from_the_nodes_ring() {
+    let a = Server::start_with(2, "", &[]);
+    let mut c = connect(a.inbound, None);
+    publish_n(a.inbound, 0, 5);
+    let got = take(&mut c, 5, Duration::from_secs(10));
+    assert_exactly(&numbers(&got), 0..5);
+    let last = got.last().unwrap().2.clone();
+    assert!(last.starts_with('~') && last.contains(';'), "{last}");
+    drop(c);
+
+    // Away while 50 are published (through both shards: one connection per publish).
+    publish_n(a.inbound, 5, 50);
+    let mut c = connect_by(a.inbound, Some(&last), true);
+    let got = take(&mut c, 52, Duration::from_secs(10));
+    assert!(got.iter().all(|(t, _, _)| t != "rig.replay_gap"), "{got:?}");
+    assert_exactly(&numbers(&got), 5..55);
+    publish_n(a.inbound, 55, 5);
+    let live = take(&mut c, 5, Duration::from_secs(10));
+    assert_exactly(&numbers(&live), 55..60);
+    let last = live.last().unwrap().2.clone();
+    drop(c);
+
+    // Again, several times (another shard each time, by chance), with nothing missed.
+    for round in 0..3 {
+        let mut c = connect(a.inbound, Some(&last));
+        let got = take(&mut c, 3, Duration::from_millis(1500));
+        assert!(numbers(&got).is_empty(), "round {round}: {got:?}");
+    }
+    assert!(metric(&a, "corebridge_resumes_total{result=\"replayed\"} ").unwrap() >= 4.0);
+}
+
+#[test]
+fn without_kafka_or_redis_beyond_the_ring_and_other_nodes_ids_get_a_gap() {
+    let tuning = "[sessions]\nresume_ring_events = 20\n";
+    let a = Server::start_with(2, tuning, &[]);
+    let b = Server::start_with(2, tuning, &[]);
+    let mut c = connect(a.inbound, None);
+    publish_n(a.inbound, 0, 1);
+    let last = take(&mut c, 1, Duration::from_secs(10))[0].2.clone();
+    drop(c);
+    publish_n(a.inbound, 1, 50);
+    let mut c = connect(a.inbound, Some(&last));
+    let got = take(&mut c, 42, Duration::from_secs(5));
+    assert_eq!(got[0].0, "rig.replay_gap", "{got:?}");
+    assert!(
+        got[0].1["reason"].as_str().unwrap().contains("ring"),
+        "{got:?}"
+    );
+    let n = numbers(&got);
+    assert_eq!(n.iter().collect::<HashSet<_>>().len(), n.len(), "{n:?}");
+    assert!(
+        (41..51).all(|i| n.contains(&i)),
+        "the newest are kept: {n:?}"
+    );
+    drop(c);
+
+    // An id of node a on node b, which has no Redis store: a gap, then live events.
+    let mut c = connect(b.inbound, Some(&last));
+    let got = take(&mut c, 1, Duration::from_secs(5));
+    assert_eq!(got[0].0, "rig.replay_gap", "{got:?}");
+    publish_n(b.inbound, 100, 1);
+    assert_eq!(
+        numbers(&take(&mut c, 1, Duration::from_secs(10))),
+        vec![100]
+    );
+}
+
+#[test]
+fn with_redis_a_published_event_resumes_on_another_node_and_redis_down_keeps_live() {
+    service("redis-up", &[REDIS_PORT], &[]);
+    let url = format!("redis://127.0.0.1:{REDIS_PORT}/0");
+    let prefix = format!("cbtest{:x}:", fastrand::u32(..));
+    let envs = [
+        ("CB_REDIS_URL", url.as_str()),
+        ("CB_REDIS_KEY_PREFIX", prefix.as_str()),
+        ("EXTRACTORS", USER_EXTRACTOR),
+    ];
+    let a = Server::start_with(2, "", &envs);
+    let b = Server::start_with(2, "", &envs);
+
+    let mut c = connect_alice(a.inbound, None);
+    publish_users(a.inbound, 0, 4);
+    let got = take(&mut c, 2, Duration::from_secs(10));
+    assert_once(&numbers(&got), evens(0..4));
+    let last = got.last().unwrap().2.clone();
+    drop(c);
+
+    // Away while 40 are published on node a; back on node b: exactly alice's 20, from Redis.
+    publish_users(a.inbound, 4, 40);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&a, "corebridge_redis_events_written_total ").unwrap_or(0.0) < 44.0 {
+        assert!(Instant::now() < deadline, "node a never wrote to Redis");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut c = connect_alice(b.inbound, Some(&last));
+    let got = take(&mut c, 22, Duration::from_secs(10));
+    assert!(got.iter().all(|(t, _, _)| t != "rig.replay_gap"), "{got:?}");
+    assert_once(&numbers(&got), evens(4..44));
+    // Then live on b.
+    publish_users(b.inbound, 44, 4);
+    let live = take(&mut c, 2, Duration::from_secs(10));
+    assert_once(&numbers(&live), evens(44..48));
+
+    // Redis killed mid-run: live delivery goes on, the store's gauge says so.
+    service("redis-down", &[REDIS_PORT], &[]);
+    publish_users(b.inbound, 48, 6);
+    let live = take(&mut c, 3, Duration::from_secs(10));
+    assert_once(&numbers(&live), evens(48..54));
+    let last_b = live.last().unwrap().2.clone();
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&b, "corebridge_redis_up ") != Some(0.0) {
+        assert!(Instant::now() < deadline, "corebridge_redis_up stayed 1");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(metric(&b, "corebridge_redis_write_failures_total ").unwrap() > 0.0);
+    // Resume falls back to the node's own ring...
+    publish_users(b.inbound, 54, 4);
+    let mut c = connect_alice(b.inbound, Some(&last_b));
+    let got = take(&mut c, 3, Duration::from_secs(10));
+    assert!(got.iter().all(|(t, _, _)| t != "rig.replay_gap"), "{got:?}");
+    assert_once(&numbers(&got), evens(54..58));
+    drop(c);
+    // ...and on the other node, which would need Redis, says it could not be read.
+    let mut c = connect_alice(a.inbound, Some(&last_b));
+    let got = take(&mut c, 1, Duration::from_secs(15));
+    assert_eq!(got[0].0, "rig.replay_gap", "{got:?}");
+    assert!(
+        got[0].1["reason"].as_str().unwrap().contains("Redis"),
+        "{got:?}"
+    );
+    publish_users(a.inbound, 60, 2);
+    assert_eq!(numbers(&take(&mut c, 1, Duration::from_secs(10))), vec![60]);
+}

@@ -227,9 +227,17 @@ async fn internal(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outco
                 if let Some(i) = island {
                     i.render(&mut text);
                 }
-                if let Some(b) = &shard.globals.broker {
-                    let (events, bytes) = b.recent.size();
+                let ring = match (&shard.globals.broker, &shard.globals.local) {
+                    (Some(b), _) => Some(&b.recent),
+                    (None, Some(l)) => Some(&l.recent),
+                    _ => None,
+                };
+                if let Some(r) = ring {
+                    let (events, bytes) = r.size();
                     crate::metrics::render_ring(&mut text, events, bytes);
+                }
+                if let Some(r) = shard.globals.local.as_ref().and_then(|l| l.redis.as_ref()) {
+                    r.metrics.render(&mut text);
                 }
                 crate::metrics::render_pending_heads(
                     &mut text,

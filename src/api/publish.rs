@@ -14,10 +14,9 @@ use crate::config::Check;
 use crate::metrics::Source;
 use crate::proto::cloudevents;
 use crate::proto::http1::RequestHead;
-use crate::route::{Control, Event};
+use crate::route::Event;
 use crate::runtime::shard::Shard;
 use std::rc::Rc;
-use std::sync::Arc;
 
 /// The inbound `POST /_rig/v1/events`: `SUBMISSION_CHECK` first (RIG's check is broken: it
 /// denies every jwt_validation request; ours works as documented), then `publish`.
@@ -82,24 +81,12 @@ pub async fn publish(shard: &Rc<Shard>, head: &RequestHead, body: &[u8]) -> Outc
     ) {
         return put(shard, kinesis, stream, &ce).await;
     }
-    // The SSE id names where the event entered: origin shard and its sequence.
+    // The id names where the event entered: origin shard and its sequence (SSE streams that
+    // can resume get the node log's position instead).
     let id = format!("{}-{}", shard.id, shard.next_publish_seq());
-    let event = Arc::new(Event::from_cloudevent(&ce, id, &shard.cfg().extractors));
+    let event = Event::from_cloudevent(&ce, id, &shard.cfg().extractors);
     let echo = event.json.to_vec();
-    let wanted = shard
-        .globals
-        .interest
-        .shards_for(&event.event_type, &event.fields);
-    if wanted == 0 {
-        // Nobody on this node subscribes to it: accepted, and nothing to deliver.
-        shard.metrics.received[Source::Http as usize].inc();
-        shard.metrics.unwanted.inc();
-        return Resp::json(202, echo).into();
-    }
-    match shard
-        .publish(Control::Events(Arc::new(vec![event])), wanted)
-        .await
-    {
+    match shard.publish_logged(event).await {
         Ok(()) => {
             shard.metrics.received[Source::Http as usize].inc();
             Resp::json(202, echo).into()

@@ -15,15 +15,20 @@
 //! Kafka at all) is announced first by a `rig.replay_gap` event:
 //! `{"from": "<the id>", "lost_at_least": N or null, "reason": "..."}`.
 
+use crate::broker::local::LocalLog;
+use crate::broker::redis::StoreRead;
 use crate::broker::{ReplayRange, ReplayRequest};
 use crate::metrics::{ResumeResult, Transport};
 use crate::proto::cloudevents::{self, CloudEvent};
 use crate::proto::resume::{self, Frontier};
 use crate::proto::token::Token;
 use crate::route::subscription::Compiled;
+use crate::route::Event;
 use crate::runtime::shard::Shard;
 use crate::session::{Slot, Start};
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a replay may take before the stream starts without it (with a gap event).
@@ -40,7 +45,11 @@ pub(super) fn open(
     last_id: Option<&str>,
 ) -> Result<(Slot, Token, Option<Start>), crate::session::Blacklisted> {
     let from = last_id.and_then(resume::parse);
-    let positions = shard.globals.broker.as_ref().map(|b| b.positions.clone());
+    let positions = match (&shard.globals.broker, &shard.globals.local) {
+        (Some(b), _) => Some(b.positions.clone()),
+        (None, Some(l)) => Some(l.positions.clone()),
+        (None, None) => None,
+    };
     let start = || {
         let live = positions.as_ref()?.snapshot();
         // The client's position where its id says, else here and now. It may be ahead of
@@ -90,10 +99,18 @@ pub(super) async fn replay(
         );
         shard.metrics.resumed_events.add(n as u64);
     };
-    let (Some(start), Some(broker)) = (start, shard.globals.broker.as_ref()) else {
+    let Some(start) = start else {
         count(ResumeResult::Gap);
-        let reason = "without Kafka, published events are not kept for resuming";
+        let reason = "events published through Kinesis are not kept for resuming";
         splice(Some(gap(id, None, reason)), &[], Frontier::new());
+        return;
+    };
+    let Some(broker) = shard.globals.broker.as_ref() else {
+        let (lead, events, result) = replay_local(shard, id, &start, &subs).await;
+        count(result);
+        if lead.is_some() || !events.is_empty() {
+            splice(lead, &events, start.first);
+        }
         return;
     };
     let Some(parsed) = resume::parse(id) else {
@@ -197,4 +214,162 @@ pub(super) async fn replay(
             splice(Some(gap(id, None, &reason)), &[], start.first);
         }
     }
+}
+
+/// Without a broker: this node's log from its ring, the rest (older than the ring, or
+/// partitions of other nodes' logs the id names) from the Redis store when there is one.
+async fn replay_local(
+    shard: &Rc<Shard>,
+    id: &str,
+    start: &Start,
+    subs: &[Compiled],
+) -> (Option<CloudEvent>, Vec<Arc<Event>>, ResumeResult) {
+    let Some(log) = shard.globals.local.as_ref() else {
+        return (None, Vec::new(), ResumeResult::Replayed);
+    };
+    let Some(parsed) = resume::parse(id) else {
+        let reason = "not an id this gateway can resume from";
+        return (Some(gap(id, None, reason)), Vec::new(), ResumeResult::Gap);
+    };
+    let tuning = &shard.cfg().tuning.sessions;
+    let req = ReplayRequest {
+        ranges: Vec::new(),
+        subs: subs.to_vec(),
+        max_events: tuning.resume_max_events.min(tuning.queue_events / 2),
+        max_age_ms: tuning.resume_max_age_s.saturating_mul(1000),
+    };
+    let sieve = crate::broker::Sieve::new(&req);
+    let mut lost = 0u64;
+    let mut queues = Vec::new();
+    // (topic hash, partition) -> from: what only the store can have.
+    let mut from_store: BTreeMap<(u32, i32), i64> = BTreeMap::new();
+    // This node's partitions: the live start bounds what the store may add for them.
+    let mut live_to: BTreeMap<(u32, i32), i64> = BTreeMap::new();
+    for ((topic, partition), to) in &start.live {
+        let key = (resume::topic_hash(topic), *partition);
+        live_to.insert(key, *to);
+        let Some(from) = start.first.get(&(topic.clone(), *partition)).copied() else {
+            continue;
+        };
+        if from >= *to {
+            continue;
+        }
+        let (events, missing) = log.recent.range_partial(topic, *partition, from, *to);
+        if missing > 0 {
+            from_store.insert(key, from);
+        }
+        let mut kept = VecDeque::new();
+        for e in events {
+            sieve.keep(e, &mut kept, &mut lost);
+        }
+        queues.push(kept);
+    }
+    for (key, _) in parsed
+        .frontier
+        .iter()
+        .filter(|(k, _)| !live_to.contains_key(k))
+    {
+        // Another node's log (or a restarted node's): only the store has it.
+        if let Some(from) = parsed.frontier.get(key) {
+            from_store.insert(*key, *from);
+        }
+    }
+    if !parsed.topic.is_empty() && LocalLog::is_log(&parsed.topic) {
+        let key = (resume::topic_hash(&parsed.topic), parsed.partition);
+        if !live_to.contains_key(&key) {
+            let f = from_store.entry(key).or_insert(parsed.offset + 1);
+            *f = (*f).max(parsed.offset + 1);
+        }
+    }
+    let mut unknown = false;
+    let mut reason = String::new();
+    if !from_store.is_empty() {
+        match &log.redis {
+            None => unknown = true,
+            Some(store) => {
+                let read = store.read(StoreRead {
+                    subs: subs.to_vec(),
+                    from: from_store.clone(),
+                    max_events: req.max_events,
+                    oldest_ms: (crate::auth::blacklist::now_ms() as i64)
+                        .saturating_sub(req.max_age_ms as i64),
+                });
+                let answer = futures_lite::future::or(async { Some(read.await) }, async {
+                    glommio::timer::sleep(REPLAY_TIMEOUT).await;
+                    None
+                })
+                .await;
+                match answer {
+                    Some(Ok(a)) => {
+                        unknown |= a.truncated;
+                        // The ring's events of this node's partitions are taken already; the
+                        // store's copies of them, and anything at or past the live start,
+                        // are not needed.
+                        let have: std::collections::HashSet<(u32, i32, i64)> = queues
+                            .iter()
+                            .flatten()
+                            .filter_map(|e| e.pos.as_ref())
+                            .map(|p| (resume::topic_hash(&p.topic), p.partition, p.offset))
+                            .collect();
+                        let mut kept = VecDeque::new();
+                        for e in a.events {
+                            let Some(p) = &e.pos else { continue };
+                            let key = (resume::topic_hash(&p.topic), p.partition);
+                            if live_to.get(&key).is_some_and(|to| p.offset >= *to)
+                                || have.contains(&(key.0, key.1, p.offset))
+                            {
+                                continue;
+                            }
+                            kept.push_back(e);
+                        }
+                        queues.push(kept);
+                    }
+                    Some(Err(e)) => {
+                        unknown = true;
+                        reason = format!("the Redis replay store could not be read: {e}");
+                    }
+                    None => {
+                        unknown = true;
+                        reason = format!(
+                            "the Redis replay store did not answer within {} s",
+                            REPLAY_TIMEOUT.as_secs()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let mut merged = Vec::new();
+    crate::broker::merge_by_time(&mut queues, &mut merged);
+    if merged.len() > req.max_events {
+        lost += (merged.len() - req.max_events) as u64;
+        merged.drain(..merged.len() - req.max_events);
+    }
+    let budget = tuning.queue_bytes / 2;
+    let mut bytes: usize = merged.iter().map(|e| e.json.len() + 64).sum();
+    let mut cut = 0;
+    while bytes > budget && cut < merged.len() {
+        bytes -= merged[cut].json.len() + 64;
+        cut += 1;
+    }
+    merged.drain(..cut);
+    lost += cut as u64;
+    if reason.is_empty() && unknown {
+        reason = if log.redis.is_some() {
+            "older than the replay store keeps (EVENTS_REDIS_TTLHOURS, CB_REDIS_MAX_PER_KEY)".into()
+        } else {
+            "older than this node's replay ring holds, or published on another node (no Redis replay store)".into()
+        };
+    }
+    if reason.is_empty() && lost > 0 {
+        reason = "older than sessions.resume_max_age_s or beyond sessions.resume_max_events".into();
+    }
+    let lead =
+        (!reason.is_empty()).then(|| gap(id, (lost > 0 && !unknown).then_some(lost), &reason));
+    let result = match (&lead, reason.starts_with("the Redis")) {
+        (None, _) => ResumeResult::Replayed,
+        (Some(_), true) => ResumeResult::Failed,
+        (Some(_), false) => ResumeResult::Gap,
+    };
+    (lead, merged, result)
 }

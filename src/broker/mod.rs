@@ -12,6 +12,8 @@ pub mod dns;
 pub mod http;
 pub mod kafka;
 pub mod kinesis;
+pub mod local;
+pub mod redis;
 
 use crate::config::Config;
 use crate::error::{Blame, Fault};
@@ -177,11 +179,106 @@ impl Recent {
         )
     }
 
+    /// The kept events of `[from, to)` from where the ring starts, and how many offsets of
+    /// the range lie below it (no longer kept).
+    pub(crate) fn range_partial(
+        &self,
+        topic: &Arc<str>,
+        partition: i32,
+        from: i64,
+        to: i64,
+    ) -> (Vec<Arc<crate::route::Event>>, u64) {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(ring) = map.get(&(topic.clone(), partition)) else {
+            return (Vec::new(), to.saturating_sub(from).max(0) as u64);
+        };
+        let missing = ring.from.min(to).saturating_sub(from).max(0) as u64;
+        let events = ring
+            .events
+            .iter()
+            .filter(|e| {
+                e.pos
+                    .as_ref()
+                    .is_some_and(|p| p.offset >= from && p.offset < to)
+            })
+            .cloned()
+            .collect();
+        (events, missing)
+    }
+
     /// Events and bytes kept, for the metrics.
     pub fn size(&self) -> (usize, usize) {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.values()
             .fold((0, 0), |(n, b), r| (n + r.events.len(), b + r.bytes))
+    }
+}
+
+/// Merges per-partition queues (each in log order) into `out`: the partition whose next event
+/// is oldest goes first, so each partition's order is kept.
+pub(crate) fn merge_by_time(
+    queues: &mut [std::collections::VecDeque<Arc<crate::route::Event>>],
+    out: &mut Vec<Arc<crate::route::Event>>,
+) {
+    out.reserve(queues.iter().map(|q| q.len()).sum());
+    loop {
+        let next = queues
+            .iter()
+            .enumerate()
+            .filter_map(|(i, q)| {
+                q.front()
+                    .map(|e| (e.pos.as_ref().map_or(0, |p| p.timestamp_ms), i))
+            })
+            .min();
+        let Some((_, i)) = next else { break };
+        if let Some(e) = queues[i].pop_front() {
+            out.push(e);
+        }
+    }
+}
+
+/// The filter every replay applies: a connection's subscriptions, `max_events` (the newest
+/// kept), `max_age_ms` (older ones counted lost).
+pub(crate) struct Sieve<'a> {
+    subs: &'a [crate::route::subscription::Compiled],
+    max_events: usize,
+    oldest_ms: i64,
+}
+
+impl<'a> Sieve<'a> {
+    pub(crate) fn new(req: &'a ReplayRequest) -> Sieve<'a> {
+        Sieve {
+            subs: &req.subs,
+            max_events: req.max_events,
+            oldest_ms: (crate::auth::blacklist::now_ms() as i64)
+                .saturating_sub(req.max_age_ms as i64),
+        }
+    }
+
+    /// Keeps `ev` if the connection wants it, counting what is too old or pushed out.
+    pub(crate) fn keep(
+        &self,
+        ev: Arc<crate::route::Event>,
+        kept: &mut std::collections::VecDeque<Arc<crate::route::Event>>,
+        lost: &mut u64,
+    ) {
+        if !self
+            .subs
+            .iter()
+            .any(|s| *s.event_type == *ev.event_type && s.matches(&ev.fields))
+        {
+            return;
+        }
+        let ts = ev.pos.as_ref().map_or(-1, |p| p.timestamp_ms);
+        if ts >= 0 && ts < self.oldest_ms {
+            *lost += 1;
+            return;
+        }
+        kept.push_back(ev);
+        if kept.len() > self.max_events {
+            kept.pop_front();
+            *lost += 1;
+        }
     }
 }
 

@@ -129,3 +129,26 @@ pub const KINESIS_EFO: &str = "CB_KINESIS_EFO";
 pub const KINESIS_POLL_MS: &str = "CB_KINESIS_POLL_MS";
 /// How often shard lists are read again (ours; default 10000 ms).
 pub const KINESIS_SHARD_REFRESH_MS: &str = "CB_KINESIS_SHARD_REFRESH_MS";
+
+// The Redis replay store (ours first, then FlowX's Spring names).
+/// `redis://[user:password@]host:port[/db]`, or `redis+sentinel://`/cluster via the Spring names.
+pub const REDIS_URL: &str = "CB_REDIS_URL";
+pub const REDIS_KEY_PREFIX: &str = "CB_REDIS_KEY_PREFIX";
+/// Events kept per routing key at most (ours).
+pub const REDIS_MAX_PER_KEY: &str = "CB_REDIS_MAX_PER_KEY";
+pub const SPRING_DATA_REDIS_URL: &str = "SPRING_DATA_REDIS_URL";
+pub const SPRING_DATA_REDIS_HOST: &str = "SPRING_DATA_REDIS_HOST";
+pub const SPRING_DATA_REDIS_PORT: &str = "SPRING_DATA_REDIS_PORT";
+pub const SPRING_DATA_REDIS_USERNAME: &str = "SPRING_DATA_REDIS_USERNAME";
+pub const SPRING_DATA_REDIS_PASSWORD: &str = "SPRING_DATA_REDIS_PASSWORD";
+pub const SPRING_DATA_REDIS_DATABASE: &str = "SPRING_DATA_REDIS_DATABASE";
+pub const SPRING_DATA_REDIS_SSL_ENABLED: &str = "SPRING_DATA_REDIS_SSL_ENABLED";
+pub const SPRING_DATA_REDIS_SENTINEL_MASTER: &str = "SPRING_DATA_REDIS_SENTINEL_MASTER";
+pub const SPRING_DATA_REDIS_SENTINEL_NODES: &str = "SPRING_DATA_REDIS_SENTINEL_NODES";
+pub const SPRING_DATA_REDIS_SENTINEL_PASSWORD: &str = "SPRING_DATA_REDIS_SENTINEL_PASSWORD";
+pub const SPRING_DATA_REDIS_CLUSTER_NODES: &str = "SPRING_DATA_REDIS_CLUSTER_NODES";
+/// FlowX: hours events stay in Redis (default 4).
+pub const EVENTS_REDIS_TTLHOURS: &str = "EVENTS_REDIS_TTLHOURS";
+/// FlowX: how often its instances polled Redis; accepted, not needed (live delivery does not
+/// go through Redis here).
+pub const EVENTS_REDIS_FREQUENCYMILLIS: &str = "EVENTS_REDIS_FREQUENCYMILLIS";

@@ -9,6 +9,7 @@ pub mod jwt;
 pub mod kafka;
 pub mod kinesis;
 pub mod proxy;
+pub mod redis;
 pub mod router;
 pub mod tuning;
 
@@ -51,6 +52,8 @@ pub struct Config {
     /// The API gateway: initial definitions, timeouts, request log.
     pub proxy: proxy::ProxyConfig,
     pub kinesis: Option<kinesis::KinesisConfig>,
+    /// The Redis replay store for events published without a broker (`broker::redis`).
+    pub redis: Option<redis::RedisConfig>,
     /// Prefixes under which the inbound `/_rig/` routes are also served (`CB_INBOUND_PATH_PREFIXES`,
     /// default FlowX's `/api/events`, whose ingress keeps the path): `/api/events/_rig/v1/...`.
     pub path_prefixes: Vec<String>,
@@ -245,6 +248,7 @@ impl Config {
         let owned = |k: &str| get(k).map(str::to_string);
         let kafka = KafkaConfig::load(&owned, &mut problems);
         let kinesis = kinesis::KinesisConfig::load(&owned, &mut problems);
+        let redis = redis::RedisConfig::load(&owned, &mut problems);
         if kafka.as_ref().is_some_and(|k| k.flowx.is_some()) {
             let claim = get(env::FLOWX_USER_CLAIM).unwrap_or("preferred_username");
             extractors.add_missing(Extractors::from_value(
@@ -376,6 +380,7 @@ impl Config {
                 proxy,
                 kafka,
                 kinesis,
+                redis,
                 max_connections_per_minute,
                 subscription_check,
                 submission_check,

@@ -31,11 +31,11 @@ pub const EVENTS_UNWANTED: (&str, &str) = (
 );
 pub const RESUMES: (&str, &str) = (
     "corebridge_resumes_total",
-    "SSE connections opened with a Last-Event-ID, by result: replayed (nothing lost), gap (some events could not be replayed), failed (Kafka could not be read).",
+    "Connections opened with a Last-Event-ID (SSE) or last_event_id (WebSocket, long-poll), by result: replayed (nothing lost), gap (some events could not be replayed), failed (Kafka or Redis could not be read).",
 );
 pub const RESUMED_EVENTS: (&str, &str) = (
     "corebridge_resumed_events_total",
-    "Events replayed to reconnecting SSE clients.",
+    "Events replayed to reconnecting clients.",
 );
 pub const IDLE_CLOSES: (&str, &str) = (
     "corebridge_idle_closes_total",
@@ -43,7 +43,7 @@ pub const IDLE_CLOSES: (&str, &str) = (
 );
 pub const RESUME_RING_EVENTS: (&str, &str) = (
     "corebridge_resume_ring_events",
-    "Decoded Kafka records kept on this node for replays to resuming clients.",
+    "Decoded Kafka records (or, without a broker, published events) kept on this node for replays to resuming clients.",
 );
 pub const RESUME_RING_BYTES: (&str, &str) = (
     "corebridge_resume_ring_bytes",
@@ -137,4 +137,20 @@ pub const PROXY_UPSTREAM_FAILURES: (&str, &str) = (
 pub const PROXY_UPSTREAM_LATENCY: (&str, &str) = (
     "corebridge_proxy_upstream_latency_seconds",
     "Time from sending a request upstream to the upstream's response head.",
+);
+pub const REDIS_UP: (&str, &str) = (
+    "corebridge_redis_up",
+    "1 while the Redis replay store answers; 0 when its last command failed (resume falls back to this node's ring).",
+);
+pub const REDIS_WRITTEN: (&str, &str) = (
+    "corebridge_redis_events_written_total",
+    "Published events kept in the Redis replay store.",
+);
+pub const REDIS_WRITE_FAILURES: (&str, &str) = (
+    "corebridge_redis_write_failures_total",
+    "Published events not kept in Redis (Redis unreachable or its write queue full); live delivery is not affected.",
+);
+pub const REDIS_READ_FAILURES: (&str, &str) = (
+    "corebridge_redis_read_failures_total",
+    "Resumes that could not read the Redis replay store.",
 );

@@ -123,6 +123,18 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
     } else {
         None
     };
+    // HTTP publishes that go through no broker are kept for resuming (and in Redis when set).
+    let publishes_via_kinesis = cfg
+        .kinesis
+        .as_ref()
+        .is_some_and(|k| k.publish_stream.is_some());
+    let local = (broker.is_none() && !publishes_via_kinesis).then(|| {
+        let redis = crate::broker::redis::start(cfg.clone());
+        crate::broker::local::LocalLog::new(node, &cfg, redis)
+    });
+    if broker.is_some() && cfg.redis.is_some() {
+        tracing::info!("Redis is configured but not used: with Kafka, published events go through Kafka and resuming clients get them from there");
+    }
     // Each shard's inbound queue: publishes and control records from every shard, in order.
     let (inbound_tx, inbound_rx): (Vec<_>, Vec<_>) = (0..n)
         .map(|_| async_channel::bounded::<Control>(cfg.tuning.runtime.mesh_queue))
@@ -153,6 +165,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         epoch: Instant::now(),
         beats: (0..n).map(|_| Default::default()).collect(),
         pending_heads: Default::default(),
+        local,
     });
     let mesh = MeshBuilder::<ShardMsg, _>::full(n, cfg.tuning.runtime.mesh_queue);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), StartError>>();
@@ -294,6 +307,7 @@ async fn shard_main(
     );
     spawn_into(write, Box::pin(conn::writer::run(shard.clone())) as _);
     spawn_into(deliver, Box::pin(conn::stream::watch(shard.clone())) as _);
+    spawn_into(deliver, Box::pin(shard.clone().tell_log_progress()) as _);
     for (_, rx) in receivers.streams() {
         spawn_into(deliver, Box::pin(shard.clone().receive(rx)) as _);
     }

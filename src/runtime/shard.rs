@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::metrics::ShardMetrics;
 use crate::proto::token::Token;
 use crate::route::subscription::SubscriptionSet;
-use crate::route::Control;
+use crate::route::{Control, Event};
 use crate::session::{LookupError, Sessions};
 use bytes::Bytes;
 use futures_lite::future;
@@ -59,6 +59,8 @@ pub struct Globals {
     pub beats: super::notify::Beats,
     /// Connections that have not sent a whole first request head yet (`http.max_pending_heads`).
     pub pending_heads: std::sync::atomic::AtomicUsize,
+    /// HTTP publishes kept for resuming, when they do not go through a broker.
+    pub local: Option<crate::broker::local::LocalLog>,
 }
 
 /// A shard's inbound queue is full: it is behind on deliveries. The publisher gets 503.
@@ -236,6 +238,10 @@ pub struct Shard {
     pending: RefCell<HashMap<u64, oneshot::Sender<Reply>>>,
     next_id: Cell<u64>,
     publish_seq: Cell<u64>,
+    /// This shard's partition of the node's log (`globals.local`).
+    local: Option<crate::broker::local::LocalPart>,
+    /// One logged publish at a time: offsets are given in the order events are queued.
+    publish_turn: glommio::sync::Semaphore,
 }
 
 impl Shard {
@@ -246,6 +252,10 @@ impl Shard {
         streams: crate::conn::stream::Streams,
     ) -> Shard {
         let metrics = globals.metrics[id].clone();
+        let local = globals
+            .local
+            .as_ref()
+            .map(|l| crate::broker::local::LocalPart::new(l, id));
         Shard {
             id,
             streams,
@@ -267,6 +277,8 @@ impl Shard {
             pending: RefCell::new(HashMap::new()),
             next_id: Cell::new(0),
             publish_seq: Cell::new(0),
+            local,
+            publish_turn: glommio::sync::Semaphore::new(1),
         }
     }
 
@@ -322,6 +334,79 @@ impl Shard {
             }
         }
         Ok(())
+    }
+
+    /// A publish without a broker (`globals.local` set): the event gets the next offset of
+    /// this shard's partition of the node's log and is kept for resuming before the shards
+    /// that want it are chosen, then queued to them as [`Shard::publish`] does. Refused (503)
+    /// before it is kept, so a retried publish is not kept twice.
+    pub async fn publish_logged(&self, event: Event) -> Result<(), Busy> {
+        let (Some(log), Some(part)) = (&self.globals.local, &self.local) else {
+            let wanted = self
+                .globals
+                .interest
+                .shards_for(&event.event_type, &event.fields);
+            return match wanted {
+                0 => {
+                    self.metrics.unwanted.inc();
+                    Ok(())
+                }
+                w => {
+                    self.publish(Control::Events(Arc::new(vec![Arc::new(event)])), w)
+                        .await
+                }
+            };
+        };
+        let _turn = self.publish_turn.acquire_permit(1).await;
+        let interest = &self.globals.interest;
+        let guess = interest.shards_for(&event.event_type, &event.fields);
+        self.wait_for_writers(guess).await;
+        if let Some((full, _)) = self
+            .globals
+            .inbound
+            .iter()
+            .enumerate()
+            .find(|(i, q)| guess & (1 << i) != 0 && q.is_full())
+        {
+            self.metrics.publish_busy.inc();
+            return Err(Busy(full));
+        }
+        let event = part.append(log, event);
+        let wanted = interest.shards_for(&event.event_type, &event.fields);
+        if wanted == 0 {
+            self.metrics.unwanted.inc();
+            return Ok(());
+        }
+        let what = Control::Events(Arc::new(vec![event]));
+        for (i, q) in self.globals.inbound.iter().enumerate() {
+            if wanted & (1 << i) != 0 {
+                if let Err(async_channel::TrySendError::Full(w)) = q.try_send(what.clone()) {
+                    let _ = q.send(w).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Once a second, tells every shard where this shard's partition of the node's log
+    /// stands (if it moved), behind the events already queued.
+    pub async fn tell_log_progress(self: Rc<Self>) {
+        let (Some(log), Some(part)) = (&self.globals.local, &self.local) else {
+            return;
+        };
+        loop {
+            {
+                let _turn = self.publish_turn.acquire_permit(1).await;
+                if let Some(p) = part.progress(log) {
+                    for q in &self.globals.inbound {
+                        if q.send(p.clone()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            glommio::timer::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     /// Waits (bounded) while a shard the event goes to is behind on writing: its writer has

@@ -76,29 +76,13 @@ async fn replay(
 ) -> Result<Replayed, ProduceError> {
     let mut out = Replayed::default();
     let mut per_partition: Vec<VecDeque<Arc<Event>>> = Vec::new();
-    let oldest_ms = (crate::auth::blacklist::now_ms() as i64).saturating_sub(req.max_age_ms as i64);
     for range in &req.ranges {
-        let (kept, lost) = read_range(ctx, client, clients, range, &req, oldest_ms).await?;
+        let (kept, lost) = read_range(ctx, client, clients, range, &req).await?;
         out.lost += lost;
         per_partition.push(kept);
     }
-    // Merge: the partition whose next record is oldest goes first.
-    let total: usize = per_partition.iter().map(VecDeque::len).sum();
-    let mut merged = Vec::with_capacity(total);
-    loop {
-        let next = per_partition
-            .iter()
-            .enumerate()
-            .filter_map(|(i, q)| {
-                q.front()
-                    .map(|e| (e.pos.as_ref().map_or(0, |p| p.timestamp_ms), i))
-            })
-            .min();
-        let Some((_, i)) = next else { break };
-        if let Some(e) = per_partition[i].pop_front() {
-            merged.push(e);
-        }
-    }
+    let mut merged = Vec::new();
+    crate::broker::merge_by_time(&mut per_partition, &mut merged);
     if merged.len() > req.max_events {
         let over = merged.len() - req.max_events;
         out.lost += over as u64;
@@ -115,7 +99,6 @@ async fn read_range(
     clients: &Clients,
     r: &ReplayRange,
     req: &ReplayRequest,
-    oldest_ms: i64,
 ) -> Result<(VecDeque<Arc<Event>>, u64), ProduceError> {
     let unavailable =
         |e: KafkaError| ProduceError::Unavailable(format!("{}/{}: {e}", r.topic, r.partition));
@@ -125,27 +108,8 @@ async fn read_range(
         .map_err(unavailable)?;
     let mut kept: VecDeque<Arc<Event>> = VecDeque::new();
     let mut lost = 0u64;
-    let wanted = |ev: &Event| {
-        req.subs
-            .iter()
-            .any(|s| *s.event_type == *ev.event_type && s.matches(&ev.fields))
-    };
-    // Keeps a wanted event (the newest `max_events`), counting what is too old or pushed out.
-    let keep = |ev: Arc<Event>, kept: &mut VecDeque<Arc<Event>>, lost: &mut u64| {
-        if !wanted(&ev) {
-            return;
-        }
-        let ts = ev.pos.as_ref().map_or(-1, |p| p.timestamp_ms);
-        if ts >= 0 && ts < oldest_ms {
-            *lost += 1;
-            return;
-        }
-        kept.push_back(ev);
-        if kept.len() > req.max_events {
-            kept.pop_front();
-            *lost += 1;
-        }
-    };
+    let sieve = crate::broker::Sieve::new(req);
+    let keep = |ev, kept: &mut VecDeque<Arc<Event>>, lost: &mut u64| sieve.keep(ev, kept, lost);
     if let Some(events) = ctx.recent.range(&r.topic, r.partition, r.from, r.to) {
         for ev in events {
             keep(ev, &mut kept, &mut lost);

@@ -1,0 +1,463 @@
+//! The optional Redis replay store (`CB_REDIS_URL` or FlowX's `SPRING_DATA_REDIS_*`): events
+//! published without a broker are also kept in Redis, so a client that reconnects to ANY node
+//! with `Last-Event-ID` gets what it missed, not only on the node that had them in its ring.
+//!
+//! ```text
+//! publish ─> shard: ring + position ─> [bounded queue] ─> cb-redis island: one pipeline per
+//!            batch: XADD <prefix><routing key> MAXLEN ~ N * p <topic/partition/offset> t <ms>
+//!            e <event JSON>; EXPIRE <key> <ttl>
+//! resume on another node ─> the keys of the connection's subscriptions ─> XREVRANGE each ─>
+//!            entries of the partitions the client's id names, at or after its position
+//! ```
+//! Routing keys: the event type (`<type>`), and one per extracted field value
+//! (`<type>#<field>=<JSON value>`): a subscription reads the type key when it matches every
+//! event of the type, else one key per clause (its first constraint), so a per-user resume
+//! reads only that user's events. Redis is never on the live path: a write that cannot be
+//! made (Redis down, the queue full) is dropped and counted, and resume falls back to the
+//! node's own ring (`corebridge_redis_up` 0, `corebridge_redis_write_failures_total`).
+
+use crate::config::redis::{RedisConfig, RedisMode};
+use crate::config::Config;
+use crate::proto::resume::topic_hash;
+use crate::route::subscription::Compiled;
+use crate::route::{Event, Pos};
+use crate::runtime::island::{self, Handle};
+use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
+use redis::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Events waiting to be written, at most; beyond, new ones are dropped (counted).
+const WRITE_QUEUE: usize = 8192;
+/// Events per pipeline at most.
+const WRITE_BATCH: usize = 256;
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Default)]
+pub struct RedisMetrics {
+    /// 1 while the last command succeeded.
+    pub up: AtomicU64,
+    pub written: AtomicU64,
+    /// Events not kept: Redis unreachable, or the write queue full.
+    pub write_failures: AtomicU64,
+    pub read_failures: AtomicU64,
+}
+
+impl RedisMetrics {
+    pub fn render(&self, o: &mut String) {
+        use crate::metrics::names;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        for (name, kind, v) in [
+            (names::REDIS_UP, "gauge", g(&self.up)),
+            (names::REDIS_WRITTEN, "counter", g(&self.written)),
+            (
+                names::REDIS_WRITE_FAILURES,
+                "counter",
+                g(&self.write_failures),
+            ),
+            (
+                names::REDIS_READ_FAILURES,
+                "counter",
+                g(&self.read_failures),
+            ),
+        ] {
+            let _ = writeln!(o, "# HELP {} {}", name.0, name.1);
+            let _ = writeln!(o, "# TYPE {} {kind}", name.0);
+            let _ = writeln!(o, "{} {v}", name.0);
+        }
+    }
+}
+
+/// What a resuming connection asks of the store.
+#[derive(Debug)]
+pub struct StoreRead {
+    pub subs: Vec<Compiled>,
+    /// (topic hash, partition) -> the first offset the client has not had. Only these
+    /// partitions are read.
+    pub from: BTreeMap<(u32, i32), i64>,
+    pub max_events: usize,
+    pub oldest_ms: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct StoreAnswer {
+    /// Per partition in offset order, partitions merged by time.
+    pub events: Vec<Arc<Event>>,
+    /// Some events may be missing: a key held more than it keeps, or more than `max_events`.
+    pub truncated: bool,
+}
+
+/// What shards hold of the store.
+#[derive(Clone)]
+pub struct RedisStore {
+    writes: async_channel::Sender<Arc<Event>>,
+    reads: Handle<StoreRead, Result<StoreAnswer, String>>,
+    pub metrics: Arc<RedisMetrics>,
+}
+
+impl RedisStore {
+    /// Queues `e` for writing; never waits (a full queue drops it, counted).
+    pub fn keep(&self, e: Arc<Event>) {
+        if self.writes.try_send(e).is_err() {
+            self.metrics.write_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub async fn read(&self, req: StoreRead) -> Result<StoreAnswer, String> {
+        self.reads.call(req).await.map_err(|e| e.to_string())?
+    }
+}
+
+pub fn start(cfg: Arc<Config>) -> Option<RedisStore> {
+    let rc = cfg.redis.clone()?;
+    tracing::info!(redis = %rc.describe(), "events published without a broker are kept in Redis for resuming");
+    let metrics = Arc::new(RedisMetrics::default());
+    let (writes, queued) = async_channel::bounded(WRITE_QUEUE);
+    let m = metrics.clone();
+    let reads = island::spawn("cb-redis", 256, move |jobs| async move {
+        let store = Arc::new(Island {
+            cfg: rc,
+            extractors: cfg.extractors.clone(),
+            conn: tokio::sync::Mutex::new(None),
+            metrics: m,
+        });
+        tokio::spawn(write_loop(store.clone(), queued));
+        while let Ok(job) = jobs.recv().await {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let (req, reply) = job.split();
+                let r = store.read(req).await;
+                if r.is_err() {
+                    store.metrics.read_failures.fetch_add(1, Ordering::Relaxed);
+                }
+                reply.send(r);
+            });
+        }
+    });
+    Some(RedisStore {
+        writes,
+        reads,
+        metrics,
+    })
+}
+
+#[derive(Clone)]
+enum Conn {
+    One(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    async fn run(&mut self, p: &redis::Pipeline) -> redis::RedisResult<Vec<Value>> {
+        match self {
+            Conn::One(c) => p.query_async(c).await,
+            Conn::Cluster(c) => p.query_async(c).await,
+        }
+    }
+}
+
+struct Island {
+    cfg: RedisConfig,
+    extractors: crate::config::extractors::Extractors,
+    /// None until connected, and again after a failure (the next use reconnects).
+    conn: tokio::sync::Mutex<Option<Conn>>,
+    metrics: Arc<RedisMetrics>,
+}
+
+async fn connect(cfg: &RedisConfig) -> redis::RedisResult<Conn> {
+    let conf = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT));
+    match &cfg.mode {
+        RedisMode::Standalone(url) => {
+            let c = redis::Client::open(url.as_str())?;
+            Ok(Conn::One(
+                c.get_multiplexed_async_connection_with_config(&conf)
+                    .await?,
+            ))
+        }
+        RedisMode::Cluster(urls) => {
+            let c = redis::cluster::ClusterClientBuilder::new(urls.clone())
+                .connection_timeout(TIMEOUT)
+                .response_timeout(TIMEOUT)
+                .build()?;
+            Ok(Conn::Cluster(c.get_async_connection().await?))
+        }
+        RedisMode::Sentinel {
+            nodes,
+            master,
+            sentinel_password,
+            user,
+            password,
+            db,
+        } => {
+            let auth = sentinel_password
+                .as_ref()
+                .map(|p| format!(":{p}@"))
+                .unwrap_or_default();
+            let sentinels: Vec<String> =
+                nodes.iter().map(|n| format!("redis://{auth}{n}")).collect();
+            let mut info = redis::RedisConnectionInfo::default().set_db(*db);
+            if let Some(u) = user {
+                info = info.set_username(u);
+            }
+            if let Some(p) = password {
+                info = info.set_password(p);
+            }
+            let node = redis::sentinel::SentinelNodeConnectionInfo::default()
+                .set_redis_connection_info(info);
+            let mut c = redis::sentinel::SentinelClient::build(
+                sentinels,
+                master.clone(),
+                Some(node),
+                redis::sentinel::SentinelServerType::Master,
+            )?;
+            Ok(Conn::One(c.get_async_connection_with_config(&conf).await?))
+        }
+    }
+}
+
+impl Island {
+    /// Runs `p`, connecting first when needed; a failure drops the connection.
+    async fn run(&self, p: &redis::Pipeline) -> Result<Vec<Value>, String> {
+        let mut guard = self.conn.lock().await;
+        if guard.is_none() {
+            match connect(&self.cfg).await {
+                Ok(c) => *guard = Some(c),
+                Err(e) => {
+                    self.metrics.up.store(0, Ordering::Relaxed);
+                    return Err(format!("Redis unreachable: {e}"));
+                }
+            }
+        }
+        let mut conn = guard.clone().expect("connected above");
+        drop(guard);
+        match conn.run(p).await {
+            Ok(v) => {
+                self.metrics.up.store(1, Ordering::Relaxed);
+                Ok(v)
+            }
+            Err(e) => {
+                self.metrics.up.store(0, Ordering::Relaxed);
+                *self.conn.lock().await = None;
+                Err(format!("Redis failed: {e}"))
+            }
+        }
+    }
+
+    fn keys_of(&self, e: &Event) -> Vec<String> {
+        let mut keys = vec![format!("{}{}", self.cfg.prefix, e.event_type)];
+        let names = self.extractors.for_type(&e.event_type);
+        for (id, value) in &e.fields {
+            if let Some(f) = names.and_then(|n| n.fields.get(*id as usize)) {
+                keys.push(format!(
+                    "{}{}#{}={value}",
+                    self.cfg.prefix, e.event_type, f.name
+                ));
+            }
+        }
+        keys
+    }
+
+    fn keys_for(&self, s: &Compiled) -> Vec<String> {
+        if s.match_all || s.clauses.is_empty() {
+            return vec![format!("{}{}", self.cfg.prefix, s.event_type)];
+        }
+        let names = self.extractors.for_type(&s.event_type);
+        s.clauses
+            .iter()
+            .filter_map(|c| {
+                let (id, value) = c.first()?;
+                let f = names?.fields.get(*id as usize)?;
+                Some(format!(
+                    "{}{}#{}={value}",
+                    self.cfg.prefix, s.event_type, f.name
+                ))
+            })
+            .collect()
+    }
+
+    async fn write(&self, batch: &[Arc<Event>]) -> Result<(), String> {
+        let mut p = redis::pipe();
+        let mut touched = HashSet::new();
+        for e in batch {
+            let Some(pos) = &e.pos else { continue };
+            let at = format!("{}/{}/{}", pos.topic, pos.partition, pos.offset);
+            for key in self.keys_of(e) {
+                p.cmd("XADD")
+                    .arg(&key)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(self.cfg.max_per_key)
+                    .arg("*")
+                    .arg("p")
+                    .arg(&at)
+                    .arg("t")
+                    .arg(pos.timestamp_ms)
+                    .arg("e")
+                    .arg(&e.json[..])
+                    .ignore();
+                touched.insert(key);
+            }
+        }
+        for key in touched {
+            p.cmd("EXPIRE").arg(key).arg(self.cfg.ttl_s).ignore();
+        }
+        self.run(&p).await.map(drop)
+    }
+
+    async fn read(&self, req: StoreRead) -> Result<StoreAnswer, String> {
+        let mut keys: Vec<String> = req.subs.iter().flat_map(|s| self.keys_for(s)).collect();
+        keys.sort();
+        keys.dedup();
+        let mut p = redis::pipe();
+        for k in &keys {
+            p.cmd("XREVRANGE")
+                .arg(k)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(self.cfg.max_per_key);
+        }
+        let answers = if keys.is_empty() {
+            Vec::new()
+        } else {
+            self.run(&p).await?
+        };
+        let mut out = StoreAnswer::default();
+        let mut seen: HashSet<(u32, i32, i64)> = HashSet::new();
+        let mut per_partition: HashMap<(u32, i32), Vec<Arc<Event>>> = HashMap::new();
+        for entries in answers {
+            let entries: Vec<(String, HashMap<String, Value>)> =
+                redis::from_redis_value(entries).map_err(|e| format!("Redis answer: {e}"))?;
+            let full = entries.len() >= self.cfg.max_per_key;
+            let mut reached_start = false;
+            for (_, fields) in &entries {
+                let text = |k: &str| match fields.get(k) {
+                    Some(Value::BulkString(b)) => Some(b.clone()),
+                    _ => None,
+                };
+                let (Some(at), Some(json)) = (text("p"), text("e")) else {
+                    continue;
+                };
+                let ts: i64 = text("t")
+                    .and_then(|t| String::from_utf8(t).ok()?.parse().ok())
+                    .unwrap_or(-1);
+                let Some((topic, partition, offset)) =
+                    std::str::from_utf8(&at).ok().and_then(|s| {
+                        let (rest, o) = s.rsplit_once('/')?;
+                        let (t, p) = rest.rsplit_once('/')?;
+                        Some((
+                            t.to_string(),
+                            p.parse::<i32>().ok()?,
+                            o.parse::<i64>().ok()?,
+                        ))
+                    })
+                else {
+                    continue;
+                };
+                let key = (topic_hash(&topic), partition);
+                let Some(from) = req.from.get(&key) else {
+                    continue;
+                };
+                if offset < *from {
+                    reached_start = true;
+                    continue;
+                }
+                if ts >= 0 && ts < req.oldest_ms {
+                    out.truncated = true;
+                    continue;
+                }
+                if !seen.insert((key.0, key.1, offset)) {
+                    continue;
+                }
+                let Ok(ce) = crate::proto::cloudevents::parse_structured(&json) else {
+                    continue;
+                };
+                let id = format!("{partition}-{}", offset + 1);
+                let ev = Event::from_cloudevent(&ce, id, &self.extractors).with_pos(Pos {
+                    topic: Arc::from(topic.as_str()),
+                    partition,
+                    offset,
+                    timestamp_ms: ts,
+                });
+                if req
+                    .subs
+                    .iter()
+                    .any(|s| *s.event_type == *ev.event_type && s.matches(&ev.fields))
+                {
+                    per_partition.entry(key).or_default().push(Arc::new(ev));
+                }
+            }
+            // A full answer that never went below the client's position may have left older
+            // wanted entries out.
+            if full && !reached_start {
+                out.truncated = true;
+            }
+        }
+        let mut queues: Vec<std::collections::VecDeque<Arc<Event>>> = per_partition
+            .into_values()
+            .map(|mut v| {
+                v.sort_by_key(|e| e.pos.as_ref().map_or(0, |p| p.offset));
+                v.into()
+            })
+            .collect();
+        let mut merged = Vec::new();
+        crate::broker::merge_by_time(&mut queues, &mut merged);
+        if merged.len() > req.max_events {
+            out.truncated = true;
+            merged.drain(..merged.len() - req.max_events);
+        }
+        out.events = merged;
+        Ok(out)
+    }
+}
+
+async fn write_loop(store: Arc<Island>, queued: async_channel::Receiver<Arc<Event>>) {
+    let mut backoff = Duration::from_millis(100);
+    let mut last_log: Option<std::time::Instant> = None;
+    while let Ok(first) = queued.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < WRITE_BATCH {
+            match queued.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        match store.write(&batch).await {
+            Ok(()) => {
+                store
+                    .metrics
+                    .written
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                backoff = Duration::from_millis(100);
+            }
+            Err(e) => {
+                store
+                    .metrics
+                    .write_failures
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    last_log = Some(std::time::Instant::now());
+                    tracing::warn!(error = %e, "events not kept in Redis; resume falls back to this node's ring");
+                }
+                // While Redis is down, what queues meanwhile is dropped rather than retried:
+                // the live path never waits for Redis.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                let mut dropped = 0u64;
+                while queued.try_recv().is_ok() {
+                    dropped += 1;
+                }
+                store
+                    .metrics
+                    .write_failures
+                    .fetch_add(dropped, Ordering::Relaxed);
+            }
+        }
+    }
+}
