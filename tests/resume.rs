@@ -399,3 +399,144 @@ fn with_redis_a_published_event_resumes_on_another_node_and_redis_down_keeps_liv
     publish_users(a.inbound, 60, 2);
     assert_eq!(numbers(&take(&mut c, 1, Duration::from_secs(10))), vec![60]);
 }
+
+type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket asking for resume ids (`last_event_id` empty) or resuming from one.
+fn ws_connect(port: u16, last_id: &str) -> Ws {
+    let subs = enc(&json!([{"eventType": "r.event"}]).to_string());
+    let url = format!(
+        "ws://127.0.0.1:{port}/_rig/v1/connection/ws?subscriptions={subs}&last_event_id={}",
+        enc(last_id)
+    );
+    let (ws, resp) = tungstenite::connect(url).expect("ws handshake");
+    assert_eq!(resp.status().as_u16(), 101);
+    ws
+}
+
+/// The events (as JSON) of the text frames until `n` or `within`.
+fn ws_take(ws: &mut Ws, n: usize, within: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < deadline {
+        if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() {
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+        }
+        match ws.read() {
+            Ok(tungstenite::Message::Text(t)) => out.push(serde_json::from_str(&t).unwrap()),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("websocket read failed: {e:?}"),
+        }
+    }
+    out
+}
+
+fn ws_numbers(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "r.event")
+        .map(|e| e["data"]["i"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn websocket_clients_resume_from_the_lasteventid_they_were_sent() {
+    let a = Server::start_with(2, "", &[]);
+    // A plain WebSocket's events are RIG's, unchanged.
+    let subs = enc(&json!([{"eventType": "r.event"}]).to_string());
+    let (mut plain, _) = tungstenite::connect(format!(
+        "ws://127.0.0.1:{}/_rig/v1/connection/ws?subscriptions={subs}",
+        a.inbound
+    ))
+    .unwrap();
+    let mut ws = ws_connect(a.inbound, "");
+    let first = ws_take(&mut ws, 2, Duration::from_secs(5));
+    assert_eq!(first[0]["type"], "rig.connection.create", "{first:?}");
+    assert!(
+        first[0]["lasteventid"].as_str().unwrap().starts_with("@;"),
+        "{first:?}"
+    );
+    publish_n(a.inbound, 0, 3);
+    let got = ws_take(&mut ws, 3, Duration::from_secs(10));
+    assert_exactly(&ws_numbers(&got), 0..3);
+    let last = got[2]["lasteventid"].as_str().unwrap().to_string();
+    assert!(last.starts_with('~'), "{last}");
+    let p = ws_take(&mut plain, 5, Duration::from_secs(10));
+    assert_exactly(&ws_numbers(&p), 0..3);
+    assert!(p.iter().all(|e| e.get("lasteventid").is_none()), "{p:?}");
+    drop(ws);
+
+    publish_n(a.inbound, 3, 20);
+    let mut ws = ws_connect(a.inbound, &last);
+    let got = ws_take(&mut ws, 22, Duration::from_secs(10));
+    assert_eq!(got[0]["type"], "rig.connection.create", "{got:?}");
+    assert!(got.iter().all(|e| e["type"] != "rig.replay_gap"), "{got:?}");
+    assert_exactly(&ws_numbers(&got), 3..23);
+    publish_n(a.inbound, 23, 2);
+    let live = ws_take(&mut ws, 2, Duration::from_secs(10));
+    assert_exactly(&ws_numbers(&live), 23..25);
+}
+
+#[test]
+fn long_poll_sessions_that_are_gone_resume_from_the_cookie() {
+    let a = Server::start_with(2, "", &[]);
+    let subs = enc(&json!([{"eventType": "r.event"}]).to_string());
+    let path = format!("/_rig/v1/connection/longpolling?subscriptions={subs}");
+    let lp = "/_rig/v1/connection/longpolling";
+    let r = request(a.inbound, "GET", &path, &[], b"");
+    assert_eq!(r.status, 200);
+    let token = r.set_cookie("connection_token").unwrap();
+    let poll = |token: &str, last: &str| {
+        let cookie = format!("connection_token={token}; last_event_id={last}");
+        let r = request(a.inbound, "GET", lp, &[("cookie", &cookie)], b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        (body, r.set_cookie("last_event_id").unwrap())
+    };
+    // A 202 means queued, not yet delivered: polls gather until `n` events arrived.
+    let gather = |token: &str, last: String, n: usize| {
+        let (mut events, mut last) = (Vec::new(), last);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while events.len() < n && Instant::now() < deadline {
+            let (body, next) = poll(token, &last);
+            events.extend(body["events"].as_array().unwrap().iter().cloned());
+            last = next;
+        }
+        (events, last)
+    };
+    let (events, last) = gather(&token, "\"first_event\"".into(), 2);
+    assert_eq!(events.len(), 2, "{events:?}");
+    publish_n(a.inbound, 0, 2);
+    let (events, last) = gather(&token, last, 2);
+    assert_exactly(&ws_numbers(&events), 0..2);
+    assert!(last.contains('|'), "{last}");
+
+    // The session is gone (another node's or a restarted node's token): the cookie's resume
+    // id opens a new one that starts with what was missed. (Clients poll the URL they opened
+    // the session with: its subscriptions are the new session's.)
+    publish_n(a.inbound, 2, 5);
+    let r = request(
+        a.inbound,
+        "GET",
+        &path,
+        &[(
+            "cookie",
+            &format!("connection_token=gone; last_event_id={last}"),
+        )],
+        b"",
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, "\"ok\""));
+    let token = r.set_cookie("connection_token").unwrap();
+    let (events, last) = gather(&token, "\"first_event\"".into(), 7);
+    assert_eq!(events[0]["type"], "rig.connection.create", "{events:?}");
+    assert_exactly(&ws_numbers(&events), 2..7);
+    publish_n(a.inbound, 7, 1);
+    let (events, _) = gather(&token, last, 1);
+    assert_exactly(&ws_numbers(&events), 7..8);
+}

@@ -16,6 +16,7 @@ use crate::proto::token::Token;
 use crate::proto::{longpoll, ws};
 use crate::route::subscription::{Subscription, SubscriptionSet};
 use crate::runtime::shard::{Reply, Request, Shard};
+use crate::session::Slot;
 use std::rc::Rc;
 
 /// Why a connection was refused; each transport words it as RIG does.
@@ -165,29 +166,39 @@ async fn open(
     opened.map_err(|_| Refusal::Jwt(AccessError::Blacklisted))
 }
 
+/// A session that can resume: opened at the positions (see `api::resume`), then, when the
+/// client names where it was (`last_id` not empty), what it missed is put in front.
+async fn open_resumable(
+    shard: &Rc<Shard>,
+    head: &RequestHead,
+    transport: Transport,
+    last_id: Option<&str>,
+) -> Result<(Slot, Token), Refusal> {
+    let last_id = last_id.filter(|id| !id.is_empty());
+    let a = admit(shard, head).await?;
+    let subs = last_id.map(|_| a.subs.compiled.clone());
+    let opened = super::resume::open(shard, transport, a.subs, a.session, last_id);
+    let (slot, token, start) = opened.map_err(|_| Refusal::Jwt(AccessError::Blacklisted))?;
+    if let Some(user) = a.user {
+        shard.sessions.borrow_mut().set_user(slot, user);
+    }
+    if let (Some(id), Some(subs)) = (last_id, subs) {
+        super::resume::replay(shard, slot, &token, id, start, subs).await;
+    }
+    Ok((slot, token))
+}
+
 pub async fn sse(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
     // EventSource sends the last id it saw; clients that cannot set headers use the query.
     let last_id = head
         .header_str("last-event-id")
         .map(str::to_string)
-        .or_else(|| http1::query_param(head.query.as_deref(), "last_event_id"))
-        .filter(|id| !id.is_empty());
-    let a = match admit(shard, head).await {
-        Ok(a) => a,
+        .or_else(|| http1::query_param(head.query.as_deref(), "last_event_id"));
+    let (slot, token) = match open_resumable(shard, head, Transport::Sse, last_id.as_deref()).await
+    {
+        Ok(o) => o,
         Err(r) => return r.http(),
     };
-    let subs = last_id.as_ref().map(|_| a.subs.compiled.clone());
-    let opened = super::resume::open(shard, a.subs, a.session, last_id.as_deref());
-    let (slot, token, start) = match opened {
-        Ok(o) => o,
-        Err(_) => return Refusal::Jwt(AccessError::Blacklisted).http(),
-    };
-    if let Some(user) = a.user {
-        shard.sessions.borrow_mut().set_user(slot, user);
-    }
-    if let (Some(id), Some(subs)) = (&last_id, subs) {
-        super::resume::replay(shard, slot, &token, id, start, subs).await;
-    }
     let mut headers = vec![
         (
             "content-type",
@@ -221,7 +232,12 @@ pub async fn ws(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
         &[]
     };
     let upgrade = ws::handshake_response(&accept, extensions);
-    match open(shard, head, Transport::Ws).await {
+    // `?last_event_id=` (even empty) asks for resume ids in the events.
+    let opened = match http1::query_param(head.query.as_deref(), "last_event_id") {
+        Some(id) => open_resumable(shard, head, Transport::Ws, Some(&id)).await,
+        None => open(shard, head, Transport::Ws).await,
+    };
+    match opened {
         Ok((slot, token)) => {
             if deflate {
                 shard.sessions.borrow_mut().set_deflate(slot);
@@ -252,9 +268,10 @@ pub async fn longpoll(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
             hold: true,
         };
         match shard.call(token.shard as usize, req).await {
-            Reply::LongPoll(Ok((events, last))) => {
-                let body = longpoll::response_body(last, &events);
-                return lp_reply(Resp::json(200, body), &token.encode(), &last.to_string());
+            Reply::LongPoll(Ok((events, last, resume))) => {
+                let last = longpoll::last_value(last, resume.as_deref());
+                let body = longpoll::response_body(&last, &events);
+                return lp_reply(Resp::json(200, body), &token.encode(), &last);
             }
             Reply::LongPoll(Err(_)) => {} // gone or foreign: a new session, as RIG does
             Reply::Unavailable => {
@@ -269,7 +286,18 @@ pub async fn longpoll(shard: &Rc<Shard>, head: &RequestHead) -> Outcome {
             _ => return Resp::text(500, "Internal server error: unexpected shard reply.").into(),
         }
     }
-    let token = match open(shard, head, Transport::LongPoll).await {
+    // A new session: from where the cookie (a session that is gone) or the query says, when
+    // events can be resumed here.
+    let resume_from = cookies
+        .resume
+        .or_else(|| http1::query_param(head.query.as_deref(), "last_event_id"))
+        .filter(|id| !id.is_empty());
+    let resumable = shard.globals.broker.is_some() || shard.globals.local.is_some();
+    let opened = match resume_from {
+        Some(id) if resumable => open_resumable(shard, head, Transport::LongPoll, Some(&id)).await,
+        _ => open(shard, head, Transport::LongPoll).await,
+    };
+    let token = match opened {
         Ok((_, token)) => token,
         Err(r) => return r.http(),
     };

@@ -1,5 +1,7 @@
-//! Resuming an SSE stream from `Last-Event-ID` (or `?last_event_id=`), on whichever node the
-//! client reconnects to.
+//! Resuming a stream from `Last-Event-ID` (SSE) or `?last_event_id=` (SSE, WebSocket,
+//! long-poll), on whichever node the client reconnects to. WebSocket clients learn the ids
+//! from the `lasteventid` attribute of each event (when they connected with the parameter, even
+//! empty); long-poll clients carry theirs in the `last_event_id` cookie (`proto::longpoll`).
 //!
 //! ```text
 //! open: register the subscriptions' interest ─> read the island's positions (live starts
@@ -36,10 +38,12 @@ const REPLAY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The queued frames before a replay: `rig.connection.create`, `rig.subscriptions_set`.
 const FIRST_FRAMES: usize = 2;
 
-/// Opens the session; with Kafka on, its live start and first frontier come from the island's
-/// positions and the client's id.
+/// Opens the session; with Kafka on (or the node's log of HTTP publishes), its live start and
+/// first frontier come from the positions and the client's id. A WebSocket opens here only when
+/// it asked for resume ids.
 pub(super) fn open(
     shard: &Rc<Shard>,
+    transport: Transport,
     subs: crate::route::subscription::SubscriptionSet,
     session: Option<String>,
     last_id: Option<&str>,
@@ -63,10 +67,13 @@ pub(super) fn open(
             .collect();
         Some(Start { live, first })
     };
-    shard
-        .sessions
-        .borrow_mut()
-        .open_at(Transport::Sse, subs, session, &start)
+    shard.sessions.borrow_mut().open_at(
+        transport,
+        subs,
+        session,
+        transport == Transport::Ws,
+        &start,
+    )
 }
 
 fn gap(id: &str, lost: Option<u64>, reason: &str) -> CloudEvent {

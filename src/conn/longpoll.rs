@@ -7,19 +7,19 @@
 use crate::proto::token::Token;
 use crate::runtime::shard::Shard;
 use crate::session::LookupError;
-use bytes::Bytes;
 use futures_lite::future;
 use std::task::Poll;
 use std::time::Duration;
 
 /// Reads the events after `after` (None: from the start); with `hold`, waits up to the hold
-/// time for one when there are none. Returns the events and the newest sequence number.
+/// time for one when there are none. Returns the events, the newest sequence number and the
+/// resume id (see `Sessions::poll_longpoll`).
 pub async fn read(
     shard: &Shard,
     token: Token,
     after: Option<u64>,
     hold: bool,
-) -> Result<(Vec<Bytes>, u64), LookupError> {
+) -> Result<crate::session::LongPollAnswer, LookupError> {
     let slot = shard.sessions.borrow().lookup(&token)?;
     let read = future::poll_fn(|cx| {
         shard

@@ -97,6 +97,33 @@ impl CloudEvent {
     }
 }
 
+/// `json` (one CloudEvent object, as [`CloudEvent::to_json`] gives it) with the extension
+/// attribute `name` set to the string `value`, added before the closing brace without parsing
+/// the rest. Not an object: unchanged.
+pub fn with_attribute(json: &[u8], name: &str, value: &str) -> Vec<u8> {
+    let Some(end) = json.iter().rposition(|b| *b == b'}') else {
+        return json.to_vec();
+    };
+    let body = &json[..end];
+    let empty = body
+        .iter()
+        .rev()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
+    let mut out = Vec::with_capacity(json.len() + name.len() + value.len() + 8);
+    out.extend_from_slice(body);
+    if !empty {
+        out.push(b',');
+    }
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    // A string value cannot fail to serialize.
+    serde_json::to_writer(&mut out, value).expect("a string serializes");
+    out.extend_from_slice(&json[end..]);
+    out
+}
+
 const BODY_PREFIX: &str = "The request body does not look like a CloudEvent";
 const HEADERS_PREFIX: &str = "The request does not look like a CloudEvent";
 const BATCH_MSG: &str =
@@ -567,6 +594,16 @@ pub fn rfc3339_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_attribute_is_added_before_the_closing_brace() {
+        let j = with_attribute(br#"{"id":"1","data":{"a":"}"}}"#, "lasteventid", "t/0/5;x");
+        let v: Value = serde_json::from_slice(&j).unwrap();
+        assert_eq!(v["lasteventid"], "t/0/5;x");
+        assert_eq!(v["data"]["a"], "}");
+        assert_eq!(with_attribute(b"{ }", "k", "v"), br#"{ "k":"v"}"#.to_vec());
+        assert_eq!(with_attribute(b"[1]", "k", "v"), b"[1]".to_vec());
+    }
 
     fn hs(v: &[(String, Vec<u8>)]) -> Headers {
         v.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect()

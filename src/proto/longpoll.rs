@@ -3,6 +3,11 @@
 //! session) and `last_event_id` (a JSON string, `"first_event"` at first). Each later GET
 //! carries both and is answered `{"last_event_id":"N","events":[...]}` with the events after
 //! N, and the cookie moved to N. Events are the CloudEvents' JSON, unchanged.
+//!
+//! Where events can be resumed, the id is `N|RESUME`: RESUME is the resume id of everything
+//! answered so far (`proto::resume`, with `;` `,` `%` percent-encoded so that it is a valid
+//! cookie value). Clients treat the value as opaque, as with RIG; when the session is gone (a
+//! restarted or another node), the next poll opens a new one that starts from RESUME.
 
 use super::http1::{self, RequestHead};
 
@@ -21,6 +26,44 @@ pub struct PollCookies {
     /// The sequence number of the last event the client saw; None reads from the start
     /// (`first_event`, a missing cookie, or a value that is not a number).
     pub after: Option<u64>,
+    /// The resume id after `|`, decoded.
+    pub resume: Option<String>,
+}
+
+/// The `last_event_id` value of an answer: `N`, or `N|RESUME` (encoded).
+pub fn last_value(last: u64, resume: Option<&str>) -> String {
+    let mut v = last.to_string();
+    if let Some(r) = resume {
+        v.push('|');
+        for c in r.chars() {
+            match c {
+                ';' => v.push_str("%3B"),
+                ',' => v.push_str("%2C"),
+                '%' => v.push_str("%25"),
+                '"' => v.push_str("%22"),
+                '\\' => v.push_str("%5C"),
+                c => v.push(c),
+            }
+        }
+    }
+    v
+}
+
+fn decode_resume(v: &str) -> Option<String> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok().filter(|s| !s.is_empty())
 }
 
 pub fn read_cookies(head: &RequestHead) -> PollCookies {
@@ -31,9 +74,15 @@ pub fn read_cookies(head: &RequestHead) -> PollCookies {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.trim_matches('"').to_string())
     };
+    let last = cookie(LAST_ID_COOKIE).unwrap_or_default();
+    let (after, resume) = match last.split_once('|') {
+        Some((n, r)) => (n, decode_resume(r)),
+        None => (last.as_str(), None),
+    };
     PollCookies {
         token: cookie(TOKEN_COOKIE),
-        after: cookie(LAST_ID_COOKIE).and_then(|v| v.parse::<u64>().ok()),
+        after: after.parse::<u64>().ok(),
+        resume,
     }
 }
 
@@ -43,11 +92,11 @@ pub fn encode_event(out: &mut Vec<u8>, json: &[u8]) {
 }
 
 /// `{"last_event_id":"<last>","events":[<e>,...]}`; each event is already JSON.
-pub fn response_body<E: AsRef<[u8]>>(last: u64, events: &[E]) -> Vec<u8> {
+pub fn response_body<E: AsRef<[u8]>>(last: &str, events: &[E]) -> Vec<u8> {
     let mut body =
         Vec::with_capacity(64 + events.iter().map(|e| e.as_ref().len() + 1).sum::<usize>());
     body.extend_from_slice(b"{\"last_event_id\":\"");
-    body.extend_from_slice(last.to_string().as_bytes());
+    body.extend_from_slice(last.as_bytes());
     body.extend_from_slice(b"\",\"events\":[");
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
@@ -99,10 +148,23 @@ mod tests {
     }
 
     #[test]
+    fn resume_ids_ride_in_the_cookie() {
+        let id = "~0a1b2c3d/1/7;9e3779b9:0.8,12345678:_.3";
+        let v = last_value(12, Some(id));
+        assert!(!v.contains(';') && !v.contains(','), "{v}");
+        let c = read_cookies(&head(&format!(
+            "connection_token=abc; last_event_id=\"{v}\""
+        )));
+        assert_eq!((c.after, c.resume.as_deref()), (Some(12), Some(id)));
+        assert_eq!(last_value(3, None), "3");
+    }
+
+    #[test]
     fn body_lists_events_as_json() {
-        let body = response_body(3, &[&b"{\"a\":1}"[..], &b"{\"b\":2}"[..]]);
+        let body = response_body("3", &[&b"{\"a\":1}"[..], &b"{\"b\":2}"[..]]);
         assert_eq!(body, br#"{"last_event_id":"3","events":[{"a":1},{"b":2}]}"#);
-        let v: serde_json::Value = serde_json::from_slice(&response_body::<&[u8]>(0, &[])).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&response_body::<&[u8]>("0", &[])).unwrap();
         assert_eq!(v["events"].as_array().unwrap().len(), 0);
     }
 }

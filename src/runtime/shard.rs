@@ -15,7 +15,6 @@ use crate::proto::token::Token;
 use crate::route::subscription::SubscriptionSet;
 use crate::route::{Control, Event};
 use crate::session::{LookupError, Sessions};
-use bytes::Bytes;
 use futures_lite::future;
 use glommio::channels::channel_mesh::Senders;
 use std::cell::{Cell, RefCell};
@@ -103,7 +102,7 @@ pub enum Request {
 
 pub enum Reply {
     SetSubscriptions(Result<(), LookupError>),
-    LongPoll(Result<(Vec<Bytes>, u64), LookupError>),
+    LongPoll(Result<crate::session::LongPollAnswer, LookupError>),
     Presence(Vec<crate::session::Presence>),
     /// The owner shard did not answer in time or its channel closed.
     Unavailable,
@@ -266,7 +265,8 @@ impl Shard {
                     id as u16,
                     metrics.clone(),
                 )
-                .with_interest(globals.interest.for_shard(id)),
+                .with_interest(globals.interest.for_shard(id))
+                .with_resumable(globals.broker.is_some() || globals.local.is_some()),
             ),
             proxy: RefCell::new(crate::proxy::table::Table::new(&globals.cfg.proxy.apis)),
             parked: RefCell::new(Default::default()),

@@ -7,21 +7,30 @@ use super::Slot;
 use bytes::Bytes;
 use std::task::{Context, Poll};
 
+/// A poll's answer: the events, the sequence number of the newest, the resume id.
+pub type Answer = (Vec<Bytes>, u64, Option<String>);
+
 impl Sessions {
     /// Events with sequence numbers after `after` (None = from the start), or, when there are
     /// none, Pending with the waker stored (without a context: Ready with none). Returns the
-    /// events and the sequence number of the newest event (the next `last_event_id`); None when
-    /// the session is gone.
+    /// events, the sequence number of the newest event (the next `last_event_id`) and, where
+    /// events can be resumed, the resume id of everything answered so far (everything queued
+    /// is answered, so the shard's frontier is exact); None when the session is gone.
     pub fn poll_longpoll(
         &mut self,
         slot: Slot,
         after: Option<u64>,
         cx: Option<&Context<'_>>,
-    ) -> Poll<Option<(Vec<Bytes>, u64)>> {
+    ) -> Poll<Option<Answer>> {
         let now = self.now;
         let Some(s) = self.slab.get_mut(slot as usize) else {
             return Poll::Ready(None);
         };
+        let empty = crate::proto::resume::Frontier::new();
+        let resume = self.resumable.then(|| {
+            self.fr
+                .id_with_floor(None, s.floor.as_deref().unwrap_or(&empty))
+        });
         let q = &mut s.out;
         q.touched = now;
         let first_seq = q.next_seq - q.items.len() as u64;
@@ -41,14 +50,14 @@ impl Sessions {
                 .skip(skip)
                 .map(|i| Bytes::copy_from_slice(&i.frame))
                 .collect();
-            return Poll::Ready(Some((events, last)));
+            return Poll::Ready(Some((events, last, resume)));
         }
         match cx {
             Some(cx) => {
                 q.park(cx);
                 Poll::Pending
             }
-            None => Poll::Ready(Some((Vec::new(), last))),
+            None => Poll::Ready(Some((Vec::new(), last, resume))),
         }
     }
 }

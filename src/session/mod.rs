@@ -20,6 +20,7 @@
 mod frontier;
 mod heartbeat;
 mod longpoll;
+pub use longpoll::Answer as LongPollAnswer;
 mod queue;
 mod registry;
 

@@ -45,7 +45,7 @@ pub(super) struct Session {
     jwt_sessions: Vec<Box<str>>,
     /// Where this connection starts in each partition while the shard's frontier is behind
     /// it (see `frontier.rs`); None nearly always.
-    floor: Option<Box<Frontier>>,
+    pub(super) floor: Option<Box<Frontier>>,
     /// The shard tick of the last frame queued other than a heartbeat (idle clean-up).
     pub(super) active: u32,
     /// The user (`CB_PRESENCE_CLAIM` of its JWT) and when it connected (Unix ms): presence.
@@ -53,6 +53,9 @@ pub(super) struct Session {
     since_ms: u64,
     /// A WebSocket that negotiated permessage-deflate.
     deflate: bool,
+    /// A WebSocket that asked for resume ids (`?last_event_id=`, even empty): each event
+    /// carries its id as the CloudEvents extension attribute `lasteventid`.
+    ws_ids: bool,
 }
 
 /// One live connection of a user, as the presence API lists it.
@@ -79,23 +82,40 @@ pub struct PresenceChange {
 enum Variant {
     Plain(Transport),
     Deflate,
+    /// WebSocket with resume ids in the events (`lasteventid`), uncompressed or compressed.
+    Ids,
+    DeflateIds,
 }
+
+/// Encodings of one delivery, by [`Variant::index`].
+type Encoded = [Option<Frame>; 6];
 
 impl Variant {
     fn of(s: &Session) -> Variant {
-        if s.deflate {
-            Variant::Deflate
-        } else {
-            Variant::Plain(s.transport)
+        match (s.deflate, s.ws_ids) {
+            (true, false) => Variant::Deflate,
+            (true, true) => Variant::DeflateIds,
+            (false, true) => Variant::Ids,
+            (false, false) => Variant::Plain(s.transport),
         }
     }
 
-    /// Its slot among a delivery's encodings (LongPoll last: runs never encode it).
+    /// Its slot among a delivery's encodings.
     fn index(self) -> usize {
         match self {
             Variant::Plain(t) => t as usize,
             Variant::Deflate => 3,
+            Variant::Ids => 4,
+            Variant::DeflateIds => 5,
         }
+    }
+
+    /// Whether the frame carries the event's resume id.
+    fn has_ids(self) -> bool {
+        matches!(
+            self,
+            Variant::Plain(Transport::Sse) | Variant::Ids | Variant::DeflateIds
+        )
     }
 }
 
@@ -134,10 +154,12 @@ pub struct Sessions {
     users: std::collections::HashMap<Box<str>, Vec<Slot>>,
     changes: Vec<PresenceChange>,
     /// The resume frontier and its encoding.
-    fr: Frontiers,
+    pub(super) fr: Frontiers,
     /// Sessions with a floor (some may have lost it since): while any exist, batches go
     /// event by event; progress messages clear the floors the frontier has passed.
     floored: Vec<Slot>,
+    /// See [`Sessions::with_resumable`].
+    pub(super) resumable: bool,
 }
 
 /// One session's output as the writer sends it: the lead bytes, the frames it took (in the
@@ -190,7 +212,15 @@ impl Sessions {
             changes: Vec::new(),
             fr: Frontiers::default(),
             floored: Vec::new(),
+            resumable: false,
         }
+    }
+
+    /// Events carry positions (Kafka, or the node's log of HTTP publishes): frames that carry
+    /// ids get resume ids.
+    pub fn with_resumable(mut self, resumable: bool) -> Sessions {
+        self.resumable = resumable;
+        self
     }
 
     /// Announces this shard's subscriptions in the process-wide interest table, so events
@@ -234,18 +264,20 @@ impl Sessions {
         subs: SubscriptionSet,
         jwt_session: Option<String>,
     ) -> Result<(Slot, Token), Blacklisted> {
-        self.open_at(transport, subs, jwt_session, &|| None)
+        self.open_at(transport, subs, jwt_session, false, &|| None)
             .map(|(slot, token, _)| (slot, token))
     }
 
     /// [`Sessions::open`] for a stream that can resume: `start` is asked once the session's
     /// interest is registered (so the island positions it reads are a clean seam) and gives
-    /// where live delivery starts and the frontier of its first ids.
+    /// where live delivery starts and the frontier of its first ids. `ws_ids`: a WebSocket's
+    /// events carry their resume ids.
     pub fn open_at(
         &mut self,
         transport: Transport,
         subs: SubscriptionSet,
         jwt_session: Option<String>,
+        ws_ids: bool,
         start: &dyn Fn() -> Option<Start>,
     ) -> Result<(Slot, Token, Option<Start>), Blacklisted> {
         if let Some(js) = &jwt_session {
@@ -275,6 +307,7 @@ impl Sessions {
             user: None,
             since_ms: now_ms(),
             deflate: false,
+            ws_ids: ws_ids && transport == Transport::Ws,
         });
         if let Some(js) = jwt_session {
             self.associate(slot, js);
@@ -357,28 +390,42 @@ impl Sessions {
         if s.token != *token || s.sock.is_some() {
             return 0;
         }
+        let v = Variant::of(s);
+        let t = s.transport;
+        let min = self.cfg.tuning.sessions.ws_deflate_min_bytes;
         let mut frames = Vec::with_capacity(replay.len() + 1);
         if let Some(ce) = lead {
             let mut id = format!("{};", crate::proto::resume::NO_POSITION);
             crate::proto::resume::encode_frontier(&from, &mut id);
-            let f = frame::encode(Transport::Sse, &id, &ce.event_type, &ce.to_json());
-            frames.push(Frame::from(f));
+            let mut out = Vec::new();
+            let json = ce.to_json();
+            Self::encode_parts(
+                &mut self.deflater,
+                min,
+                v,
+                &id,
+                true,
+                &ce.event_type,
+                &json,
+                &mut out,
+            );
+            frames.push(Frame::from(out));
         }
         for e in replay {
             let Some(pos) = &e.pos else { continue };
             let mut id = format!("{}/{}/{};", pos.topic, pos.partition, pos.offset);
             crate::proto::resume::encode_frontier(&from, &mut id);
             from.insert((pos.topic.clone(), pos.partition), pos.offset + 1);
-            frames.push(Frame::from(frame::encode(
-                Transport::Sse,
-                &id,
-                &e.event_type,
-                &e.json,
-            )));
+            let mut out = Vec::new();
+            Self::encode_variant(&mut self.deflater, min, v, &id, e, &mut out);
+            frames.push(Frame::from(out));
         }
         let n = replay.len();
         s.out.insert_at(after, frames, n as u32);
-        self.metrics.delivered[Transport::Sse as usize].add(n as u64);
+        if t == Transport::LongPoll {
+            s.out.next_seq += (n + usize::from(lead.is_some())) as u64;
+        }
+        self.metrics.delivered[t as usize].add(n as u64);
         n
     }
 
@@ -483,17 +530,31 @@ impl Sessions {
         let Some(s) = self.slab.get(slot as usize) else {
             return;
         };
-        let id = if let Some(id) = id {
-            id.to_string()
-        } else if s.transport == Transport::Sse && self.cfg.kafka.is_some() {
+        let v = Variant::of(s);
+        let resume = if let Some(id) = id {
+            Some(id.to_string())
+        } else if v.has_ids() && self.resumable {
             let empty = Frontier::new();
-            self.fr
-                .id_with_floor(None, s.floor.as_deref().unwrap_or(&empty))
+            Some(
+                self.fr
+                    .id_with_floor(None, s.floor.as_deref().unwrap_or(&empty)),
+            )
         } else {
-            ce.id.clone()
+            None
         };
-        let f = frame::encode(s.transport, &id, &ce.event_type, &ce.to_json());
-        self.push(slot, Frame::from(f));
+        let min = self.cfg.tuning.sessions.ws_deflate_min_bytes;
+        let mut out = Vec::new();
+        Self::encode_parts(
+            &mut self.deflater,
+            min,
+            v,
+            resume.as_deref().unwrap_or(&ce.id),
+            resume.is_some(),
+            &ce.event_type,
+            &ce.to_json(),
+            &mut out,
+        );
+        self.push(slot, Frame::from(out));
     }
 
     /// Queues the events of one batch (a Kafka fetch, a publish) to every matching session, in
@@ -549,7 +610,7 @@ impl Sessions {
                 id
             })
             .collect();
-        let mut whole: [Option<Frame>; 4] = [None, None, None, None];
+        let mut whole: Encoded = Default::default();
         let mut longpoll: Vec<Frame> = Vec::new();
         let min = self.cfg.tuning.sessions.ws_deflate_min_bytes;
         let mut n = 0;
@@ -600,7 +661,7 @@ impl Sessions {
     pub fn deliver(&mut self, ev: &Event) -> usize {
         let mut targets = std::mem::take(&mut self.targets);
         self.index.targets(&ev.event_type, &ev.fields, &mut targets);
-        let mut encoded: [Option<Frame>; 4] = [None, None, None, None];
+        let mut encoded: Encoded = Default::default();
         let min = self.cfg.tuning.sessions.ws_deflate_min_bytes;
         let mut n = 0;
         for &slot in &targets {
@@ -612,9 +673,11 @@ impl Sessions {
             let f = match &s.floor {
                 Some(floor) if self.fr.passed(floor) => None,
                 Some(floor) if Frontiers::below(ev, floor) => continue,
-                Some(floor) if t == Transport::Sse && ev.pos.is_some() => {
+                Some(floor) if v.has_ids() && ev.pos.is_some() => {
                     let id = self.fr.id_with_floor(Some(ev), floor);
-                    Some(Frame::from(frame::encode(t, &id, &ev.event_type, &ev.json)))
+                    let mut out = Vec::new();
+                    Self::encode_variant(&mut self.deflater, min, v, &id, ev, &mut out);
+                    Some(Frame::from(out))
                 }
                 _ => None,
             };
@@ -623,8 +686,8 @@ impl Sessions {
                 Some(f) => f,
                 None => encoded[v.index()]
                     .get_or_insert_with(|| {
-                        // The resume id only when an SSE connection takes the event (once).
-                        let sse_id = (t == Transport::Sse).then(|| fr.id(ev)).flatten();
+                        // The resume id only when a connection with ids takes the event (once).
+                        let sse_id = v.has_ids().then(|| fr.id(ev)).flatten();
                         let id = sse_id.as_deref().unwrap_or(&ev.id);
                         let mut out = Vec::with_capacity(ev.json.len() + id.len() + 32);
                         Self::encode_variant(deflater, min, v, id, ev, &mut out);
@@ -908,16 +971,42 @@ impl Sessions {
         e: &Event,
         out: &mut Vec<u8>,
     ) {
-        match v {
-            Variant::Plain(t) => frame::encode_into(out, t, id, &e.event_type, &e.json),
-            Variant::Deflate if e.json.len() < min => {
-                frame::encode_into(out, Transport::Ws, id, &e.event_type, &e.json)
+        let resume = e.pos.is_some();
+        Self::encode_parts(deflater, min, v, id, resume, &e.event_type, &e.json, out);
+    }
+
+    /// [`Sessions::encode_variant`] of the parts: `id` is the SSE id, and the WebSocket's
+    /// `lasteventid` when `resume` (it is a resume id).
+    #[allow(clippy::too_many_arguments)]
+    fn encode_parts(
+        deflater: &mut Option<Box<flate2::Compress>>,
+        min: usize,
+        v: Variant,
+        id: &str,
+        resume: bool,
+        event_type: &str,
+        json: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        let with_id;
+        let json = match v {
+            Variant::Ids | Variant::DeflateIds if resume => {
+                with_id = cloudevents::with_attribute(json, "lasteventid", id);
+                &with_id[..]
             }
-            Variant::Deflate => {
+            _ => json,
+        };
+        match v {
+            Variant::Plain(t) => frame::encode_into(out, t, id, event_type, json),
+            Variant::Ids => frame::encode_into(out, Transport::Ws, id, event_type, json),
+            Variant::Deflate | Variant::DeflateIds if json.len() < min => {
+                frame::encode_into(out, Transport::Ws, id, event_type, json)
+            }
+            Variant::Deflate | Variant::DeflateIds => {
                 let c = deflater.get_or_insert_with(|| {
                     Box::new(flate2::Compress::new(flate2::Compression::fast(), false))
                 });
-                crate::proto::ws::encode_deflated(out, &e.json, c);
+                crate::proto::ws::encode_deflated(out, json, c);
             }
         }
     }
@@ -1203,7 +1292,7 @@ mod tests {
         }
         assert_eq!(ns, [1, 2, 3, 4, 5]);
         // Long-poll keeps one item (one id) per event.
-        let Poll::Ready(Some((events, last))) = s.poll_longpoll(lp, Some(1), None) else {
+        let Poll::Ready(Some((events, last, _))) = s.poll_longpoll(lp, Some(1), None) else {
             panic!()
         };
         assert_eq!((events.len(), last), (5, 6));
@@ -1259,17 +1348,17 @@ mod tests {
         let (slot, _) = s
             .open(Transport::LongPoll, set(&s, sub("a")), None)
             .unwrap();
-        let Poll::Ready(Some((first, last))) = s.poll_longpoll(slot, None, None) else {
+        let Poll::Ready(Some((first, last, _))) = s.poll_longpoll(slot, None, None) else {
             panic!()
         };
         assert_eq!((first.len(), last), (2, 1));
         s.deliver(&ev("a", 5));
-        let Poll::Ready(Some((next, last))) = s.poll_longpoll(slot, Some(1), None) else {
+        let Poll::Ready(Some((next, last, _))) = s.poll_longpoll(slot, Some(1), None) else {
             panic!()
         };
         assert_eq!((next.len(), last), (1, 2));
         assert_eq!(&next[0][..], br#"{"type":"a","n":5}"#);
-        let Poll::Ready(Some((none, _))) = s.poll_longpoll(slot, Some(2), None) else {
+        let Poll::Ready(Some((none, _, _))) = s.poll_longpoll(slot, Some(2), None) else {
             panic!()
         };
         assert!(none.is_empty());
