@@ -2,12 +2,15 @@
 """Cost of resuming many SSE clients at once (issue 14's benchmark).
 
 usage: loadtest/resume-bench.py [CLIENTS=1000] [MISSED=100] [PARTITIONS=3]
+       RESUME_SOURCE=http loadtest/resume-bench.py ...   (no Kafka: the node's ring)
+       RESUME_SOURCE=http RESUME_REDIS=redis://127.0.0.1:6391/0 loadtest/resume-bench.py ...
+           (no Kafka, two nodes: clients resume on the other node, from Redis)
 
 Starts the release binary against the test broker on 127.0.0.1:19092 (kafka-up), opens
 CLIENTS SSE streams, lets each see one event, closes them, produces MISSED events with
-confluent-kafka, waits until the node has read them, then reconnects every client at once
-with its Last-Event-ID and waits until each has received exactly the MISSED events it
-missed. Prints the server CPU (utime+stime of the process, from /proc) spent on the resume,
+confluent-kafka (or publishes them over HTTP), waits until the node has them, then
+reconnects every client at once with its Last-Event-ID and waits until each has received
+exactly the MISSED events it missed. Prints the server CPU (utime+stime of the process, from /proc) spent on the resume,
 per client and per replayed event, and the wall time until the last client caught up.
 Bounded: 120 s for the resume. Loopback only.
 """
@@ -22,8 +25,11 @@ import time
 import urllib.parse
 import urllib.request
 
-from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+SOURCE = os.environ.get("RESUME_SOURCE", "kafka")
+REDIS = os.environ.get("RESUME_REDIS")
+if SOURCE == "kafka":
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
 
 BROKER = "127.0.0.1:19092"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -79,35 +85,78 @@ async def sse(port, last_id, want, deadline):
     return got, last
 
 
-async def main(clients, missed, partitions):
-    topic = f"resume-bench-{os.getpid()}"
-    admin = AdminClient({"bootstrap.servers": BROKER})
-    for f in admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)]).values():
-        f.result(20)
+def start(extra):
     inbound, api = free_port(), free_port()
     tuning = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
     tuning.write("[runtime]\nio_memory = 262144\n[sessions]\nresume_max_events = 256\n")
     tuning.close()
     env = dict(os.environ, INBOUND_PORT=str(inbound), API_HTTP_PORT=str(api), CB_INBOUND_BIND="127.0.0.1",
-               KAFKA_BROKERS=BROKER, KAFKA_SOURCE_TOPICS=topic, CB_KAFKA_TOPIC_REFRESH_MS="300",
-               MAX_CONNECTIONS_PER_MINUTE="100000", LOG_LEVEL="warn")
+               MAX_CONNECTIONS_PER_MINUTE="100000", LOG_LEVEL="warn", **extra)
     srv = subprocess.Popen([BIN, "--tuning", tuning.name], env=env)
-    try:
-        for _ in range(200):
-            try:
-                if metric(api, f'corebridge_kafka_consumer_lag{{topic="{topic}"') >= 0 and \
-                        urllib.request.urlopen(f"http://127.0.0.1:{api}/metrics").read().decode().count(f'topic="{topic}",partition=') >= partitions:
-                    break
-            except Exception:
-                pass
+    for _ in range(100):
+        try:
+            metric(api, "corebridge_connections")
+            break
+        except Exception:
             time.sleep(0.1)
-        prod = Producer({"bootstrap.servers": BROKER, "linger.ms": 5})
+    return srv, inbound, api, tuning.name
+
+
+def publish(port, ev):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/_rig/v1/events", data=json.dumps(ev).encode(),
+                                 headers={"content-type": "application/cloudevents+json"})
+    urllib.request.urlopen(req, timeout=10).read()
+
+
+async def main(clients, missed, partitions):
+    topic = f"resume-bench-{os.getpid()}"
+    extra = {}
+    if SOURCE == "kafka":
+        admin = AdminClient({"bootstrap.servers": BROKER})
+        for f in admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)]).values():
+            f.result(20)
+        extra = dict(KAFKA_BROKERS=BROKER, KAFKA_SOURCE_TOPICS=topic, CB_KAFKA_TOPIC_REFRESH_MS="300")
+    elif REDIS:
+        extra = dict(CB_REDIS_URL=REDIS, CB_REDIS_KEY_PREFIX=f"bench{os.getpid()}:")
+    servers = [start(extra)]
+    if SOURCE != "kafka" and REDIS:
+        servers.append(start(extra))
+    srv, inbound, api, _ = servers[0]
+    # Where clients come back: the other node when there is one.
+    back_srv, back_inbound, back_api, _ = servers[-1]
+    try:
+        if SOURCE == "kafka":
+            for _ in range(200):
+                try:
+                    if metric(api, f'corebridge_kafka_consumer_lag{{topic="{topic}"') >= 0 and \
+                            urllib.request.urlopen(f"http://127.0.0.1:{api}/metrics").read().decode().count(f'topic="{topic}",partition=') >= partitions:
+                        break
+                except Exception:
+                    pass
+                time.sleep(0.1)
+            prod = Producer({"bootstrap.servers": BROKER, "linger.ms": 5})
 
         def produce(n, start):
-            for i in range(start, start + n):
-                ev = {"specversion": "1.0", "type": "b.event", "source": "bench", "id": f"e{i}", "data": {"i": i}}
+            evs = [{"specversion": "1.0", "type": "b.event", "source": "bench", "id": f"e{i}", "data": {"i": i}}
+                   for i in range(start, start + n)]
+            if SOURCE != "kafka":
+                for ev in evs:
+                    publish(inbound, ev)
+                return
+            for i, ev in zip(range(start, start + n), evs):
                 prod.produce(topic, json.dumps(ev).encode(), key=f"k{i}".encode())
             prod.flush(30)
+
+        def wait_for(total):
+            if SOURCE == "kafka":
+                name = f'corebridge_kafka_records_consumed_total{{topic="{topic}"}}'
+            elif REDIS:
+                name = "corebridge_redis_events_written_total"
+            else:
+                time.sleep(0.5)  # a 202 means queued on every shard; let them apply it
+                return
+            while metric(api, name) < total:
+                time.sleep(0.05)
 
         # Every client sees one event, then goes away.
         deadline = time.time() + 60
@@ -116,34 +165,35 @@ async def main(clients, missed, partitions):
         produce(1, 0)
         first = await asyncio.gather(*tasks)
         assert all(len(g) == 1 for g, _ in first), "not every client saw the first event"
-        read_before = metric(api, f'corebridge_kafka_records_consumed_total{{topic="{topic}"}}')
         produce(missed, 1)
-        while metric(api, f'corebridge_kafka_records_consumed_total{{topic="{topic}"}}') < read_before + missed:
-            time.sleep(0.05)
+        wait_for(missed + 1)
         # Everyone back at once.
-        cpu0, t0 = cpu_ms(srv.pid), time.time()
+        cpu0, t0 = cpu_ms(back_srv.pid), time.time()
         deadline = t0 + 120
-        back = await asyncio.gather(*[sse(inbound, last, missed, deadline) for _, last in first])
-        t1, cpu1 = time.time(), cpu_ms(srv.pid)
+        back = await asyncio.gather(*[sse(back_inbound, last, missed, deadline) for _, last in first])
+        t1, cpu1 = time.time(), cpu_ms(back_srv.pid)
         want = {f"e{i}" for i in range(1, missed + 1)}
         exact = sum(1 for g, _ in back if len(g) == missed and set(g) == want)
-        rss_kb = int([l for l in open(f"/proc/{srv.pid}/status") if l.startswith("VmRSS")][0].split()[1])
+        rss_kb = int([l for l in open(f"/proc/{back_srv.pid}/status") if l.startswith("VmRSS")][0].split()[1])
         cpu = cpu1 - cpu0
         print(json.dumps({
-            "clients": clients, "missed_each": missed, "partitions": partitions,
+            "source": SOURCE + (" via redis on another node" if len(servers) > 1 else ""),
+            "clients": clients, "missed_each": missed,
+            "partitions": partitions if SOURCE == "kafka" else "one per shard",
             "clients_exact": exact,
             "server_cpu_ms": round(cpu, 1),
             "server_cpu_us_per_client": round(cpu * 1000 / clients, 1),
             "server_cpu_us_per_replayed_event": round(cpu * 1000 / (clients * missed), 2),
             "wall_s_until_all_caught_up": round(t1 - t0, 2),
             "server_rss_mb_after": round(rss_kb / 1024, 1),
-            "resumes": metric(api, "corebridge_resumes_total"),
+            "resumes": metric(back_api, "corebridge_resumes_total"),
         }, indent=1))
         return 0 if exact == clients else 1
     finally:
-        srv.terminate()
-        srv.wait(10)
-        os.unlink(tuning.name)
+        for s, _, _, t in servers:
+            s.terminate()
+            s.wait(10)
+            os.unlink(t)
 
 
 if __name__ == "__main__":

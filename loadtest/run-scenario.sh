@@ -10,7 +10,8 @@
 # KAFKA_SOURCE_TOPICS, ...); INBOUND_PORT/API_HTTP_PORT must match the scenario's ports.
 # A targeted scenario (`targeted = true`) gets EXTRACTORS declaring `data.user` of its event
 # type, unless EXTRACTORS is set. TARGET=nchan runs the same clients against a fresh Nchan
-# (../shared/peers/nchan-up, port 8090) instead, as the comparison peer.
+# (../shared/peers/nchan-up, port 8090) instead, as the comparison peer. CB_BIN=/path runs
+# another Corebridge binary (an A/B comparison with an older build).
 # Exit status: the harness's (0 clean, 3 finished but not clean, 1 error).
 set -euo pipefail
 
@@ -56,7 +57,7 @@ fi
 # storm; the harness measures the server, not its rate limit.
 MAX_CONNECTIONS_PER_MINUTE=${MAX_CONNECTIONS_PER_MINUTE:-10000000} \
 INBOUND_PORT=$port API_HTTP_PORT=$api LOG_LEVEL=${LOG_LEVEL:-warn} \
-    ./target/release/corebridge >"$out/$name.server.log" 2>&1 &
+    "${CB_BIN:-./target/release/corebridge}" >"$out/$name.server.log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
 

@@ -338,7 +338,11 @@ impl Sessions {
                 let e = floor.entry(k.clone()).or_insert(*v);
                 *e = (*e).max(*v);
             }
-            self.set_floor(slot, floor);
+            // Nearly always the shard is there already (nothing in flight, no client ahead of
+            // this node): no floor, and batches stay whole.
+            if !self.fr.passed(&floor) {
+                self.set_floor(slot, floor);
+            }
         }
         Ok((slot, token, started))
     }
@@ -356,6 +360,10 @@ impl Sessions {
     /// floors it has passed.
     pub fn progress(&mut self, p: &crate::route::Progress) {
         self.fr.progress(p);
+        self.release_floors();
+    }
+
+    fn release_floors(&mut self) {
         let (slab, fr) = (&mut self.slab, &self.fr);
         self.floored
             .retain(|&slot| match slab.get_mut(slot as usize) {
@@ -591,6 +599,11 @@ impl Sessions {
                 self.deliver(&evs[i])
             };
             i = j;
+        }
+        if !self.floored.is_empty() {
+            // Deliveries move the frontier too: floors it passed go now, not at the next
+            // progress message (up to a second later), so batches are whole again sooner.
+            self.release_floors();
         }
         n
     }
