@@ -332,18 +332,18 @@ fn without_kafka_or_redis_beyond_the_ring_and_other_nodes_ids_get_a_gap() {
     );
 }
 
-#[test]
-fn with_redis_a_published_event_resumes_on_another_node_and_redis_down_keeps_live() {
-    service("redis-up", &[REDIS_PORT], &[]);
-    let url = format!("redis://127.0.0.1:{REDIS_PORT}/0");
+/// Alice away from node a while 40 events (20 hers) are published there; back on node b,
+/// which has them only from the Redis store: exactly hers, then live ones on b. Returns the
+/// nodes and her stream on b.
+fn resumed_on_another_node_from_redis(envs: &[(&str, &str)]) -> (Server, Server, SseClient) {
     let prefix = format!("cbtest{:x}:", fastrand::u32(..));
-    let envs = [
-        ("CB_REDIS_URL", url.as_str()),
+    let mut all = vec![
         ("CB_REDIS_KEY_PREFIX", prefix.as_str()),
         ("EXTRACTORS", USER_EXTRACTOR),
     ];
-    let a = Server::start_with(2, "", &envs);
-    let b = Server::start_with(2, "", &envs);
+    all.extend_from_slice(envs);
+    let a = Server::start_with(2, "", &all);
+    let b = Server::start_with(2, "", &all);
 
     let mut c = connect_alice(a.inbound, None);
     publish_users(a.inbound, 0, 4);
@@ -352,7 +352,6 @@ fn with_redis_a_published_event_resumes_on_another_node_and_redis_down_keeps_liv
     let last = got.last().unwrap().2.clone();
     drop(c);
 
-    // Away while 40 are published on node a; back on node b: exactly alice's 20, from Redis.
     publish_users(a.inbound, 4, 40);
     let deadline = Instant::now() + Duration::from_secs(10);
     while metric(&a, "corebridge_redis_events_written_total ").unwrap_or(0.0) < 44.0 {
@@ -363,10 +362,17 @@ fn with_redis_a_published_event_resumes_on_another_node_and_redis_down_keeps_liv
     let got = take(&mut c, 22, Duration::from_secs(10));
     assert!(got.iter().all(|(t, _, _)| t != "rig.replay_gap"), "{got:?}");
     assert_once(&numbers(&got), evens(4..44));
-    // Then live on b.
     publish_users(b.inbound, 44, 4);
     let live = take(&mut c, 2, Duration::from_secs(10));
     assert_once(&numbers(&live), evens(44..48));
+    (a, b, c)
+}
+
+#[test]
+fn with_redis_a_published_event_resumes_on_another_node_and_redis_down_keeps_live() {
+    service("redis-up", &[REDIS_PORT], &[]);
+    let url = format!("redis://127.0.0.1:{REDIS_PORT}/0");
+    let (a, b, mut c) = resumed_on_another_node_from_redis(&[("CB_REDIS_URL", url.as_str())]);
 
     // Redis killed mid-run: live delivery goes on, the store's gauge says so.
     service("redis-down", &[REDIS_PORT], &[]);
@@ -539,4 +545,159 @@ fn long_poll_sessions_that_are_gone_resume_from_the_cookie() {
     publish_n(a.inbound, 7, 1);
     let (events, _) = gather(&token, last, 1);
     assert_exactly(&ws_numbers(&events), 7..8);
+}
+
+/// `redis-server` processes this test owns (killed on drop), each on a free port.
+struct RedisProcs(Vec<std::process::Child>, std::path::PathBuf);
+
+impl Drop for RedisProcs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli (installed with redis-server by redis-up)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn redis_server(dir: &std::path::Path, port: u16, extra: &[&str]) -> std::process::Child {
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--dir", dir.to_str().unwrap()])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server (installed by redis-up)");
+    wait_for("redis-server up", || {
+        redis_cli(port, &["ping"]).contains("PONG")
+    });
+    child
+}
+
+#[test]
+fn the_redis_store_works_through_sentinel_and_on_a_cluster() {
+    // redis-up installs redis-server (and redis-cli) when missing; its own server is not used.
+    service("redis-up", &[REDIS_PORT], &[]);
+    let dir = std::env::temp_dir().join(format!("cb-redis-{:x}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut procs = RedisProcs(Vec::new(), dir.clone());
+
+    // Sentinel: one master, one sentinel watching it; the gateway asks the sentinel.
+    let master = free_port();
+    procs.0.push(redis_server(&dir, master, &[]));
+    let sentinel = free_port();
+    let conf = dir.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sentinel}\nbind 127.0.0.1\nsentinel monitor cbmaster 127.0.0.1 {master} 1\n"
+        ),
+    )
+    .unwrap();
+    procs.0.push(
+        std::process::Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("sentinel knows the master", || {
+        redis_cli(
+            sentinel,
+            &["sentinel", "get-master-addr-by-name", "cbmaster"],
+        )
+        .contains(&master.to_string())
+    });
+    let nodes = format!("127.0.0.1:{sentinel}");
+    let (_a, _b, _c) = resumed_on_another_node_from_redis(&[
+        ("SPRING_DATA_REDIS_SENTINEL_MASTER", "cbmaster"),
+        ("SPRING_DATA_REDIS_SENTINEL_NODES", nodes.as_str()),
+    ]);
+    assert!(
+        redis_cli(master, &["dbsize"])
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+
+    // Cluster: three masters, the keys spread over their slots.
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    for p in &ports {
+        let nodes_file = format!("nodes-{p}.conf");
+        procs.0.push(redis_server(
+            &dir,
+            *p,
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &nodes_file,
+            ],
+        ));
+    }
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let out = std::process::Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    wait_for("cluster ok", || {
+        ports
+            .iter()
+            .all(|p| redis_cli(*p, &["cluster", "info"]).contains("cluster_state:ok"))
+    });
+    let seeds = addrs.join(",");
+    let (_a, _b, _c) =
+        resumed_on_another_node_from_redis(&[("SPRING_DATA_REDIS_CLUSTER_NODES", seeds.as_str())]);
+    let spread = ports
+        .iter()
+        .filter(|p| {
+            redis_cli(**p, &["dbsize"])
+                .trim()
+                .parse::<u64>()
+                .unwrap_or(0)
+                > 0
+        })
+        .count();
+    assert!(spread >= 2, "keys on {spread} of 3 masters");
 }

@@ -221,9 +221,14 @@ async fn connect(cfg: &RedisConfig) -> redis::RedisResult<Conn> {
     }
 }
 
+/// Commands grouped by the key they touch: a cluster takes one pipeline per key (a pipeline
+/// may not cross hash slots), a single server one pipeline for all.
+type Groups = Vec<Vec<redis::Cmd>>;
+
 impl Island {
-    /// Runs `p`, connecting first when needed; a failure drops the connection.
-    async fn run(&self, p: &redis::Pipeline) -> Result<Vec<Value>, String> {
+    /// Runs the commands, connecting first when needed; a failure drops the connection.
+    /// Returns the answers of every command in order.
+    async fn run(&self, groups: Groups) -> Result<Vec<Value>, String> {
         let mut guard = self.conn.lock().await;
         if guard.is_none() {
             match connect(&self.cfg).await {
@@ -234,9 +239,52 @@ impl Island {
                 }
             }
         }
-        let mut conn = guard.clone().expect("connected above");
+        let conn = guard.clone().expect("connected above");
         drop(guard);
-        match conn.run(p).await {
+        let answers = match conn {
+            Conn::One(_) => {
+                let mut p = redis::pipe();
+                for cmd in groups.into_iter().flatten() {
+                    p.add_command(cmd);
+                }
+                let mut c = conn;
+                c.run(&p).await
+            }
+            Conn::Cluster(_) => {
+                // One pipeline per key, all in flight at once.
+                let tasks: Vec<_> = groups
+                    .into_iter()
+                    .map(|cmds| {
+                        let mut c = conn.clone();
+                        tokio::spawn(async move {
+                            let mut p = redis::pipe();
+                            for cmd in cmds {
+                                p.add_command(cmd);
+                            }
+                            c.run(&p).await
+                        })
+                    })
+                    .collect();
+                let mut all = Vec::new();
+                let mut failed = None;
+                for t in tasks {
+                    match t.await {
+                        Ok(Ok(v)) => all.extend(v),
+                        Ok(Err(e)) => failed = Some(e),
+                        Err(e) => {
+                            failed = Some(redis::RedisError::from(std::io::Error::other(
+                                e.to_string(),
+                            )))
+                        }
+                    }
+                }
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(all),
+                }
+            }
+        };
+        match answers {
             Ok(v) => {
                 self.metrics.up.store(1, Ordering::Relaxed);
                 Ok(v)
@@ -282,14 +330,13 @@ impl Island {
     }
 
     async fn write(&self, batch: &[Arc<Event>]) -> Result<(), String> {
-        let mut p = redis::pipe();
-        let mut touched = HashSet::new();
+        let mut groups: HashMap<String, Vec<redis::Cmd>> = HashMap::new();
         for e in batch {
             let Some(pos) = &e.pos else { continue };
             let at = format!("{}/{}/{}", pos.topic, pos.partition, pos.offset);
             for key in self.keys_of(e) {
-                p.cmd("XADD")
-                    .arg(&key)
+                let mut cmd = redis::cmd("XADD");
+                cmd.arg(&key)
                     .arg("MAXLEN")
                     .arg("~")
                     .arg(self.cfg.max_per_key)
@@ -299,34 +346,42 @@ impl Island {
                     .arg("t")
                     .arg(pos.timestamp_ms)
                     .arg("e")
-                    .arg(&e.json[..])
-                    .ignore();
-                touched.insert(key);
+                    .arg(&e.json[..]);
+                groups.entry(key).or_default().push(cmd);
             }
         }
-        for key in touched {
-            p.cmd("EXPIRE").arg(key).arg(self.cfg.ttl_s).ignore();
-        }
-        self.run(&p).await.map(drop)
+        let groups: Groups = groups
+            .into_iter()
+            .map(|(key, mut cmds)| {
+                let mut expire = redis::cmd("EXPIRE");
+                expire.arg(key).arg(self.cfg.ttl_s);
+                cmds.push(expire);
+                cmds
+            })
+            .collect();
+        self.run(groups).await.map(drop)
     }
 
     async fn read(&self, req: StoreRead) -> Result<StoreAnswer, String> {
         let mut keys: Vec<String> = req.subs.iter().flat_map(|s| self.keys_for(s)).collect();
         keys.sort();
         keys.dedup();
-        let mut p = redis::pipe();
-        for k in &keys {
-            p.cmd("XREVRANGE")
-                .arg(k)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(self.cfg.max_per_key);
-        }
+        let groups: Groups = keys
+            .iter()
+            .map(|k| {
+                let mut cmd = redis::cmd("XREVRANGE");
+                cmd.arg(k)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(self.cfg.max_per_key);
+                vec![cmd]
+            })
+            .collect();
         let answers = if keys.is_empty() {
             Vec::new()
         } else {
-            self.run(&p).await?
+            self.run(groups).await?
         };
         let mut out = StoreAnswer::default();
         let mut seen: HashSet<(u32, i32, i64)> = HashSet::new();
