@@ -23,6 +23,6 @@ RUN useradd --system --no-create-home corebridge \
 COPY --from=build /src/target/release/corebridge /usr/local/bin/corebridge
 COPY tuning /etc/corebridge/tuning
 USER corebridge
-EXPOSE 4000 4010
+EXPOSE 4000 4010 4001 4011
 ENV CB_TUNING_FILE=/etc/corebridge/tuning/default.toml
 ENTRYPOINT ["/usr/local/bin/corebridge"]

@@ -152,3 +152,10 @@ pub const EVENTS_REDIS_TTLHOURS: &str = "EVENTS_REDIS_TTLHOURS";
 /// FlowX: how often its instances polled Redis; accepted, not needed (live delivery does not
 /// go through Redis here).
 pub const EVENTS_REDIS_FREQUENCYMILLIS: &str = "EVENTS_REDIS_FREQUENCYMILLIS";
+
+// HTTPS (RIG's names): enabled when both files are set.
+pub const HTTPS_CERTFILE: &str = "HTTPS_CERTFILE";
+pub const HTTPS_KEYFILE: &str = "HTTPS_KEYFILE";
+pub const HTTPS_KEYFILE_PASS: &str = "HTTPS_KEYFILE_PASS";
+pub const INBOUND_HTTPS_PORT: &str = "INBOUND_HTTPS_PORT";
+pub const API_HTTPS_PORT: &str = "API_HTTPS_PORT";

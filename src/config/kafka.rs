@@ -138,9 +138,10 @@ pub(crate) fn read_certs(
 /// PRIVATE KEY`, PBES2 as `openssl pkcs8 -topk8 -v2 aes-256-cbc` writes it). The traditional
 /// OpenSSL encryption (`Proc-Type: 4,ENCRYPTED` inside an RSA/EC key) has no maintained Rust
 /// reader: it is refused with the command that converts it.
-fn private_key(
+pub(crate) fn private_key(
     pem: &[u8],
     pass: Option<&str>,
+    pass_var: &str,
 ) -> Result<Option<rustls::pki_types::PrivateKeyDer<'static>>, String> {
     let text = String::from_utf8_lossy(pem);
     if text.contains("Proc-Type: 4,ENCRYPTED") {
@@ -149,10 +150,7 @@ fn private_key(
     if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
         use pkcs8::der::pem::PemLabel;
         let Some(pass) = pass else {
-            return Err(format!(
-                "the key is encrypted: set {}",
-                env::KAFKA_SSL_KEYFILE_PASS
-            ));
+            return Err(format!("the key is encrypted: set {pass_var}"));
         };
         let (label, der) = pkcs8::der::pem::decode_vec(text.trim().as_bytes())
             .map_err(|e| format!("not a PEM key: {e}"))?;
@@ -163,8 +161,7 @@ fn private_key(
             .map_err(|e| format!("not an encrypted PKCS#8 key: {e}"))?;
         let doc = info.decrypt(pass.as_bytes()).map_err(|_| {
             format!(
-                "cannot decrypt the key with {} (wrong passphrase, or an unsupported cipher)",
-                env::KAFKA_SSL_KEYFILE_PASS
+                "cannot decrypt the key with {pass_var} (wrong passphrase, or an unsupported cipher)"
             )
         })?;
         return Ok(Some(rustls::pki_types::PrivateKeyDer::Pkcs8(
@@ -203,7 +200,7 @@ fn tls_config(
         let pem = std::fs::read(key)
             .map_err(|e| problems.push(format!("Kafka TLS: cannot read {}: {e}", key.display())))
             .ok()?;
-        match private_key(&pem, key_pass) {
+        match private_key(&pem, key_pass, env::KAFKA_SSL_KEYFILE_PASS) {
             Ok(Some(k)) => Some((chain, k)),
             Ok(None) => {
                 problems.push(format!(

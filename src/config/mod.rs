@@ -5,6 +5,7 @@
 pub mod env;
 pub mod extractors;
 pub mod flowx;
+pub mod https;
 pub mod jwt;
 pub mod kafka;
 pub mod kinesis;
@@ -31,6 +32,8 @@ pub enum LogFormat {
 pub struct Config {
     pub inbound: SocketAddr,
     pub api: SocketAddr,
+    /// TLS listeners beside the plain ones (`HTTPS_CERTFILE`, `HTTPS_KEYFILE`).
+    pub https: Option<https::HttpsConfig>,
     /// `Access-Control-Allow-Origin` policy for the inbound endpoints (RIG's `CORS` or
     /// FlowX's `APPLICATION_CORS_ALLOW_ORIGIN`).
     pub cors: crate::auth::cors::Cors,
@@ -207,6 +210,27 @@ impl Config {
             ip(env::API_BIND, "127.0.0.1", &mut problems),
             port(env::API_HTTP_PORT, 4010, &mut problems),
         );
+        let https = https::HttpsConfig::load(
+            &|k| get(k).map(str::to_string),
+            inbound.ip(),
+            api.ip(),
+            &port,
+            &mut problems,
+        );
+        if let Some(h) = &https {
+            let mut ports = vec![inbound.port(), api.port(), h.inbound.port(), h.api.port()];
+            ports.sort_unstable();
+            ports.dedup();
+            if ports.len() < 4 {
+                problems.push(format!(
+                    "{}, {}, {} and {} must all differ",
+                    env::INBOUND_PORT,
+                    env::API_HTTP_PORT,
+                    env::INBOUND_HTTPS_PORT,
+                    env::API_HTTPS_PORT
+                ));
+            }
+        }
         if inbound.port() != 0 && inbound.port() == api.port() {
             problems.push(format!(
                 "{} and {} are both {}; they must differ",
@@ -387,6 +411,7 @@ impl Config {
                 api_token,
                 inbound,
                 api,
+                https,
                 cors,
                 jwt,
                 extractors,

@@ -18,6 +18,7 @@ pub mod longpoll;
 mod proxy;
 mod socket;
 pub mod stream;
+pub mod tls;
 pub mod upstream;
 pub mod writer;
 
@@ -29,6 +30,7 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+use tls::ClientStream;
 
 const READ_CHUNK: usize = 4096;
 
@@ -41,7 +43,7 @@ enum ReadErr {
 /// Reads more bytes into `buf` (at most up to `cap` total), bounded in time; a deadline that
 /// has passed is a timeout even if bytes are waiting.
 async fn read_more(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut Vec<u8>,
     cap: usize,
     within: Duration,
@@ -97,7 +99,7 @@ enum BodyErr {
 /// sending `100 Continue` first when the client asked for it.
 async fn read_body(
     shard: &Shard,
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut Vec<u8>,
     head: &http1::RequestHead,
     max: usize,
@@ -144,7 +146,7 @@ async fn read_body(
 
 async fn send_error(
     shard: &Shard,
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     which: Listener,
     status: u16,
     msg: &str,
@@ -166,7 +168,7 @@ async fn send_error(
 /// mid-request): our side is shut first, then what the client sends is read and dropped
 /// until it closes, for at most 1 s and 64 KiB. Closing with unread input would send a
 /// reset, and a reset can reach the client before it reads the answer that explains it.
-async fn close_lingering(stream: &mut TcpStream) {
+async fn close_lingering(stream: &mut ClientStream) {
     let _ = stream.close().await;
     let deadline = Instant::now() + Duration::from_secs(1);
     let mut sink = [0u8; 4096];
@@ -209,17 +211,46 @@ impl Drop for PendingHead<'_> {
     }
 }
 
-pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
+/// Serves one accepted connection; `secure`: it came to an HTTPS port (the TLS handshake is
+/// part of its head: bounded by `http.header_timeout_ms` and counted as a pending head).
+pub async fn serve(shard: Rc<Shard>, tcp: TcpStream, which: Listener, secure: bool) {
     // Events must leave as soon as they are written; coalescing happens in the session queue.
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
     let globals = shard.globals.clone();
     let max_pending = shard.cfg().tuning.http.max_pending_heads;
     let mut pending = match PendingHead::enter(&globals.pending_heads, max_pending) {
         Some(p) => Some(p),
         None => {
             shard.metrics.pending_refused.inc();
+            if secure {
+                // No handshake for a connection that is refused anyway.
+                return;
+            }
             let msg = format!("Too many connections still sending their request ({max_pending}, http.max_pending_heads); retry.");
+            let mut stream = ClientStream::Plain(tcp);
             return send_error(&shard, &mut stream, which, 503, &msg).await;
+        }
+    };
+    let mut stream = match (secure, &globals.tls) {
+        (false, _) => ClientStream::Plain(tcp),
+        (true, None) => return,
+        (true, Some(tls)) => {
+            let within = Duration::from_millis(shard.cfg().tuning.http.header_timeout_ms);
+            let accepted = future::or(async { Some(tls.acceptor.accept(tcp).await) }, async {
+                glommio::timer::sleep(within).await;
+                None
+            })
+            .await;
+            match accepted {
+                Some(Ok(s)) => {
+                    shard.metrics.tls_handshakes.inc();
+                    ClientStream::Tls(Box::new(s))
+                }
+                Some(Err(_)) | None => {
+                    shard.metrics.tls_failures.inc();
+                    return;
+                }
+            }
         }
     };
     let limits = limits(&shard, which);
@@ -272,10 +303,13 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
         if which == Listener::Inbound && !head.path.starts_with("/_rig/") {
             // Two syscalls: asked once per connection, not per request.
             let peer = *peer.get_or_insert_with(|| proxy::Peer {
+                secure,
                 ip: stream
+                    .tcp()
                     .peer_addr()
                     .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip()),
                 local: stream
+                    .tcp()
                     .local_addr()
                     .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
             });
@@ -341,7 +375,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, which: Listener) {
 
 async fn write_resp(
     shard: &Shard,
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     which: Listener,
     r: Resp,
     keep_alive: bool,

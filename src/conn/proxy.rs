@@ -17,6 +17,7 @@
 //! memory. Errors after the response head was sent close the client connection (the only way
 //! left to say the body is incomplete).
 
+use super::tls::ClientStream;
 use super::upstream::{Conn, ConnectError};
 use super::ReadErr;
 use crate::api::{self, Resp};
@@ -36,7 +37,6 @@ use crate::proxy::reply::Reply;
 use crate::proxy::table::{Match, ResponseFrom, Target};
 use crate::runtime::shard::{Parking, Shard};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -56,6 +56,8 @@ pub type KeepGoing = bool;
 pub(super) struct Peer {
     pub ip: IpAddr,
     pub local: SocketAddr,
+    /// The request came over TLS (the `scheme` the `rig` extension reports).
+    pub secure: bool,
 }
 
 /// RIG's CORS headers on the answers the gateway itself gives (401, 202, 504, ...): the
@@ -126,7 +128,7 @@ fn response_timeout(shard: &Shard, from: ResponseFrom) -> Duration {
 /// head; what is left in it afterwards belongs to the next request.
 pub(super) async fn serve(
     shard: &Rc<Shard>,
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     buf: &mut Vec<u8>,
     head: RequestHead,
     peer: Peer,
@@ -246,7 +248,7 @@ fn request_log(shard: &Rc<Shard>, m: &Match, head: &RequestHead, ip: IpAddr, tra
 /// Writes a response the gateway made itself.
 async fn write_resp(
     shard: &Shard,
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     r: Resp,
     keep_alive: bool,
     head_only: bool,
@@ -262,7 +264,7 @@ async fn write_resp(
 
 /// One client write, bounded by `http.body_timeout_ms` (a client that stops reading does not
 /// hold the request, and its upstream connection, forever).
-async fn write_within(shard: &Shard, client: &mut TcpStream, bytes: &[u8]) -> bool {
+async fn write_within(shard: &Shard, client: &mut ClientStream, bytes: &[u8]) -> bool {
     let within = Duration::from_millis(shard.cfg().tuning.http.body_timeout_ms);
     future::or(async { client.write_all(bytes).await.is_ok() }, async {
         glommio::timer::sleep(within).await;
@@ -275,7 +277,7 @@ async fn write_within(shard: &Shard, client: &mut TcpStream, bytes: &[u8]) -> bo
 /// enough to keep the connection, else the connection closes after the answer.
 async fn answer_early(
     shard: &Shard,
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     buf: &mut Vec<u8>,
     head: &RequestHead,
     r: Resp,
@@ -314,7 +316,7 @@ enum Sink {
 #[allow(clippy::too_many_arguments)]
 async fn to_stream(
     shard: &Rc<Shard>,
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     buf: &mut Vec<u8>,
     head: &RequestHead,
     m: &Match,
@@ -382,7 +384,7 @@ async fn to_stream(
         remote_ip: peer.ip,
         host,
         port: peer.local.port(),
-        scheme: "http",
+        scheme: if peer.secure { "https" } else { "http" },
         headers: &head.headers,
         method: &head.method_str,
         path: &m.path,
@@ -476,7 +478,7 @@ async fn to_stream(
 #[allow(clippy::too_many_arguments)]
 async fn answer_reply(
     shard: &Shard,
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     head: &RequestHead,
     m: &Match,
     reply: Option<Arc<Reply>>,
@@ -545,7 +547,7 @@ enum Failed {
 /// An HTTP target.
 async fn forward(
     shard: &Rc<Shard>,
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     buf: &mut Vec<u8>,
     head: &RequestHead,
     m: &Match,
@@ -652,7 +654,7 @@ async fn forward(
 /// connection: the upstream may have closed it while it sat idle.
 async fn exchange(
     shard: &Rc<Shard>,
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     buf: &mut Vec<u8>,
     head: &RequestHead,
     m: &Match,
@@ -718,7 +720,7 @@ async fn exchange(
 /// reaches the upstream). The whole body must arrive within `http.body_timeout_ms`.
 async fn send_body(
     shard: &Shard,
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     buf: &mut Vec<u8>,
     head: &RequestHead,
     conn: &mut Conn,
@@ -775,7 +777,7 @@ async fn send_body(
 }
 
 async fn read_client(
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     buf: &mut Vec<u8>,
     chunk: usize,
     deadline: Instant,
@@ -806,7 +808,7 @@ enum HeadErr {
 /// request it sends meanwhile stays in the socket.)
 async fn read_head(
     shard: &Shard,
-    client: &TcpStream,
+    client: &ClientStream,
     conn: &mut Conn,
     head_request: bool,
 ) -> Result<(ResponseHead, Vec<u8>), HeadErr> {
@@ -853,7 +855,7 @@ async fn read_head(
                     // io_uring operation and its cancellation, so it starts only after.
                     glommio::timer::sleep(CLIENT_WATCH_AFTER).await;
                     let mut b = [0u8; 1];
-                    match client.peek(&mut b).await {
+                    match client.tcp().peek(&mut b).await {
                         Ok(0) | Err(_) => Ev::ClientGone,
                         // A pipelined request: stop watching (it stays in the socket).
                         Ok(_) => future::pending::<Ev>().await,
@@ -894,7 +896,7 @@ enum Relayed {
 /// send costs about as much as the rest of a proxied request).
 async fn relay(
     shard: &Shard,
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     conn: &mut Conn,
     mut upbuf: Vec<u8>,
     resp: &ResponseHead,

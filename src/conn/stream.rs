@@ -22,7 +22,6 @@ use crate::proto::ws::{self, ClientFrame};
 use crate::proto::Transport;
 use crate::runtime::shard::Shard;
 use crate::session::{stream_key, Slot};
-use glommio::net::TcpStream;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -58,12 +57,17 @@ impl Streams {
 /// by the writer and watched by epoll; `early` is what the client sent after the handshake.
 pub(super) fn adopt(
     shard: &Shard,
-    stream: TcpStream,
+    stream: super::tls::ClientStream,
     head: Vec<u8>,
-    early: Vec<u8>,
+    mut early: Vec<u8>,
     slot: Slot,
     token: Token,
 ) {
+    let (stream, tls) = stream.into_parts();
+    let tls = tls.map(|(t, plain)| {
+        early.extend_from_slice(&plain);
+        t
+    });
     // A handle of our own; glommio's is dropped (not closed: that would shut the socket down).
     let sock = socket::own(stream.as_raw_fd());
     drop(stream);
@@ -73,7 +77,10 @@ pub(super) fn adopt(
     };
     let fd = sock.as_raw_fd();
     if shard.streams.epoll.add(fd, stream_key(&token)).is_err()
-        || !shard.sessions.borrow_mut().attach(slot, &token, sock, head)
+        || !shard
+            .sessions
+            .borrow_mut()
+            .attach(slot, &token, sock, head, tls)
     {
         shard.sessions.borrow_mut().close(slot, &token);
         return;
@@ -122,7 +129,12 @@ fn drain_sse(shard: &Shard, slot: Slot, token: &Token, fd: std::os::fd::RawFd) {
     let mut sink = [0u8; 512];
     loop {
         match socket::recv_now(fd, &mut sink) {
-            Recv::Data(_) => continue,
+            Recv::Data(n) => {
+                // Over TLS the records are still opened: a close_notify ends the stream.
+                if !open_tls(shard, slot, token, &sink[..n], None) {
+                    return;
+                }
+            }
             Recv::Empty => return,
             Recv::Closed => {
                 shard.sessions.borrow_mut().close(slot, token);
@@ -142,20 +154,54 @@ fn read_ws(shard: &Shard, slot: Slot, token: &Token, fd: std::os::fd::RawFd) -> 
             return false;
         };
         let room = MAX_CONTROL_FRAME.saturating_sub(input.len()).max(1);
+        let full = input.len() >= MAX_CONTROL_FRAME;
+        drop(sessions);
+        if full {
+            return true;
+        }
         match socket::recv_now(fd, &mut chunk[..room]) {
             Recv::Data(n) => {
-                input.extend_from_slice(&chunk[..n]);
-                if input.len() >= MAX_CONTROL_FRAME {
-                    return true;
+                if !open_tls(shard, slot, token, &chunk[..n], Some(4096)) {
+                    return false;
                 }
             }
             Recv::Empty => return true,
             Recv::Closed => {
-                sessions.close(slot, token);
+                shard.sessions.borrow_mut().close(slot, token);
                 return false;
             }
         }
     }
+}
+
+/// What a stream client sent: plain bytes go to the session's input (`keep`: a WebSocket's,
+/// up to that many bytes; None: dropped), TLS records are opened first. False when the
+/// client closed (its session is removed).
+fn open_tls(shard: &Shard, slot: Slot, token: &Token, wire: &[u8], keep: Option<usize>) -> bool {
+    let mut sessions = shard.sessions.borrow_mut();
+    let mut plain = Vec::new();
+    let reply = match sessions.tls(slot, token) {
+        None => {
+            plain.extend_from_slice(wire);
+            Vec::new()
+        }
+        Some(tls) => match super::tls::open(tls, wire, &mut plain, keep.unwrap_or(4096)) {
+            super::tls::Opened::Data { reply } => reply,
+            super::tls::Opened::Closed => {
+                sessions.close(slot, token);
+                return false;
+            }
+        },
+    };
+    if !reply.is_empty() {
+        sessions.send_wire(slot, token, &reply);
+    }
+    if keep.is_some() {
+        if let Some(input) = sessions.input(slot, token) {
+            input.extend_from_slice(&plain);
+        }
+    }
+    true
 }
 
 /// Acts on the whole frames a WebSocket client's input holds.
@@ -200,14 +246,14 @@ fn ws_frames(shard: &Shard, slot: Slot, token: &Token, fd: std::os::fd::RawFd) {
 /// cut), then the close frame, as far as the socket takes them now; then the socket closes.
 fn end_ws(shard: &Shard, slot: Slot, token: &Token, fd: std::os::fd::RawFd, close: (u16, &str)) {
     let mut sessions = shard.sessions.borrow_mut();
-    let Some((rest, sock)) = sessions.take_socket(slot, token) else {
+    let close_frame = ws::close_frame(close.0, close.1);
+    let Some((wire, sock)) = sessions.take_socket(slot, token, &close_frame) else {
         return;
     };
-    let close_frame = ws::close_frame(close.0, close.1);
     let parts = Parts {
-        lead: &rest,
+        lead: &wire,
         frames: &[],
-        tail: &close_frame,
+        tail: &[],
     };
     // The client is leaving: a socket too full for the close frame just closes.
     let _: SendNow = socket::send_now(fd, &parts);

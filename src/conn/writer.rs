@@ -79,7 +79,10 @@ fn write_one(shard: &Shard, slot: Slot, frames: &mut Vec<Frame>, scratch: &mut V
     };
     // SSE frames travel in one chunk: its size line after the lead, its CRLF in the tail.
     scratch.clear();
-    scratch.extend_from_slice(&lead);
+    let tls = sessions.is_tls(slot);
+    if !tls {
+        scratch.extend_from_slice(&lead);
+    }
     let len: usize = frames.iter().map(|f| f.len()).sum();
     let mut tail = Vec::new();
     if transport == Transport::Sse && len > 0 {
@@ -89,8 +92,24 @@ fn write_one(shard: &Shard, slot: Slot, frames: &mut Vec<Frame>, scratch: &mut V
     if let Some(why) = closing {
         tail.extend_from_slice(&closing_bytes(transport, why));
     }
+    // Over TLS everything new is sealed into one run of records after what a full socket
+    // left (already sealed): frames are copied, as encryption copies them anyway.
+    let mut wire = Vec::new();
+    if tls {
+        let mut plain = std::mem::take(scratch);
+        for f in frames.iter() {
+            plain.extend_from_slice(f);
+        }
+        plain.extend_from_slice(&tail);
+        wire = lead;
+        sessions.seal(slot, &plain, &mut wire);
+        plain.clear();
+        *scratch = plain;
+        frames.clear();
+        tail.clear();
+    }
     let parts = Parts {
-        lead: scratch,
+        lead: if tls { &wire } else { scratch },
         frames,
         tail: &tail,
     };

@@ -88,6 +88,9 @@ pub struct ShardMetrics {
     pub idle_closes: Counter,
     /// Connections refused because too many had not sent a request yet.
     pub pending_refused: Counter,
+    /// TLS handshakes completed, and those that failed or timed out.
+    pub tls_handshakes: Counter,
+    pub tls_failures: Counter,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -239,6 +242,16 @@ pub fn render(
         "{} {}",
         names::PENDING_REFUSED.0,
         sum(shards, |s| s.pending_refused.get())
+    );
+
+    header(&mut o, names::TLS_HANDSHAKES, "counter");
+    let _ = writeln!(
+        o,
+        "{}{{result=\"ok\"}} {}\n{}{{result=\"failed\"}} {}",
+        names::TLS_HANDSHAKES.0,
+        sum(shards, |s| s.tls_handshakes.get()),
+        names::TLS_HANDSHAKES.0,
+        sum(shards, |s| s.tls_failures.get())
     );
 
     header(&mut o, names::SUBSCRIPTIONS, "gauge");

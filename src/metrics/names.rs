@@ -154,3 +154,7 @@ pub const REDIS_READ_FAILURES: (&str, &str) = (
     "corebridge_redis_read_failures_total",
     "Resumes that could not read the Redis replay store.",
 );
+pub const TLS_HANDSHAKES: (&str, &str) = (
+    "corebridge_tls_handshakes_total",
+    "TLS handshakes on the HTTPS ports, by result (failed: not TLS, no common cipher, or not done within http.header_timeout_ms).",
+);

@@ -89,6 +89,10 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
     let signals = block_signals();
     probe_port(cfg.inbound)?;
     probe_port(cfg.api)?;
+    if let Some(h) = &cfg.https {
+        probe_port(h.inbound)?;
+        probe_port(h.api)?;
+    }
     let cpus = placement(&cfg);
     let n = cpus.len();
     let cfg = Arc::new(cfg);
@@ -166,6 +170,10 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         beats: (0..n).map(|_| Default::default()).collect(),
         pending_heads: Default::default(),
         local,
+        tls: cfg
+            .https
+            .as_ref()
+            .map(|h| Arc::new(crate::conn::tls::TlsServer::new(h))),
     });
     let mesh = MeshBuilder::<ShardMsg, _>::full(n, cfg.tuning.runtime.mesh_queue);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), StartError>>();
@@ -229,7 +237,22 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
     std::thread::Builder::new()
         .name("cb-signals".into())
         .spawn(move || {
-            let sig = wait_for_signal(signals);
+            let sig = loop {
+                let sig = wait_for_signal(signals);
+                if sig != libc::SIGHUP {
+                    break sig;
+                }
+                // SIGHUP: the HTTPS certificate and key are read again; open connections keep
+                // theirs, new handshakes get the new ones.
+                match &watcher.tls {
+                    Some(tls) => match tls.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: HTTPS certificate reloaded"),
+                        Err(e) => tracing::warn!(error = %e,
+                            "SIGHUP: HTTPS certificate not reloaded, the old one stays (whose fault: the files)"),
+                    },
+                    None => tracing::info!("SIGHUP: nothing to reload (HTTPS is off)"),
+                }
+            };
             tracing::info!(signal = sig, "shutting down: closing streams");
             if let Some(n) = &notifier {
                 n.send("STOPPING=1\nSTATUS=draining connections");
@@ -256,6 +279,14 @@ async fn shard_main(
     let cfg = globals.cfg.clone();
     let bind = |addr| listen(addr).map_err(|source| StartError::Bind { addr, source });
     let listeners = bind(cfg.inbound).and_then(|i| Ok((i, bind(cfg.api)?)));
+    let secure = match &cfg.https {
+        None => Ok(None),
+        Some(h) => bind(h.inbound).and_then(|i| Ok(Some((i, bind(h.api)?)))),
+    };
+    let (listeners, secure) = match (listeners, secure) {
+        (Ok(l), Ok(s)) => (Ok(l), s),
+        (Err(e), _) | (_, Err(e)) => (Err(e), None),
+    };
     let (inbound, api) = match listeners {
         Ok(l) => l,
         Err(e) => {
@@ -357,7 +388,11 @@ async fn shard_main(
         }
     })
     .detach();
-    glommio::spawn_local(accept_loop(shard.clone(), api, Listener::Api)).detach();
+    glommio::spawn_local(accept_loop(shard.clone(), api, Listener::Api, false)).detach();
+    let secure_inbound = secure.map(|(inbound, api)| {
+        glommio::spawn_local(accept_loop(shard.clone(), api, Listener::Api, true)).detach();
+        inbound
+    });
     if id == 0 && shard.globals.jwt.is_some() {
         // Shard 0 keeps the JWKS fresh: at start, then every 10 minutes (plus on unknown kids).
         let keeper = shard.clone();
@@ -385,7 +420,22 @@ async fn shard_main(
             glommio::timer::sleep(Duration::from_millis(100)).await;
         }
     };
-    futures_lite::future::or(accept_loop(shard.clone(), inbound, Listener::Inbound), stop).await;
+    let inbound = futures_lite::future::zip(
+        accept_loop(shard.clone(), inbound, Listener::Inbound, false),
+        async {
+            match secure_inbound {
+                Some(l) => accept_loop(shard.clone(), l, Listener::Inbound, true).await,
+                None => futures_lite::future::pending().await,
+            }
+        },
+    );
+    futures_lite::future::or(
+        async {
+            inbound.await;
+        },
+        stop,
+    )
+    .await;
     shard.sessions.borrow_mut().close_all(CloseReason::Shutdown);
     // Streams get their closing bytes (SSE: a retry hint and the last chunk; WebSocket: 1001)
     // for at most `shutdown.drain_s`.
@@ -395,12 +445,12 @@ async fn shard_main(
     }
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, which: Listener) {
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, which: Listener, secure: bool) {
     let mut last_warn: Option<Instant> = None;
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(conn::serve(shard.clone(), stream, which)).detach();
+                glommio::spawn_local(conn::serve(shard.clone(), stream, which, secure)).detach();
             }
             Err(e) => {
                 // EMFILE/ENFILE: keep serving the connections we have; log once a second at most.

@@ -60,6 +60,8 @@ pub struct Globals {
     pub pending_heads: std::sync::atomic::AtomicUsize,
     /// HTTP publishes kept for resuming, when they do not go through a broker.
     pub local: Option<crate::broker::local::LocalLog>,
+    /// The HTTPS side (`HTTPS_CERTFILE`), shared by every shard; reloaded on SIGHUP.
+    pub tls: Option<Arc<crate::conn::tls::TlsServer>>,
 }
 
 /// A shard's inbound queue is full: it is behind on deliveries. The publisher gets 503.

@@ -50,8 +50,9 @@ pub fn check_io_uring() -> Result<(), StartError> {
     Err(StartError::IoUring(why))
 }
 
-/// SIGTERM/SIGINT are blocked in every thread (shards inherit the mask from here) and taken
-/// by one thread with `sigwait`, which sets the shutdown flag the shards watch. No handler
+/// SIGTERM/SIGINT (and SIGHUP, the certificate reload) are blocked in every thread (shards
+/// inherit the mask from here) and taken by one thread with `sigwait`, which sets the shutdown
+/// flag the shards watch. No handler
 /// runs inside an executor.
 pub(super) fn block_signals() -> libc::sigset_t {
     // SAFETY: plain libc signal-set manipulation on a local, zero-initialised sigset_t.
@@ -60,6 +61,7 @@ pub(super) fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }

@@ -53,6 +53,9 @@ pub(super) struct Session {
     since_ms: u64,
     /// A WebSocket that negotiated permessage-deflate.
     deflate: bool,
+    /// The TLS state of a stream that came to an HTTPS port: what is written is sealed with
+    /// it, what is read opened (`conn::tls`). None for plain streams.
+    tls: Option<Box<rustls::ServerConnection>>,
     /// A WebSocket that asked for resume ids (`?last_event_id=`, even empty): each event
     /// carries its id as the CloudEvents extension attribute `lasteventid`.
     ws_ids: bool,
@@ -308,6 +311,7 @@ impl Sessions {
             since_ms: now_ms(),
             deflate: false,
             ws_ids: ws_ids && transport == Transport::Ws,
+            tls: None,
         });
         if let Some(js) = jwt_session {
             self.associate(slot, js);
@@ -775,14 +779,62 @@ impl Sessions {
 
     /// A stream's socket, handed to the writer with the bytes that must go first (the
     /// response head). False (and the socket closed) if the session is gone meanwhile.
-    pub fn attach(&mut self, slot: Slot, token: &Token, sock: OwnedFd, head: Vec<u8>) -> bool {
+    /// With `tls`, the stream is sealed from the head on.
+    pub fn attach(
+        &mut self,
+        slot: Slot,
+        token: &Token,
+        sock: OwnedFd,
+        head: Vec<u8>,
+        tls: Option<Box<rustls::ServerConnection>>,
+    ) -> bool {
         let Some(s) = self.stream(slot, token) else {
             return false;
         };
         s.sock = Some(sock);
-        s.out.lead = head;
+        s.out.lead = match tls {
+            None => head,
+            Some(mut t) => {
+                let mut wire = Vec::with_capacity(head.len() + 64);
+                crate::conn::tls::seal(&mut t, &head, &mut wire);
+                s.tls = Some(t);
+                wire
+            }
+        };
         self.mark_dirty(slot);
         true
+    }
+
+    /// A TLS stream's state (the watcher opens what the client sent with it).
+    pub fn tls(&mut self, slot: Slot, token: &Token) -> Option<&mut rustls::ServerConnection> {
+        self.stream(slot, token)?.tls.as_deref_mut()
+    }
+
+    /// Whether the writer must seal this session's output.
+    pub fn is_tls(&self, slot: Slot) -> bool {
+        self.slab
+            .get(slot as usize)
+            .is_some_and(|s| s.tls.is_some())
+    }
+
+    /// Appends `plain`, sealed when the stream is TLS, to `wire` (the writer's pass).
+    pub fn seal(&mut self, slot: Slot, plain: &[u8], wire: &mut Vec<u8>) {
+        match self
+            .slab
+            .get_mut(slot as usize)
+            .and_then(|s| s.tls.as_deref_mut())
+        {
+            Some(t) => crate::conn::tls::seal(t, plain, wire),
+            None => wire.extend_from_slice(plain),
+        }
+    }
+
+    /// Bytes already on the wire's terms (TLS records rustls wants sent) to go first.
+    pub fn send_wire(&mut self, slot: Slot, token: &Token, bytes: &[u8]) {
+        if let Some(s) = self.stream(slot, token) {
+            s.out.lead.extend_from_slice(bytes);
+            self.mark_dirty(slot);
+        }
     }
 
     /// The live stream session registered under an epoll key, and its socket.
@@ -801,17 +853,30 @@ impl Sessions {
     /// Bytes that must precede the queued frames (a WebSocket pong).
     pub fn send_first(&mut self, slot: Slot, token: &Token, bytes: &[u8]) {
         if let Some(s) = self.stream(slot, token) {
-            s.out.lead.extend_from_slice(bytes);
+            match s.tls.as_deref_mut() {
+                Some(t) => crate::conn::tls::seal(t, bytes, &mut s.out.lead),
+                None => s.out.lead.extend_from_slice(bytes),
+            }
             self.mark_dirty(slot);
         }
     }
 
     /// The client ends the stream: what a full socket left unsent (never half a frame may be
-    /// cut off, so the caller writes it before its closing frame), and the socket.
-    pub fn take_socket(&mut self, slot: Slot, token: &Token) -> Option<(Vec<u8>, OwnedFd)> {
+    /// cut off) followed by `closing` (sealed for TLS), and the socket.
+    pub fn take_socket(
+        &mut self,
+        slot: Slot,
+        token: &Token,
+        closing: &[u8],
+    ) -> Option<(Vec<u8>, OwnedFd)> {
         let s = self.stream(slot, token)?;
         let sock = s.sock.take()?;
-        Some((std::mem::take(&mut s.out.lead), sock))
+        let mut wire = std::mem::take(&mut s.out.lead);
+        match s.tls.as_deref_mut() {
+            Some(t) => crate::conn::tls::seal(t, closing, &mut wire),
+            None => wire.extend_from_slice(closing),
+        }
+        Some((wire, sock))
     }
 
     /// For the writer: waits until some sessions have output and swaps their slots into `into`.

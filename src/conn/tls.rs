@@ -1,0 +1,208 @@
+//! HTTPS on the listeners (`config::https`). During the HTTP phase a TLS connection is a
+//! `futures_rustls` stream over glommio's socket ([`ClientStream`]), so requests, long-polls
+//! and proxied calls run unchanged. Once it becomes a stream (SSE, WebSocket), its socket goes
+//! to the shard like a plain one, with the rustls state beside it: the writer seals what it
+//! sends ([`seal`]) and the watcher opens what clients send ([`open`]), both without I/O of
+//! their own.
+//!
+//! The certificate is reloaded on `SIGHUP`: the resolver hands every new handshake the key
+//! read last; connections already open keep theirs.
+
+use crate::config::https::{load_key, HttpsConfig};
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+use rustls::server::{ClientHello, ResolvesServerCert, ServerConnection};
+use rustls::sign::CertifiedKey;
+use std::io::{Read, Write};
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+#[derive(Debug)]
+struct Reloadable(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for Reloadable {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+/// The process's TLS server side: one configuration for every shard and both listeners.
+pub struct TlsServer {
+    pub acceptor: futures_rustls::TlsAcceptor,
+    key: Arc<Reloadable>,
+    files: HttpsConfig,
+}
+
+impl TlsServer {
+    pub fn new(https: &HttpsConfig) -> TlsServer {
+        let key = Arc::new(Reloadable(RwLock::new(https.key.clone())));
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(key.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        TlsServer {
+            acceptor: futures_rustls::TlsAcceptor::from(Arc::new(config)),
+            key,
+            files: https.clone(),
+        }
+    }
+
+    /// Reads the certificate and key files again (`SIGHUP`). On error the old key stays.
+    pub fn reload(&self) -> Result<(), String> {
+        let f = &self.files;
+        let key = load_key(&f.cert_file, &f.key_file, f.key_pass.as_deref())?;
+        *self.key.0.write().unwrap_or_else(|e| e.into_inner()) = key;
+        Ok(())
+    }
+}
+
+/// A TLS stream's state when it leaves the HTTP phase, and the plaintext already received.
+pub type Handover = (Box<ServerConnection>, Vec<u8>);
+
+/// A client connection in its HTTP phase, plain or TLS.
+pub enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<futures_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl ClientStream {
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            ClientStream::Plain(s) => s,
+            ClientStream::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    /// The socket and, for TLS, its state with the plaintext the client sent beyond what was
+    /// read (a WebSocket frame right after the handshake).
+    pub fn into_parts(self) -> (TcpStream, Option<Handover>) {
+        match self {
+            ClientStream::Plain(s) => (s, None),
+            ClientStream::Tls(s) => {
+                let (tcp, mut tls) = s.into_inner();
+                let mut early = Vec::new();
+                let _ = tls.reader().read_to_end(&mut early);
+                (tcp, Some((Box::new(tls), early)))
+            }
+        }
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_close(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+        }
+    }
+}
+
+/// Appends `plain`, sealed into TLS records, to `wire`.
+pub fn seal(tls: &mut ServerConnection, mut plain: &[u8], wire: &mut Vec<u8>) {
+    while !plain.is_empty() {
+        // rustls takes what its send buffer has room for; drained below each time.
+        match tls.writer().write(plain) {
+            Ok(0) | Err(_) => {}
+            Ok(n) => plain = &plain[n..],
+        }
+        let mut drained = false;
+        while tls.wants_write() {
+            match tls.write_tls(wire) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => drained = true,
+            }
+        }
+        if !drained && !plain.is_empty() {
+            // Nothing accepted and nothing to drain: the connection is closing.
+            return;
+        }
+    }
+    while tls.wants_write() {
+        if !matches!(tls.write_tls(wire), Ok(n) if n > 0) {
+            break;
+        }
+    }
+}
+
+/// What a stream client sent, opened.
+pub enum Opened {
+    /// Plaintext appended; `reply` holds TLS records rustls wants sent back (a key update).
+    Data { reply: Vec<u8> },
+    /// The client closed (close_notify) or sent something that is not TLS.
+    Closed,
+}
+
+/// Feeds `wire` to the connection and appends the plaintext to `plain`, at most up to `max`
+/// bytes (the rest stays in rustls, bounded by its own buffer limit).
+pub fn open(
+    tls: &mut ServerConnection,
+    mut wire: &[u8],
+    plain: &mut Vec<u8>,
+    max: usize,
+) -> Opened {
+    while !wire.is_empty() {
+        match tls.read_tls(&mut wire) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => return Opened::Closed,
+        }
+        match tls.process_new_packets() {
+            Ok(state) if state.peer_has_closed() => return Opened::Closed,
+            Ok(_) => {}
+            Err(_) => return Opened::Closed,
+        }
+    }
+    let mut chunk = [0u8; 512];
+    while plain.len() < max {
+        let room = (max - plain.len()).min(chunk.len());
+        match tls.reader().read(&mut chunk[..room]) {
+            Ok(0) => break,
+            Ok(n) => plain.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(_) => return Opened::Closed,
+        }
+    }
+    let mut reply = Vec::new();
+    while tls.wants_write() {
+        if !matches!(tls.write_tls(&mut reply), Ok(n) if n > 0) {
+            break;
+        }
+    }
+    Opened::Data { reply }
+}
