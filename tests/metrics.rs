@@ -98,3 +98,52 @@ fn alert_rules_pass_promtool_and_name_real_metrics() {
     }
     assert!(checked >= 8, "{checked}");
 }
+
+/// `grafana/corebridge.json`: valid JSON, every panel queries Prometheus through the
+/// dashboard's datasource variable, and every metric it names exists (histograms by their
+/// `_bucket` series).
+#[test]
+fn the_grafana_dashboard_names_only_metrics_that_exist() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/grafana/corebridge.json")).unwrap(),
+    )
+    .unwrap();
+    let names = std::fs::read_to_string(format!("{root}/src/metrics/names.rs")).unwrap()
+        + &std::fs::read_to_string(format!("{root}/src/metrics/kinesis.rs")).unwrap();
+    let panels = dash["panels"].as_array().unwrap();
+    assert!(panels.len() >= 12, "{}", panels.len());
+    let mut seen = std::collections::BTreeSet::new();
+    for p in panels {
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{p}");
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for prefix in ["corebridge_", "rig_"] {
+                for (i, _) in expr.match_indices(prefix) {
+                    let name: String = expr[i..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                        .collect();
+                    let base = name.strip_suffix("_bucket").unwrap_or(&name);
+                    assert!(
+                        names.contains(&format!("\"{base}\"")),
+                        "{name} is on the dashboard but not among the metrics"
+                    );
+                    seen.insert(base.to_string());
+                }
+            }
+        }
+    }
+    for must in [
+        "corebridge_connections",
+        "corebridge_events_delivered_total",
+        "corebridge_events_dropped_total",
+        "corebridge_slow_consumer_closes_total",
+        "corebridge_kafka_consumer_lag",
+        "corebridge_kinesis_iterator_age_milliseconds",
+        "rig_proxy_requests_total",
+        "corebridge_shard_busy_seconds_total",
+    ] {
+        assert!(seen.contains(must), "{must} has no panel");
+    }
+}

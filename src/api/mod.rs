@@ -16,6 +16,7 @@ mod publish;
 pub mod ratelimit;
 mod responses;
 mod resume;
+mod status;
 
 pub mod subscriptions;
 
@@ -214,6 +215,20 @@ async fn internal(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outco
             Method::Get | Method::Head => Resp::text(200, "OK").into(),
             _ => not_allowed("GET, HEAD"),
         },
+        "/dashboard" => match m {
+            Method::Get | Method::Head => {
+                let mut r = Resp::new(200)
+                    .header("content-type", "text/html; charset=utf-8")
+                    .header("cache-control", "no-cache");
+                r.body = status::PAGE.as_bytes().to_vec();
+                r.into()
+            }
+            _ => not_allowed("GET, HEAD"),
+        },
+        "/v3/status" => match m {
+            Method::Get => Resp::json(200, status::json(shard)).into(),
+            _ => not_allowed("GET"),
+        },
         "/metrics" => match m {
             Method::Get => {
                 let mut r = Resp::new(200)
@@ -239,6 +254,14 @@ async fn internal(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outco
                 if let Some(r) = shard.globals.local.as_ref().and_then(|l| l.redis.as_ref()) {
                     r.metrics.render(&mut text);
                 }
+                let g = &shard.globals;
+                let busy: Vec<u64> = g
+                    .busy_us
+                    .iter()
+                    .map(|b| b.load(std::sync::atomic::Ordering::Relaxed))
+                    .collect();
+                let inbound: Vec<usize> = g.inbound.iter().map(|q| q.len()).collect();
+                crate::metrics::render_shards(&mut text, &busy, &inbound);
                 crate::metrics::render_pending_heads(
                     &mut text,
                     shard

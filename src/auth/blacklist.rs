@@ -35,6 +35,15 @@ impl<K> Default for Blacklist<K> {
 }
 
 impl<K: Copy + PartialEq> Blacklist<K> {
+    /// Sessions listed (some may have expired since the last clean-up).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     pub fn is_listed(&self, session: &str, now_ms: u64) -> bool {
         self.entries
             .get(session)

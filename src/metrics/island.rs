@@ -69,6 +69,16 @@ impl IslandMetrics {
         self.latency_sum_us.add(d.as_micros() as u64);
     }
 
+    /// (topic, partition, lag) of every partition read (the status page).
+    pub fn lags(&self) -> Vec<(String, i32, u64)> {
+        self.partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|((t, p), s)| (t.clone(), *p, s.lag.get()))
+            .collect()
+    }
+
     pub fn watch_queues(&self, queues: Vec<async_channel::Sender<Control>>) {
         let _ = self.queues.set(queues);
     }

@@ -106,6 +106,11 @@ impl ShardMetrics {
         let class = ((status / 100).clamp(1, 5) - 1) as usize;
         self.responses[listener as usize][class].inc();
     }
+    /// Events dropped on this shard, every transport and reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().flatten().map(Counter::get).sum()
+    }
+
     pub fn dropped(&self, t: Transport, reason: DropReason, n: u64) {
         self.dropped[t as usize][reason as usize].add(n);
     }
@@ -127,6 +132,23 @@ pub(crate) fn escape(s: &str) -> String {
 pub fn render_pending_heads(out: &mut String, n: usize) {
     header(out, names::PENDING_HEADS, "gauge");
     let _ = writeln!(out, "{} {n}", names::PENDING_HEADS.0);
+}
+
+/// Per shard: busy time and inbound queue depth (which core is the limit).
+pub fn render_shards(out: &mut String, busy_us: &[u64], inbound: &[usize]) {
+    header(out, names::SHARD_BUSY, "counter");
+    for (i, b) in busy_us.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{}{{shard=\"{i}\"}} {}",
+            names::SHARD_BUSY.0,
+            *b as f64 / 1e6
+        );
+    }
+    header(out, names::SHARD_INBOUND_QUEUE, "gauge");
+    for (i, n) in inbound.iter().enumerate() {
+        let _ = writeln!(out, "{}{{shard=\"{i}\"}} {n}", names::SHARD_INBOUND_QUEUE.0);
+    }
 }
 
 /// The node's replay ring (see `broker::Recent`).

@@ -158,3 +158,11 @@ pub const TLS_HANDSHAKES: (&str, &str) = (
     "corebridge_tls_handshakes_total",
     "TLS handshakes on the HTTPS ports, by result (failed: not TLS, no common cipher, or not done within http.header_timeout_ms).",
 );
+pub const SHARD_BUSY: (&str, &str) = (
+    "corebridge_shard_busy_seconds_total",
+    "Time each shard's executor spent running tasks; its rate is the shard's busy share of its core (1 = saturated).",
+);
+pub const SHARD_INBOUND_QUEUE: (&str, &str) = (
+    "corebridge_shard_inbound_queue",
+    "Publishes and control records waiting in each shard's inbound queue (runtime.mesh_queue bounds it).",
+);

@@ -170,6 +170,8 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         beats: (0..n).map(|_| Default::default()).collect(),
         pending_heads: Default::default(),
         local,
+        busy_us: (0..n).map(|_| Default::default()).collect(),
+        started_ms: crate::auth::blacklist::now_ms(),
         tls: cfg
             .https
             .as_ref()
@@ -377,6 +379,8 @@ async fn shard_main(
         loop {
             glommio::timer::sleep(every).await;
             ticker.sessions.borrow_mut().tick(started.elapsed());
+            let busy = glommio::executor().executor_stats().total_runtime();
+            ticker.globals.busy_us[id].store(busy.as_micros() as u64, Ordering::Relaxed);
             ticker.upstreams.sweep(Duration::from_millis(
                 ticker.cfg().tuning.proxy.idle_timeout_ms,
             ));

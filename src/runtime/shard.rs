@@ -60,6 +60,11 @@ pub struct Globals {
     pub pending_heads: std::sync::atomic::AtomicUsize,
     /// HTTP publishes kept for resuming, when they do not go through a broker.
     pub local: Option<crate::broker::local::LocalLog>,
+    /// Each shard's executor time spent running tasks (µs, from glommio's stats): busy share
+    /// per core (`corebridge_shard_busy_seconds_total`).
+    pub busy_us: Vec<std::sync::atomic::AtomicU64>,
+    /// When the process started (Unix ms).
+    pub started_ms: u64,
     /// The HTTPS side (`HTTPS_CERTFILE`), shared by every shard; reloaded on SIGHUP.
     pub tls: Option<Arc<crate::conn::tls::TlsServer>>,
 }

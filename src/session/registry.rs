@@ -226,6 +226,11 @@ impl Sessions {
         self
     }
 
+    /// Sessions on the blacklist (the status page).
+    pub fn blacklisted(&self) -> usize {
+        self.blacklist.len()
+    }
+
     /// Announces this shard's subscriptions in the process-wide interest table, so events
     /// nobody here wants are not sent here.
     pub fn with_interest(mut self, interest: crate::route::interest::ShardInterest) -> Sessions {
