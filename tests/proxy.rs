@@ -875,3 +875,32 @@ fn https_upstreams_are_verified_against_the_configured_cas() {
     drop(child);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sigterm_lets_a_proxied_request_in_flight_finish() {
+    let up = Upstream::start(|_| {
+        Act::Trickle(vec![(
+            Duration::from_millis(1500),
+            b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlate".to_vec(),
+        )])
+    });
+    let apis = json!([api(
+        "slow",
+        up.port,
+        json!([{"id": "e", "method": "GET", "path_regex": "/slow"}])
+    )]);
+    let mut srv = start(&apis, &[]);
+    let port = srv.inbound;
+    let client = std::thread::spawn(move || common::request(port, "GET", "/slow", &[], b""));
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let status = srv.terminate(Duration::from_secs(10)).expect("exited");
+    let r = client.join().unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "late"));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1000),
+        "exited before the answer: {:?}",
+        t0.elapsed()
+    );
+}

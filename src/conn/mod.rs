@@ -190,6 +190,25 @@ async fn close_lingering(stream: &mut ClientStream) {
     }
 }
 
+/// One request counted in `Shard::in_flight` until its answer is written (a drain on SIGTERM
+/// waits for it, bounded by `shutdown.drain_s`).
+struct InFlight<'a>(&'a Shard);
+
+impl<'a> InFlight<'a> {
+    fn new(shard: &'a Shard) -> InFlight<'a> {
+        shard.in_flight.set(shard.in_flight.get() + 1);
+        InFlight(shard)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .set(self.0.in_flight.get().saturating_sub(1));
+    }
+}
+
 /// One connection counted against `http.max_pending_heads` until its first head is whole.
 struct PendingHead<'a>(&'a std::sync::atomic::AtomicUsize);
 
@@ -294,6 +313,7 @@ pub async fn serve(shard: Rc<Shard>, tcp: TcpStream, which: Listener, secure: bo
         buf.drain(..head_len);
         // Spoken: no longer a connection that only holds a descriptor.
         drop(pending.take());
+        let _in_flight = InFlight::new(&shard);
         if which == Listener::Inbound {
             strip_prefix(&shard.cfg().path_prefixes, &mut head.path);
         }

@@ -442,9 +442,12 @@ async fn shard_main(
     .await;
     shard.sessions.borrow_mut().close_all(CloseReason::Shutdown);
     // Streams get their closing bytes (SSE: a retry hint and the last chunk; WebSocket: 1001)
-    // for at most `shutdown.drain_s`.
+    // and requests in flight their answers, for at most `shutdown.drain_s`.
     let deadline = Instant::now() + Duration::from_secs(shard.cfg().tuning.shutdown.drain_s);
-    while shard.sessions.borrow().streams() > 0 && Instant::now() < deadline {
+    // Requests in flight (a proxied call waiting for its upstream, a publish) finish too.
+    while (shard.sessions.borrow().streams() > 0 || shard.in_flight.get() > 0)
+        && Instant::now() < deadline
+    {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
 }

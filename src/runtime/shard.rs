@@ -248,6 +248,8 @@ pub struct Shard {
     local: Option<crate::broker::local::LocalPart>,
     /// One logged publish at a time: offsets are given in the order events are queued.
     publish_turn: glommio::sync::Semaphore,
+    /// Requests being handled (head read, answer not yet written): a drain waits for them.
+    pub in_flight: Cell<usize>,
 }
 
 impl Shard {
@@ -286,6 +288,7 @@ impl Shard {
             publish_seq: Cell::new(0),
             local,
             publish_turn: glommio::sync::Semaphore::new(1),
+            in_flight: Cell::new(0),
         }
     }
 
