@@ -184,6 +184,7 @@ async fn store(shard: &Rc<Shard>, doc: Map<String, Value>) -> Result<(), Outcome
             key: Some(control::key(&rec)),
             value: control::encode(&rec),
             headers: Vec::new(),
+            avro_subject: None,
         };
         match broker.produce(record).await {
             Ok(_) => {}
@@ -192,7 +193,7 @@ async fn store(shard: &Rc<Shard>, doc: Map<String, Value>) -> Result<(), Outcome
                     .header("retry-after", "5")
                     .into())
             }
-            Err(e @ ProduceError::Rejected(_)) => {
+            Err(e @ (ProduceError::Rejected(_) | ProduceError::Invalid(_))) => {
                 return Err(Resp::text(
                     502,
                     format!(

@@ -82,6 +82,7 @@ pub async fn add(shard: &Rc<Shard>, body: &[u8]) -> Outcome {
                 until_ms,
             }),
             headers: Vec::new(),
+            avro_subject: None,
         };
         match broker.produce(record).await {
             Ok(_) => {}
@@ -90,7 +91,7 @@ pub async fn add(shard: &Rc<Shard>, body: &[u8]) -> Outcome {
                     .header("retry-after", "5")
                     .into()
             }
-            Err(e @ ProduceError::Rejected(_)) => {
+            Err(e @ (ProduceError::Rejected(_) | ProduceError::Invalid(_))) => {
                 return Resp::text(
                     502,
                     format!(

@@ -81,6 +81,7 @@ async fn gather(shard: &Rc<Shard>, users: Vec<String>) -> Vec<Value> {
         key: None,
         value: json!({"users": *users}).to_string().into_bytes(),
         headers: reply::presence_headers(&ask),
+        avro_subject: None,
     };
     if let Err(e) = broker.produce(record).await {
         tracing::warn!(error = %e, "presence: cannot ask the other nodes (whose fault: broker); answering with this node's connections only");
@@ -167,6 +168,7 @@ pub async fn answer(shard: Rc<Shard>, ask: Arc<PresenceAsk>) {
             (reply::STATUS_HEADER.to_string(), b"200".to_vec()),
             ("content-type".to_string(), b"application/json".to_vec()),
         ],
+        avro_subject: None,
     };
     if let Err(e) = broker.produce(record).await {
         tracing::warn!(error = %e, "presence: cannot answer another node (whose fault: broker)");
@@ -209,6 +211,7 @@ pub async fn announce(shard: &Rc<Shard>) {
                 "content-type".to_string(),
                 b"application/cloudevents+json".to_vec(),
             )],
+            avro_subject: None,
         };
         if let Err(e) = broker.produce(record).await {
             tracing::warn!(error = %e, "presence: cannot produce a rig.presence event (whose fault: broker)");

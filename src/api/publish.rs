@@ -162,6 +162,7 @@ async fn produce(
             "content-type".into(),
             b"application/cloudevents+json".to_vec(),
         )],
+        avro_subject: None,
     };
     match broker.produce(record).await {
         Ok(_) => {
@@ -171,6 +172,8 @@ async fn produce(
         Err(e @ ProduceError::Unavailable(_)) => Resp::text(503, e.to_string())
             .header("retry-after", "5")
             .into(),
-        Err(e @ ProduceError::Rejected(_)) => Resp::text(502, e.to_string()).into(),
+        Err(e @ (ProduceError::Rejected(_) | ProduceError::Invalid(_))) => {
+            Resp::text(502, e.to_string()).into()
+        }
     }
 }

@@ -85,12 +85,15 @@ async fn deliver(shard: &Rc<Shard>, r: Reply) -> Outcome {
         key: None,
         value: r.body,
         headers,
+        avro_subject: None,
     };
     match broker.produce(record).await {
         Ok(_) => Resp::text(202, SENT).into(),
         Err(e @ ProduceError::Unavailable(_)) => Resp::text(503, e.to_string())
             .header("retry-after", "5")
             .into(),
-        Err(e @ ProduceError::Rejected(_)) => Resp::text(502, e.to_string()).into(),
+        Err(e @ (ProduceError::Rejected(_) | ProduceError::Invalid(_))) => {
+            Resp::text(502, e.to_string()).into()
+        }
     }
 }

@@ -181,6 +181,7 @@ async fn forward(shard: &Rc<Shard>, head: &RequestHead, raw_token: &str, body: &
         key: None,
         value: fwd.body.clone(),
         headers: reply::forward_headers(&fwd),
+        avro_subject: None,
     };
     match broker.produce(record).await {
         Ok(_) => {}
@@ -189,7 +190,9 @@ async fn forward(shard: &Rc<Shard>, head: &RequestHead, raw_token: &str, body: &
                 .header("retry-after", "5")
                 .into()
         }
-        Err(e @ ProduceError::Rejected(_)) => return Resp::text(502, e.to_string()).into(),
+        Err(e @ (ProduceError::Rejected(_) | ProduceError::Invalid(_))) => {
+            return Resp::text(502, e.to_string()).into()
+        }
     }
     let within = shard.cfg().proxy.kafka_response_timeout;
     match parking.wait(within).await {
@@ -253,6 +256,7 @@ pub async fn forwarded(shard: Rc<Shard>, f: Arc<Forwarded>) {
         key: None,
         value: r.body,
         headers,
+        avro_subject: None,
     };
     if let Err(e) = broker.produce(record).await {
         tracing::warn!(error = %e, "cannot answer a forwarded subscriptions request (whose fault: broker)");

@@ -382,6 +382,9 @@ pub struct ProduceRecord {
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// With `KAFKA_SERIALIZER=avro`: the registry subject `value` (a structured CloudEvent) is
+    /// written with, in binary mode (`data` as Avro, the rest as `ce_` headers).
+    pub avro_subject: Option<String>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -392,11 +395,18 @@ pub enum ProduceError {
     /// The broker refused the record (unknown topic, too large...): 502, naming the cause.
     #[error("Kafka refused the event: {0}")]
     Rejected(String),
+    /// The event cannot be written as asked (its data does not fit the endpoint's Avro
+    /// schema): the client's, 400.
+    #[error("the event cannot be encoded: {0}")]
+    Invalid(String),
 }
 
 impl Blame for ProduceError {
     fn fault(&self) -> Fault {
-        Fault::Upstream
+        match self {
+            ProduceError::Invalid(_) => Fault::Client,
+            _ => Fault::Upstream,
+        }
     }
 }
 

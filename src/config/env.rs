@@ -96,6 +96,13 @@ pub const PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT: &str = "PROXY_HTTP_ASYNC_RESPONSE_T
 pub const PROXY_KINESIS_RESPONSE_TIMEOUT: &str = "PROXY_KINESIS_RESPONSE_TIMEOUT";
 pub const REQUEST_LOG: &str = "REQUEST_LOG";
 pub const KAFKA_LOG_TOPIC: &str = "KAFKA_LOG_TOPIC";
+/// `avro`: proxy endpoints with a `schema` (and the request log with `KAFKA_LOG_SCHEMA`) produce
+/// Avro; unset or `json`: JSON. Avro records are read whatever it says.
+pub const KAFKA_SERIALIZER: &str = "KAFKA_SERIALIZER";
+/// The schema registry, `host:port` (RIG) or a URL.
+pub const KAFKA_SCHEMA_REGISTRY_HOST: &str = "KAFKA_SCHEMA_REGISTRY_HOST";
+/// The registry subject the request log is encoded with (`KAFKA_SERIALIZER=avro`).
+pub const KAFKA_LOG_SCHEMA: &str = "KAFKA_LOG_SCHEMA";
 /// RIG's endpoint host; its address is `by=` in the `forwarded` header.
 pub const HOST: &str = "HOST";
 /// How this node signs the API definitions it stores (`node_name`; ours).

@@ -342,6 +342,13 @@ pub struct KafkaConfig {
     pub response_topics: Vec<String>,
     /// Where `REQUEST_LOG=kafka` writes (`KAFKA_LOG_TOPIC`).
     pub log_topic: String,
+    /// The schema registry's base URL (`KAFKA_SCHEMA_REGISTRY_HOST`), for reading Avro records
+    /// and, with `avro_out`, writing them.
+    pub schema_registry: Option<String>,
+    /// `KAFKA_SERIALIZER=avro`: endpoints with a `schema` produce Avro.
+    pub avro_out: bool,
+    /// `KAFKA_LOG_SCHEMA`: the request log's subject when `avro_out`.
+    pub log_schema: Option<String>,
 }
 
 impl KafkaConfig {
@@ -577,6 +584,35 @@ impl KafkaConfig {
                 env::PROXY_KAFKA_RESPONSE_TOPICS
             ));
         }
+        let schema_registry = get(env::KAFKA_SCHEMA_REGISTRY_HOST)
+            .map(|h| h.trim().trim_end_matches('/').to_string())
+            .filter(|h| !h.is_empty())
+            .map(|h| {
+                if h.starts_with("http://") || h.starts_with("https://") {
+                    h
+                } else {
+                    format!("http://{h}")
+                }
+            });
+        let avro_out = match get(env::KAFKA_SERIALIZER).as_deref().map(str::trim) {
+            None | Some("") => false,
+            Some(v) if v.eq_ignore_ascii_case("json") => false,
+            Some(v) if v.eq_ignore_ascii_case("avro") => true,
+            Some(v) => {
+                problems.push(format!(
+                    "{}={v:?}: expected avro (or unset for JSON)",
+                    env::KAFKA_SERIALIZER
+                ));
+                false
+            }
+        };
+        if avro_out && schema_registry.is_none() {
+            problems.push(format!(
+                "{}=avro needs {} (host:port of the schema registry)",
+                env::KAFKA_SERIALIZER,
+                env::KAFKA_SCHEMA_REGISTRY_HOST
+            ));
+        }
         Some(KafkaConfig {
             brokers,
             sources,
@@ -601,6 +637,9 @@ impl KafkaConfig {
             shard_queue,
             response_topics,
             log_topic: get(env::KAFKA_LOG_TOPIC).unwrap_or_else(|| "rig-request-log".into()),
+            schema_registry,
+            avro_out,
+            log_schema: get(env::KAFKA_LOG_SCHEMA).filter(|s| !s.trim().is_empty()),
         })
     }
 

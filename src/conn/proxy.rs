@@ -231,11 +231,16 @@ fn request_log(shard: &Rc<Shard>, m: &Match, head: &RequestHead, ip: IpAddr, tra
     }
     if log.kafka {
         if let Some(broker) = shard.globals.broker.clone() {
+            let kafka = shard.cfg().kafka.as_ref();
             let record = ProduceRecord {
                 topic: broker.log_topic.clone(),
                 key: Some(b"partition".to_vec()),
                 value: event::request_log(&ep.doc, &head.path, ip, trace),
                 headers: Vec::new(),
+                // RIG: KAFKA_LOG_SCHEMA with KAFKA_SERIALIZER=avro.
+                avro_subject: kafka
+                    .filter(|k| k.avro_out)
+                    .and_then(|k| k.log_schema.clone()),
             };
             glommio::spawn_local(async move {
                 let _ = broker.produce(record).await;
@@ -402,7 +407,13 @@ async fn to_stream(
     enum NotStored {
         Unavailable(String),
         Rejected(String),
+        /// The event does not fit the endpoint's Avro schema: 400.
+        Invalid(String),
     }
+    let avro_subject = ep
+        .schema
+        .clone()
+        .filter(|_| shard.cfg().kafka.as_ref().is_some_and(|k| k.avro_out));
     let produced = match &sink {
         Sink::Kafka(topic) => {
             let broker = shard.globals.broker.clone().expect("checked above");
@@ -412,6 +423,8 @@ async fn to_stream(
                     key: record.key,
                     value: record.value,
                     headers: record.headers,
+                    // RIG: with KAFKA_SERIALIZER=avro, an endpoint's `schema` names the subject.
+                    avro_subject: avro_subject.clone(),
                 })
                 .await
                 .map(drop)
@@ -420,6 +433,7 @@ async fn to_stream(
                     ProduceError::Rejected(_) => {
                         NotStored::Rejected(format!("{e} (topic {topic:?})"))
                     }
+                    ProduceError::Invalid(_) => NotStored::Invalid(e.to_string()),
                 })
         }
         Sink::Kinesis(stream) => {
@@ -458,6 +472,12 @@ async fn to_stream(
         (Err(NotStored::Rejected(e)), _) => {
             count(Status::Unreachable);
             Resp::text(502, e)
+        }
+        (Err(NotStored::Invalid(e)), _) => {
+            count(Status::BadRequest);
+            let mut r = Resp::text(400, format!("Bad request: {e}."));
+            r.headers.append(&mut cors);
+            r
         }
         (Ok(_), None) => {
             count(Status::Ok);

@@ -66,8 +66,9 @@ pub fn decode(
             .to_ascii_lowercase()
     });
     if media.as_deref().is_some_and(|m| m.starts_with("avro/")) {
+        // Values in Confluent's wire format were decoded before (`proto::avro`).
         return Err(DecodeError::Unsupported(
-            "Avro-encoded records (content-type avro/binary) are not supported".into(),
+            "content-type avro/binary, but the value is not in the schema registry's wire format (magic byte 0 and a schema id)".into(),
         ));
     }
     let binary = rec.header("ce_specversion").is_some()

@@ -2,6 +2,7 @@
 //! file, spawn, sleep or name a runtime (`tests/layering.rs` enforces it), so every
 //! parser can be unit-, property- and fuzz-tested on plain byte slices.
 
+pub mod avro;
 pub mod cloudevents;
 pub mod control;
 pub mod frame;

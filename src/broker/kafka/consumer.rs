@@ -147,6 +147,13 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
                 let mut events = Vec::with_capacity(records.len());
                 let mut controls = Vec::new();
                 let mut replies = Vec::new();
+                prefetch_schemas(
+                    &ctx,
+                    records
+                        .iter()
+                        .map(|r| (&r.record.headers, r.record.value.as_deref())),
+                )
+                .await;
                 for r in records {
                     if r.offset < at {
                         continue; // compressed batches may start before the requested offset
@@ -264,6 +271,66 @@ pub(super) fn to_event(
     stats: &TopicStats,
     bad_records: &mut RateLimitedLog,
 ) -> Option<Arc<Event>> {
+    // Avro (by RIG's rule): the datum as JSON, then read like any record.
+    let content_type = view
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| *v);
+    let (json, headers);
+    let avro_view;
+    let view = match crate::proto::avro::record_schema_id(content_type, view.value) {
+        None => view,
+        Some(id) => {
+            let decoded = match ctx.registry.as_ref() {
+                None => Err("an Avro record, and no KAFKA_SCHEMA_REGISTRY_HOST".to_string()),
+                Some(r) => match r.get(id) {
+                    None => Err(format!(
+                        "Avro schema {id} is not available from the registry"
+                    )),
+                    Some(schema) => {
+                        crate::proto::avro::decode(&schema, view.value.unwrap_or_default())
+                            .map_err(|e| format!("Avro schema {id}: {e}"))
+                    }
+                },
+            };
+            match decoded {
+                Ok(v) => {
+                    json = serde_json::to_vec(&v).unwrap_or_default();
+                    // Binary mode (ce_ headers): the datum is `data`, as JSON.
+                    let binary = view
+                        .headers
+                        .iter()
+                        .any(|(k, _)| k.eq_ignore_ascii_case("ce_specversion"));
+                    headers = view
+                        .headers
+                        .iter()
+                        .filter(|(k, _)| !k.eq_ignore_ascii_case("content-type"))
+                        .copied()
+                        .chain(binary.then_some(("content-type", &b"application/json"[..])))
+                        .collect::<Vec<_>>();
+                    avro_view = RecordView {
+                        topic: view.topic,
+                        partition: view.partition,
+                        offset: view.offset,
+                        key: view.key,
+                        value: Some(&json),
+                        headers: &headers,
+                        timestamp_ms: view.timestamp_ms,
+                    };
+                    &avro_view
+                }
+                Err(e) => {
+                    stats.failed.inc();
+                    if let Some(n) = bad_records.allow() {
+                        tracing::warn!(topic = %view.topic, partition = view.partition, offset = view.offset, error = %e, suppressed = n,
+                            "record skipped");
+                    }
+                    return None;
+                }
+            }
+        }
+    };
     match kafka_record::decode(view, mapping) {
         Ok(ce) => {
             stats.consumed.inc();
@@ -283,6 +350,34 @@ pub(super) fn to_event(
             }
             None
         }
+    }
+}
+
+/// Fetches the Avro schemas the records name that are not known yet, before they are decoded
+/// (decoding itself does no I/O).
+pub(super) async fn prefetch_schemas<'a>(
+    ctx: &Ctx,
+    records: impl Iterator<
+        Item = (
+            &'a std::collections::BTreeMap<String, Vec<u8>>,
+            Option<&'a [u8]>,
+        ),
+    >,
+) {
+    let Some(registry) = ctx.registry.as_ref() else {
+        return;
+    };
+    let ids: Vec<u32> = records
+        .filter_map(|(headers, value)| {
+            let ct = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                .map(|(_, v)| v.as_slice());
+            crate::proto::avro::record_schema_id(ct, value)
+        })
+        .collect();
+    if !ids.is_empty() {
+        registry.ensure(ids).await;
     }
 }
 

@@ -258,6 +258,15 @@ async fn run(ctx: Arc<Ctx>, group: String, patterns: Vec<TopicPattern>) {
                     timestamp_ms: m.timestamp().to_millis().unwrap_or(-1),
                 };
                 let mapping = ctx.kafka.mapping_for(topic);
+                if let Some(registry) = ctx.registry.as_ref() {
+                    let ct = headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                        .map(|(_, v)| *v);
+                    if let Some(id) = crate::proto::avro::record_schema_id(ct, view.value) {
+                        registry.ensure([id]).await;
+                    }
+                }
                 let ev = to_event(&ctx, &view, &topic_arc, mapping, &st, &mut bad);
                 ctx.recent.push(
                     &topic_arc,

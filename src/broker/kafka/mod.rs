@@ -12,6 +12,7 @@ mod consumer;
 mod group;
 mod oauth;
 mod producer;
+mod registry;
 mod replay;
 
 use super::ProduceJob;
@@ -37,6 +38,8 @@ pub(crate) struct Ctx {
     pub node: u32,
     pub positions: Arc<super::Positions>,
     pub recent: Arc<super::Recent>,
+    /// The schema registry, for Avro records (`KAFKA_SCHEMA_REGISTRY_HOST`).
+    pub registry: Option<registry::Registry>,
 }
 
 /// How long one broker call may retry internally before it reports an error to us; our own
@@ -175,7 +178,13 @@ pub(crate) async fn run(start: Start) {
         tracing::info!(reason = %why, groups = kafka.groups.len(),
             "FlowX profile: FlowX's topics, consumer groups and record mappings are read");
     }
+    let registry = kafka.schema_registry.as_deref().and_then(|base| {
+        registry::Registry::new(base)
+            .map_err(|e| tracing::warn!(error = %e, "Avro records cannot be read"))
+            .ok()
+    });
     let ctx = Arc::new(Ctx {
+        registry,
         cfg,
         kafka,
         shards,

@@ -36,10 +36,10 @@ pub(super) async fn serve(
         let (record, reply) = job.split();
         tokio::spawn(async move {
             let started = Instant::now();
-            let outcome = match tokio::time::timeout(
-                ctx.kafka.produce_timeout,
-                produce(&client, &cache, &next, record),
-            )
+            let outcome = match tokio::time::timeout(ctx.kafka.produce_timeout, async {
+                let record = avro_encoded(&ctx, record).await?;
+                produce(&client, &cache, &next, record).await
+            })
             .await
             {
                 Ok(r) => r,
@@ -63,10 +63,34 @@ pub(super) async fn serve(
                     ctx.metrics.produce_rejected.inc();
                     tracing::warn!(error = %e, "publish refused by Kafka");
                 }
+                Err(ProduceError::Invalid(_)) => ctx.metrics.produce_rejected.inc(),
             }
             reply.send(outcome);
         });
     }
+}
+
+/// A record asked to be Avro (`avro_subject`): its CloudEvent in the binary mode, `data`
+/// encoded with the subject's latest schema. Others unchanged.
+async fn avro_encoded(ctx: &Ctx, mut r: ProduceRecord) -> Result<ProduceRecord, ProduceError> {
+    let Some(subject) = r.avro_subject.take() else {
+        return Ok(r);
+    };
+    let registry = ctx.registry.as_ref().ok_or_else(|| {
+        ProduceError::Unavailable("no schema registry (KAFKA_SCHEMA_REGISTRY_HOST)".into())
+    })?;
+    let event: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&r.value)
+        .map_err(|e| ProduceError::Invalid(format!("not a JSON object: {e}")))?;
+    let (id, schema) = registry.latest(&subject).await?;
+    let (data, headers) = crate::proto::avro::binary_parts(&event);
+    r.value = crate::proto::avro::encode(&schema, id, &data).map_err(|e| {
+        ProduceError::Invalid(format!("data {e} (registry subject {subject:?}, id {id})"))
+    })?;
+    // The event's own attributes replace any header of the same name the record had.
+    r.headers
+        .retain(|(k, _)| !headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(k)));
+    r.headers.extend(headers);
+    Ok(r)
 }
 
 fn classify(topic: &str, e: KafkaError) -> ProduceError {

@@ -148,6 +148,13 @@ async fn read_range(
             Err(e) => return Err(unavailable(e)),
         };
         let mut progressed = false;
+        super::consumer::prefetch_schemas(
+            ctx,
+            records
+                .iter()
+                .map(|r| (&r.record.headers, r.record.value.as_deref())),
+        )
+        .await;
         for rec in records {
             if rec.offset < at {
                 continue;
