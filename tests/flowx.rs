@@ -430,3 +430,42 @@ fn gateway_kafka_through_the_sasl_and_tls_fronts() {
     service("kafka-tls-down", &[&front.to_string()], &[]);
     service("kafka-down", &[&kafka.to_string()], &[]);
 }
+
+/// SIGTERM: the group consumer commits what it stored before the process exits, so a restart
+/// resumes exactly there. Auto-commit is pushed out of the way (10 minutes) so only the
+/// shutdown commit can have written the offsets.
+#[test]
+fn sigterm_commits_the_offsets_a_group_stored() {
+    let broker = broker_up(SHARED_PORT);
+    let env = environment();
+    let pi_topic = format!("ai.flowx.{env}eventsgateway.engine.commands.message.v1");
+    create(&broker, &pi_topic, 1);
+    let mut envs = flowx_env(&broker, &env);
+    envs.push(("CB_NODE_ID", "n9"));
+    envs.push(("CB_KAFKA_GROUP_COMMIT_MS", "600000"));
+    let mut srv = Server::start_with(2, "", &envs);
+    let mut a = sse(
+        srv.inbound,
+        "/api/events",
+        &json!([{"eventType": "flowx.processinstance.message", "oneOf": [{"processInstanceUuid": "pi-Z"}]}]),
+    );
+    for n in 0..3 {
+        produce(
+            &broker,
+            &pi_topic,
+            &format!(r#"{{"n":{n}}}"#),
+            &["--key", "pi-Z"],
+        );
+    }
+    assert_eq!(drain(&mut a, 3, Duration::from_secs(20)).len(), 3);
+    let group = "engine-commands-message.n9";
+    let before = committed(&broker, &pi_topic, group);
+    assert!(
+        before.values().all(|o| *o < 3),
+        "committed early: {before:?}"
+    );
+    let status = srv.terminate(Duration::from_secs(15)).expect("exited");
+    assert!(status.success(), "{status:?}");
+    let after = committed(&broker, &pi_topic, group);
+    assert_eq!(after.get("0"), Some(&3), "{after:?}");
+}

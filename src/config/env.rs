@@ -51,6 +51,8 @@ pub const PROFILE: &str = "CB_PROFILE";
 pub const KAFKA_SOURCE_GROUPS: &str = "CB_KAFKA_SOURCE_GROUPS";
 /// `node` (default) or `shared`: see `config::kafka::GroupScope` (ours).
 pub const KAFKA_GROUP_SCOPE: &str = "CB_KAFKA_GROUP_SCOPE";
+/// How often group consumers commit the offsets they stored, in ms (ours; default 1000).
+pub const KAFKA_GROUP_COMMIT_MS: &str = "CB_KAFKA_GROUP_COMMIT_MS";
 /// The JWT claim that names the user of FlowX's user messages (ours; default preferred_username).
 pub const FLOWX_USER_CLAIM: &str = "CB_FLOWX_USER_CLAIM";
 /// FlowX: SSE streams without an event for this many minutes are ended (they reconnect).

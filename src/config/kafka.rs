@@ -328,6 +328,9 @@ pub struct KafkaConfig {
     /// Topics consumed in a consumer group (FlowX's groups, `CB_KAFKA_SOURCE_GROUPS`).
     pub groups: Vec<GroupSource>,
     pub group_scope: GroupScope,
+    /// `CB_KAFKA_GROUP_COMMIT_MS`: group consumers' auto-commit interval (and, on SIGTERM, a
+    /// final commit).
+    pub group_commit_ms: u64,
     /// This node's id (`CB_NODE_ID`, default the host name), the suffix of node-scoped groups.
     pub node_id: String,
     /// librdkafka's security properties for the group consumers, from the same variables.
@@ -584,6 +587,21 @@ impl KafkaConfig {
                 env::PROXY_KAFKA_RESPONSE_TOPICS
             ));
         }
+        let group_commit_ms = match get(env::KAFKA_GROUP_COMMIT_MS) {
+            None => 1000,
+            Some(v) => v
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (10..=3_600_000).contains(n))
+                .unwrap_or_else(|| {
+                    problems.push(format!(
+                        "{}={v:?}: expected 10 to 3600000 ms",
+                        env::KAFKA_GROUP_COMMIT_MS
+                    ));
+                    1000
+                }),
+        };
         let schema_registry = get(env::KAFKA_SCHEMA_REGISTRY_HOST)
             .map(|h| h.trim().trim_end_matches('/').to_string())
             .filter(|h| !h.is_empty())
@@ -631,6 +649,7 @@ impl KafkaConfig {
             mappings,
             groups,
             group_scope,
+            group_commit_ms,
             node_id: get(env::NODE_ID).unwrap_or_else(super::proxy::hostname),
             rdkafka_security,
             flowx,

@@ -265,6 +265,8 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
     for h in handles {
         let _ = h.join();
     }
+    // The shards are done: consumer groups commit what they stored before the process goes.
+    crate::broker::kafka::group::commit_and_stop(Duration::from_secs(3));
     Ok(())
 }
 

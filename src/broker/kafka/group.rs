@@ -28,6 +28,39 @@ use std::time::{Duration, Instant};
 /// Records handed to the shards in one go when they arrive faster than one at a time.
 const BATCH: usize = 512;
 
+/// Set when the shards have stopped (SIGTERM): each group consumer commits what it stored and
+/// ends, so a restart resumes exactly where this process stopped (auto-commit alone could
+/// leave up to its interval uncommitted).
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Group consumers that have not committed and ended yet.
+static RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Asks every group consumer to commit its stored offsets and waits for them (bounded).
+pub(crate) fn commit_and_stop(within: Duration) {
+    use std::sync::atomic::Ordering;
+    STOP.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + within;
+    while RUNNING.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Counts a running group consumer; on drop (however it ends) it is no longer waited for.
+struct Running;
+
+impl Running {
+    fn new() -> Running {
+        RUNNING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 pub(super) fn start(ctx: &Arc<Ctx>) {
     let mut by_group: BTreeMap<String, Vec<TopicPattern>> = BTreeMap::new();
     for g in &ctx.kafka.groups {
@@ -82,7 +115,10 @@ fn consumer(ctx: &Ctx, id: &str) -> Result<GroupConsumer, rdkafka::error::KafkaE
         .set("group.id", id)
         .set("client.id", &k.client_id)
         .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
+        .set(
+            "auto.commit.interval.ms",
+            ctx.kafka.group_commit_ms.to_string(),
+        )
         .set("enable.auto.offset.store", "false")
         .set(
             "auto.offset.reset",
@@ -145,6 +181,7 @@ async fn matching(c: &Arc<GroupConsumer>, patterns: &[TopicPattern]) -> Option<V
 }
 
 async fn run(ctx: Arc<Ctx>, group: String, patterns: Vec<TopicPattern>) {
+    let _running = Running::new();
     let id = ctx.kafka.group_id(&group);
     let c = match consumer(&ctx, &id) {
         Ok(c) => Arc::new(c),
@@ -162,6 +199,19 @@ async fn run(ctx: Arc<Ctx>, group: String, patterns: Vec<TopicPattern>) {
     let mut topics: HashMap<String, Arc<str>> = HashMap::new();
     let mut tracked: HashMap<(Arc<str>, i32), crate::broker::Tracked> = HashMap::new();
     loop {
+        if STOP.load(std::sync::atomic::Ordering::SeqCst) {
+            match c.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+                Ok(()) => tracing::info!(group = %id, "offsets committed on shutdown"),
+                // Nothing stored since the last commit is not a failure.
+                Err(rdkafka::error::KafkaError::ConsumerCommit(
+                    rdkafka::types::RDKafkaErrorCode::NoOffset,
+                )) => {}
+                Err(e) => {
+                    tracing::warn!(group = %id, error = %e, "committing offsets on shutdown failed; a restart re-reads from the last commit")
+                }
+            }
+            return;
+        }
         if Instant::now() >= next_list {
             next_list = Instant::now() + ctx.kafka.topic_refresh;
             if let Some(want) = matching(&c, &patterns).await {
@@ -186,7 +236,7 @@ async fn run(ctx: Arc<Ctx>, group: String, patterns: Vec<TopicPattern>) {
         }
         let until = next_list.saturating_duration_since(Instant::now());
         if subscribed.is_empty() {
-            tokio::time::sleep(until).await;
+            tokio::time::sleep(until.min(Duration::from_secs(1))).await;
             continue;
         }
         // At most a second between looks at idle partitions: their last position must reach

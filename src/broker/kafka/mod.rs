@@ -9,7 +9,7 @@
 //! partition where it stopped.
 
 mod consumer;
-mod group;
+pub(crate) mod group;
 mod oauth;
 mod producer;
 mod registry;
