@@ -85,6 +85,10 @@ pub struct Http {
     /// more are answered 503 and closed at once, so clients that connect and stall cannot
     /// take every file descriptor.
     pub max_pending_heads: usize,
+    /// Open connections from one client address, at most (0: no cap). Off by default: behind a
+    /// load balancer or a NAT, many users share one address. Set it where clients connect
+    /// directly, so one address cannot take every file descriptor.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for Http {
@@ -99,6 +103,7 @@ impl Default for Http {
             body_timeout_ms: 30_000,
             keepalive_timeout_ms: 60_000,
             max_pending_heads: 10_000,
+            max_connections_per_address: 0,
         }
     }
 }

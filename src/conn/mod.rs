@@ -14,6 +14,7 @@
 //! Bad input is answered (400/413/414/431/501/505) and the connection closed; nothing a peer
 //! sends can make a buffer grow past the tuning limits.
 
+pub mod address;
 pub mod longpoll;
 mod proxy;
 mod socket;
@@ -250,6 +251,26 @@ pub async fn serve(shard: Rc<Shard>, tcp: TcpStream, which: Listener, secure: bo
             return send_error(&shard, &mut stream, which, 503, &msg).await;
         }
     };
+    // One address's share of the node (`http.max_connections_per_address`), held for the
+    // connection's whole life (its session keeps it once it is a stream).
+    let mut address = None;
+    if let Some(caps) = &globals.address_caps {
+        let ip = tcp
+            .peer_addr()
+            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
+        match caps.enter(ip) {
+            Some(slot) => address = Some(slot),
+            None => {
+                shard.metrics.address_refused.inc();
+                if secure {
+                    return;
+                }
+                let msg = format!("Too many connections from {ip} (http.max_connections_per_address); close some and retry.");
+                let mut stream = ClientStream::Plain(tcp);
+                return send_error(&shard, &mut stream, which, 503, &msg).await;
+            }
+        }
+    }
     let mut stream = match (secure, &globals.tls) {
         (false, _) => ClientStream::Plain(tcp),
         (true, None) => return,
@@ -372,13 +393,13 @@ pub async fn serve(shard: Rc<Shard>, tcp: TcpStream, which: Listener, secure: bo
             // buffers and the state of every handler, ends.
             Outcome::Sse { head, slot, token } => {
                 shard.metrics.response(which, 200);
-                stream::adopt(&shard, stream, head, Vec::new(), slot, token);
+                stream::adopt(&shard, stream, head, Vec::new(), slot, token, address);
                 return;
             }
             Outcome::Ws { head, slot, token } => {
                 shard.metrics.response(which, 101);
                 let early = std::mem::take(&mut buf);
-                stream::adopt(&shard, stream, head, early, slot, token);
+                stream::adopt(&shard, stream, head, early, slot, token, address);
                 return;
             }
             Outcome::WsRefuse { head, reason } => {

@@ -62,6 +62,7 @@ pub(super) fn adopt(
     mut early: Vec<u8>,
     slot: Slot,
     token: Token,
+    address: Option<super::address::AddressSlot>,
 ) {
     let (stream, tls) = stream.into_parts();
     let tls = tls.map(|(t, plain)| {
@@ -84,6 +85,9 @@ pub(super) fn adopt(
     {
         shard.sessions.borrow_mut().close(slot, &token);
         return;
+    }
+    if let Some(a) = address {
+        shard.sessions.borrow_mut().hold_address(slot, &token, a);
     }
     if !early.is_empty() {
         if let Some(input) = shard.sessions.borrow_mut().input(slot, &token) {

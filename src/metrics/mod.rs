@@ -90,6 +90,8 @@ pub struct ShardMetrics {
     pub pending_refused: Counter,
     /// TLS handshakes completed, and those that failed or timed out.
     pub tls_handshakes: Counter,
+    /// Connections refused by `http.max_connections_per_address`.
+    pub address_refused: Counter,
     pub tls_failures: Counter,
 }
 
@@ -264,6 +266,14 @@ pub fn render(
         "{} {}",
         names::PENDING_REFUSED.0,
         sum(shards, |s| s.pending_refused.get())
+    );
+
+    header(&mut o, names::ADDRESS_REFUSED, "counter");
+    let _ = writeln!(
+        o,
+        "{} {}",
+        names::ADDRESS_REFUSED.0,
+        sum(shards, |s| s.address_refused.get())
     );
 
     header(&mut o, names::TLS_HANDSHAKES, "counter");

@@ -166,3 +166,7 @@ pub const SHARD_INBOUND_QUEUE: (&str, &str) = (
     "corebridge_shard_inbound_queue",
     "Publishes and control records waiting in each shard's inbound queue (runtime.mesh_queue bounds it).",
 );
+pub const ADDRESS_REFUSED: (&str, &str) = (
+    "corebridge_address_refused_total",
+    "Connections refused because their client address already held http.max_connections_per_address.",
+);

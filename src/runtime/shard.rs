@@ -65,6 +65,8 @@ pub struct Globals {
     pub busy_us: Vec<std::sync::atomic::AtomicU64>,
     /// When the process started (Unix ms).
     pub started_ms: u64,
+    /// `http.max_connections_per_address` (None: no cap).
+    pub address_caps: Option<Arc<crate::conn::address::AddressCaps>>,
     /// The HTTPS side (`HTTPS_CERTFILE`), shared by every shard; reloaded on SIGHUP.
     pub tls: Option<Arc<crate::conn::tls::TlsServer>>,
 }

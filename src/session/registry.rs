@@ -56,6 +56,9 @@ pub(super) struct Session {
     /// The TLS state of a stream that came to an HTTPS port: what is written is sealed with
     /// it, what is read opened (`conn::tls`). None for plain streams.
     tls: Option<Box<rustls::ServerConnection>>,
+    /// Its client address's share of `http.max_connections_per_address` (None without a cap),
+    /// given back when the session goes.
+    address: Option<Box<crate::conn::address::AddressSlot>>,
     /// A WebSocket that asked for resume ids (`?last_event_id=`, even empty): each event
     /// carries its id as the CloudEvents extension attribute `lasteventid`.
     ws_ids: bool,
@@ -317,6 +320,7 @@ impl Sessions {
             deflate: false,
             ws_ids: ws_ids && transport == Transport::Ws,
             tls: None,
+            address: None,
         });
         if let Some(js) = jwt_session {
             self.associate(slot, js);
@@ -808,6 +812,18 @@ impl Sessions {
         };
         self.mark_dirty(slot);
         true
+    }
+
+    /// The stream keeps its address slot until it closes.
+    pub fn hold_address(
+        &mut self,
+        slot: Slot,
+        token: &Token,
+        a: crate::conn::address::AddressSlot,
+    ) {
+        if let Some(s) = self.stream(slot, token) {
+            s.address = Some(Box::new(a));
+        }
     }
 
     /// A TLS stream's state (the watcher opens what the client sent with it).
