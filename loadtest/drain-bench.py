@@ -28,19 +28,10 @@ import urllib.request
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from benchlib import BIN, free_port
 
 BROKER = "127.0.0.1:19092"
-HERE = os.path.dirname(os.path.abspath(__file__))
-BIN = os.path.join(HERE, "..", "target", "release", "corebridge")
 NUM = re.compile(rb'"i":(\d+)')
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def start(topic, tuning):

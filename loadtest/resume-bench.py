@@ -24,6 +24,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from benchlib import BIN, cpu_ms, free_port, metric
 
 SOURCE = os.environ.get("RESUME_SOURCE", "kafka")
 REDIS = os.environ.get("RESUME_REDIS")
@@ -32,28 +33,6 @@ if SOURCE == "kafka":
     from confluent_kafka.admin import AdminClient, NewTopic
 
 BROKER = "127.0.0.1:19092"
-HERE = os.path.dirname(os.path.abspath(__file__))
-BIN = os.path.join(HERE, "..", "target", "release", "corebridge")
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_ms(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1000 / TICK
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def metric(api, prefix):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{api}/metrics", timeout=5).read().decode()
-    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(prefix))
 
 
 async def sse(port, last_id, want, deadline):

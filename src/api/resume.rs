@@ -76,6 +76,19 @@ pub(super) fn open(
     )
 }
 
+/// Keeps the newest of `events` that fit in `budget` bytes (a replay takes at most half the
+/// connection's queue); returns how many were cut.
+fn within_budget(events: &mut Vec<Arc<Event>>, budget: usize) -> u64 {
+    let mut bytes: usize = events.iter().map(|e| e.json.len() + 64).sum();
+    let mut cut = 0;
+    while bytes > budget && cut < events.len() {
+        bytes -= events[cut].json.len() + 64;
+        cut += 1;
+    }
+    events.drain(..cut);
+    cut as u64
+}
+
 fn gap(id: &str, lost: Option<u64>, reason: &str) -> CloudEvent {
     cloudevents::rig_event(
         "rig.replay_gap",
@@ -183,17 +196,7 @@ pub(super) async fn replay(
     match answer {
         Some(Ok(r)) => {
             let mut events = r.events;
-            let mut lost = r.lost;
-            // Half the queue's bytes at most, the newest kept.
-            let budget = tuning.queue_bytes / 2;
-            let mut bytes: usize = events.iter().map(|e| e.json.len() + 64).sum();
-            let mut cut = 0;
-            while bytes > budget && cut < events.len() {
-                bytes -= events[cut].json.len() + 64;
-                cut += 1;
-            }
-            events.drain(..cut);
-            lost += cut as u64;
+            let lost = r.lost + within_budget(&mut events, tuning.queue_bytes / 2);
             let lead = (lost > 0)
                 .then(|| {
                     gap(
@@ -352,15 +355,7 @@ async fn replay_local(
         lost += (merged.len() - req.max_events) as u64;
         merged.drain(..merged.len() - req.max_events);
     }
-    let budget = tuning.queue_bytes / 2;
-    let mut bytes: usize = merged.iter().map(|e| e.json.len() + 64).sum();
-    let mut cut = 0;
-    while bytes > budget && cut < merged.len() {
-        bytes -= merged[cut].json.len() + 64;
-        cut += 1;
-    }
-    merged.drain(..cut);
-    lost += cut as u64;
+    lost += within_budget(&mut merged, tuning.queue_bytes / 2);
     if reason.is_empty() && unknown {
         reason = if log.redis.is_some() {
             "older than the replay store keeps (EVENTS_REDIS_TTLHOURS, CB_REDIS_MAX_PER_KEY)".into()

@@ -97,6 +97,21 @@ pub struct Recent {
     max_bytes: usize,
 }
 
+impl Ring {
+    /// The kept events with offsets in `[from, to)`.
+    fn between(&self, from: i64, to: i64) -> Vec<Arc<crate::route::Event>> {
+        self.events
+            .iter()
+            .filter(|e| {
+                e.pos
+                    .as_ref()
+                    .is_some_and(|p| p.offset >= from && p.offset < to)
+            })
+            .cloned()
+            .collect()
+    }
+}
+
 #[derive(Default)]
 struct Ring {
     events: std::collections::VecDeque<Arc<crate::route::Event>>,
@@ -166,17 +181,7 @@ impl Recent {
         if from < ring.from || to > ring.next {
             return None;
         }
-        Some(
-            ring.events
-                .iter()
-                .filter(|e| {
-                    e.pos
-                        .as_ref()
-                        .is_some_and(|p| p.offset >= from && p.offset < to)
-                })
-                .cloned()
-                .collect(),
-        )
+        Some(ring.between(from, to))
     }
 
     /// The kept events of `[from, to)` from where the ring starts, and how many offsets of
@@ -193,17 +198,7 @@ impl Recent {
             return (Vec::new(), to.saturating_sub(from).max(0) as u64);
         };
         let missing = ring.from.min(to).saturating_sub(from).max(0) as u64;
-        let events = ring
-            .events
-            .iter()
-            .filter(|e| {
-                e.pos
-                    .as_ref()
-                    .is_some_and(|p| p.offset >= from && p.offset < to)
-            })
-            .cloned()
-            .collect();
-        (events, missing)
+        (ring.between(from, to), missing)
     }
 
     /// Events and bytes kept, for the metrics.
