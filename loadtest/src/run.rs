@@ -120,6 +120,7 @@ fn spawn_workers(
             count,
             connect_rate: s.connect_rate / w as f64,
             churn_rate: s.churn_per_second / w as f64,
+            steady: s.steady_connections * count / s.connections.max(1),
             deadline_unix_ms,
         };
         first += count;

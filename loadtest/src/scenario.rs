@@ -163,6 +163,11 @@ pub struct Scenario {
     /// Connections closed and reopened per second while events are published.
     #[serde(default)]
     pub churn_per_second: f64,
+    /// With churn: this many connections are never churned (the steady ones whose loss is
+    /// measured) and the rest are churned over and over, replacements included, so churn can
+    /// run at any rate for any time. 0: each connection is churned at most once.
+    #[serde(default)]
+    pub steady_connections: u64,
     /// Idle hold after all are connected, before publishing.
     #[serde(default)]
     pub hold_seconds: f64,
@@ -378,6 +383,9 @@ pub struct WorkerConfig {
     pub connect_rate: f64,
     /// This worker's share of `churn_per_second`.
     pub churn_rate: f64,
+    /// This worker's share of `steady_connections`.
+    #[serde(default)]
+    pub steady: u64,
     /// Wall-clock end of the run (unix milliseconds).
     pub deadline_unix_ms: u64,
 }

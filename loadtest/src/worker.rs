@@ -467,10 +467,22 @@ fn spawn_conn(
 /// Closes one random tracked connection and opens a replacement.
 fn churn_one(sh: &Rc<Shared>) {
     let n = sh.cfg.count as usize;
+    // Cycling churn (`steady_connections`): any connection past the steady ones, replacements
+    // included; otherwise each original connection at most once.
+    let cycling = sh.cfg.scenario.steady_connections > 0;
+    let steady = (sh.cfg.steady as usize).min(n);
     for _ in 0..32 {
-        let slot = fastrand::usize(..n);
-        let global = sh.cfg.first + slot as u64;
+        let slot = if cycling {
+            let len = sh.conns.borrow().len();
+            if len <= steady {
+                return;
+            }
+            fastrand::usize(steady..len)
+        } else {
+            fastrand::usize(..n)
+        };
         let mut conns = sh.conns.borrow_mut();
+        let global = conns[slot].global;
         let c = &mut conns[slot];
         if c.state != State::Open || c.slow || c.churned {
             continue;
