@@ -16,6 +16,7 @@
 //! - `metrics` — metric names, per-shard probes, the Prometheus exporter
 //! - `error`   — whose fault an error is (client, upstream, ours)
 //! - `logging` — structured logs on stderr
+//! - `fuzzing` — the fuzz targets (every parser of outside bytes), replayed by the tests
 //!
 //! One Kafka record's way to a socket, in one direction through six files (the codecs and
 //! the index they call are leaves):
@@ -36,6 +37,8 @@ pub mod broker;
 pub mod config;
 pub mod conn;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
 pub mod proto;

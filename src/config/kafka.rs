@@ -844,7 +844,7 @@ pub fn parse_sasl(raw: &str) -> Result<Sasl, SaslError> {
 
 /// `CB_KAFKA_RECORD_MAPPING`: a JSON list of
 /// `{"topics": "<name or regex>", "event_type": "topic" | "header:<name>" | "pointer:/json/pointer" | "fixed:<type>"}`.
-fn parse_mappings(raw: &str, problems: &mut Vec<String>) -> Vec<RecordMapping> {
+pub(crate) fn parse_mappings(raw: &str, problems: &mut Vec<String>) -> Vec<RecordMapping> {
     let name = env::KAFKA_RECORD_MAPPING;
     let v: Value = match serde_json::from_str(raw) {
         Ok(v) => v,
