@@ -96,6 +96,9 @@ struct Shared {
     cfg: WorkerConfig,
     dst: SocketAddr,
     conns: RefCell<Vec<Conn>>,
+    /// Cycling churn: the slots that may be churned next (past the steady ones; a churned
+    /// slot leaves, its replacement joins).
+    churnable: RefCell<Vec<usize>>,
     latency: RefCell<Histogram<u64>>,
     connect_latency: RefCell<Histogram<u64>>,
     scratch: RefCell<Vec<u8>>,
@@ -355,6 +358,7 @@ async fn run(cfg: WorkerConfig, mut rx: mpsc::UnboundedReceiver<Cmd>) -> Result<
         .collect();
     let sh = Rc::new(Shared {
         dst: s.inbound_addr()?,
+        churnable: RefCell::new((cfg.steady.min(cfg.count) as usize..cfg.count as usize).collect()),
         conns: RefCell::new(conns),
         latency: RefCell::new(new_histogram()),
         connect_latency: RefCell::new(new_histogram()),
@@ -467,19 +471,19 @@ fn spawn_conn(
 /// Closes one random tracked connection and opens a replacement.
 fn churn_one(sh: &Rc<Shared>) {
     let n = sh.cfg.count as usize;
-    // Cycling churn (`steady_connections`): any connection past the steady ones, replacements
-    // included; otherwise each original connection at most once.
+    // Cycling churn (`steady_connections`): any open connection past the steady ones,
+    // replacements included; otherwise each original connection at most once.
     let cycling = sh.cfg.scenario.steady_connections > 0;
-    let steady = (sh.cfg.steady as usize).min(n);
     for _ in 0..32 {
-        let slot = if cycling {
-            let len = sh.conns.borrow().len();
-            if len <= steady {
+        let (slot, pick) = if cycling {
+            let churnable = sh.churnable.borrow();
+            if churnable.is_empty() {
                 return;
             }
-            fastrand::usize(steady..len)
+            let i = fastrand::usize(..churnable.len());
+            (churnable[i], Some(i))
         } else {
-            fastrand::usize(..n)
+            (fastrand::usize(..n), None)
         };
         let mut conns = sh.conns.borrow_mut();
         let global = conns[slot].global;
@@ -506,6 +510,11 @@ fn churn_one(sh: &Rc<Shared>) {
         });
         let new_slot = conns.len() - 1;
         drop(conns);
+        if let Some(i) = pick {
+            let mut churnable = sh.churnable.borrow_mut();
+            churnable.swap_remove(i);
+            churnable.push(new_slot);
+        }
         spawn_conn(sh, new_slot, global, None);
         return;
     }
