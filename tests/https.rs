@@ -204,11 +204,16 @@ fn sse_websocket_long_poll_and_the_api_over_tls_and_a_certificate_reloaded_on_si
         // A TLS alert (content type 21), never an HTTP answer.
         assert_eq!(answer.first(), Some(&21u8), "{answer:?}");
     }
-    let metrics = request(srv.api, "GET", "/metrics", &[], b"").text();
-    assert!(
-        metrics.contains("corebridge_tls_handshakes_total{result=\"failed\"} 1"),
-        "{metrics}"
-    );
+    // The socket closes inside the handshake, a moment before the failure is counted.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let metrics = request(srv.api, "GET", "/metrics", &[], b"").text();
+        if metrics.contains("corebridge_tls_handshakes_total{result=\"failed\"} 1") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert_eq!(
         curl(format!("https://127.0.0.1:{tls_inbound}/_rig/health")),
         "OK"

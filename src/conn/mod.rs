@@ -14,7 +14,6 @@
 //! Bad input is answered (400/413/414/431/501/505) and the connection closed; nothing a peer
 //! sends can make a buffer grow past the tuning limits.
 
-pub mod address;
 pub mod longpoll;
 mod proxy;
 mod socket;

@@ -62,7 +62,7 @@ pub(super) fn adopt(
     mut early: Vec<u8>,
     slot: Slot,
     token: Token,
-    address: Option<super::address::AddressSlot>,
+    address: Option<crate::session::address::AddressSlot>,
 ) {
     let (stream, tls) = stream.into_parts();
     let tls = tls.map(|(t, plain)| {
@@ -189,9 +189,9 @@ fn open_tls(shard: &Shard, slot: Slot, token: &Token, wire: &[u8], keep: Option<
             plain.extend_from_slice(wire);
             Vec::new()
         }
-        Some(tls) => match super::tls::open(tls, wire, &mut plain, keep.unwrap_or(4096)) {
-            super::tls::Opened::Data { reply } => reply,
-            super::tls::Opened::Closed => {
+        Some(tls) => match crate::session::tls::open(tls, wire, &mut plain, keep.unwrap_or(4096)) {
+            crate::session::tls::Opened::Data { reply } => reply,
+            crate::session::tls::Opened::Closed => {
                 sessions.close(slot, token);
                 return false;
             }

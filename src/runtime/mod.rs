@@ -171,7 +171,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         pending_heads: Default::default(),
         local,
         busy_us: (0..n).map(|_| Default::default()).collect(),
-        address_caps: crate::conn::address::AddressCaps::new(
+        address_caps: crate::session::address::AddressCaps::new(
             cfg.tuning.http.max_connections_per_address,
         ),
         started_ms: crate::auth::blacklist::now_ms(),

@@ -66,7 +66,7 @@ pub struct Globals {
     /// When the process started (Unix ms).
     pub started_ms: u64,
     /// `http.max_connections_per_address` (None: no cap).
-    pub address_caps: Option<Arc<crate::conn::address::AddressCaps>>,
+    pub address_caps: Option<Arc<crate::session::address::AddressCaps>>,
     /// The HTTPS side (`HTTPS_CERTFILE`), shared by every shard; reloaded on SIGHUP.
     pub tls: Option<Arc<crate::conn::tls::TlsServer>>,
 }

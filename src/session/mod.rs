@@ -17,9 +17,11 @@
 //! A long-poll session has no socket: its queue is a ring of the last `buffer_events` events
 //! that polls read by sequence number; it is removed after `session_timeout_ms` without a poll.
 
+pub mod address;
 mod frontier;
 mod heartbeat;
 mod longpoll;
+pub mod tls;
 pub use longpoll::Answer as LongPollAnswer;
 mod queue;
 mod registry;

@@ -58,7 +58,7 @@ pub(super) struct Session {
     tls: Option<Box<rustls::ServerConnection>>,
     /// Its client address's share of `http.max_connections_per_address` (None without a cap),
     /// given back when the session goes.
-    address: Option<Box<crate::conn::address::AddressSlot>>,
+    address: Option<Box<super::address::AddressSlot>>,
     /// A WebSocket that asked for resume ids (`?last_event_id=`, even empty): each event
     /// carries its id as the CloudEvents extension attribute `lasteventid`.
     ws_ids: bool,
@@ -805,7 +805,7 @@ impl Sessions {
             None => head,
             Some(mut t) => {
                 let mut wire = Vec::with_capacity(head.len() + 64);
-                crate::conn::tls::seal(&mut t, &head, &mut wire);
+                super::tls::seal(&mut t, &head, &mut wire);
                 s.tls = Some(t);
                 wire
             }
@@ -815,12 +815,7 @@ impl Sessions {
     }
 
     /// The stream keeps its address slot until it closes.
-    pub fn hold_address(
-        &mut self,
-        slot: Slot,
-        token: &Token,
-        a: crate::conn::address::AddressSlot,
-    ) {
+    pub fn hold_address(&mut self, slot: Slot, token: &Token, a: super::address::AddressSlot) {
         if let Some(s) = self.stream(slot, token) {
             s.address = Some(Box::new(a));
         }
@@ -845,7 +840,7 @@ impl Sessions {
             .get_mut(slot as usize)
             .and_then(|s| s.tls.as_deref_mut())
         {
-            Some(t) => crate::conn::tls::seal(t, plain, wire),
+            Some(t) => super::tls::seal(t, plain, wire),
             None => wire.extend_from_slice(plain),
         }
     }
@@ -875,7 +870,7 @@ impl Sessions {
     pub fn send_first(&mut self, slot: Slot, token: &Token, bytes: &[u8]) {
         if let Some(s) = self.stream(slot, token) {
             match s.tls.as_deref_mut() {
-                Some(t) => crate::conn::tls::seal(t, bytes, &mut s.out.lead),
+                Some(t) => super::tls::seal(t, bytes, &mut s.out.lead),
                 None => s.out.lead.extend_from_slice(bytes),
             }
             self.mark_dirty(slot);
@@ -894,7 +889,7 @@ impl Sessions {
         let sock = s.sock.take()?;
         let mut wire = std::mem::take(&mut s.out.lead);
         match s.tls.as_deref_mut() {
-            Some(t) => crate::conn::tls::seal(t, closing, &mut wire),
+            Some(t) => super::tls::seal(t, closing, &mut wire),
             None => wire.extend_from_slice(closing),
         }
         Some((wire, sock))
