@@ -327,25 +327,39 @@ impl Shard {
     /// delivered.
     pub async fn publish(&self, what: Control, shards: u64) -> Result<(), Busy> {
         self.wait_for_writers(shards).await;
-        let targets = || {
-            self.globals
-                .inbound
-                .iter()
-                .enumerate()
-                .filter(move |(i, _)| shards & (1 << i) != 0)
-        };
-        if let Some((full, _)) = targets().find(|(_, q)| q.is_full()) {
-            self.metrics.publish_busy.inc();
-            return Err(Busy(full));
+        self.room_in(shards)?;
+        self.enqueue(what, shards).await;
+        Ok(())
+    }
+
+    /// Busy (counted) when a queue of `shards` is full: nothing is queued then.
+    fn room_in(&self, shards: u64) -> Result<(), Busy> {
+        let full = self
+            .globals
+            .inbound
+            .iter()
+            .enumerate()
+            .find(|(i, q)| shards & (1 << i) != 0 && q.is_full());
+        match full {
+            Some((i, _)) => {
+                self.metrics.publish_busy.inc();
+                Err(Busy(i))
+            }
+            None => Ok(()),
         }
-        // Only another sender (the island, another shard) can fill a queue between the check
-        // and the send; then this publish waits for room rather than half-delivering.
-        for (_, q) in targets() {
-            if let Err(async_channel::TrySendError::Full(w)) = q.try_send(what.clone()) {
-                let _ = q.send(w).await;
+    }
+
+    /// Queues `what` to every shard in `shards`. Only another sender (the island, another
+    /// shard) can fill a queue after [`Shard::room_in`] looked; then this waits for room
+    /// rather than half-delivering.
+    async fn enqueue(&self, what: Control, shards: u64) {
+        for (i, q) in self.globals.inbound.iter().enumerate() {
+            if shards & (1 << i) != 0 {
+                if let Err(async_channel::TrySendError::Full(w)) = q.try_send(what.clone()) {
+                    let _ = q.send(w).await;
+                }
             }
         }
-        Ok(())
     }
 
     /// A publish without a broker (`globals.local` set): the event gets the next offset of
@@ -353,12 +367,9 @@ impl Shard {
     /// that want it are chosen, then queued to them as [`Shard::publish`] does. Refused (503)
     /// before it is kept, so a retried publish is not kept twice.
     pub async fn publish_logged(&self, event: Event) -> Result<(), Busy> {
+        let interest = &self.globals.interest;
         let (Some(log), Some(part)) = (&self.globals.local, &self.local) else {
-            let wanted = self
-                .globals
-                .interest
-                .shards_for(&event.event_type, &event.fields);
-            return match wanted {
+            return match interest.shards_for(&event.event_type, &event.fields) {
                 0 => {
                     self.metrics.unwanted.inc();
                     Ok(())
@@ -370,33 +381,19 @@ impl Shard {
             };
         };
         let _turn = self.publish_turn.acquire_permit(1).await;
-        let interest = &self.globals.interest;
+        // Interest may change while the writers are waited for; the shards are chosen again
+        // after the event has its offset (see `broker::Positions`).
         let guess = interest.shards_for(&event.event_type, &event.fields);
         self.wait_for_writers(guess).await;
-        if let Some((full, _)) = self
-            .globals
-            .inbound
-            .iter()
-            .enumerate()
-            .find(|(i, q)| guess & (1 << i) != 0 && q.is_full())
-        {
-            self.metrics.publish_busy.inc();
-            return Err(Busy(full));
-        }
+        self.room_in(guess)?;
         let event = part.append(log, event);
         let wanted = interest.shards_for(&event.event_type, &event.fields);
         if wanted == 0 {
             self.metrics.unwanted.inc();
             return Ok(());
         }
-        let what = Control::Events(Arc::new(vec![event]));
-        for (i, q) in self.globals.inbound.iter().enumerate() {
-            if wanted & (1 << i) != 0 {
-                if let Err(async_channel::TrySendError::Full(w)) = q.try_send(what.clone()) {
-                    let _ = q.send(w).await;
-                }
-            }
-        }
+        self.enqueue(Control::Events(Arc::new(vec![event])), wanted)
+            .await;
         Ok(())
     }
 
