@@ -64,26 +64,49 @@ impl TlsServer {
 /// A TLS stream's state when it leaves the HTTP phase, and the plaintext already received.
 pub type Handover = (Box<ServerConnection>, Vec<u8>);
 
-/// A client connection in its HTTP phase, plain or TLS.
-pub enum ClientStream {
+/// A socket, plain or with TLS over it: a client's connection in its HTTP phase
+/// ([`ClientStream`]) and the gateway's connection to an upstream (`upstream::Io`).
+pub enum MaybeTls<T> {
     Plain(TcpStream),
-    Tls(Box<futures_rustls::server::TlsStream<TcpStream>>),
+    Tls(Box<T>),
+}
+
+/// A TLS stream over glommio's socket, either side.
+pub trait OverTcp: AsyncRead + AsyncWrite + Unpin {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl OverTcp for futures_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+impl OverTcp for futures_rustls::client::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+/// A client connection in its HTTP phase.
+pub type ClientStream = MaybeTls<futures_rustls::server::TlsStream<TcpStream>>;
+
+impl<T: OverTcp> MaybeTls<T> {
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            MaybeTls::Plain(s) => s,
+            MaybeTls::Tls(s) => s.tcp(),
+        }
+    }
 }
 
 impl ClientStream {
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            ClientStream::Plain(s) => s,
-            ClientStream::Tls(s) => s.get_ref().0,
-        }
-    }
-
     /// The socket and, for TLS, its state with the plaintext the client sent beyond what was
     /// read (a WebSocket frame right after the handshake).
     pub fn into_parts(self) -> (TcpStream, Option<Handover>) {
         match self {
-            ClientStream::Plain(s) => (s, None),
-            ClientStream::Tls(s) => {
+            MaybeTls::Plain(s) => (s, None),
+            MaybeTls::Tls(s) => {
                 let (tcp, mut tls) = s.into_inner();
                 let mut early = Vec::new();
                 let _ = tls.reader().read_to_end(&mut early);
@@ -93,42 +116,42 @@ impl ClientStream {
     }
 }
 
-impl AsyncRead for ClientStream {
+impl<T: OverTcp> AsyncRead for MaybeTls<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
 
-impl AsyncWrite for ClientStream {
+impl<T: OverTcp> AsyncWrite for MaybeTls<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_close(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+            MaybeTls::Plain(s) => Pin::new(s).poll_close(cx),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
         }
     }
 }
