@@ -274,15 +274,13 @@ async fn replay_local(
         }
         queues.push(kept);
     }
-    for (key, _) in parsed
+    // Another node's log (or a restarted node's): only the store has it.
+    for (key, from) in parsed
         .frontier
         .iter()
         .filter(|(k, _)| !live_to.contains_key(k))
     {
-        // Another node's log (or a restarted node's): only the store has it.
-        if let Some(from) = parsed.frontier.get(key) {
-            from_store.insert(*key, *from);
-        }
+        from_store.insert(*key, *from);
     }
     if !parsed.topic.is_empty() && LocalLog::is_log(&parsed.topic) {
         let key = (resume::topic_hash(&parsed.topic), parsed.partition);
