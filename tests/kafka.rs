@@ -6,13 +6,16 @@
 
 mod common;
 
-use common::kafka::{broker_down, broker_up, create, py};
+use common::kafka::{broker_down, broker_up, broker_up_advertising, create, py};
 use common::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
 const SHARED_PORT: u16 = 19092;
 const OUTAGE_PORT: u16 = 19093;
+const REPLACED_PORT: u16 = 19094;
+const SILENT_PORT: u16 = 19095;
+const SILENT_RELAY_PORT: u16 = 19100;
 
 fn topic(prefix: &str) -> String {
     format!("{prefix}-{:x}", fastrand::u32(..))
@@ -367,6 +370,114 @@ fn broker_outage_keeps_clients_and_resumes() {
         }
     }
     broker_down(OUTAGE_PORT);
+}
+
+#[test]
+fn a_restarted_broker_already_holding_more_records_is_read_from_its_start() {
+    // The case offsets cannot tell: the broker comes back empty and takes more records than
+    // the node had read before the node fetches again. The node must notice that the record
+    // it read last is gone, rather than go on from its old position and skip the new log's
+    // first records.
+    broker_down(REPLACED_PORT);
+    let broker = broker_up(REPLACED_PORT);
+    let t = "replaced";
+    create(&broker, t, 1);
+    let srv = node(&broker, &[("KAFKA_SOURCE_TOPICS", t)]);
+    wait_consuming(&srv, t, 1);
+    let mut sse = SseClient::connect(srv.inbound, Some(r#"[{"eventType":"tick"}]"#));
+    let ticks = |prefix: &str, n: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                json!({"specversion":"1.0","type":"tick","source":"t","id":format!("{prefix}-{i}")})
+                    .to_string()
+            })
+            .collect()
+    };
+    let produce_all = |values: &[String]| {
+        let mut args = vec!["produce-all", t];
+        args.extend(values.iter().map(String::as_str));
+        py(&broker, &args).unwrap();
+    };
+    produce_all(&ticks("old", 3));
+    for i in 0..3 {
+        assert_eq!(sse.next_event()["id"], format!("old-{i}"));
+    }
+    broker_down(REPLACED_PORT);
+    // Noticed (and backing off) before the broker is back.
+    wait_for("kafka_up 0", Duration::from_secs(20), || {
+        metric(&srv, "corebridge_kafka_up ") == Some(0.0)
+    });
+    broker_up(REPLACED_PORT);
+    create(&broker, t, 1);
+    produce_all(&ticks("new", 5));
+    for i in 0..5 {
+        assert_eq!(sse.next_event()["id"], format!("new-{i}"));
+    }
+    assert!(metric(
+        &srv,
+        &format!("corebridge_kafka_log_resets_total{{topic=\"{t}\"}}")
+    )
+    .is_some_and(|v| v >= 1.0));
+    broker_down(REPLACED_PORT);
+}
+
+#[test]
+fn a_broker_connection_that_stops_answering_is_given_up() {
+    // Without a timeout of its own the node would wait on the silent connection until the
+    // kernel gives it up (15 minutes); with one it opens a new connection and goes on.
+    broker_down(SILENT_PORT);
+    broker_up_advertising(SILENT_PORT, SILENT_RELAY_PORT);
+    let relay = common::relay::Relay::start(SILENT_RELAY_PORT, SILENT_PORT);
+    let broker = format!("127.0.0.1:{SILENT_RELAY_PORT}");
+    let t = "silent";
+    create(&broker, t, 1);
+    let srv = node(
+        &broker,
+        &[
+            ("KAFKA_SOURCE_TOPICS", t),
+            ("CB_KAFKA_REQUEST_TIMEOUT_MS", "1000"),
+            ("CB_KAFKA_PRODUCE_TIMEOUT_MS", "1500"),
+            ("CB_KAFKA_FETCH_WAIT_MS", "50"),
+        ],
+    );
+    wait_consuming(&srv, t, 1);
+    let mut sse = SseClient::connect(srv.inbound, Some(r#"[{"eventType":"tick"}]"#));
+    let tick = |id: &str| json!({"specversion":"1.0","type":"tick","source":"t","id":id});
+    // Published through the node, so its producer holds a connection that goes silent too.
+    assert_eq!(publish(srv.inbound, &tick("before")).status, 202);
+    assert_eq!(sse.next_event()["id"], "before");
+    relay.silence();
+    // A publish on the silent connection times out (503); the next ones use new connections.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = publish(srv.inbound, &tick("after"));
+        if r.status == 202 {
+            break;
+        }
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(
+            Instant::now() < deadline,
+            "publishing did not recover after the broker connection went silent"
+        );
+    }
+    sse.set_timeout(Duration::from_millis(500));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let m = loop {
+        if let Some(m) = sse.try_next() {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing delivered after the broker connection went silent"
+        );
+    };
+    assert!(m.data.contains(r#""id":"after""#), "{}", m.data);
+    assert!(metric(
+        &srv,
+        &format!("corebridge_kafka_fetch_failures_total{{topic=\"{t}\"}}")
+    )
+    .is_some_and(|v| v >= 1.0));
+    broker_down(SILENT_PORT);
 }
 
 #[test]

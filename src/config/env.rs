@@ -40,6 +40,7 @@ pub const KAFKA_SHARD_QUEUE: &str = "CB_KAFKA_SHARD_QUEUE";
 pub const KAFKA_CLIENT_ID: &str = "CB_KAFKA_CLIENT_ID";
 pub const KAFKA_CONTROL_TOPIC: &str = "CB_KAFKA_CONTROL_TOPIC";
 pub const KAFKA_FETCH_WAIT_MS: &str = "CB_KAFKA_FETCH_WAIT_MS";
+pub const KAFKA_REQUEST_TIMEOUT_MS: &str = "CB_KAFKA_REQUEST_TIMEOUT_MS";
 /// FlowX: OAUTHBEARER with client credentials, for every Kafka client of the process.
 pub const KAFKA_OAUTH_CLIENT_ID: &str = "KAFKA_OAUTH_CLIENT_ID";
 pub const KAFKA_OAUTH_CLIENT_SECRET: &str = "KAFKA_OAUTH_CLIENT_SECRET";

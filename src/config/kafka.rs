@@ -322,6 +322,11 @@ pub struct KafkaConfig {
     /// arrives, so this only paces idle polling; brokers that hold the fetch for the whole wait
     /// (Tansu) add up to this much latency.
     pub fetch_wait: Duration,
+    /// How long a consumer's call to the broker may go unanswered (beyond the fetch wait)
+    /// before its connection is given up and opened again. The Kafka client sets no timeout,
+    /// and behind a network that drops packets without refusing anything a call would hang
+    /// until the kernel gives the TCP connection up, about 15 minutes.
+    pub request_timeout: Duration,
     pub produce_timeout: Duration,
     pub client_id: String,
     pub mappings: Vec<RecordMapping>,
@@ -524,6 +529,8 @@ impl KafkaConfig {
         let fetch_wait =
             Duration::from_millis(num(env::KAFKA_FETCH_WAIT_MS, 100, problems).min(30_000));
         let auth_retry = Duration::from_secs(num(env::KAFKA_AUTH_RETRY, 10, problems).min(3600));
+        let request_timeout =
+            Duration::from_millis(num(env::KAFKA_REQUEST_TIMEOUT_MS, 5_000, problems));
         let produce_timeout =
             Duration::from_millis(num(env::KAFKA_PRODUCE_TIMEOUT_MS, 5_000, problems));
         let shard_queue = num(env::KAFKA_SHARD_QUEUE, 64, problems) as usize;
@@ -644,6 +651,7 @@ impl KafkaConfig {
             topic_refresh,
             auth_retry,
             fetch_wait,
+            request_timeout,
             produce_timeout,
             client_id: get(env::KAFKA_CLIENT_ID).unwrap_or_else(|| "corebridge".into()),
             mappings,

@@ -16,6 +16,7 @@ pub struct TopicStats {
     pub too_large: Counter,
     /// A partition's log ended below our position: lost or recreated; read from its start.
     pub log_resets: Counter,
+    pub fetch_failures: Counter,
 }
 
 #[derive(Debug, Default)]
@@ -102,6 +103,7 @@ impl IslandMetrics {
             (names::KAFKA_FAILED, |t| t.failed.get()),
             (names::KAFKA_TOO_LARGE, |t| t.too_large.get()),
             (names::KAFKA_LOG_RESETS, |t| t.log_resets.get()),
+            (names::KAFKA_FETCH_FAILURES, |t| t.fetch_failures.get()),
         ] {
             header(o, m, "counter");
             for (name, t) in topics.iter() {

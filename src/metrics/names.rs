@@ -94,7 +94,11 @@ pub const KAFKA_TOO_LARGE: (&str, &str) = (
 );
 pub const KAFKA_LOG_RESETS: (&str, &str) = (
     "corebridge_kafka_log_resets_total",
-    "Times a partition's log ended below the position already read (the broker lost it, or the topic was recreated), by topic; reading went on from the new log's start.",
+    "Times a partition's log turned out replaced (it ended below the position already read, or the record last read was gone after an outage: the broker lost it, or the topic was recreated), by topic; reading went on from the new log's start.",
+);
+pub const KAFKA_FETCH_FAILURES: (&str, &str) = (
+    "corebridge_kafka_fetch_failures_total",
+    "Fetches that failed or got no answer within the fetch wait + CB_KAFKA_REQUEST_TIMEOUT_MS, by topic; the partition is fetched again after a backoff (an unanswered one on a new connection).",
 );
 pub const KAFKA_LAG: (&str, &str) = (
     "corebridge_kafka_consumer_lag",

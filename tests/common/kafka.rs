@@ -9,8 +9,15 @@ fn services(script: &str) -> String {
 
 /// Starts (or finds running) the test broker on `port`; returns its address.
 pub fn broker_up(port: u16) -> String {
+    broker_up_advertising(port, port)
+}
+
+/// The test broker on `port`, naming `advertised` as its port in metadata (so that clients
+/// reach it through a relay listening there).
+pub fn broker_up_advertising(port: u16, advertised: u16) -> String {
     let out = Command::new(services("kafka-up"))
         .arg(port.to_string())
+        .env("KAFKA_ADVERTISED_PORT", advertised.to_string())
         .output()
         .expect("run ../shared/services/kafka-up");
     assert!(

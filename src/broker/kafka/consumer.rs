@@ -3,6 +3,10 @@
 //! ```text
 //! resolve start offset ──> fetch ──> decode once ──> one batch to every shard ──> fetch ...
 //!                            │ error: log (rate-limited), back off, retry from the same offset
+//!                            │ no answer within fetch wait + CB_KAFKA_REQUEST_TIMEOUT_MS: as an
+//!                            │   error, and the partition's connection is opened again
+//!                            │ after any failure, the record last read is looked up again: gone
+//!                            │   or different means the broker lost its log: read the new one
 //!                            │ offset out of range (log truncated or broker lost data): earliest
 //!                            └ a shard queue full: `send` waits, so this partition stops being
 //!                              fetched until that shard drains (back-pressure, no buffering)
@@ -20,32 +24,57 @@ use crate::proxy::table::CompiledApi;
 use crate::route::{Control, Event, Pos};
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
-use rskafka::client::Client;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Upper bound of one fetch response; a single larger record still comes whole (KIP-74).
 const FETCH_MAX_BYTES: i32 = 4 << 20;
 
-fn is_out_of_range(e: &KafkaError) -> bool {
+/// A broker call that failed, or was not answered in time.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error(transparent)]
+    Broker(#[from] KafkaError),
+    #[error("no answer within {0} ms")]
+    Timeout(u128),
+}
+
+/// `call`, given up after `limit`: rskafka sets no timeout of its own, so a broker behind a
+/// network that drops packets (nothing refused) would hold the call for the 15 minutes the
+/// kernel takes to give the TCP connection up.
+async fn bounded<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, KafkaError>>,
+) -> Result<T, CallError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(CallError::Timeout(limit.as_millis())),
+    }
+}
+
+fn is_out_of_range(e: &CallError) -> bool {
     matches!(
         e,
-        KafkaError::ServerError {
+        CallError::Broker(KafkaError::ServerError {
             protocol_error: ProtocolError::OffsetOutOfRange,
             ..
-        }
+        })
     )
 }
 
 /// The first offset to read. For `latest`, ListOffsets is not enough: some brokers (Tansu)
 /// answer the last batch's base offset + 1 instead of the high watermark, so an empty fetch
 /// there supplies the real high watermark.
-async fn start_offset(pc: &PartitionClient, start: StartOffset) -> Result<i64, KafkaError> {
+async fn start_offset(
+    pc: &PartitionClient,
+    start: StartOffset,
+    limit: Duration,
+) -> Result<i64, CallError> {
     match start {
-        StartOffset::Earliest => pc.get_offset(OffsetAt::Earliest).await,
+        StartOffset::Earliest => bounded(limit, pc.get_offset(OffsetAt::Earliest)).await,
         StartOffset::Latest => {
-            let listed = pc.get_offset(OffsetAt::Latest).await?;
-            match pc.fetch_records(listed, 1..1024, 0).await {
+            let listed = bounded(limit, pc.get_offset(OffsetAt::Latest)).await?;
+            match bounded(limit, pc.fetch_records(listed, 1..1024, 0)).await {
                 Ok((_, hw)) => Ok(listed.max(hw)),
                 Err(e) if is_out_of_range(&e) => Ok(listed),
                 Err(e) => Err(e),
@@ -54,7 +83,39 @@ async fn start_offset(pc: &PartitionClient, start: StartOffset) -> Result<i64, K
     }
 }
 
-pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, partition: i32) {
+/// The partition's client (its own connection to the partition's leader), retried with
+/// backoff until it opens.
+async fn open(
+    ctx: &Ctx,
+    topic: &str,
+    partition: i32,
+    errors: &mut RateLimitedLog,
+) -> PartitionClient {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let client = ctx.client.get();
+        let opened = bounded(
+            ctx.kafka.request_timeout,
+            client.partition_client(topic.to_string(), partition, UnknownTopicHandling::Retry),
+        )
+        .await;
+        match opened {
+            Ok(pc) => return pc,
+            Err(e) => {
+                if errors.allow().is_some() {
+                    tracing::warn!(topic = %topic, partition, error = %e, "cannot open partition (whose fault: broker or network)");
+                }
+                if matches!(e, CallError::Timeout(_)) {
+                    ctx.client.renew(&ctx.kafka, &ctx.metrics, &client).await;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32) {
     let stats = ctx.metrics.topic(&topic);
     let lag = ctx.metrics.partition(&topic, partition);
     let mapping = ctx.kafka.mapping_for(&topic).cloned();
@@ -78,27 +139,22 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
     let mut errors = RateLimitedLog::default();
     let mut bad_records = RateLimitedLog::default();
     let mut backoff = Duration::from_millis(200);
-    let pc = loop {
-        match client
-            .partition_client(topic.clone(), partition, UnknownTopicHandling::Retry)
-            .await
-        {
-            Ok(pc) => break pc,
-            Err(e) => {
-                if errors.allow().is_some() {
-                    tracing::warn!(topic = %topic, partition, error = %e, "cannot open partition (whose fault: broker)");
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    };
+    let limit = ctx.kafka.request_timeout;
+    let fetch_limit = ctx.kafka.fetch_wait + limit;
+    let mut pc: Option<PartitionClient> = None;
     let mut offset: Option<i64> = None;
     let mut down_since: Option<Instant> = None;
+    // The offset and timestamp of the last record read, looked up again after a failure.
+    let mut last: Option<(i64, i64)> = None;
+    let mut verify = false;
     loop {
+        if pc.is_none() {
+            pc = Some(open(&ctx, &topic, partition, &mut errors).await);
+        }
+        let p = pc.as_ref().expect("opened above");
         let at = match offset {
             Some(o) => o,
-            None => match start_offset(&pc, start).await {
+            None => match start_offset(p, start, limit).await {
                 Ok(o) => {
                     offset = Some(o);
                     if let Some(t) = &mut tracked {
@@ -112,7 +168,10 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
                 Err(e) => {
                     ctx.metrics.up.set(0);
                     if errors.allow().is_some() {
-                        tracing::warn!(topic = %topic, partition, error = %e, "cannot read start offset (whose fault: broker)");
+                        tracing::warn!(topic = %topic, partition, error = %e, "cannot read start offset (whose fault: broker or network)");
+                    }
+                    if matches!(e, CallError::Timeout(_)) {
+                        pc = None;
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -120,21 +179,61 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
                 }
             },
         };
-        match pc
-            .fetch_records(at, 1..FETCH_MAX_BYTES, fetch_wait_ms)
-            .await
-        {
+        // Back after a failure: a broker that lost its log (restarted empty, or the topic
+        // recreated) may already hold more records than our position, which offsets alone
+        // cannot tell from the old log; the record last read can.
+        let fetched = match last {
+            Some((o, ts)) if verify && o + 1 == at => {
+                match bounded(fetch_limit, p.fetch_records(o, 1..FETCH_MAX_BYTES, 0)).await {
+                    Ok((records, _)) => {
+                        verify = false;
+                        let same = records
+                            .iter()
+                            .any(|r| r.offset == o && r.record.timestamp.timestamp_millis() == ts);
+                        if !same {
+                            let earliest = bounded(limit, p.get_offset(OffsetAt::Earliest))
+                                .await
+                                .unwrap_or(0);
+                            stats.log_resets.inc();
+                            tracing::warn!(topic = %topic, partition, offset = o, earliest,
+                                "the record last read is gone from the partition (the broker lost its log, or the topic was recreated); reading the new log from its start");
+                            offset = Some(earliest.max(0));
+                            last = None;
+                            continue;
+                        }
+                        bounded(
+                            fetch_limit,
+                            p.fetch_records(at, 1..FETCH_MAX_BYTES, fetch_wait_ms),
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            _ => {
+                verify = false;
+                bounded(
+                    fetch_limit,
+                    p.fetch_records(at, 1..FETCH_MAX_BYTES, fetch_wait_ms),
+                )
+                .await
+            }
+        };
+        match fetched {
             // Asked past the end of the partition's log: the broker answers with no records
             // (rather than out-of-range) when the log was lost or the topic recreated, and a
             // reader waiting for its old position would wait silently forever.
             Ok((records, high_watermark))
                 if records.is_empty() && high_watermark >= 0 && at > high_watermark =>
             {
-                let earliest = pc.get_offset(OffsetAt::Earliest).await.unwrap_or(0);
+                let earliest = bounded(limit, p.get_offset(OffsetAt::Earliest))
+                    .await
+                    .unwrap_or(0);
                 stats.log_resets.inc();
                 tracing::warn!(topic = %topic, partition, offset = at, high_watermark, earliest,
                     "the partition's log ends below the position already read (lost by the broker, or the topic was recreated); reading the new log from its start");
                 offset = Some(earliest.min(high_watermark).max(0));
+                last = None;
             }
             Ok((records, high_watermark)) => {
                 ctx.metrics.up.set(1);
@@ -159,6 +258,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
                         continue; // compressed batches may start before the requested offset
                     }
                     next = r.offset + 1;
+                    last = Some((r.offset, r.record.timestamp.timestamp_millis()));
                     if r.record.approximate_size() > max_bytes {
                         stats.too_large.inc();
                         if let Some(n) = bad_records.allow() {
@@ -243,17 +343,26 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: Arc<Client>, topic: String, parti
                 }
             }
             Err(e) if is_out_of_range(&e) => {
-                let earliest = pc.get_offset(OffsetAt::Earliest).await.unwrap_or(0);
+                let earliest = bounded(limit, p.get_offset(OffsetAt::Earliest))
+                    .await
+                    .unwrap_or(0);
                 tracing::warn!(topic = %topic, partition, offset = at, earliest,
                     "offset out of range (log truncated, or the broker lost its data); continuing from the earliest offset");
                 offset = Some(earliest);
+                last = None;
             }
             Err(e) => {
                 ctx.metrics.up.set(0);
+                stats.fetch_failures.inc();
                 down_since.get_or_insert_with(Instant::now);
+                verify = true;
                 if let Some(n) = errors.allow() {
                     tracing::warn!(topic = %topic, partition, offset = at, error = %e, suppressed = n,
                         retry_in_ms = backoff.as_millis() as u64, "fetch failed (whose fault: broker or network)");
+                }
+                // Unanswered: the connection may be dead without knowing it; open a new one.
+                if matches!(e, CallError::Timeout(_)) {
+                    pc = None;
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -26,8 +26,47 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The island's Kafka client, replaced when a call on it goes unanswered. rskafka never gives
+/// a silent connection up (one that drops packets without refusing or resetting), so its
+/// metadata connection would then hang every lookup until the kernel drops it, about 15
+/// minutes later; whoever sees a call time out asks for a new client, and every task takes the
+/// current one for each call.
+pub(crate) struct SharedClient {
+    current: std::sync::Mutex<Arc<Client>>,
+    renewing: tokio::sync::Mutex<()>,
+    tokens: Option<Arc<oauth::TokenSource>>,
+}
+
+impl SharedClient {
+    pub fn get(&self) -> Arc<Client> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Connects a new client in place of `broken`, unless another task already did.
+    pub async fn renew(&self, kafka: &KafkaConfig, metrics: &IslandMetrics, broken: &Arc<Client>) {
+        let _one_at_a_time = self.renewing.lock().await;
+        if !Arc::ptr_eq(&self.get(), broken) {
+            return;
+        }
+        match connect(kafka, self.tokens.as_ref()).await {
+            Ok(c) => {
+                tracing::info!("a Kafka call went unanswered: connected a new Kafka client");
+                *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
+            }
+            Err(e) => {
+                metrics.connect_failures.inc();
+                tracing::warn!(error = %e, "a Kafka call went unanswered and no new client could be connected (whose fault: broker or network); trying again at the next failure");
+            }
+        }
+    }
+}
+
 /// Everything the island's tasks share (all on the island thread).
 pub(crate) struct Ctx {
+    pub client: SharedClient,
     pub cfg: Arc<Config>,
     pub kafka: KafkaConfig,
     pub shards: Vec<async_channel::Sender<Control>>,
@@ -184,6 +223,11 @@ pub(crate) async fn run(start: Start) {
             .ok()
     });
     let ctx = Arc::new(Ctx {
+        client: SharedClient {
+            current: std::sync::Mutex::new(client),
+            renewing: tokio::sync::Mutex::new(()),
+            tokens,
+        },
         registry,
         cfg,
         kafka,
@@ -194,19 +238,29 @@ pub(crate) async fn run(start: Start) {
         positions,
         recent,
     });
-    tokio::spawn(producer::serve(ctx.clone(), client.clone(), jobs));
-    tokio::spawn(replay::serve(ctx.clone(), client.clone(), replays));
+    tokio::spawn(producer::serve(ctx.clone(), jobs));
+    tokio::spawn(replay::serve(ctx.clone(), replays));
     group::start(&ctx);
-    discover(ctx, client).await;
+    discover(ctx).await;
 }
 
 /// Re-lists topics periodically and starts a consumer for every new partition of a source.
-async fn discover(ctx: Arc<Ctx>, client: Arc<Client>) {
+async fn discover(ctx: Arc<Ctx>) {
     let mut running: HashSet<(String, i32)> = HashSet::new();
     let mut logged_missing = false;
     loop {
-        match client.list_topics().await {
-            Ok(topics) => {
+        let client = ctx.client.get();
+        let listed = tokio::time::timeout(ctx.kafka.request_timeout, client.list_topics()).await;
+        match listed {
+            Err(_) => {
+                ctx.metrics.up.set(0);
+                tracing::warn!(
+                    timeout_ms = ctx.kafka.request_timeout.as_millis() as u64,
+                    "listing Kafka topics got no answer (whose fault: broker or network)"
+                );
+                ctx.client.renew(&ctx.kafka, &ctx.metrics, &client).await;
+            }
+            Ok(Ok(topics)) => {
                 let matched = topics
                     .iter()
                     .filter(|t| ctx.kafka.is_source(&t.name))
@@ -215,12 +269,7 @@ async fn discover(ctx: Arc<Ctx>, client: Arc<Client>) {
                     for &p in &t.partitions {
                         if running.insert((t.name.clone(), p)) {
                             tracing::info!(topic = %t.name, partition = p, "consuming");
-                            tokio::spawn(consumer::run(
-                                ctx.clone(),
-                                client.clone(),
-                                t.name.clone(),
-                                p,
-                            ));
+                            tokio::spawn(consumer::run(ctx.clone(), t.name.clone(), p));
                         }
                     }
                 }
@@ -230,7 +279,7 @@ async fn discover(ctx: Arc<Ctx>, client: Arc<Client>) {
                     logged_missing = true;
                 }
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 ctx.metrics.up.set(0);
                 tracing::warn!(error = %e, "listing Kafka topics failed (whose fault: broker or network)");
             }

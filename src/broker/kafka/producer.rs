@@ -24,29 +24,33 @@ struct Cache {
     clients: HashMap<(String, i32), Arc<PartitionClient>>,
 }
 
-pub(super) async fn serve(
-    ctx: Arc<Ctx>,
-    client: Arc<Client>,
-    jobs: async_channel::Receiver<ProduceJob>,
-) {
+pub(super) async fn serve(ctx: Arc<Ctx>, jobs: async_channel::Receiver<ProduceJob>) {
     let cache = Arc::new(Mutex::new(Cache::default()));
     let next = Arc::new(AtomicUsize::new(0));
     while let Ok(job) = jobs.recv().await {
-        let (ctx, client, cache, next) = (ctx.clone(), client.clone(), cache.clone(), next.clone());
+        let (ctx, cache, next) = (ctx.clone(), cache.clone(), next.clone());
         let (record, reply) = job.split();
         tokio::spawn(async move {
             let started = Instant::now();
+            let client = ctx.client.get();
+            // Whether the time ran out at the broker (not at the schema registry).
+            let at_broker = std::sync::atomic::AtomicBool::new(false);
+            let mut unanswered = false;
             let outcome = match tokio::time::timeout(ctx.kafka.produce_timeout, async {
                 let record = avro_encoded(&ctx, record).await?;
+                at_broker.store(true, Ordering::Relaxed);
                 produce(&client, &cache, &next, record).await
             })
             .await
             {
                 Ok(r) => r,
-                Err(_) => Err(ProduceError::Unavailable(format!(
-                    "no acknowledgement within {} ms",
-                    ctx.kafka.produce_timeout.as_millis()
-                ))),
+                Err(_) => {
+                    unanswered = at_broker.load(Ordering::Relaxed);
+                    Err(ProduceError::Unavailable(format!(
+                        "no acknowledgement within {} ms",
+                        ctx.kafka.produce_timeout.as_millis()
+                    )))
+                }
             };
             match &outcome {
                 Ok(_) => {
@@ -66,6 +70,15 @@ pub(super) async fn serve(
                 Err(ProduceError::Invalid(_)) => ctx.metrics.produce_rejected.inc(),
             }
             reply.send(outcome);
+            if unanswered {
+                // The connections it used may be silently dead: the next publish opens new ones.
+                {
+                    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+                    c.clients.clear();
+                    c.topics.clear();
+                }
+                ctx.client.renew(&ctx.kafka, &ctx.metrics, &client).await;
+            }
         });
     }
 }

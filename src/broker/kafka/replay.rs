@@ -53,17 +53,31 @@ impl Clients {
     }
 }
 
-pub(super) async fn serve(
-    ctx: Arc<Ctx>,
-    client: Arc<Client>,
-    jobs: async_channel::Receiver<ReplayJob>,
-) {
+pub(super) async fn serve(ctx: Arc<Ctx>, jobs: async_channel::Receiver<ReplayJob>) {
     let clients = Arc::new(Clients::default());
     while let Ok(job) = jobs.recv().await {
-        let (ctx, client, clients) = (ctx.clone(), client.clone(), clients.clone());
+        let (ctx, clients) = (ctx.clone(), clients.clone());
         tokio::spawn(async move {
             let (req, reply) = job.split();
-            reply.send(replay(&ctx, &client, &clients, req).await);
+            let client = ctx.client.get();
+            // Bounded like a publish: the resuming client waits for this answer.
+            let limit = ctx.kafka.produce_timeout;
+            match tokio::time::timeout(limit, replay(&ctx, &client, &clients, req)).await {
+                Ok(r) => reply.send(r),
+                Err(_) => {
+                    reply.send(Err(ProduceError::Unavailable(format!(
+                        "no answer within {} ms",
+                        limit.as_millis()
+                    ))));
+                    // Its connections may be silently dead: the next replay opens new ones.
+                    clients
+                        .map
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clear();
+                    ctx.client.renew(&ctx.kafka, &ctx.metrics, &client).await;
+                }
+            }
         });
     }
 }
