@@ -23,6 +23,10 @@ const THROTTLED: (&str, &str) = (
     "corebridge_kinesis_throttled_total",
     "Kinesis reads refused for throughput (ProvisionedThroughputExceeded), per stream.",
 );
+const RESETS: (&str, &str) = (
+    "corebridge_kinesis_position_resets_total",
+    "Times a shard's position was not in the stream any more (the stream was deleted and created again, or lost its data), per stream; reading went on from the shard's oldest record.",
+);
 const AGE: (&str, &str) = (
     "corebridge_kinesis_iterator_age_milliseconds",
     "How far behind the tip of its shard this node reads (MillisBehindLatest).",
@@ -37,6 +41,7 @@ pub struct StreamStats {
     pub received: Counter,
     pub failed: Counter,
     pub throttled: Counter,
+    pub resets: Counter,
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +78,7 @@ impl KinesisMetrics {
             ),
             (FAILED, |s| s.failed.get()),
             (THROTTLED, |s| s.throttled.get()),
+            (RESETS, |s| s.resets.get()),
         ] {
             header(o, m, "counter");
             for (name, s) in streams.iter() {

@@ -247,7 +247,31 @@ enum Position {
     TrimHorizon,
 }
 
-async fn iterator(ctx: &Ctx, stream: &str, shard: &str, at: &Position) -> Result<String, String> {
+/// Why no shard iterator: `rejected` when Kinesis refused the position itself (the stream or
+/// the sequence number unknown to it), not when it could not be asked.
+struct IteratorError {
+    rejected: bool,
+    message: String,
+}
+
+/// Kinesis refuses a sequence number from a deleted and recreated stream (InvalidArgument;
+/// mocks say ResourceNotFound); either also means a missing stream, which `Reader::lost`
+/// tells apart.
+fn position_rejected<E, R>(e: &aws_sdk_kinesis::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_kinesis::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|s| s.code())
+        .is_some_and(|c| c == "InvalidArgumentException" || c == "ResourceNotFoundException")
+}
+
+async fn iterator(
+    ctx: &Ctx,
+    stream: &str,
+    shard: &str,
+    at: &Position,
+) -> Result<String, IteratorError> {
     let req = ctx
         .client
         .get_shard_iterator()
@@ -260,10 +284,16 @@ async fn iterator(ctx: &Ctx, stream: &str, shard: &str, at: &Position) -> Result
         Position::Latest => req.shard_iterator_type(ShardIteratorType::Latest),
         Position::TrimHorizon => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
     };
-    let out = req.send().await.map_err(|e| aws_error(&e))?;
+    let out = req.send().await.map_err(|e| IteratorError {
+        rejected: position_rejected(&e),
+        message: aws_error(&e),
+    })?;
     out.shard_iterator()
         .map(str::to_string)
-        .ok_or_else(|| "no shard iterator in the answer".to_string())
+        .ok_or_else(|| IteratorError {
+            rejected: false,
+            message: "no shard iterator in the answer".to_string(),
+        })
 }
 
 /// What a shard task carries from batch to batch, whichever way records arrive.
@@ -378,6 +408,27 @@ impl Reader {
             None => start.clone(),
         }
     }
+
+    /// Kinesis refused to start after `position`'s sequence number: when the shard is listed
+    /// (the stream exists), the number is from a stream that was deleted and created again
+    /// (or lost its data), and waiting would wait forever: counted, logged, and true, so the
+    /// caller reads the new stream from its start. False while the stream is missing (an
+    /// outage: retry as usual).
+    async fn lost(&mut self, position: &Position) -> bool {
+        let Position::After(seq) = position else {
+            return false;
+        };
+        match list_shards(&self.ctx, &self.stream).await {
+            Ok(shards) if shards.iter().any(|s| s.id == self.shard) => {
+                self.stats.resets.inc();
+                tracing::warn!(stream = %self.stream, shard = %self.shard, sequence = %seq,
+                    "the shard's position is not in the stream any more (the stream was created again, or lost its data); reading it from its oldest record");
+                self.last_seq = None;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -486,9 +537,13 @@ async fn poll_loop(r: &mut Reader, start: &Position) -> bool {
             None => match iterator(&ctx, &stream, &shard, &position).await {
                 Ok(i) => i,
                 Err(e) => {
+                    if e.rejected && r.lost(&position).await {
+                        position = Position::TrimHorizon;
+                        continue;
+                    }
                     ctx.metrics.up.set(0);
                     if let Some(n) = r.errors.allow() {
-                        tracing::warn!(stream = %stream, shard = %shard, error = %e, suppressed = n,
+                        tracing::warn!(stream = %stream, shard = %shard, error = %e.message, suppressed = n,
                             "cannot get a Kinesis shard iterator (whose fault: Kinesis or the network)");
                     }
                     tokio::time::sleep(backoff).await;
@@ -590,6 +645,10 @@ async fn subscribe_loop(r: &mut Reader, consumer_arn: &str, start: &Position) ->
         let mut out = match sub {
             Ok(o) => o,
             Err(e) => {
+                if position_rejected(&e) && r.lost(&position).await {
+                    position = Position::TrimHorizon;
+                    continue;
+                }
                 // ResourceInUse: the previous subscription is still closing; LimitExceeded:
                 // one subscription per consumer and shard per 5 s. Both pass with time.
                 ctx.metrics.up.set(0);
