@@ -502,8 +502,10 @@ async fn write_loop(store: Arc<Island>, queued: async_channel::Receiver<Arc<Even
                 }
                 // While Redis is down, what queues meanwhile is dropped rather than retried:
                 // the live path never waits for Redis.
+                // At most a second apart: a refused connection costs nothing, and every
+                // second of waiting after Redis is back is a second of events not kept.
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(Duration::from_secs(1));
                 let mut dropped = 0u64;
                 while queued.try_recv().is_ok() {
                     dropped += 1;
