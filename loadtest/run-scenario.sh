@@ -11,7 +11,8 @@
 # A targeted scenario (`targeted = true`) gets EXTRACTORS declaring `data.user` of its event
 # type, unless EXTRACTORS is set. TARGET=nchan runs the same clients against a fresh Nchan
 # (../shared/peers/nchan-up, port 8090) instead, as the comparison peer. CB_BIN=/path runs
-# another Corebridge binary (an A/B comparison with an older build).
+# another Corebridge binary (an A/B comparison with an older build); CB_TUNING=FILE passes
+# `--tuning FILE` to the server.
 # Exit status: the harness's (0 clean, 3 finished but not clean, 1 error).
 set -euo pipefail
 
@@ -57,7 +58,7 @@ fi
 # storm; the harness measures the server, not its rate limit.
 MAX_CONNECTIONS_PER_MINUTE=${MAX_CONNECTIONS_PER_MINUTE:-10000000} \
 INBOUND_PORT=$port API_HTTP_PORT=$api LOG_LEVEL=${LOG_LEVEL:-warn} \
-    "${CB_BIN:-./target/release/corebridge}" >"$out/$name.server.log" 2>&1 &
+    "${CB_BIN:-./target/release/corebridge}" ${CB_TUNING:+--tuning "$CB_TUNING"} >"$out/$name.server.log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
 

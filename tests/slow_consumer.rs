@@ -132,6 +132,53 @@ fn stalled_reader_is_closed_and_others_keep_receiving() {
 }
 
 #[test]
+fn a_capped_send_buffer_meets_a_stalled_client_early() {
+    // With the kernel's autotuning a client that stops reading absorbs up to 4 MiB (tcp_wmem's
+    // maximum here) before its queue even starts to fill: ~340 of these events. Capped at
+    // 32 KiB (64 KiB in the kernel) + a 64 KiB queue, it is closed after a dozen or so.
+    let srv = Server::start_with(
+        2,
+        "[sessions]\nqueue_events = 64\nqueue_bytes = 65536\nsocket_send_buffer = 32768\n",
+        &[],
+    );
+    let stalled = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    stalled.set_recv_buffer_size(4096).unwrap();
+    stalled
+        .connect(&std::net::SocketAddr::from(([127, 0, 0, 1], srv.inbound)).into())
+        .unwrap();
+    let mut stalled: TcpStream = stalled.into();
+    write!(
+        stalled,
+        "GET /_rig/v1/connection/sse?subscriptions={} HTTP/1.1\r\nhost: x\r\n\r\n",
+        enc(r#"[{"eventType":"load"}]"#)
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let payload = "x".repeat(12_000);
+    let closes = || {
+        metric(
+            &srv,
+            "corebridge_slow_consumer_closes_total{transport=\"sse\"}",
+        )
+    };
+    let mut published = 0;
+    while closes() == 0 {
+        assert!(
+            published < 100,
+            "the stalled client was not closed after {published} events of 12 KB"
+        );
+        let r = publish(
+            srv.inbound,
+            &ce("load", json!({"n": published, "pad": payload})),
+        );
+        assert_eq!(r.status, 202);
+        published += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(stalled);
+}
+
+#[test]
 fn paused_reader_within_its_queue_gets_every_event_intact() {
     let srv = Server::start_with(2, "[sessions]\nqueue_bytes = 16777216\n", &[]);
     let mut paused = SseClient::over(small_window(srv.inbound), Some(r#"[{"eventType":"load"}]"#));

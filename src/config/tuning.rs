@@ -125,6 +125,11 @@ pub struct Sessions {
     /// Bytes a session may have queued before the slow-consumer policy applies.
     pub queue_bytes: usize,
     pub slow_consumer: SlowConsumer,
+    /// The kernel send buffer of a stream socket (SO_SNDBUF; the kernel doubles it), 0 = the
+    /// kernel's autotuning, which lets a client that stops reading hold up to
+    /// `net.ipv4.tcp_wmem`'s maximum (4 MiB by default) of kernel memory before its queue
+    /// here even starts to fill.
+    pub socket_send_buffer: usize,
     /// SSE heartbeat comment / WebSocket ping interval.
     pub heartbeat_interval_ms: u64,
     /// Subscriptions one connection may hold (query parameter or PUT).
@@ -162,6 +167,7 @@ impl Default for Sessions {
             queue_events: 1024,
             queue_bytes: 1 << 20,
             slow_consumer: SlowConsumer::Close,
+            socket_send_buffer: 0,
             heartbeat_interval_ms: 15_000,
             max_subscriptions: 128,
             max_clauses: 64,

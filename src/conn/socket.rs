@@ -153,6 +153,25 @@ pub(super) fn own(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
+/// Caps the socket's kernel send buffer at `bytes` (the kernel doubles it); 0 leaves the
+/// kernel's autotuning. A failure only leaves the default: nothing to report.
+pub(super) fn cap_send_buffer(fd: RawFd, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    let v = bytes.min(i32::MAX as usize) as libc::c_int;
+    // SAFETY: `fd` is an open socket; the option value is a c_int of the given size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// What a non-blocking read found.
 pub(super) enum Recv {
     Data(usize),

@@ -77,6 +77,9 @@ pub(super) fn adopt(
         return;
     };
     let fd = sock.as_raw_fd();
+    // A client that stops reading then holds little kernel memory, and the slow-consumer
+    // policy sees it soon (its queue here fills instead of the kernel's buffer).
+    socket::cap_send_buffer(fd, shard.globals.cfg.tuning.sessions.socket_send_buffer);
     if shard.streams.epoll.add(fd, stream_key(&token)).is_err()
         || !shard
             .sessions
