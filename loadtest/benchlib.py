@@ -1,6 +1,9 @@
 """Helpers shared by the Python benchmarks in loadtest/ (imported from the script's folder)."""
+import asyncio
+import json
 import os
 import socket
+import urllib.parse
 import urllib.request
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -27,3 +30,15 @@ def metric(api, prefix):
     """The sum of the /metrics lines starting with `prefix`."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{api}/metrics", timeout=5).read().decode()
     return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(prefix))
+
+
+async def open_sse(port, src, event_type, last_id=None):
+    """An SSE stream of `event_type` from 127.0.0.1:`port`, bound to source address `src`,
+    resuming after `last_id` if given: (reader, writer). Raises OSError when it cannot connect."""
+    subs = urllib.parse.quote(json.dumps([{"eventType": event_type}]))
+    r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(src, 0))
+    head = f"GET /_rig/v1/connection/sse?subscriptions={subs} HTTP/1.1\r\nhost: x\r\n"
+    if last_id:
+        head += f"last-event-id: {last_id}\r\n"
+    w.write((head + "\r\n").encode())
+    return r, w

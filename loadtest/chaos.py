@@ -43,10 +43,9 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 import urllib.request
 
-from benchlib import BIN, cpu_ms, free_port, metric
+from benchlib import BIN, cpu_ms, free_port, metric, open_sse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVICES = os.path.join(HERE, "..", "..", "shared", "services")
@@ -83,20 +82,15 @@ def kill9(pidfile):
 async def client(src, port, deadline, acc):
     """An EventSource-like client: reconnects with its last id if the stream ends (counted as a
     broken stream: the gateway should never end it here)."""
-    subs = urllib.parse.quote(json.dumps([{"eventType": EVENT_TYPE}]))
     seen = bytearray(MAX_EVENTS)
     last_num, last_id = -1, None
     while time.time() < deadline:
         try:
-            r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(src, 0))
+            r, w = await open_sse(port, src, EVENT_TYPE, last_id)
         except OSError:
             acc["connect_failures"] += 1
             await asyncio.sleep(0.5)
             continue
-        head = f"GET /_rig/v1/connection/sse?subscriptions={subs} HTTP/1.1\r\nhost: x\r\n"
-        if last_id:
-            head += f"last-event-id: {last_id}\r\n"
-        w.write((head + "\r\n").encode())
         buf = b""
         try:
             while True:

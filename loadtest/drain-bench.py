@@ -18,17 +18,15 @@ import multiprocessing as mp
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 import urllib.request
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from benchlib import BIN, free_port
+from benchlib import BIN, free_port, open_sse
 
 BROKER = "127.0.0.1:19092"
 NUM = re.compile(rb'"i":(\d+)')
@@ -54,18 +52,13 @@ def start(topic, tuning):
 async def client(src, port_a, port_b, deadline, out):
     """One EventSource-like client: on A until its stream ends, then (after the retry hint)
     on B with its last id. Records the event numbers it got and when it was back."""
-    subs = urllib.parse.quote(json.dumps([{"eventType": "d.event"}]))
     got, last_id, retry_ms, port, back_at = [], None, 1000, port_a, None
     while time.time() < deadline:
         try:
-            r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(src, 0))
+            r, w = await open_sse(port, src, "d.event", last_id)
         except OSError:
             await asyncio.sleep(0.2)
             continue
-        head = f"GET /_rig/v1/connection/sse?subscriptions={subs} HTTP/1.1\r\nhost: x\r\n"
-        if last_id:
-            head += f"last-event-id: {last_id}\r\n"
-        w.write((head + "\r\n").encode())
         if port == port_b:
             back_at = time.time()
         buf = b""

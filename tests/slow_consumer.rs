@@ -45,6 +45,22 @@ fn corebridge_pid(port: u16) -> u32 {
         .unwrap()
 }
 
+/// An SSE client with a tiny receive buffer that never reads after its request.
+fn stalled_client(port: u16) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let mut s: TcpStream = s.into();
+    write!(
+        s,
+        "GET /_rig/v1/connection/sse?subscriptions={} HTTP/1.1\r\nhost: x\r\n\r\n",
+        enc(r#"[{"eventType":"load"}]"#)
+    )
+    .unwrap();
+    s
+}
+
 #[test]
 fn stalled_reader_is_closed_and_others_keep_receiving() {
     let srv = Server::start_with(
@@ -52,19 +68,7 @@ fn stalled_reader_is_closed_and_others_keep_receiving() {
         "[sessions]\nqueue_events = 64\nqueue_bytes = 262144\n",
         &[],
     );
-    // The stalled client: a tiny receive buffer, and it never reads after the request.
-    let stalled = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    stalled.set_recv_buffer_size(4096).unwrap();
-    stalled
-        .connect(&std::net::SocketAddr::from(([127, 0, 0, 1], srv.inbound)).into())
-        .unwrap();
-    let mut stalled: TcpStream = stalled.into();
-    write!(
-        stalled,
-        "GET /_rig/v1/connection/sse?subscriptions={} HTTP/1.1\r\nhost: x\r\n\r\n",
-        enc(r#"[{"eventType":"load"}]"#)
-    )
-    .unwrap();
+    let stalled = stalled_client(srv.inbound);
     let mut readers: Vec<SseClient> = (0..4)
         .map(|_| SseClient::connect(srv.inbound, Some(r#"[{"eventType":"load"}]"#)))
         .collect();
@@ -141,18 +145,7 @@ fn a_capped_send_buffer_meets_a_stalled_client_early() {
         "[sessions]\nqueue_events = 64\nqueue_bytes = 65536\nsocket_send_buffer = 32768\n",
         &[],
     );
-    let stalled = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    stalled.set_recv_buffer_size(4096).unwrap();
-    stalled
-        .connect(&std::net::SocketAddr::from(([127, 0, 0, 1], srv.inbound)).into())
-        .unwrap();
-    let mut stalled: TcpStream = stalled.into();
-    write!(
-        stalled,
-        "GET /_rig/v1/connection/sse?subscriptions={} HTTP/1.1\r\nhost: x\r\n\r\n",
-        enc(r#"[{"eventType":"load"}]"#)
-    )
-    .unwrap();
+    let stalled = stalled_client(srv.inbound);
     std::thread::sleep(Duration::from_millis(100));
     let payload = "x".repeat(12_000);
     let closes = || {

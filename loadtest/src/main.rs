@@ -12,6 +12,7 @@
 mod floor;
 mod metrics;
 mod net;
+mod probe;
 mod procfs;
 mod proto;
 mod proxy;

@@ -130,6 +130,8 @@ pub struct Summary {
     pub harness: Harness,
     /// hdrhistogram V2 (base64) of all delivery latencies, microseconds.
     pub latency_histogram: String,
+    /// Health probes beside the run (`health_probe_ms`).
+    pub health: Option<crate::probe::HealthProbes>,
 }
 
 pub fn ms(us: u64) -> f64 {
@@ -304,6 +306,23 @@ fn headline(s: &Summary) -> Vec<(String, String)> {
                 g("corebridge_slow_consumer_closes_total")
             ),
         ));
+    }
+    if let Some(h) = &s.health {
+        for (port, p) in [("inbound", &h.inbound), ("API", &h.api)] {
+            rows.push((
+                format!("health ({port})"),
+                format!(
+                    "GET {} every {} ms: {} answered, {} failed; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                    p.path,
+                    h.interval_ms,
+                    p.answered,
+                    p.failed,
+                    p.latency.p50_ms,
+                    p.latency.p99_ms,
+                    p.latency.max_ms
+                ),
+            ));
+        }
     }
     let hr = &s.harness;
     rows.push((

@@ -262,6 +262,15 @@ async fn orchestrate(s: Scenario, server_pid: Option<u32>) -> Result<Summary> {
             }
         });
     }
+    let prober = if s.health_probe_ms > 0 {
+        Some(crate::probe::Prober::start(
+            s.inbound_addr()?,
+            api,
+            Duration::from_millis(s.health_probe_ms),
+        ))
+    } else {
+        None
+    };
     let live = Rc::new(Live::default());
     let progress_stop = Rc::new(Cell::new(false));
     {
@@ -339,6 +348,7 @@ async fn orchestrate(s: Scenario, server_pid: Option<u32>) -> Result<Summary> {
     .await;
     let end = server_sample(pid);
     let metrics_end = metrics::scrape(api).await;
+    let health = prober.map(|p| p.finish());
     progress_stop.set(true);
     drop(stdins);
     if !all_reported {
@@ -377,6 +387,15 @@ async fn orchestrate(s: Scenario, server_pid: Option<u32>) -> Result<Summary> {
         (parent_cpu, workers_cpu),
     )?;
     let mut summary = summary;
+    if let Some(h) = &health {
+        let failed = h.inbound.failed + h.api.failed;
+        if failed > 0 {
+            summary
+                .problems
+                .push(format!("{failed} health probes failed or took over 5 s"));
+        }
+    }
+    summary.health = health;
     summary.server.metrics_connected = metrics_connected;
     summary.server.metrics_delta = metrics::delta(&metrics_before, &metrics_end);
     if let Some(m) = &summary.server.metrics_delta {
@@ -602,5 +621,6 @@ fn build_summary(
                 / s.connections.max(1) as f64,
         },
         latency_histogram: worker::encode_histogram(&lat),
+        health: None,
     })
 }

@@ -171,6 +171,11 @@ pub struct Scenario {
     /// Idle hold after all are connected, before publishing.
     #[serde(default)]
     pub hold_seconds: f64,
+    /// Every this many ms, from the start of the run to its end, a fresh connection asks the
+    /// health page on the inbound and on the API port; the summary reports their latency and
+    /// failures. 0 = no probes.
+    #[serde(default)]
+    pub health_probe_ms: u64,
     /// The whole run (connect, hold, publish, drain) ends by this many seconds.
     #[serde(default = "d_deadline")]
     pub deadline_seconds: f64,
