@@ -617,6 +617,7 @@ async fn subscribe_loop(r: &mut Reader, consumer_arn: &str, start: &Position) ->
     let (stream, shard) = (r.stream.clone(), r.shard.clone());
     let mut backoff = Duration::from_millis(200);
     let mut position = start.clone();
+    let mut consumer_arn = consumer_arn.to_string();
     loop {
         let starting = match &position {
             Position::After(seq) => StartingPosition::builder()
@@ -637,7 +638,7 @@ async fn subscribe_loop(r: &mut Reader, consumer_arn: &str, start: &Position) ->
         let sub = ctx
             .client
             .subscribe_to_shard()
-            .consumer_arn(consumer_arn)
+            .consumer_arn(&consumer_arn)
             .shard_id(&shard)
             .starting_position(starting)
             .send()
@@ -648,6 +649,12 @@ async fn subscribe_loop(r: &mut Reader, consumer_arn: &str, start: &Position) ->
                 if position_rejected(&e) && r.lost(&position).await {
                     position = Position::TrimHorizon;
                     continue;
+                }
+                if not_found(&e) {
+                    if let Some(arn) = registered_anew(&ctx, &stream, &shard, &consumer_arn).await {
+                        consumer_arn = arn;
+                        continue;
+                    }
                 }
                 // ResourceInUse: the previous subscription is still closing; LimitExceeded:
                 // one subscription per consumer and shard per 5 s. Both pass with time.
@@ -683,6 +690,18 @@ async fn subscribe_loop(r: &mut Reader, consumer_arn: &str, start: &Position) ->
                 // The subscription's 5 minutes are over (or the connection ended): renew it.
                 Ok(None) => break,
                 Err(e) => {
+                    // An error inside the stream carries no code() of its own: its variant.
+                    let gone = e
+                        .as_service_error()
+                        .is_some_and(|s| s.is_resource_not_found_exception());
+                    if gone {
+                        if let Some(arn) =
+                            registered_anew(&ctx, &stream, &shard, &consumer_arn).await
+                        {
+                            consumer_arn = arn;
+                            break;
+                        }
+                    }
                     if let Some(n) = r.errors.allow() {
                         tracing::warn!(stream = %stream, shard = %shard, error = %aws_error(&e), suppressed = n,
                             "Kinesis subscription broke off (whose fault: Kinesis or the network); renewing");
@@ -696,6 +715,38 @@ async fn subscribe_loop(r: &mut Reader, consumer_arn: &str, start: &Position) ->
             position = r.resume(start);
         }
     }
+}
+
+fn not_found<E, R>(e: &aws_sdk_kinesis::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_kinesis::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|s| s.code())
+        .is_some_and(|c| c == "ResourceNotFoundException")
+}
+
+/// Kinesis does not know the enhanced fan-out consumer `current` (consumers belong to a
+/// stream's ARN, so they are gone with a stream deleted and created again): registers it
+/// anew and returns its new ARN, or None when it is not that (the same ARN, or no answer).
+/// Without this the shard would never be read again.
+async fn registered_anew(ctx: &Ctx, stream: &str, shard: &str, current: &str) -> Option<String> {
+    let name = ctx.kinesis.efo_consumer.as_deref()?;
+    let arn = match register(ctx, stream, name).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(stream = %stream, consumer = %name, error = %e,
+                "Kinesis does not know the enhanced fan-out consumer and it cannot be registered again (whose fault: Kinesis or the network); retrying");
+            return None;
+        }
+    };
+    if arn == current {
+        tracing::debug!(stream = %stream, consumer = %name, "the enhanced fan-out consumer is still registered");
+        return None;
+    }
+    tracing::warn!(stream = %stream, shard = %shard, consumer = %name,
+        "the enhanced fan-out consumer was gone (the stream was created again?); registered it anew");
+    Some(arn)
 }
 
 /// Hands events to the shards that want them (see [`crate::broker::fan_out`]).
