@@ -3,14 +3,15 @@
 events/s; the gateway must keep every client connected, deliver everything the failure did not
 destroy exactly once and in order, stay responsive, and catch up when the failure ends.
 
-usage: loadtest/chaos.py kafka|kinesis|redis|net [CLIENTS=2000] [RATE=20]
+usage: loadtest/chaos.py kafka|kinesis|kinesis-efo|redis|net [CLIENTS=2000] [RATE=20]
 
   kafka    a private test broker (Tansu, in memory) is killed with -9 at t=10 s and started
            again at t=15 s, empty; the topic is created again. Events the broker acknowledged
            and lost with its memory before the gateway read them are the broker's loss (counted
            apart); everything acknowledged after the restart must reach every client.
   kinesis  the same with a private Kinesis mock (kinesis-local, in memory; the stream is
-           created again at t=15 s). Checkpoints (DynamoDB on 4567) stay.
+           created again at t=15 s). Checkpoints (DynamoDB on 4567) stay. kinesis-efo: the
+           same read with enhanced fan-out (the node's consumer is gone with the stream).
   redis    the gateway publishes over HTTP with a Redis replay store; Redis is killed at
            t=10 s and started again at t=20 s. Live delivery must not notice.
   net      the broker runs in a network namespace the script creates, behind a veth pair;
@@ -307,7 +308,7 @@ def kafka_scenario(rate):
                 cleanup=lambda: sh(os.path.join(SERVICES, "kafka-down"), str(port), check=False))
 
 
-def kinesis_scenario(rate):
+def kinesis_scenario(rate, efo=False):
     port = free_port()
     endpoint, stream = f"http://127.0.0.1:{port}", f"chaos{os.getpid()}"
     run = os.environ.get("SERVICES_RUN", os.path.join(tempfile.gettempdir(), "gateway-services"))
@@ -324,6 +325,8 @@ def kinesis_scenario(rate):
            "KINESIS_DYNAMODB_ENDPOINT": "http://127.0.0.1:4567", "KINESIS_APP_NAME": f"chaos{os.getpid()}",
            "CB_KINESIS_POLL_MS": "100", "CB_KINESIS_SHARD_REFRESH_MS": "1000",
            "CB_KINESIS_START": "TRIM_HORIZON"}
+    if efo:
+        env.update(CB_KINESIS_EFO="true", CB_NODE_ID=f"chaos{os.getpid()}")
     ready = lambda api: metric(api, "corebridge_kinesis_up") == 1
     return dict(env=env, ready=ready,
                 publish=lambda total, t0: kinesis_producer(endpoint, stream, rate, total, t0),
@@ -436,7 +439,8 @@ def net_scenario(rate):
                 cleanup=cleanup)
 
 
-SCENARIOS = {"kafka": kafka_scenario, "kinesis": kinesis_scenario, "redis": redis_scenario,
+SCENARIOS = {"kafka": kafka_scenario, "kinesis": kinesis_scenario,
+             "kinesis-efo": lambda rate: kinesis_scenario(rate, efo=True), "redis": redis_scenario,
              "net": net_scenario}
 
 
