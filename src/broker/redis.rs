@@ -91,11 +91,25 @@ pub struct StoreAnswer {
     pub truncated: bool,
 }
 
+/// Why the replay store could not be used: always Redis's side or the network's (live
+/// delivery never depends on it).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("Redis unreachable: {0}")]
+    Unreachable(#[source] redis::RedisError),
+    #[error("Redis failed: {0}")]
+    Failed(#[source] redis::RedisError),
+    #[error("Redis answered what this gateway did not write: {0}")]
+    Answer(#[source] redis::ParsingError),
+    #[error("the Redis island is gone (shutting down)")]
+    Gone,
+}
+
 /// What shards hold of the store.
 #[derive(Clone)]
 pub struct RedisStore {
     writes: async_channel::Sender<Arc<Event>>,
-    reads: Handle<StoreRead, Result<StoreAnswer, String>>,
+    reads: Handle<StoreRead, Result<StoreAnswer, StoreError>>,
     pub metrics: Arc<RedisMetrics>,
 }
 
@@ -107,8 +121,8 @@ impl RedisStore {
         }
     }
 
-    pub async fn read(&self, req: StoreRead) -> Result<StoreAnswer, String> {
-        self.reads.call(req).await.map_err(|e| e.to_string())?
+    pub async fn read(&self, req: StoreRead) -> Result<StoreAnswer, StoreError> {
+        self.reads.call(req).await.map_err(|_| StoreError::Gone)?
     }
 }
 
@@ -228,14 +242,14 @@ type Groups = Vec<Vec<redis::Cmd>>;
 impl Island {
     /// Runs the commands, connecting first when needed; a failure drops the connection.
     /// Returns the answers of every command in order.
-    async fn run(&self, groups: Groups) -> Result<Vec<Value>, String> {
+    async fn run(&self, groups: Groups) -> Result<Vec<Value>, StoreError> {
         let mut guard = self.conn.lock().await;
         if guard.is_none() {
             match connect(&self.cfg).await {
                 Ok(c) => *guard = Some(c),
                 Err(e) => {
                     self.metrics.up.store(0, Ordering::Relaxed);
-                    return Err(format!("Redis unreachable: {e}"));
+                    return Err(StoreError::Unreachable(e));
                 }
             }
         }
@@ -292,7 +306,7 @@ impl Island {
             Err(e) => {
                 self.metrics.up.store(0, Ordering::Relaxed);
                 *self.conn.lock().await = None;
-                Err(format!("Redis failed: {e}"))
+                Err(StoreError::Failed(e))
             }
         }
     }
@@ -329,7 +343,7 @@ impl Island {
             .collect()
     }
 
-    async fn write(&self, batch: &[Arc<Event>]) -> Result<(), String> {
+    async fn write(&self, batch: &[Arc<Event>]) -> Result<(), StoreError> {
         let mut groups: HashMap<String, Vec<redis::Cmd>> = HashMap::new();
         for e in batch {
             let Some(pos) = &e.pos else { continue };
@@ -362,7 +376,7 @@ impl Island {
         self.run(groups).await.map(drop)
     }
 
-    async fn read(&self, req: StoreRead) -> Result<StoreAnswer, String> {
+    async fn read(&self, req: StoreRead) -> Result<StoreAnswer, StoreError> {
         let mut keys: Vec<String> = req.subs.iter().flat_map(|s| self.keys_for(s)).collect();
         keys.sort();
         keys.dedup();
@@ -388,7 +402,7 @@ impl Island {
         let mut per_partition: HashMap<(u32, i32), Vec<Arc<Event>>> = HashMap::new();
         for entries in answers {
             let entries: Vec<(String, HashMap<String, Value>)> =
-                redis::from_redis_value(entries).map_err(|e| format!("Redis answer: {e}"))?;
+                redis::from_redis_value(entries).map_err(StoreError::Answer)?;
             let full = entries.len() >= self.cfg.max_per_key;
             let mut reached_start = false;
             for (_, fields) in &entries {
