@@ -33,14 +33,48 @@ struct SchemaAnswer {
     schema_type: Option<String>,
 }
 
+/// Why a schema could not be had. All but `NoClient` are the registry's side (or the
+/// network's); a producer's id the registry does not know shows as `Refused` (404).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RegistryError {
+    #[error("no HTTP client for the schema registry: {0}")]
+    NoClient(#[source] reqwest::Error),
+    #[error("{url}: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{url}: {status} {body}")]
+    Refused {
+        url: String,
+        status: reqwest::StatusCode,
+        body: String,
+    },
+    #[error("{url}: not a schema answer: {source}")]
+    NotSchema {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{url}: a {kind} schema, not Avro")]
+    NotAvro { url: String, kind: String },
+    #[error("schema {id}: {source}")]
+    BadSchema {
+        id: u32,
+        #[source]
+        source: apache_avro::Error,
+    },
+}
+
 impl Registry {
-    pub(crate) fn new(base: &str) -> Result<Registry, String> {
+    pub(crate) fn new(base: &str) -> Result<Registry, RegistryError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
             .build()
-            .map_err(|e| format!("no HTTP client for the schema registry: {e}"))?;
+            .map_err(RegistryError::NoClient)?;
         Ok(Registry {
             base: base.to_string(),
             http,
@@ -59,30 +93,39 @@ impl Registry {
             .cloned()
     }
 
-    async fn fetch(&self, path: &str) -> Result<SchemaAnswer, String> {
+    async fn fetch(&self, path: &str) -> Result<SchemaAnswer, RegistryError> {
         let url = format!("{}{path}", self.base);
+        let unreachable = |source| RegistryError::Unreachable {
+            url: url.clone(),
+            source,
+        };
         let resp = self
             .http
             .get(&url)
             .header("accept", "application/vnd.schemaregistry.v1+json")
             .send()
             .await
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(unreachable)?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+        let body = resp.bytes().await.map_err(unreachable)?;
         if !status.is_success() {
-            return Err(format!(
-                "{url}: {status} {}",
-                String::from_utf8_lossy(&body[..body.len().min(200)])
-            ));
+            return Err(RegistryError::Refused {
+                url,
+                status,
+                body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+            });
         }
-        let a: SchemaAnswer = serde_json::from_slice(&body)
-            .map_err(|e| format!("{url}: not a schema answer: {e}"))?;
-        if a.schema_type.as_deref().is_some_and(|t| t != "AVRO") {
-            return Err(format!(
-                "{url}: a {} schema, not Avro",
-                a.schema_type.unwrap_or_default()
-            ));
+        let a: SchemaAnswer = serde_json::from_slice(&body).map_err(|source| {
+            RegistryError::NotSchema {
+                url: url.clone(),
+                source,
+            }
+        })?;
+        if let Some(kind) = a.schema_type.as_deref().filter(|t| *t != "AVRO") {
+            return Err(RegistryError::NotAvro {
+                url,
+                kind: kind.to_string(),
+            });
         }
         Ok(a)
     }
@@ -109,7 +152,8 @@ impl Registry {
                 .fetch(&format!("/schemas/ids/{id}"))
                 .await
                 .and_then(|a| {
-                    Schema::parse_str(&a.schema).map_err(|e| format!("schema {id}: {e}"))
+                    Schema::parse_str(&a.schema)
+                        .map_err(|source| RegistryError::BadSchema { id, source })
                 });
             match got {
                 Ok(s) => {
