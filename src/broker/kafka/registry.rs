@@ -115,12 +115,11 @@ impl Registry {
                 body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
             });
         }
-        let a: SchemaAnswer = serde_json::from_slice(&body).map_err(|source| {
-            RegistryError::NotSchema {
+        let a: SchemaAnswer =
+            serde_json::from_slice(&body).map_err(|source| RegistryError::NotSchema {
                 url: url.clone(),
                 source,
-            }
-        })?;
+            })?;
         if let Some(kind) = a.schema_type.as_deref().filter(|t| *t != "AVRO") {
             return Err(RegistryError::NotAvro {
                 url,
