@@ -3,6 +3,7 @@ import asyncio
 import json
 import os
 import socket
+import time
 import urllib.parse
 import urllib.request
 
@@ -42,3 +43,27 @@ async def open_sse(port, src, event_type, last_id=None):
         head += f"last-event-id: {last_id}\r\n"
     w.write((head + "\r\n").encode())
     return r, w
+
+
+async def sse_lines(reader, deadline):
+    """The lines of whole SSE events from `reader` (an event ends with a blank line) until the
+    stream ends or the wall clock passes `deadline`; the caller tells which by the clock.
+    Connection errors propagate."""
+    buf = b""
+    while True:
+        left = deadline - time.time()
+        if left <= 0:
+            return
+        try:
+            chunk = await asyncio.wait_for(reader.read(65536), timeout=left)
+        except asyncio.TimeoutError:
+            return
+        if not chunk:
+            return
+        buf += chunk
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            continue
+        block, buf = buf[: end + 2], buf[end + 2:]
+        for line in block.split(b"\n"):
+            yield line

@@ -46,7 +46,7 @@ import threading
 import time
 import urllib.request
 
-from benchlib import BIN, cpu_ms, free_port, metric, open_sse
+from benchlib import BIN, cpu_ms, free_port, metric, open_sse, sse_lines
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVICES = os.path.join(HERE, "..", "..", "shared", "services")
@@ -92,43 +92,28 @@ async def client(src, port, deadline, acc):
             acc["connect_failures"] += 1
             await asyncio.sleep(0.5)
             continue
-        buf = b""
         try:
-            while True:
-                left = deadline - time.time()
-                if left <= 0:
-                    break
-                chunk = await asyncio.wait_for(r.read(65536), timeout=left)
-                if not chunk:
-                    acc["streams_broken"] += 1
-                    break
-                buf += chunk
-                end = buf.rfind(b"\n\n")
-                if end < 0:
-                    continue
-                block, buf = buf[: end + 2], buf[end + 2:]
-                now = time.time()
-                for line in block.split(b"\n"):
-                    if line.startswith(b"id: "):
-                        last_id = line[4:].rstrip(b"\r").decode()
-                    elif line.startswith(b"data: ") and EVENT_TYPE.encode() in line:
-                        m = NUM.search(line)
-                        if not m:
-                            continue
-                        n = int(m.group(1))
-                        if n >= MAX_EVENTS:
-                            continue
-                        if seen[n]:
-                            acc["duplicates"] += 1
-                            continue
-                        seen[n] = 1
-                        if n < last_num:
-                            acc["reordered"] += 1
-                        last_num = max(last_num, n)
-                        acc["count"][n] += 1
-                        acc["arrivals"][n].append(now)
-        except asyncio.TimeoutError:
-            pass
+            async for line in sse_lines(r, deadline):
+                if line.startswith(b"id: "):
+                    last_id = line[4:].rstrip(b"\r").decode()
+                elif line.startswith(b"data: ") and EVENT_TYPE.encode() in line:
+                    m = NUM.search(line)
+                    if not m:
+                        continue
+                    n = int(m.group(1))
+                    if n >= MAX_EVENTS:
+                        continue
+                    if seen[n]:
+                        acc["duplicates"] += 1
+                        continue
+                    seen[n] = 1
+                    if n < last_num:
+                        acc["reordered"] += 1
+                    last_num = max(last_num, n)
+                    acc["count"][n] += 1
+                    acc["arrivals"][n].append(time.time())
+            if time.time() < deadline:
+                acc["streams_broken"] += 1  # the stream ended
         except (ConnectionError, OSError):
             acc["streams_broken"] += 1
         w.close()

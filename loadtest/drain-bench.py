@@ -26,7 +26,7 @@ import urllib.request
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from benchlib import BIN, free_port, open_sse
+from benchlib import BIN, free_port, open_sse, sse_lines
 
 BROKER = "127.0.0.1:19092"
 NUM = re.compile(rb'"i":(\d+)')
@@ -61,28 +61,17 @@ async def client(src, port_a, port_b, deadline, out):
             continue
         if port == port_b:
             back_at = time.time()
-        buf = b""
         try:
-            while time.time() < deadline:
-                chunk = await asyncio.wait_for(r.read(65536), timeout=max(0.1, deadline - time.time()))
-                if not chunk:
-                    break
-                buf += chunk
-                # Whole events only (an event ends with a blank line).
-                end = buf.rfind(b"\n\n")
-                if end < 0:
-                    continue
-                block, buf = buf[: end + 2], buf[end + 2:]
-                for line in block.split(b"\n"):
-                    if line.startswith(b"id: "):
-                        last_id = line[4:].rstrip(b"\r").decode()
-                    elif line.startswith(b"retry: "):
-                        retry_ms = int(line[7:])
-                    elif line.startswith(b"data: ") and b'"d.event"' in line:
-                        m = NUM.search(line)
-                        if m:
-                            got.append(int(m.group(1)))
-        except (asyncio.TimeoutError, ConnectionError, OSError):
+            async for line in sse_lines(r, deadline):
+                if line.startswith(b"id: "):
+                    last_id = line[4:].rstrip(b"\r").decode()
+                elif line.startswith(b"retry: "):
+                    retry_ms = int(line[7:])
+                elif line.startswith(b"data: ") and b'"d.event"' in line:
+                    m = NUM.search(line)
+                    if m:
+                        got.append(int(m.group(1)))
+        except (ConnectionError, OSError):
             pass
         w.close()
         if port == port_b:
