@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 const SHARED_PORT: u16 = 19092;
 const OUTAGE_PORT: u16 = 19093;
 const REPLACED_PORT: u16 = 19094;
+const REPLACED_RELAY_PORT: u16 = 19101;
 const SILENT_PORT: u16 = 19095;
 const SILENT_RELAY_PORT: u16 = 19100;
 
@@ -377,12 +378,21 @@ fn a_restarted_broker_already_holding_more_records_is_read_from_its_start() {
     // The case offsets cannot tell: the broker comes back empty and takes more records than
     // the node had read before the node fetches again. The node must notice that the record
     // it read last is gone, rather than go on from its old position and skip the new log's
-    // first records.
+    // first records. A relay (the broker advertises it) keeps the node, and only the node
+    // (by its Kafka client id), away until the new log has filled.
     broker_down(REPLACED_PORT);
-    let broker = broker_up(REPLACED_PORT);
+    broker_up_advertising(REPLACED_PORT, REPLACED_RELAY_PORT);
+    let relay = common::relay::Relay::start(REPLACED_RELAY_PORT, REPLACED_PORT);
+    let broker = format!("127.0.0.1:{REPLACED_RELAY_PORT}");
     let t = "replaced";
     create(&broker, t, 1);
-    let srv = node(&broker, &[("KAFKA_SOURCE_TOPICS", t)]);
+    let srv = node(
+        &broker,
+        &[
+            ("KAFKA_SOURCE_TOPICS", t),
+            ("CB_KAFKA_CLIENT_ID", "node-kept-away"),
+        ],
+    );
     wait_consuming(&srv, t, 1);
     let mut sse = SseClient::connect(srv.inbound, Some(r#"[{"eventType":"tick"}]"#));
     let ticks = |prefix: &str, n: usize| -> Vec<String> {
@@ -402,14 +412,16 @@ fn a_restarted_broker_already_holding_more_records_is_read_from_its_start() {
     for i in 0..3 {
         assert_eq!(sse.next_event()["id"], format!("old-{i}"));
     }
+    relay.refuse_sending(Some(b"node-kept-away"));
     broker_down(REPLACED_PORT);
-    // Noticed (and backing off) before the broker is back.
+    // The node has seen the failure before the broker is back.
     wait_for("kafka_up 0", Duration::from_secs(20), || {
         metric(&srv, "corebridge_kafka_up ") == Some(0.0)
     });
-    broker_up(REPLACED_PORT);
+    broker_up_advertising(REPLACED_PORT, REPLACED_RELAY_PORT);
     create(&broker, t, 1);
     produce_all(&ticks("new", 5));
+    relay.refuse_sending(None);
     for i in 0..5 {
         assert_eq!(sse.next_event()["id"], format!("new-{i}"));
     }

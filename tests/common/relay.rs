@@ -2,7 +2,9 @@
 //! `silence()`: the connections open now forward nothing either way from then on, but stay
 //! open, as behind a network that drops every packet (nothing refused, nothing reset);
 //! connections opened later work. `refuse(true)`: new connections are closed at once, as if
-//! the service were down, until `refuse(false)`.
+//! the service were down, until `refuse(false)`. `refuse_sending(Some(marker))`: new
+//! connections whose first bytes contain `marker` (a Kafka client id, say) are closed, others
+//! pass: one client is kept away while another one works.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -15,6 +17,7 @@ pub struct Relay {
     silenced_below: Arc<AtomicU64>,
     next_id: Arc<AtomicU64>,
     refusing: Arc<AtomicBool>,
+    marker: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
 }
 
 impl Relay {
@@ -25,16 +28,37 @@ impl Relay {
         let silenced_below = Arc::new(AtomicU64::new(0));
         let next_id = Arc::new(AtomicU64::new(1));
         let refusing = Arc::new(AtomicBool::new(false));
-        let (below, next, refuse) = (silenced_below.clone(), next_id.clone(), refusing.clone());
+        let marker = Arc::new(std::sync::Mutex::new(None::<Vec<u8>>));
+        let (below, next, refuse, mark) = (
+            silenced_below.clone(),
+            next_id.clone(),
+            refusing.clone(),
+            marker.clone(),
+        );
         std::thread::spawn(move || {
             for c in l.incoming() {
-                let Ok(a) = c else { continue };
+                let Ok(mut a) = c else { continue };
                 if refuse.load(Ordering::SeqCst) {
                     continue; // dropped: closed at once
                 }
-                let Ok(b) = TcpStream::connect(("127.0.0.1", to)) else {
+                let wanted = mark.lock().unwrap().clone();
+                let mut first = Vec::new();
+                if let Some(m) = wanted {
+                    let mut buf = [0u8; 4096];
+                    a.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                    let n = a.read(&mut buf).unwrap_or(0);
+                    a.set_read_timeout(None).unwrap();
+                    first.extend_from_slice(&buf[..n]);
+                    if n == 0 || first.windows(m.len()).any(|w| w == m.as_slice()) {
+                        continue; // dropped
+                    }
+                }
+                let Ok(mut b) = TcpStream::connect(("127.0.0.1", to)) else {
                     continue;
                 };
+                if b.write_all(&first).is_err() {
+                    continue;
+                }
                 let id = next.fetch_add(1, Ordering::SeqCst);
                 for (from, into) in [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)] {
                     let below = below.clone();
@@ -47,6 +71,7 @@ impl Relay {
             silenced_below,
             next_id,
             refusing,
+            marker,
         }
     }
 
@@ -57,6 +82,10 @@ impl Relay {
 
     pub fn refuse(&self, on: bool) {
         self.refusing.store(on, Ordering::SeqCst);
+    }
+
+    pub fn refuse_sending(&self, marker: Option<&[u8]>) {
+        *self.marker.lock().unwrap() = marker.map(<[u8]>::to_vec);
     }
 }
 
