@@ -83,6 +83,13 @@ async fn start_offset(
     }
 }
 
+/// Where the partition's log starts now (0 when the broker does not say in time).
+async fn earliest(pc: &PartitionClient, limit: Duration) -> i64 {
+    bounded(limit, pc.get_offset(OffsetAt::Earliest))
+        .await
+        .unwrap_or(0)
+}
+
 /// The partition's client (its own connection to the partition's leader), retried with
 /// backoff until it opens.
 async fn open(
@@ -144,9 +151,9 @@ pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32) {
     let mut pc: Option<PartitionClient> = None;
     let mut offset: Option<i64> = None;
     let mut down_since: Option<Instant> = None;
-    // The offset and timestamp of the last record read, looked up again after a failure.
+    // The offset and timestamp of the last record read, looked up again after a failure
+    // (while `down_since` is set).
     let mut last: Option<(i64, i64)> = None;
-    let mut verify = false;
     loop {
         if pc.is_none() {
             pc = Some(open(&ctx, &topic, partition, &mut errors).await);
@@ -182,42 +189,36 @@ pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32) {
         // Back after a failure: a broker that lost its log (restarted empty, or the topic
         // recreated) may already hold more records than our position, which offsets alone
         // cannot tell from the old log; the record last read can.
-        let fetched = match last {
-            Some((o, ts)) if verify && o + 1 == at => {
-                match bounded(fetch_limit, p.fetch_records(o, 1..FETCH_MAX_BYTES, 0)).await {
-                    Ok((records, _)) => {
-                        verify = false;
-                        let same = records
+        let last_gone = match last {
+            Some((o, ts)) if down_since.is_some() && o + 1 == at => {
+                bounded(fetch_limit, p.fetch_records(o, 1..FETCH_MAX_BYTES, 0))
+                    .await
+                    .map(|(records, _)| {
+                        !records
                             .iter()
-                            .any(|r| r.offset == o && r.record.timestamp.timestamp_millis() == ts);
-                        if !same {
-                            let earliest = bounded(limit, p.get_offset(OffsetAt::Earliest))
-                                .await
-                                .unwrap_or(0);
-                            stats.log_resets.inc();
-                            tracing::warn!(topic = %topic, partition, offset = o, earliest,
-                                "the record last read is gone from the partition (the broker lost its log, or the topic was recreated); reading the new log from its start");
-                            offset = Some(earliest.max(0));
-                            last = None;
-                            continue;
-                        }
-                        bounded(
-                            fetch_limit,
-                            p.fetch_records(at, 1..FETCH_MAX_BYTES, fetch_wait_ms),
-                        )
-                        .await
-                    }
-                    Err(e) => Err(e),
-                }
+                            .any(|r| r.offset == o && r.record.timestamp.timestamp_millis() == ts)
+                    })
             }
-            _ => {
-                verify = false;
+            _ => Ok(false),
+        };
+        let fetched = match last_gone {
+            Ok(true) => {
+                let earliest = earliest(p, limit).await;
+                stats.log_resets.inc();
+                tracing::warn!(topic = %topic, partition, offset = at - 1, earliest,
+                    "the record last read is gone from the partition (the broker lost its log, or the topic was recreated); reading the new log from its start");
+                offset = Some(earliest.max(0));
+                last = None;
+                continue;
+            }
+            Ok(false) => {
                 bounded(
                     fetch_limit,
                     p.fetch_records(at, 1..FETCH_MAX_BYTES, fetch_wait_ms),
                 )
                 .await
             }
+            Err(e) => Err(e),
         };
         match fetched {
             // Asked past the end of the partition's log: the broker answers with no records
@@ -226,9 +227,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32) {
             Ok((records, high_watermark))
                 if records.is_empty() && high_watermark >= 0 && at > high_watermark =>
             {
-                let earliest = bounded(limit, p.get_offset(OffsetAt::Earliest))
-                    .await
-                    .unwrap_or(0);
+                let earliest = earliest(p, limit).await;
                 stats.log_resets.inc();
                 tracing::warn!(topic = %topic, partition, offset = at, high_watermark, earliest,
                     "the partition's log ends below the position already read (lost by the broker, or the topic was recreated); reading the new log from its start");
@@ -343,9 +342,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32) {
                 }
             }
             Err(e) if is_out_of_range(&e) => {
-                let earliest = bounded(limit, p.get_offset(OffsetAt::Earliest))
-                    .await
-                    .unwrap_or(0);
+                let earliest = earliest(p, limit).await;
                 tracing::warn!(topic = %topic, partition, offset = at, earliest,
                     "offset out of range (log truncated, or the broker lost its data); continuing from the earliest offset");
                 offset = Some(earliest);
@@ -355,7 +352,6 @@ pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32) {
                 ctx.metrics.up.set(0);
                 stats.fetch_failures.inc();
                 down_since.get_or_insert_with(Instant::now);
-                verify = true;
                 if let Some(n) = errors.allow() {
                     tracing::warn!(topic = %topic, partition, offset = at, error = %e, suppressed = n,
                         retry_in_ms = backoff.as_millis() as u64, "fetch failed (whose fault: broker or network)");
