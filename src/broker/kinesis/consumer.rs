@@ -254,17 +254,21 @@ struct IteratorError {
     message: String,
 }
 
-/// Kinesis refuses a sequence number from a deleted and recreated stream (InvalidArgument;
-/// mocks say ResourceNotFound); either also means a missing stream, which `Reader::lost`
-/// tells apart.
-fn position_rejected<E, R>(e: &aws_sdk_kinesis::error::SdkError<E, R>) -> bool
+/// Whether Kinesis answered with one of the error `codes`.
+fn answered<E, R>(e: &aws_sdk_kinesis::error::SdkError<E, R>, codes: &[&str]) -> bool
 where
     E: aws_sdk_kinesis::error::ProvideErrorMetadata,
 {
     e.as_service_error()
         .and_then(|s| s.code())
-        .is_some_and(|c| c == "InvalidArgumentException" || c == "ResourceNotFoundException")
+        .is_some_and(|c| codes.contains(&c))
 }
+
+/// Kinesis refuses a sequence number from a deleted and recreated stream (InvalidArgument;
+/// mocks say ResourceNotFound); either also means a missing stream, which `Reader::lost`
+/// tells apart.
+const POSITION_REJECTED: &[&str] = &["InvalidArgumentException", "ResourceNotFoundException"];
+const NOT_FOUND: &[&str] = &["ResourceNotFoundException"];
 
 async fn iterator(
     ctx: &Ctx,
@@ -285,7 +289,7 @@ async fn iterator(
         Position::TrimHorizon => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
     };
     let out = req.send().await.map_err(|e| IteratorError {
-        rejected: position_rejected(&e),
+        rejected: answered(&e, POSITION_REJECTED),
         message: aws_error(&e),
     })?;
     out.shard_iterator()
@@ -646,11 +650,11 @@ async fn subscribe_loop(r: &mut Reader, consumer_arn: &str, start: &Position) ->
         let mut out = match sub {
             Ok(o) => o,
             Err(e) => {
-                if position_rejected(&e) && r.lost(&position).await {
+                if answered(&e, POSITION_REJECTED) && r.lost(&position).await {
                     position = Position::TrimHorizon;
                     continue;
                 }
-                if not_found(&e) {
+                if answered(&e, NOT_FOUND) {
                     if let Some(arn) = registered_anew(&ctx, &stream, &shard, &consumer_arn).await {
                         consumer_arn = arn;
                         continue;
@@ -715,15 +719,6 @@ async fn subscribe_loop(r: &mut Reader, consumer_arn: &str, start: &Position) ->
             position = r.resume(start);
         }
     }
-}
-
-fn not_found<E, R>(e: &aws_sdk_kinesis::error::SdkError<E, R>) -> bool
-where
-    E: aws_sdk_kinesis::error::ProvideErrorMetadata,
-{
-    e.as_service_error()
-        .and_then(|s| s.code())
-        .is_some_and(|c| c == "ResourceNotFoundException")
 }
 
 /// Kinesis does not know the enhanced fan-out consumer `current` (consumers belong to a
