@@ -230,6 +230,16 @@ impl Drop for PendingHead<'_> {
     }
 }
 
+/// Refuses a connection before its request is read: `503` with `msg` on a plain port; on an
+/// HTTPS port just closed (no handshake for a connection that is refused anyway).
+async fn refuse(shard: &Shard, tcp: TcpStream, which: Listener, secure: bool, msg: &str) {
+    if secure {
+        return;
+    }
+    let mut stream = ClientStream::Plain(tcp);
+    send_error(shard, &mut stream, which, 503, msg).await
+}
+
 /// Serves one accepted connection; `secure`: it came to an HTTPS port (the TLS handshake is
 /// part of its head: bounded by `http.header_timeout_ms` and counted as a pending head).
 pub async fn serve(shard: Rc<Shard>, tcp: TcpStream, which: Listener, secure: bool) {
@@ -241,35 +251,28 @@ pub async fn serve(shard: Rc<Shard>, tcp: TcpStream, which: Listener, secure: bo
         Some(p) => Some(p),
         None => {
             shard.metrics.pending_refused.inc();
-            if secure {
-                // No handshake for a connection that is refused anyway.
-                return;
-            }
             let msg = format!("Too many connections still sending their request ({max_pending}, http.max_pending_heads); retry.");
-            let mut stream = ClientStream::Plain(tcp);
-            return send_error(&shard, &mut stream, which, 503, &msg).await;
+            return refuse(&shard, tcp, which, secure, &msg).await;
         }
     };
     // One address's share of the node (`http.max_connections_per_address`), held for the
     // connection's whole life (its session keeps it once it is a stream).
-    let mut address = None;
-    if let Some(caps) = &globals.address_caps {
-        let ip = tcp
-            .peer_addr()
-            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
-        match caps.enter(ip) {
-            Some(slot) => address = Some(slot),
-            None => {
-                shard.metrics.address_refused.inc();
-                if secure {
-                    return;
+    let address = match &globals.address_caps {
+        None => None,
+        Some(caps) => {
+            let ip = tcp
+                .peer_addr()
+                .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
+            match caps.enter(ip) {
+                Some(slot) => Some(slot),
+                None => {
+                    shard.metrics.address_refused.inc();
+                    let msg = format!("Too many connections from {ip} (http.max_connections_per_address); close some and retry.");
+                    return refuse(&shard, tcp, which, secure, &msg).await;
                 }
-                let msg = format!("Too many connections from {ip} (http.max_connections_per_address); close some and retry.");
-                let mut stream = ClientStream::Plain(tcp);
-                return send_error(&shard, &mut stream, which, 503, &msg).await;
             }
         }
-    }
+    };
     let mut stream = match (secure, &globals.tls) {
         (false, _) => ClientStream::Plain(tcp),
         (true, None) => return,
