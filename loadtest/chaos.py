@@ -263,6 +263,18 @@ def http_producer(port, rate, total, t0):
 # Each returns (gateway env, publisher thunk, timeline [(t, label, action)], end of events,
 # what the counters to report are, cleanup).
 
+def kafka_gateway(broker, topic):
+    """The gateway's environment for reading `topic`, and its readiness check: a partition of
+    the topic has a lag gauge once the node reads it."""
+    env = {"KAFKA_BROKERS": broker, "KAFKA_SOURCE_TOPICS": topic, "CB_KAFKA_TOPIC_REFRESH_MS": "300",
+           "CB_KAFKA_FETCH_WAIT_MS": "20"}
+
+    def ready(api):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{api}/metrics", timeout=5).read().decode()
+        return f'corebridge_kafka_consumer_lag{{topic="{topic}"' in text
+    return env, ready
+
+
 def kafka_scenario(rate):
     from confluent_kafka.admin import AdminClient, NewTopic
     port = free_port()
@@ -281,9 +293,7 @@ def kafka_scenario(rate):
     def restart():
         pidfile[0] = service("kafka-up", port)
         create()
-    env = {"KAFKA_BROKERS": broker, "KAFKA_SOURCE_TOPICS": topic, "CB_KAFKA_TOPIC_REFRESH_MS": "300",
-           "CB_KAFKA_FETCH_WAIT_MS": "20"}
-    ready = lambda api: metric(api, f'corebridge_kafka_consumer_lag{{topic="{topic}"') is not None
+    env, ready = kafka_gateway(broker, topic)
     return dict(env=env, ready=ready,
                 publish=lambda total, t0: kafka_producer(broker, topic, rate, total, t0),
                 timeline=[(10, "broker killed", kill), (15, "broker back (empty)", restart)],
@@ -412,9 +422,7 @@ def net_scenario(rate):
         tansu_p.wait(5)
         sh("ip", "link", "del", host_if, check=False)
         sh("ip", "netns", "del", ns, check=False)
-    env = {"KAFKA_BROKERS": broker, "KAFKA_SOURCE_TOPICS": topic, "CB_KAFKA_TOPIC_REFRESH_MS": "300",
-           "CB_KAFKA_FETCH_WAIT_MS": "20"}
-    ready = lambda api: metric(api, f'corebridge_kafka_consumer_lag{{topic="{topic}"') is not None
+    env, ready = kafka_gateway(broker, topic)
     return dict(env=env, ready=ready, publish=publish,
                 timeline=[(10, "10% loss", loss), (20, "blackhole", blackhole),
                           (35, "256 kbit/s", slow), (45, "healed", heal)],
