@@ -1,11 +1,11 @@
 # Corebridge container image.
 #
-# io_uring: Docker's default seccomp profile blocks io_uring_setup/enter/register, and
-# corebridge exits at start-up naming that cause. Run with a profile that allows them, e.g.
-#   docker run --security-opt seccomp=unconfined --ulimit memlock=-1 --ulimit nofile=1048576 \
+# Runs under Docker's default seccomp profile (the shards use epoll, not io_uring) and needs
+# no locked memory; raise the file limit for many connections:
+#   docker run --ulimit nofile=1048576 \
 #     -p 4000:4000 -p 127.0.0.1:4010:4010 -e CB_API_BIND=0.0.0.0 corebridge
 # (the internal API binds to loopback by default; inside a container publish it to the host's
-# loopback only, as above). The host kernel must have kernel.io_uring_disabled = 0.
+# loopback only, as above).
 # HTTPS: mount the certificate and key, set HTTPS_CERTFILE/HTTPS_KEYFILE and publish 4001
 # (and 4011 for the internal API); `docker kill --signal HUP` reloads renewed files.
 

@@ -205,7 +205,7 @@ host: gateway.example\r\nuser-agent: Mozilla/5.0\r\naccept: text/event-stream\r\
     }
 
     // The island-to-shard hop: a std thread sends batches of 256 events through the bounded
-    // queue a glommio shard drains; then shard to shard through the mesh.
+    // queue a shard drains; then shard to shard through the mesh.
     if selected("hop") {
         hops();
     }
@@ -222,16 +222,13 @@ fn hops() {
     let batch = Arc::new(vec![ev; 256]);
     let batches = 20_000u64;
     let (tx, rx) = async_channel::bounded::<Arc<Vec<Arc<Event>>>>(64);
-    let consumer = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(1 << 18)
-        .spawn(move || async move {
-            let mut n = 0u64;
-            while let Ok(b) = rx.recv().await {
-                n += b.len() as u64;
-            }
-            n
-        })
-        .unwrap();
+    let consumer = on_shard(async move {
+        let mut n = 0u64;
+        while let Ok(b) = rx.recv().await {
+            n += b.len() as u64;
+        }
+        n
+    });
     let t = Instant::now();
     for _ in 0..batches {
         tx.send_blocking(batch.clone()).unwrap();
@@ -245,35 +242,26 @@ fn hops() {
         1e3 / per
     );
 
-    // Shard to shard through glommio's channel mesh, batches of 256.
-    let mesh = glommio::channels::channel_mesh::MeshBuilder::<Arc<Vec<Arc<Event>>>, _>::full(2, 64);
-    let (m0, m1) = (mesh.clone(), mesh);
+    // Shard to shard through the mesh (a bounded queue into each shard), batches of 256.
+    let (tx, rx) = async_channel::bounded::<Arc<Vec<Arc<Event>>>>(64);
     let b = batch.clone();
-    let sender = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(1 << 18)
-        .spawn(move || async move {
-            let (tx, _rx) = m0.join().await.unwrap();
-            let t = Instant::now();
-            for _ in 0..batches {
-                tx.send_to(1, b.clone()).await.unwrap();
+    let receiver = on_shard(async move {
+        let mut n = 0u64;
+        while n < batches * 256 {
+            match rx.recv().await {
+                Ok(b) => n += b.len() as u64,
+                _ => break,
             }
-            t
-        })
-        .unwrap();
-    let receiver = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(1 << 18)
-        .spawn(move || async move {
-            let (_tx, rx) = m1.join().await.unwrap();
-            let mut n = 0u64;
-            while n < batches * 256 {
-                match rx.recv_from(0).await {
-                    Ok(Some(b)) => n += b.len() as u64,
-                    _ => break,
-                }
-            }
-            (n, Instant::now())
-        })
-        .unwrap();
+        }
+        (n, Instant::now())
+    });
+    let sender = on_shard(async move {
+        let t = Instant::now();
+        for _ in 0..batches {
+            tx.send(b.clone()).await.unwrap();
+        }
+        t
+    });
     let t0 = sender.join().unwrap();
     let (n, t1) = receiver.join().unwrap();
     let per = (t1 - t0).as_nanos() as f64 / n as f64;
@@ -282,4 +270,17 @@ fn hops() {
         "shard -> shard hop (mesh)",
         1e3 / per
     );
+}
+
+/// Runs `f` on a thread of its own with a single-threaded runtime, as a shard does.
+fn on_shard<T: Send + 'static>(
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    })
 }

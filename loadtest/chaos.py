@@ -144,7 +144,7 @@ def worker(srcs, n, port, deadline, q):
 def start_gateway(env):
     inbound, api = free_port(), free_port()
     tuning = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-    tuning.write("[runtime]\nio_memory = 262144\n")
+    tuning.write("[runtime]\n")
     tuning.close()
     env = dict(os.environ, INBOUND_PORT=str(inbound), API_HTTP_PORT=str(api),
                CB_INBOUND_BIND="0.0.0.0", MAX_CONNECTIONS_PER_MINUTE="10000000", LOG_LEVEL="warn",

@@ -100,7 +100,7 @@ def main(clients, rate, seconds):
     for f in admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)]).values():
         f.result(20)
     tuning = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-    tuning.write("[runtime]\nio_memory = 262144\n[shutdown]\ndrain_s = 5\n")
+    tuning.write("[runtime]\n[shutdown]\ndrain_s = 5\n")
     tuning.close()
     a, port_a, api_a = start(topic, tuning.name)
     b, port_b, api_b = start(topic, tuning.name)

@@ -67,7 +67,7 @@ async def sse(port, last_id, want, deadline):
 def start(extra):
     inbound, api = free_port(), free_port()
     tuning = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-    tuning.write("[runtime]\nio_memory = 262144\n[sessions]\nresume_max_events = 256\n")
+    tuning.write("[runtime]\n[sessions]\nresume_max_events = 256\n")
     tuning.close()
     env = dict(os.environ, INBOUND_PORT=str(inbound), API_HTTP_PORT=str(api), CB_INBOUND_BIND="127.0.0.1",
                MAX_CONNECTIONS_PER_MINUTE="100000", LOG_LEVEL="warn", **extra)

@@ -84,7 +84,7 @@ async def main(n, parallel, kind):
                MAX_CONNECTIONS_PER_MINUTE="1000000", LOG_LEVEL="warn")
     tuning = os.path.join(d, "tuning.toml")
     with open(tuning, "w") as f:
-        f.write("[runtime]\nio_memory = 262144\n")
+        f.write("[runtime]\n")
     srv = subprocess.Popen([BIN, "--tuning", tuning], env=env)
     try:
         for _ in range(100):

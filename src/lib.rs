@@ -2,7 +2,7 @@
 //! the Reactive Interaction Gateway's HTTP API. Layout (one line per module):
 //!
 //! - `config`  — the only code that reads env and files; validated, then frozen
-//! - `runtime` — pinned glommio executors (shards), the shard mesh, the tokio island, accept loops
+//! - `runtime` — pinned shard threads and their runtime (`rt`), the shard mesh, the tokio island, accept loops
 //! - `proto`   — sans-I/O protocol code: HTTP/1.1, SSE, WebSocket, long-poll, CloudEvents, frames
 //! - `conn`    — socket drivers (HTTP, SSE, WebSocket, long-poll): own a socket, feed `proto`
 //! - `session` — per-shard sessions, bounded outbound queues, heartbeats, tokens

@@ -1,6 +1,6 @@
-//! Structured logs on stderr (text or JSON lines), level from `LOG_LEVEL`. glommio reports
-//! degraded start-up (e.g. io_memory not locked) only through the `log` crate, so `log` records
-//! are bridged into the same subscriber rather than lost.
+//! Structured logs on stderr (text or JSON lines), level from `LOG_LEVEL`. Some libraries
+//! (rdkafka's client, rustls) report only through the `log` crate, so `log` records are bridged
+//! into the same subscriber rather than lost.
 
 use crate::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;

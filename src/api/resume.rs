@@ -189,7 +189,7 @@ pub(super) async fn replay(
         max_age_ms: tuning.resume_max_age_s.saturating_mul(1000),
     };
     let answer = futures_lite::future::or(async { Some(broker.replay(req).await) }, async {
-        glommio::timer::sleep(REPLAY_TIMEOUT).await;
+        crate::runtime::rt::sleep(REPLAY_TIMEOUT).await;
         None
     })
     .await;
@@ -303,7 +303,7 @@ async fn replay_local(
                         .saturating_sub(req.max_age_ms as i64),
                 });
                 let answer = futures_lite::future::or(async { Some(read.await) }, async {
-                    glommio::timer::sleep(REPLAY_TIMEOUT).await;
+                    crate::runtime::rt::sleep(REPLAY_TIMEOUT).await;
                     None
                 })
                 .await;

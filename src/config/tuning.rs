@@ -38,15 +38,8 @@ pub struct Runtime {
     pub cpus: Vec<usize>,
     /// Pin each shard to its CPU. Off only for debugging on shared machines.
     pub pin: bool,
-    /// Bytes glommio registers per io_uring (3 rings per shard); needs memlock or CAP_IPC_LOCK.
-    pub io_memory: usize,
-    /// Entries per io_uring submission queue. Also sizes the kernel's table of pending polls
-    /// (one per idle connection's armed read) that every cancellation searches: at 4096 it has
-    /// its maximum of 256 buckets; at 128, 8 buckets, and each wake-up of a shard holding
-    /// 10,000 connections walked ~1,250 of them.
-    pub ring_depth: usize,
     /// Messages each shard's inbound queue (publishes and control records from every shard)
-    /// and each shard-to-shard request channel hold; a publish that finds a queue full gets 503.
+    /// and each shard's mesh queue (requests and replies between shards) hold; a publish that finds a queue full gets 503.
     pub mesh_queue: usize,
     /// Cells of the interest table (rounded up to a power of two, 8 bytes each): which shards
     /// want which events. More cells, fewer events sent to a shard that has no taker for them.
@@ -59,8 +52,6 @@ impl Default for Runtime {
             shards: 0,
             cpus: Vec::new(),
             pin: true,
-            io_memory: 1 << 20,
-            ring_depth: 4096,
             mesh_queue: 1024,
             interest_cells: 1 << 16,
         }
@@ -256,7 +247,6 @@ impl Tuning {
                 problems.push(format!("tuning: {name} must be greater than 0"));
             }
         };
-        nonzero("runtime.ring_depth", self.runtime.ring_depth as u64);
         nonzero("runtime.mesh_queue", self.runtime.mesh_queue as u64);
         nonzero("runtime.interest_cells", self.runtime.interest_cells as u64);
         nonzero("http.max_head_bytes", self.http.max_head_bytes as u64);
@@ -308,12 +298,6 @@ impl Tuning {
             problems.push(format!(
                 "tuning: http.max_headers is {}; at most 256 are supported",
                 self.http.max_headers
-            ));
-        }
-        if self.runtime.ring_depth > 32768 || !self.runtime.ring_depth.is_power_of_two() {
-            problems.push(format!(
-                "tuning: runtime.ring_depth is {}; it must be a power of two up to 32768",
-                self.runtime.ring_depth
             ));
         }
         if self.http.max_uri_bytes > self.http.max_head_bytes {

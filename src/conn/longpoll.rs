@@ -29,7 +29,7 @@ pub async fn read(
     });
     let hold_for = Duration::from_millis(shard.cfg().tuning.longpoll.hold_ms);
     let got = future::or(read, async {
-        glommio::timer::sleep(hold_for).await;
+        crate::runtime::rt::sleep(hold_for).await;
         // Hold over: answer with nothing new (without a context it never waits).
         match shard.sessions.borrow_mut().poll_longpoll(slot, after, None) {
             Poll::Ready(r) => r,

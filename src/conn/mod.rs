@@ -25,9 +25,9 @@ pub mod writer;
 use crate::api::{self, Outcome, Resp};
 use crate::metrics::Listener;
 use crate::proto::http1::{self, BodyKind, BodyReader, HttpError, Limits};
+use crate::runtime::rt::TcpStream;
 use crate::runtime::shard::Shard;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tls::ClientStream;
@@ -55,7 +55,7 @@ async fn read_more(
     let want = READ_CHUNK.min(cap.saturating_sub(old)).max(1);
     buf.resize(old + want, 0);
     let read = future::or(async { Some(stream.read(&mut buf[old..]).await) }, async {
-        glommio::timer::sleep(within).await;
+        crate::runtime::rt::sleep(within).await;
         None
     })
     .await;
@@ -179,7 +179,7 @@ async fn close_lingering(stream: &mut ClientStream) {
             return;
         }
         let read = future::or(async { Some(stream.read(&mut sink).await) }, async {
-            glommio::timer::sleep(within).await;
+            crate::runtime::rt::sleep(within).await;
             None
         })
         .await;
@@ -279,7 +279,7 @@ pub async fn serve(shard: Rc<Shard>, tcp: TcpStream, which: Listener, secure: bo
         (true, Some(tls)) => {
             let within = Duration::from_millis(shard.cfg().tuning.http.header_timeout_ms);
             let accepted = future::or(async { Some(tls.acceptor.accept(tcp).await) }, async {
-                glommio::timer::sleep(within).await;
+                crate::runtime::rt::sleep(within).await;
                 None
             })
             .await;

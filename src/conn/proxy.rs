@@ -242,10 +242,9 @@ fn request_log(shard: &Rc<Shard>, m: &Match, head: &RequestHead, ip: IpAddr, tra
                     .filter(|k| k.avro_out)
                     .and_then(|k| k.log_schema.clone()),
             };
-            glommio::spawn_local(async move {
+            crate::runtime::rt::spawn(async move {
                 let _ = broker.produce(record).await;
-            })
-            .detach();
+            });
         }
     }
 }
@@ -272,7 +271,7 @@ async fn write_resp(
 async fn write_within(shard: &Shard, client: &mut ClientStream, bytes: &[u8]) -> bool {
     let within = Duration::from_millis(shard.cfg().tuning.http.body_timeout_ms);
     future::or(async { client.write_all(bytes).await.is_ok() }, async {
-        glommio::timer::sleep(within).await;
+        crate::runtime::rt::sleep(within).await;
         false
     })
     .await
@@ -867,13 +866,13 @@ async fn read_head(
             async { Ev::Read(io.read(scratch).await) },
             future::or(
                 async {
-                    glommio::timer::sleep(recv_timeout).await;
+                    crate::runtime::rt::sleep(recv_timeout).await;
                     Ev::Timeout
                 },
                 async {
-                    // Most upstreams answer within this; watching the client costs an
-                    // io_uring operation and its cancellation, so it starts only after.
-                    glommio::timer::sleep(CLIENT_WATCH_AFTER).await;
+                    // Most upstreams answer within this; watching the client costs a
+                    // registration and its removal, so it starts only after.
+                    crate::runtime::rt::sleep(CLIENT_WATCH_AFTER).await;
                     let mut b = [0u8; 1];
                     match client.tcp().peek(&mut b).await {
                         Ok(0) | Err(_) => Ev::ClientGone,
@@ -967,7 +966,7 @@ async fn relay(
         }
         let (io, scratch) = (&mut conn.io, &mut conn.scratch);
         let read = future::or(async { Some(io.read(scratch).await) }, async {
-            glommio::timer::sleep(recv_timeout).await;
+            crate::runtime::rt::sleep(recv_timeout).await;
             None
         })
         .await;
@@ -1012,7 +1011,7 @@ async fn drain(shard: &Shard, conn: &mut Conn, mut upbuf: Vec<u8>, resp: &Respon
         }
         let (io, scratch) = (&mut conn.io, &mut conn.scratch);
         let read = future::or(async { Some(io.read(scratch).await) }, async {
-            glommio::timer::sleep(recv_timeout).await;
+            crate::runtime::rt::sleep(recv_timeout).await;
             None
         })
         .await;

@@ -1,14 +1,13 @@
-//! The socket system calls the shard makes itself, outside glommio: once a connection has
+//! The socket system calls the shard makes itself, outside the runtime: once a connection has
 //! become a stream (SSE after its head was chosen, WebSocket after the handshake), the shard's
-//! writer sends to it with one non-blocking vectored `sendmsg` per pass (glommio has no
-//! vectored write), and the shard's watcher learns from one epoll set per shard when a client
-//! sent something, left, or has room again after a full socket. No task and no armed io_uring
-//! read per idle connection: those cost memory per connection and a long walk through the
-//! kernel's table of pending polls on every wake-up.
+//! writer sends to it with one non-blocking vectored `sendmsg` per pass, and the shard's
+//! watcher learns from one epoll set per shard when a client sent something, left, or has room
+//! again after a full socket. No task and no armed read per idle connection: a task and its
+//! buffers cost memory per connection, and waking one per event costs a scheduler trip.
 //!
 //! One of the two modules allowed `unsafe` (the other is `runtime/sys.rs`). What keeps it
-//! sound: a stream's fd is an `OwnedFd` the session holds (a `dup` of the one glommio accepted,
-//! whose own handle is dropped), so it stays open exactly as long as the session and nobody
+//! sound: a stream's fd is an `OwnedFd` the session holds (taken out of the runtime with
+//! `rt::TcpStream::into_owned_fd`, which deregisters it), so it stays open exactly as long as the session and nobody
 //! else reads or writes it; every call passes buffers that outlive it; every call is
 //! non-blocking (`MSG_DONTWAIT`, `epoll_wait` with a zero timeout), so a shard never blocks on
 //! a client. What breaks if that changes: a second owner of the fd would interleave bytes
@@ -138,19 +137,6 @@ fn send_parts(fd: RawFd, p: &Parts<'_>, i: usize, off: usize) -> io::Result<usiz
             Ok(r as usize)
         }
     })
-}
-
-/// A second handle to an accepted connection's socket, owned by the session from now on: the
-/// glommio stream it came from is dropped right after, so this is the only one left.
-pub(super) fn own(fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: `fd` is an open socket (borrowed from a live glommio stream for this call);
-    // F_DUPFD_CLOEXEC returns a new descriptor we own, or -1.
-    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if new < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `new` was just returned by the kernel and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 /// Caps the socket's kernel send buffer at `bytes` (the kernel doubles it); 0 leaves the

@@ -69,10 +69,8 @@ pub(super) fn adopt(
         early.extend_from_slice(&plain);
         t
     });
-    // A handle of our own; glommio's is dropped (not closed: that would shut the socket down).
-    let sock = socket::own(stream.as_raw_fd());
-    drop(stream);
-    let Ok(sock) = sock else {
+    // The socket leaves the runtime's epoll for the shard's own.
+    let Ok(sock) = stream.into_owned_fd() else {
         shard.sessions.borrow_mut().close(slot, &token);
         return;
     };
@@ -108,7 +106,7 @@ pub async fn watch(shard: Rc<Shard>) {
         } else {
             IDLE_LOOK
         };
-        glommio::timer::sleep(wait).await;
+        crate::runtime::rt::sleep(wait).await;
         shard.streams.epoll.ready(|r| {
             let Some((slot, token, fd, transport)) = shard.sessions.borrow().by_key(r.key) else {
                 return;

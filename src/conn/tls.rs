@@ -1,5 +1,5 @@
 //! HTTPS on the listeners (`config::https`). During the HTTP phase a TLS connection is a
-//! `futures_rustls` stream over glommio's socket ([`ClientStream`]), so requests, long-polls
+//! `futures_rustls` stream over the shard's socket ([`ClientStream`]), so requests, long-polls
 //! and proxied calls run unchanged. Once it becomes a stream (SSE, WebSocket), its socket goes
 //! to the shard like a plain one, with the rustls state beside it: the writer seals what it
 //! sends ([`seal`]) and the watcher opens what clients send ([`open`]), both without I/O of
@@ -9,8 +9,8 @@
 //! read last; connections already open keep theirs.
 
 use crate::config::https::{load_key, HttpsConfig};
+use crate::runtime::rt::TcpStream;
 use futures_lite::io::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
 use rustls::server::{ClientHello, ResolvesServerCert, ServerConnection};
 use rustls::sign::CertifiedKey;
 use std::io::Read;
@@ -71,7 +71,7 @@ pub enum MaybeTls<T> {
     Tls(Box<T>),
 }
 
-/// A TLS stream over glommio's socket, either side.
+/// A TLS stream over a shard's socket, either side.
 pub trait OverTcp: AsyncRead + AsyncWrite + Unpin {
     fn tcp(&self) -> &TcpStream;
 }

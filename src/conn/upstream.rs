@@ -10,21 +10,20 @@
 //! [`DNS_TTL`]; `https` upstreams speak TLS through rustls (`futures-rustls`).
 //!
 //! Why a hand-written client rather than hyper or reqwest: those run on tokio, which cannot
-//! run inside a glommio shard, so every request would cross to an island thread and back,
+//! run inside a shard, so every request would cross to an island thread and back,
 //! and the body would be copied between runtimes. The HTTP/1.1 client side is small and
 //! sans-I/O (`proto/http1_client.rs`), the same parser discipline as the server side.
 
 use super::socket;
 use crate::error::{Blame, Fault};
 use crate::proxy::table::Upstream;
+use crate::runtime::rt::TcpStream;
+use crate::runtime::rt::{OwnedSemaphorePermit, Semaphore};
 use crate::runtime::shard::Shard;
-use glommio::net::TcpStream;
-use glommio::sync::{Semaphore, StaticPermit};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,7 +46,7 @@ pub struct Conn {
     /// not once per read).
     pub scratch: Vec<u8>,
     key: Upstream,
-    _permit: StaticPermit,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Conn {
@@ -63,7 +62,7 @@ struct Idle {
 
 struct Pool {
     idle: Vec<Idle>,
-    permits: Rc<Semaphore>,
+    permits: std::sync::Arc<Semaphore>,
 }
 
 /// Why no connection to an upstream could be had. All are the upstream's or the network's
@@ -115,7 +114,7 @@ impl Pools {
             let mut pools = self.pools.borrow_mut();
             let pool = pools.entry(up.clone()).or_insert_with(|| Pool {
                 idle: Vec::new(),
-                permits: Rc::new(Semaphore::new(tuning.max_connections_per_upstream as u64)),
+                permits: std::sync::Arc::new(Semaphore::new(tuning.max_connections_per_upstream)),
             });
             // Most recently used first: it is the likeliest to still be open.
             while let Some(idle) = pool.idle.pop() {
@@ -131,18 +130,16 @@ impl Pools {
             }
             pool.permits.clone()
         };
-        let permit = futures_lite::future::or(
-            async { permits.acquire_static_permit(1).await.ok() },
-            async {
-                glommio::timer::sleep(wait).await;
+        let permit =
+            futures_lite::future::or(async { permits.acquire_owned().await.ok() }, async {
+                crate::runtime::rt::sleep(wait).await;
                 None
-            },
-        )
-        .await
-        .ok_or_else(|| ConnectError::Busy {
-            upstream: up.authority(),
-            limit: tuning.max_connections_per_upstream,
-        })?;
+            })
+            .await
+            .ok_or_else(|| ConnectError::Busy {
+                upstream: up.authority(),
+                limit: tuning.max_connections_per_upstream,
+            })?;
         let io = self.connect(shard, up).await?;
         Ok(Conn {
             io,
@@ -221,8 +218,7 @@ impl Pools {
                     }
                     return tls(shard, up, tcp, timeout).await;
                 }
-                Err(e) => {
-                    let io: std::io::Error = e.into();
+                Err(io) => {
                     last = Some(if io.kind() == std::io::ErrorKind::TimedOut {
                         ConnectError::Timeout {
                             addr,
@@ -253,7 +249,7 @@ async fn tls(
     let connector = futures_rustls::TlsConnector::from(Arc::clone(&shard.cfg().proxy.tls));
     let handshake =
         futures_lite::future::or(async { Some(connector.connect(name, tcp).await) }, async {
-            glommio::timer::sleep(timeout).await;
+            crate::runtime::rt::sleep(timeout).await;
             None
         })
         .await;

@@ -20,8 +20,8 @@ use std::time::Instant;
 
 /// Sessions written between two looks at the clock.
 const CHECK_EVERY: usize = 32;
-/// How long the writer runs before it steps aside for the reactor: an executor polls io_uring
-/// only between task queue runs, so without this a pass over thousands of sockets would keep a
+/// How long the writer runs before it steps aside for the reactor: the runtime polls its
+/// sockets only between tasks, so without this a pass over thousands of sockets would keep a
 /// publish (or a fetch) waiting until it ends, and nothing would pile up to be coalesced.
 const SLICE: std::time::Duration = std::time::Duration::from_millis(1);
 
@@ -36,9 +36,9 @@ pub async fn run(shard: Rc<Shard>) {
         for (n, &slot) in batch.iter().enumerate() {
             write_one(&shard, slot, &mut frames, &mut scratch);
             if n % CHECK_EVERY == CHECK_EVERY - 1 && slice.elapsed() >= SLICE {
-                // Not runnable for a moment: the executor polls io_uring and runs what came in
-                // (a publish, a fetch's batch) before the pass goes on.
-                glommio::timer::sleep(std::time::Duration::from_micros(1)).await;
+                // The runtime polls its sockets and runs what came in (a publish, a fetch's
+                // batch) before the pass goes on.
+                crate::runtime::rt::yield_now().await;
                 slice = Instant::now();
             }
         }

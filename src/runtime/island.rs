@@ -1,7 +1,9 @@
 //! The tokio island: one bootstrap for every tokio-based client (rskafka, reqwest, later the
-//! AWS SDKs and rdkafka). Such a client cannot run inside a glommio task (a tokio reactor API
-//! called there panics with "there is no reactor running"), so each gets a thread of its own
-//! with a current-thread tokio runtime, and shards reach it only through a [`Handle`]: a
+//! AWS SDKs and rdkafka). Such a client does not run on a shard, although shards run tokio
+//! too: its work (decompression, SDK signing, retries with back-off, librdkafka's callbacks)
+//! would sit between a shard's deliveries, and one slow call would hold every connection of
+//! that shard. So each gets a thread of its own with a current-thread tokio runtime, and
+//! shards reach it only through a [`Handle`]: a
 //! bounded, runtime-agnostic channel of [`Job`]s, each carrying its own reply slot. A full
 //! channel makes the caller wait (back-pressure); a stopped island is an error, never a hang.
 

@@ -1,14 +1,16 @@
 //! Executors and their placement, the shard mesh, start-up checks and the accept loops.
-//! One glommio `LocalExecutor` per shard, pinned to its CPU, each with its own SO_REUSEPORT
-//! listeners so the kernel spreads connections; shards share nothing mutable.
+//! One thread per shard, pinned to its CPU, running its own single-threaded runtime (`rt`), each
+//! with its own SO_REUSEPORT listeners so the kernel spreads connections; shards share nothing
+//! mutable.
 
 pub mod island;
 pub mod notify;
 pub mod oneshot;
+pub mod rt;
 pub mod shard;
 mod sys;
 
-pub use sys::check_io_uring;
+use rt::TcpListener;
 use sys::{block_signals, listen, wait_for_signal};
 
 use crate::config::Config;
@@ -18,9 +20,6 @@ use crate::metrics::island::IslandMetrics;
 use crate::metrics::{Listener, ShardMetrics};
 use crate::route::Control;
 use crate::session::CloseReason;
-use glommio::channels::channel_mesh::MeshBuilder;
-use glommio::net::TcpListener;
-use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 use shard::{Globals, Shard, ShardMsg};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,8 +28,6 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("io_uring is not available: {0}")]
-    IoUring(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -48,9 +45,7 @@ pub enum StartError {
 
 /// CPUs the shards run on, one entry per shard.
 fn placement(cfg: &Config) -> Vec<usize> {
-    let online: Vec<usize> = glommio::CpuSet::online()
-        .map(|set| set.iter().map(|l| l.cpu).collect())
-        .unwrap_or_default();
+    let online = sys::allowed_cpus();
     let mut cpus = if cfg.tuning.runtime.cpus.is_empty() {
         online
     } else {
@@ -77,15 +72,8 @@ fn probe_port(addr: std::net::SocketAddr) -> Result<(), StartError> {
 const HEAP_TRIM_EVERY: Duration = Duration::from_secs(5);
 const HEAP_TRIM_FREE: usize = 8 << 20;
 
-/// How long a write pass runs before the executor looks at io_uring again (and at the other
-/// task queues): a publish or a fetch that arrives meanwhile is taken in between, instead of
-/// after a pass over every socket. (glommio's executor-wide `preempt_timer` is not used: set
-/// below its default it made executors hang while joining the channel mesh.)
-const WRITE_SLICE: Duration = Duration::from_millis(2);
-
 /// Starts every shard and blocks until they stop (SIGTERM or SIGINT).
 pub fn run(cfg: Config) -> Result<(), StartError> {
-    check_io_uring()?;
     let signals = block_signals();
     probe_port(cfg.inbound)?;
     probe_port(cfg.api)?;
@@ -180,22 +168,35 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
             .as_ref()
             .map(|h| Arc::new(crate::conn::tls::TlsServer::new(h))),
     });
-    let mesh = MeshBuilder::<ShardMsg, _>::full(n, cfg.tuning.runtime.mesh_queue);
+    // The shard mesh: one bounded queue into each shard, every shard holding a sender to each.
+    let (mesh_tx, mesh_rx): (Vec<_>, Vec<_>) = (0..n)
+        .map(|_| async_channel::bounded::<ShardMsg>(cfg.tuning.runtime.mesh_queue))
+        .unzip();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), StartError>>();
     let mut handles = Vec::with_capacity(n);
     for (id, &cpu) in cpus.iter().enumerate() {
-        let placement = if cfg.tuning.runtime.pin {
-            Placement::Fixed(cpu)
-        } else {
-            Placement::Unbound
-        };
-        let (globals, mesh, ready) = (globals.clone(), mesh.clone(), ready_tx.clone());
+        let pin = cfg.tuning.runtime.pin;
+        let (globals, ready) = (globals.clone(), ready_tx.clone());
+        let mesh = (mesh_tx.clone(), mesh_rx[id].clone());
         let queues = (island_rx[id].clone(), inbound_rx[id].clone());
-        let spawned = LocalExecutorBuilder::new(placement)
-            .name(&format!("cb-shard-{id}"))
-            .io_memory(cfg.tuning.runtime.io_memory)
-            .ring_depth(cfg.tuning.runtime.ring_depth)
-            .spawn(move || shard_main(id, globals, mesh, queues, ready));
+        let spawned = std::thread::Builder::new()
+            .name(format!("cb-shard-{id}"))
+            .spawn(move || {
+                if pin {
+                    if let Err(e) = sys::pin_to(cpu) {
+                        tracing::warn!(shard = id, cpu, error = %e,
+                            "cannot pin the shard to its CPU; it runs unpinned (whose fault: the host's CPU affinity limits)");
+                    }
+                }
+                let failed = ready.clone();
+                if let Err(e) = rt::block_on(shard_main(id, globals, mesh, queues, ready)) {
+                    let _ = failed.send(Err(StartError::Executor {
+                        shard: id,
+                        cpu,
+                        reason: e.to_string(),
+                    }));
+                }
+            });
         match spawned {
             Ok(h) => handles.push(h),
             Err(e) => {
@@ -207,6 +208,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
             }
         }
     }
+    drop((mesh_tx, mesh_rx));
     drop(ready_tx);
     for _ in 0..n {
         match ready_rx.recv() {
@@ -276,7 +278,10 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
 async fn shard_main(
     id: usize,
     globals: Arc<Globals>,
-    mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    (mesh, from_peers): (
+        Vec<async_channel::Sender<ShardMsg>>,
+        async_channel::Receiver<ShardMsg>,
+    ),
     (from_island, from_shards): (
         async_channel::Receiver<Control>,
         async_channel::Receiver<Control>,
@@ -301,17 +306,6 @@ async fn shard_main(
             return;
         }
     };
-    let (senders, mut receivers) = match mesh.join().await {
-        Ok(pair) => pair,
-        Err(e) => {
-            let _ = ready.send(Err(StartError::Executor {
-                shard: id,
-                cpu: 0,
-                reason: format!("could not join the shard mesh: {e}"),
-            }));
-            return;
-        }
-    };
     let streams = match conn::stream::Streams::new() {
         Ok(s) => s,
         Err(e) => {
@@ -323,32 +317,16 @@ async fn shard_main(
             return;
         }
     };
-    let shard = Rc::new(Shard::new(id, globals, senders, streams));
-    // Task queues: applying events (island and inbound queues, requests between shards) runs
-    // before socket writing, so a publish or a fetch is never held up behind a write pass and
-    // events pile up to be written together while the writer is busy.
-    let ex = glommio::executor();
-    let deliver = ex.create_task_queue(Shares::Static(1000), Latency::NotImportant, "deliver");
-    let write = ex.create_task_queue(Shares::Static(250), Latency::Matters(WRITE_SLICE), "write");
-    let spawn_into = |tq, fut: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>| {
-        if let Ok(t) = glommio::spawn_local_into(fut, tq) {
-            t.detach();
-        }
-    };
-    spawn_into(
-        deliver,
-        Box::pin(shard.clone().apply_queue(from_island)) as _,
-    );
-    spawn_into(
-        deliver,
-        Box::pin(shard.clone().apply_queue(from_shards)) as _,
-    );
-    spawn_into(write, Box::pin(conn::writer::run(shard.clone())) as _);
-    spawn_into(deliver, Box::pin(conn::stream::watch(shard.clone())) as _);
-    spawn_into(deliver, Box::pin(shard.clone().tell_log_progress()) as _);
-    for (_, rx) in receivers.streams() {
-        spawn_into(deliver, Box::pin(shard.clone().receive(rx)) as _);
-    }
+    let shard = Rc::new(Shard::new(id, globals, mesh, streams));
+    // The shard's standing tasks. tokio runs ready tasks in FIFO order; the writer steps aside
+    // every millisecond of a pass (`conn::writer`), so a publish or a fetch's batch is applied
+    // between writes and events pile up to be written together while the writer is busy.
+    rt::spawn(shard.clone().apply_queue(from_island));
+    rt::spawn(shard.clone().apply_queue(from_shards));
+    rt::spawn(conn::writer::run(shard.clone()));
+    rt::spawn(conn::stream::watch(shard.clone()));
+    rt::spawn(shard.clone().tell_log_progress());
+    rt::spawn(shard.clone().receive(from_peers));
     // The systemd watchdog's proof that this executor runs tasks.
     if shard
         .globals
@@ -358,33 +336,31 @@ async fn shard_main(
         .is_some_and(|s| s.watchdog.is_some())
     {
         let beater = shard.clone();
-        glommio::spawn_local(async move {
+        rt::spawn(async move {
             loop {
                 let g = &beater.globals;
                 g.beats[id].store(g.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-                glommio::timer::sleep(notify::BEAT_EVERY).await;
+                rt::sleep(notify::BEAT_EVERY).await;
             }
-        })
-        .detach();
+        });
     }
     // Presence changes go out as rig.presence events (or are forgotten) twice a second.
     let announcer = shard.clone();
-    glommio::spawn_local(async move {
+    rt::spawn(async move {
         loop {
-            glommio::timer::sleep(Duration::from_millis(500)).await;
+            rt::sleep(Duration::from_millis(500)).await;
             crate::api::presence::announce(&announcer).await;
         }
-    })
-    .detach();
+    });
     let ticker = shard.clone();
-    glommio::spawn_local(async move {
+    rt::spawn(async move {
         let started = Instant::now();
         let every = ticker.sessions.borrow().tick_period();
         let mut last_trim = Instant::now();
         loop {
-            glommio::timer::sleep(every).await;
+            rt::sleep(every).await;
             ticker.sessions.borrow_mut().tick(started.elapsed());
-            let busy = glommio::executor().executor_stats().total_runtime();
+            let busy = sys::thread_cpu_time();
             ticker.globals.busy_us[id].store(busy.as_micros() as u64, Ordering::Relaxed);
             ticker.upstreams.sweep(Duration::from_millis(
                 ticker.cfg().tuning.proxy.idle_timeout_ms,
@@ -395,17 +371,16 @@ async fn shard_main(
                 sys::trim_heap(HEAP_TRIM_FREE);
             }
         }
-    })
-    .detach();
-    glommio::spawn_local(accept_loop(shard.clone(), api, Listener::Api, false)).detach();
+    });
+    rt::spawn(accept_loop(shard.clone(), api, Listener::Api, false));
     let secure_inbound = secure.map(|(inbound, api)| {
-        glommio::spawn_local(accept_loop(shard.clone(), api, Listener::Api, true)).detach();
+        rt::spawn(accept_loop(shard.clone(), api, Listener::Api, true));
         inbound
     });
     if id == 0 && shard.globals.jwt.is_some() {
         // Shard 0 keeps the JWKS fresh: at start, then every 10 minutes (plus on unknown kids).
         let keeper = shard.clone();
-        glommio::spawn_local(async move {
+        rt::spawn(async move {
             loop {
                 let wait = match crate::api::access::refresh_jwks(&keeper).await {
                     Ok(0) => return, // a static key: nothing to refresh
@@ -418,15 +393,14 @@ async fn shard_main(
                         10
                     }
                 };
-                glommio::timer::sleep(Duration::from_secs(wait)).await;
+                rt::sleep(Duration::from_secs(wait)).await;
             }
-        })
-        .detach();
+        });
     }
     let _ = ready.send(Ok(()));
     let stop = async {
         while !shard.globals.shutdown.load(Ordering::Relaxed) {
-            glommio::timer::sleep(Duration::from_millis(100)).await;
+            rt::sleep(Duration::from_millis(100)).await;
         }
     };
     let inbound = futures_lite::future::zip(
@@ -453,7 +427,7 @@ async fn shard_main(
     while (shard.sessions.borrow().streams() > 0 || shard.in_flight.get() > 0)
         && Instant::now() < deadline
     {
-        glommio::timer::sleep(Duration::from_millis(20)).await;
+        rt::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -462,7 +436,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, which: Listener, s
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(conn::serve(shard.clone(), stream, which, secure)).detach();
+                rt::spawn(conn::serve(shard.clone(), stream, which, secure));
             }
             Err(e) => {
                 // EMFILE/ENFILE: keep serving the connections we have; log once a second at most.
@@ -470,7 +444,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, which: Listener, s
                     tracing::warn!(shard = shard.id, error = %e, "accept failed (whose fault: host limits)");
                     last_warn = Some(Instant::now());
                 }
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                rt::sleep(Duration::from_millis(10)).await;
             }
         }
     }

@@ -1,8 +1,8 @@
-//! One shard: a pinned glommio executor's state. It owns its sessions and subscription index
+//! One shard: the state of a pinned single-threaded runtime (`rt`). It owns its sessions and subscription index
 //! (`RefCell`, never borrowed across an await) and talks to other shards only by messages:
 //! what every shard must apply (published events, control records) goes into each shard's
 //! bounded inbound queue, applied in FIFO order; requests and replies for a session another
-//! shard owns go over the glommio channel mesh.
+//! shard owns go over the shard mesh (a bounded queue into each shard).
 //!
 //! Ordering: a publish is answered once its event sits in every shard's inbound queue, and
 //! each shard applies its queue in order, so an event published after another's answer is
@@ -16,7 +16,6 @@ use crate::route::subscription::SubscriptionSet;
 use crate::route::{Control, Event};
 use crate::session::{LookupError, Sessions};
 use futures_lite::future;
-use glommio::channels::channel_mesh::Senders;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -60,8 +59,8 @@ pub struct Globals {
     pub pending_heads: std::sync::atomic::AtomicUsize,
     /// HTTP publishes kept for resuming, when they do not go through a broker.
     pub local: Option<crate::broker::local::LocalLog>,
-    /// Each shard's executor time spent running tasks (µs, from glommio's stats): busy share
-    /// per core (`corebridge_shard_busy_seconds_total`).
+    /// Each shard thread's CPU time (µs, user and system, the kernel's work in its sends
+    /// included): busy share per core (`corebridge_shard_busy_seconds_total`).
     pub busy_us: Vec<std::sync::atomic::AtomicU64>,
     /// When the process started (Unix ms).
     pub started_ms: u64,
@@ -173,7 +172,7 @@ impl<'a> Gathering<'a> {
                 return out;
             }
             let next = future::or(async { self.rx.recv().await.ok() }, async {
-                glommio::timer::sleep(left).await;
+                crate::runtime::rt::sleep(left).await;
                 None
             })
             .await;
@@ -211,7 +210,7 @@ impl<'a> Parking<'a> {
     pub async fn wait(&mut self, within: Duration) -> Option<Arc<crate::proxy::reply::Reply>> {
         let rx = self.rx.take()?;
         future::or(async { Some(rx.await) }, async {
-            glommio::timer::sleep(within).await;
+            crate::runtime::rt::sleep(within).await;
             None
         })
         .await
@@ -242,14 +241,15 @@ pub struct Shard {
     pub parked: RefCell<crate::proxy::pending::Pending<Waiter>>,
     /// Keep-alive connections to HTTP upstreams.
     pub upstreams: crate::conn::upstream::Pools,
-    mesh: Senders<ShardMsg>,
+    /// A sender into every shard's mesh queue, by shard id.
+    mesh: Vec<async_channel::Sender<ShardMsg>>,
     pending: RefCell<HashMap<u64, oneshot::Sender<Reply>>>,
     next_id: Cell<u64>,
     publish_seq: Cell<u64>,
     /// This shard's partition of the node's log (`globals.local`).
     local: Option<crate::broker::local::LocalPart>,
     /// One logged publish at a time: offsets are given in the order events are queued.
-    publish_turn: glommio::sync::Semaphore,
+    publish_turn: super::rt::Semaphore,
     /// Requests being handled (head read, answer not yet written): a drain waits for them.
     pub in_flight: Cell<usize>,
 }
@@ -258,7 +258,7 @@ impl Shard {
     pub fn new(
         id: usize,
         globals: Arc<Globals>,
-        mesh: Senders<ShardMsg>,
+        mesh: Vec<async_channel::Sender<ShardMsg>>,
         streams: crate::conn::stream::Streams,
     ) -> Shard {
         let metrics = globals.metrics[id].clone();
@@ -289,7 +289,7 @@ impl Shard {
             next_id: Cell::new(0),
             publish_seq: Cell::new(0),
             local,
-            publish_turn: glommio::sync::Semaphore::new(1),
+            publish_turn: super::rt::Semaphore::const_new(1),
             in_flight: Cell::new(0),
         }
     }
@@ -380,7 +380,7 @@ impl Shard {
                 }
             };
         };
-        let _turn = self.publish_turn.acquire_permit(1).await;
+        let _turn = self.publish_turn.acquire().await;
         // Interest may change while the writers are waited for; the shards are chosen again
         // after the event has its offset (see `broker::Positions`).
         let guess = interest.shards_for(&event.event_type, &event.fields);
@@ -405,7 +405,7 @@ impl Shard {
         };
         loop {
             {
-                let _turn = self.publish_turn.acquire_permit(1).await;
+                let _turn = self.publish_turn.acquire().await;
                 if let Some(p) = part.progress(log) {
                     for q in &self.globals.inbound {
                         if q.send(p.clone()).await.is_err() {
@@ -414,7 +414,7 @@ impl Shard {
                     }
                 }
             }
-            glommio::timer::sleep(Duration::from_secs(1)).await;
+            crate::runtime::rt::sleep(Duration::from_secs(1)).await;
         }
     }
 
@@ -438,7 +438,7 @@ impl Shard {
         // Bounded: a writer stuck behind for this long is the inbound queue's problem (503).
         let give_up = std::time::Instant::now() + Duration::from_secs(2);
         while behind() && std::time::Instant::now() < give_up {
-            glommio::timer::sleep(Duration::from_millis(1)).await;
+            crate::runtime::rt::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -477,7 +477,7 @@ impl Shard {
             true
         };
         let within = future::or(all, async {
-            glommio::timer::sleep(Duration::from_secs(5)).await;
+            crate::runtime::rt::sleep(Duration::from_secs(5)).await;
             false
         })
         .await;
@@ -492,7 +492,7 @@ impl Shard {
     async fn await_reply(&self, id: u64, rx: oneshot::Receiver<Reply>) -> Reply {
         let limit = Duration::from_millis(self.cfg().tuning.longpoll.hold_ms + 5_000);
         let reply = future::or(async { Some(rx.await) }, async {
-            glommio::timer::sleep(limit).await;
+            crate::runtime::rt::sleep(limit).await;
             None
         })
         .await;
@@ -503,11 +503,10 @@ impl Shard {
     pub fn apply(self: &Rc<Self>, what: &Control) {
         match what {
             Control::Forward(f) => {
-                glommio::spawn_local(crate::api::subscriptions::forwarded(
+                crate::runtime::rt::spawn(crate::api::subscriptions::forwarded(
                     self.clone(),
                     f.clone(),
-                ))
-                .detach();
+                ));
                 return;
             }
             Control::Api(api) => {
@@ -542,8 +541,7 @@ impl Shard {
                 return;
             }
             Control::PresenceAsk(ask) => {
-                glommio::spawn_local(crate::api::presence::answer(self.clone(), ask.clone()))
-                    .detach();
+                crate::runtime::rt::spawn(crate::api::presence::answer(self.clone(), ask.clone()));
                 return;
             }
             _ => {}
@@ -594,7 +592,7 @@ impl Shard {
             id,
             req,
         };
-        if self.mesh.send_to(owner, msg).await.is_err() {
+        if self.mesh[owner].send(msg).await.is_err() {
             self.pending.borrow_mut().remove(&id);
             return Reply::Unavailable;
         }
@@ -668,20 +666,16 @@ impl Shard {
         }
     }
 
-    /// Receives from one peer until its channel closes.
-    pub async fn receive(
-        self: Rc<Self>,
-        rx: glommio::channels::shared_channel::ConnectedReceiver<ShardMsg>,
-    ) {
-        while let Some(msg) = rx.recv().await {
+    /// Receives requests and replies from the other shards until the mesh closes.
+    pub async fn receive(self: Rc<Self>, rx: async_channel::Receiver<ShardMsg>) {
+        while let Ok(msg) = rx.recv().await {
             match msg {
                 ShardMsg::Request { from, id, req } => {
                     let me = self.clone();
-                    glommio::spawn_local(async move {
+                    crate::runtime::rt::spawn(async move {
                         let rep = me.serve(req).await;
-                        let _ = me.mesh.send_to(from, ShardMsg::Reply { id, rep }).await;
-                    })
-                    .detach();
+                        let _ = me.mesh[from].send(ShardMsg::Reply { id, rep }).await;
+                    });
                 }
                 ShardMsg::Reply { id, rep } => {
                     if let Some(tx) = self.pending.borrow_mut().remove(&id) {

@@ -1,53 +1,51 @@
-//! Start-up probes and process plumbing that need the C library directly: the io_uring probe,
-//! the signal mask and `sigwait`, and listening sockets with the options glommio's own `bind`
-//! lacks. One of the two modules allowed `unsafe` (the other is `conn/socket.rs`); each block
+//! Process plumbing that needs the C library directly: CPU affinity, the shard's CPU clock,
+//! the signal mask and `sigwait`, heap trimming, and listening sockets with the options
+//! `std`'s own `bind` lacks. One of the two modules allowed `unsafe` (the other is `conn/socket.rs`); each block
 //! states what makes it sound.
 #![allow(unsafe_code)]
 
-use super::StartError;
-use glommio::net::TcpListener;
+use super::rt::TcpListener;
 
-/// io_uring can be refused by the kernel (`kernel.io_uring_disabled`), by a seccomp profile
-/// (Docker's default blocks it) or be missing (kernel < 5.1). glommio would fail later with a
-/// bare errno, so probe with a one-entry ring and say what to change.
-pub fn check_io_uring() -> Result<(), StartError> {
-    #[repr(C)]
-    struct Params([u32; 30]);
-    let mut p = Params([0; 30]);
-    // SAFETY: io_uring_setup reads/writes exactly one io_uring_params (120 bytes) at the pointer.
-    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, &mut p as *mut Params) };
-    if fd >= 0 {
-        // SAFETY: fd was just returned by the kernel and is owned here.
-        unsafe { libc::close(fd as i32) };
-        return Ok(());
+/// The CPUs this process may run on (its affinity mask, which a cgroup or `taskset` narrows),
+/// in ascending order; empty if the kernel does not say.
+pub(super) fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity fills the zero-initialised cpu_set_t of the size given.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
     }
-    let err = std::io::Error::last_os_error();
-    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-        .ok()
-        .map(|s| s.trim().to_string());
-    let why = match (err.raw_os_error(), disabled.as_deref()) {
-        (_, Some(v)) if v != "0" => format!(
-            "{err}; kernel.io_uring_disabled = {v}. Fix: `sysctl -w kernel.io_uring_disabled=0` \
-             (and persist it in /etc/sysctl.d/), or with value 1 run as a member of the group in \
-             kernel.io_uring_group"
-        ),
-        (Some(libc::ENOSYS), _) => format!(
-            "{err}; the kernel lacks io_uring (needs Linux >= 5.8) or a seccomp filter removes it. \
-             Fix: a newer kernel; in Docker run with `--security-opt seccomp=unconfined` or a \
-             profile that allows io_uring_setup, io_uring_enter and io_uring_register"
-        ),
-        (Some(libc::EPERM), _) => format!(
-            "{err}; a seccomp profile or LSM forbids io_uring (Docker's default profile does). \
-             Fix: run the container with `--security-opt seccomp=unconfined` or a profile that \
-             allows io_uring_setup, io_uring_enter and io_uring_register"
-        ),
-        (Some(libc::ENOMEM), _) => format!(
-            "{err}; the locked-memory limit is too small. Fix: raise LimitMEMLOCK (systemd) or \
-             `ulimit -l`, or lower runtime.io_memory in the tuning file"
-        ),
-        _ => err.to_string(),
+}
+
+/// Pins the calling thread (a shard) to one CPU.
+pub(super) fn pin_to(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: a zero-initialised cpu_set_t with one CPU set, passed with its size, for the
+    // calling thread (pid 0).
+    let r = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
     };
-    Err(StartError::IoUring(why))
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// CPU time the calling thread (a shard) has used, user and system: the shard's busy time.
+pub(super) fn thread_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec at the pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// SIGTERM/SIGINT (and SIGHUP, the certificate reload) are blocked in every thread (shards
@@ -74,20 +72,17 @@ pub(super) fn wait_for_signal(set: libc::sigset_t) -> i32 {
     sig
 }
 
-/// A listening socket shared by all shards through SO_REUSEPORT. SO_REUSEADDR too (glommio's
-/// own `bind` omits it): without it a restart fails with "address in use" for as long as
+/// A listening socket shared by all shards through SO_REUSEPORT. SO_REUSEADDR too: without it a restart fails with "address in use" for as long as
 /// connections the server closed linger in TIME_WAIT.
 pub(super) fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
-    use std::os::fd::IntoRawFd;
     let sk = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sk.set_reuse_address(true)?;
     sk.set_reuse_port(true)?;
     sk.bind(&addr.into())?;
     // The kernel caps this at net.core.somaxconn; reconnect storms need a deep queue.
     sk.listen(4096)?;
-    // SAFETY: the fd is a bound, listening TCP socket whose ownership moves to the listener.
-    Ok(unsafe { <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(sk.into_raw_fd()) })
+    TcpListener::from_std(sk.into())
 }
 
 /// Returns free heap memory to the kernel when at least `min_free` bytes sit free in the

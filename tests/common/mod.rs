@@ -98,9 +98,7 @@ impl Server {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let tuning = dir.join("tuning.toml");
-        let mut text = format!(
-            "[runtime]\nshards = {shards}\npin = false\nio_memory = 262144\nring_depth = 64\n"
-        );
+        let mut text = format!("[runtime]\nshards = {shards}\npin = false\n");
         text.push_str(tuning_extra);
         std::fs::write(&tuning, text).unwrap();
         for _ in 0..5 {
