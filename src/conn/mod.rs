@@ -171,7 +171,8 @@ async fn send_error(
 async fn close_lingering(stream: &mut ClientStream) {
     let _ = stream.close().await;
     let deadline = Instant::now() + Duration::from_secs(1);
-    let mut sink = [0u8; 4096];
+    // On the heap: this runs rarely, and a 4 KiB array would size every connection task for it.
+    let mut sink = vec![0u8; 4096];
     let mut left = 64 * 1024usize;
     while left > 0 {
         let within = deadline.saturating_duration_since(Instant::now());
@@ -278,7 +279,9 @@ pub async fn serve(shard: Rc<Shard>, tcp: TcpStream, which: Listener, secure: bo
         (true, None) => return,
         (true, Some(tls)) => {
             let within = Duration::from_millis(shard.cfg().tuning.http.header_timeout_ms);
-            let accepted = future::or(async { Some(tls.acceptor.accept(tcp).await) }, async {
+            // Boxed: rustls's handshake state would size every connection task, plain ones too.
+            let handshake = Box::pin(tls.acceptor.accept(tcp));
+            let accepted = future::or(async { Some(handshake.await) }, async {
                 crate::runtime::rt::sleep(within).await;
                 None
             })
