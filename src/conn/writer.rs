@@ -1,14 +1,14 @@
 //! The shard's writer: one task per shard writes every stream session that has output, in
 //! passes over the list of dirty sessions, one non-blocking `sendmsg` per session with
-//! everything queued for it. Connections do not get a task wake-up per event: their own tasks
-//! sleep in a read that stays armed and only wake when the client speaks or a write stalls.
+//! everything queued for it. Connections do not get a task wake-up per event: a stream has no
+//! task at all (`conn/stream.rs`).
 //!
 //! Idle, a pass starts as soon as one session has output, so an event goes out at once. Busy,
-//! the writer yields to the delivering task queue between sessions when the executor asks
-//! (its preempt timer), events keep arriving meanwhile, and the sessions later in the pass
-//! (and all in the next) find several events queued: one write then carries them all, so the
-//! cost per delivery falls as load rises. A full socket never blocks the pass: what is left is
-//! handed to that connection's task, which waits for room (`session::Signal::Stalled`).
+//! the writer steps aside every `SLICE` of a pass so the runtime polls its sockets and applies
+//! what arrived (a publish, a fetch's batch); the sessions later in the pass (and all in the
+//! next) then find several events queued, and one write carries them all, so the cost per
+//! delivery falls as load rises. A full socket never blocks the pass: the session is marked
+//! stalled and the shard's epoll set reports when it has room again.
 
 use super::socket::{send_now, Parts, SendNow};
 use crate::proto::{http1, ws, Transport};
