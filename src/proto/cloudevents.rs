@@ -570,7 +570,7 @@ pub fn uuid_v4() -> String {
         if matches!(i, 4 | 6 | 8 | 10) {
             out.push('-');
         }
-        out.push_str(&format!("{b:02x}"));
+        super::push_hex(&mut out, *b);
     }
     out
 }

@@ -729,10 +729,9 @@ pub fn streaming_head(status: u16, headers: &[(&str, &str)]) -> Vec<u8> {
 /// sends the data and `\r\n` after it without copying them next to the line.
 pub fn chunk_line(out: &mut Vec<u8>, len: usize) {
     debug_assert!(len > 0, "an empty chunk would end the body");
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1);
     for d in (0..digits).rev() {
-        out.push(HEX[(len >> (d * 4)) & 0xf]);
+        out.push(super::HEX[(len >> (d * 4)) & 0xf]);
     }
     out.extend_from_slice(b"\r\n");
 }

@@ -35,3 +35,12 @@ impl Transport {
         }
     }
 }
+
+/// Lower-case hex digits, by value.
+pub(crate) const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `b` as two lower-case hex digits.
+pub(crate) fn push_hex(out: &mut String, b: u8) {
+    out.push(char::from(HEX[usize::from(b >> 4)]));
+    out.push(char::from(HEX[usize::from(b & 0xf)]));
+}

@@ -25,14 +25,11 @@ fn hex(s: &str, len: usize) -> bool {
 }
 
 fn random_hex(bytes: usize) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes * 2);
     loop {
         out.clear();
         for _ in 0..bytes {
-            let b = fastrand::u8(..);
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 0xf)] as char);
+            super::push_hex(&mut out, fastrand::u8(..));
         }
         // All-zero ids are invalid.
         if out.bytes().any(|b| b != b'0') {
