@@ -39,7 +39,8 @@ pub struct Runtime {
     /// Pin each shard to its CPU. Off only for debugging on shared machines.
     pub pin: bool,
     /// Messages each shard's inbound queue (publishes and control records from every shard)
-    /// and each shard's mesh queue (requests and replies between shards) hold; a publish that finds a queue full gets 503.
+    /// and each shard's mesh queue (requests and replies between shards) hold; a publish that
+    /// finds a queue full gets 503.
     pub mesh_queue: usize,
     /// Cells of the interest table (rounded up to a power of two, 8 bytes each): which shards
     /// want which events. More cells, fewer events sent to a shard that has no taker for them.

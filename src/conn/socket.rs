@@ -7,10 +7,10 @@
 //!
 //! One of the two modules allowed `unsafe` (the other is `runtime/sys.rs`). What keeps it
 //! sound: a stream's fd is an `OwnedFd` the session holds (taken out of the runtime with
-//! `rt::TcpStream::into_owned_fd`, which deregisters it), so it stays open exactly as long as the session and nobody
-//! else reads or writes it; every call passes buffers that outlive it; every call is
-//! non-blocking (`MSG_DONTWAIT`, `epoll_wait` with a zero timeout), so a shard never blocks on
-//! a client. What breaks if that changes: a second owner of the fd would interleave bytes
+//! `rt::TcpStream::into_owned_fd`, which deregisters it), so it stays open exactly as long as
+//! the session and nobody else reads or writes it; every call passes buffers that outlive it;
+//! every call is non-blocking (`MSG_DONTWAIT`, `epoll_wait` with a zero timeout), so a shard
+//! never blocks on a client. What breaks if that changes: a second owner of the fd would interleave bytes
 //! mid-frame, or see its fd number reused by another connection after close.
 #![allow(unsafe_code)]
 
