@@ -188,11 +188,7 @@ pub(super) async fn replay(
         max_events: tuning.resume_max_events.min(tuning.queue_events / 2),
         max_age_ms: tuning.resume_max_age_s.saturating_mul(1000),
     };
-    let answer = futures_lite::future::or(async { Some(broker.replay(req).await) }, async {
-        crate::runtime::rt::sleep(REPLAY_TIMEOUT).await;
-        None
-    })
-    .await;
+    let answer = crate::runtime::rt::timeout(REPLAY_TIMEOUT, broker.replay(req)).await;
     match answer {
         Some(Ok(r)) => {
             let mut events = r.events;
@@ -302,11 +298,7 @@ async fn replay_local(
                     oldest_ms: (crate::auth::blacklist::now_ms() as i64)
                         .saturating_sub(req.max_age_ms as i64),
                 });
-                let answer = futures_lite::future::or(async { Some(read.await) }, async {
-                    crate::runtime::rt::sleep(REPLAY_TIMEOUT).await;
-                    None
-                })
-                .await;
+                let answer = crate::runtime::rt::timeout(REPLAY_TIMEOUT, read).await;
                 match answer {
                     Some(Ok(a)) => {
                         unknown |= a.truncated;

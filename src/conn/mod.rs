@@ -25,9 +25,9 @@ pub mod writer;
 use crate::api::{self, Outcome, Resp};
 use crate::metrics::Listener;
 use crate::proto::http1::{self, BodyKind, BodyReader, HttpError, Limits};
-use crate::runtime::rt::TcpStream;
+use crate::runtime::rt::{timeout, TcpStream};
 use crate::runtime::shard::Shard;
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tls::ClientStream;
@@ -54,11 +54,7 @@ async fn read_more(
     let old = buf.len();
     let want = READ_CHUNK.min(cap.saturating_sub(old)).max(1);
     buf.resize(old + want, 0);
-    let read = future::or(async { Some(stream.read(&mut buf[old..]).await) }, async {
-        crate::runtime::rt::sleep(within).await;
-        None
-    })
-    .await;
+    let read = timeout(within, stream.read(&mut buf[old..])).await;
     let n = match read {
         None => Err(ReadErr::Timeout),
         Some(Ok(0)) => Err(ReadErr::Eof),
@@ -179,11 +175,7 @@ async fn close_lingering(stream: &mut ClientStream) {
         if within.is_zero() {
             return;
         }
-        let read = future::or(async { Some(stream.read(&mut sink).await) }, async {
-            crate::runtime::rt::sleep(within).await;
-            None
-        })
-        .await;
+        let read = timeout(within, stream.read(&mut sink)).await;
         match read {
             Some(Ok(n)) if n > 0 => left = left.saturating_sub(n),
             _ => return,
@@ -281,11 +273,7 @@ pub async fn serve(shard: Rc<Shard>, tcp: TcpStream, which: Listener, secure: bo
             let within = Duration::from_millis(shard.cfg().tuning.http.header_timeout_ms);
             // Boxed: rustls's handshake state would size every connection task, plain ones too.
             let handshake = Box::pin(tls.acceptor.accept(tcp));
-            let accepted = future::or(async { Some(handshake.await) }, async {
-                crate::runtime::rt::sleep(within).await;
-                None
-            })
-            .await;
+            let accepted = timeout(within, handshake).await;
             match accepted {
                 Some(Ok(s)) => {
                     shard.metrics.tls_handshakes.inc();

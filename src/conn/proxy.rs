@@ -270,11 +270,9 @@ async fn write_resp(
 /// hold the request, and its upstream connection, forever).
 async fn write_within(shard: &Shard, client: &mut ClientStream, bytes: &[u8]) -> bool {
     let within = Duration::from_millis(shard.cfg().tuning.http.body_timeout_ms);
-    future::or(async { client.write_all(bytes).await.is_ok() }, async {
-        crate::runtime::rt::sleep(within).await;
-        false
-    })
-    .await
+    crate::runtime::rt::timeout(within, client.write_all(bytes))
+        .await
+        .is_some_and(|r| r.is_ok())
 }
 
 /// Answers before the request body was read: the body is read and dropped when it is small
@@ -965,11 +963,7 @@ async fn relay(
             return Relayed::Whole;
         }
         let (io, scratch) = (&mut conn.io, &mut conn.scratch);
-        let read = future::or(async { Some(io.read(scratch).await) }, async {
-            crate::runtime::rt::sleep(recv_timeout).await;
-            None
-        })
-        .await;
+        let read = crate::runtime::rt::timeout(recv_timeout, io.read(scratch)).await;
         match read {
             Some(Ok(0)) => {
                 // The end of a close-delimited body; anything else is a truncated one.
@@ -1010,11 +1004,7 @@ async fn drain(shard: &Shard, conn: &mut Conn, mut upbuf: Vec<u8>, resp: &Respon
             return false;
         }
         let (io, scratch) = (&mut conn.io, &mut conn.scratch);
-        let read = future::or(async { Some(io.read(scratch).await) }, async {
-            crate::runtime::rt::sleep(recv_timeout).await;
-            None
-        })
-        .await;
+        let read = crate::runtime::rt::timeout(recv_timeout, io.read(scratch)).await;
         match read {
             Some(Ok(n)) if n > 0 => upbuf.extend_from_slice(&conn.scratch[..n]),
             _ => return false,

@@ -44,6 +44,12 @@ pub fn sleep(d: Duration) -> tokio::time::Sleep {
     tokio::time::sleep(d)
 }
 
+/// `task`'s output, or None when `within` passes first (the task is dropped then). The task
+/// is polled before the clock is looked at, so one that is ready is never timed out.
+pub async fn timeout<T>(within: Duration, task: impl Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(within, task).await.ok()
+}
+
 /// Starts a task on the current shard; it runs until it ends (nothing cancels it).
 pub fn spawn<F: Future<Output = ()> + 'static>(task: F) {
     drop(tokio::task::spawn_local(task));

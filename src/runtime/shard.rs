@@ -1,5 +1,5 @@
-//! One shard: the state of a pinned single-threaded runtime (`rt`). It owns its sessions and subscription index
-//! (`RefCell`, never borrowed across an await) and talks to other shards only by messages:
+//! One shard: the state of a pinned single-threaded runtime (`rt`). It owns its sessions and
+//! subscription index (`RefCell`, never borrowed across an await) and talks to other shards only by messages:
 //! what every shard must apply (published events, control records) goes into each shard's
 //! bounded inbound queue, applied in FIFO order; requests and replies for a session another
 //! shard owns go over the shard mesh (a bounded queue into each shard).
@@ -171,11 +171,9 @@ impl<'a> Gathering<'a> {
             if left.is_zero() {
                 return out;
             }
-            let next = future::or(async { self.rx.recv().await.ok() }, async {
-                crate::runtime::rt::sleep(left).await;
-                None
-            })
-            .await;
+            let next = super::rt::timeout(left, self.rx.recv())
+                .await
+                .and_then(Result::ok);
             match next {
                 Some(r) => out.push(r),
                 None => return out,
@@ -209,11 +207,7 @@ impl<'a> Parking<'a> {
     /// The reply, or None after `within`.
     pub async fn wait(&mut self, within: Duration) -> Option<Arc<crate::proxy::reply::Reply>> {
         let rx = self.rx.take()?;
-        future::or(async { Some(rx.await) }, async {
-            crate::runtime::rt::sleep(within).await;
-            None
-        })
-        .await
+        super::rt::timeout(within, rx).await
     }
 }
 
@@ -491,11 +485,7 @@ impl Shard {
 
     async fn await_reply(&self, id: u64, rx: oneshot::Receiver<Reply>) -> Reply {
         let limit = Duration::from_millis(self.cfg().tuning.longpoll.hold_ms + 5_000);
-        let reply = future::or(async { Some(rx.await) }, async {
-            crate::runtime::rt::sleep(limit).await;
-            None
-        })
-        .await;
+        let reply = super::rt::timeout(limit, rx).await;
         self.pending.borrow_mut().remove(&id);
         reply.unwrap_or(Reply::Unavailable)
     }
