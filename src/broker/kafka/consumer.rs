@@ -12,7 +12,7 @@
 //!                              fetched until that shard drains (back-pressure, no buffering)
 //! ```
 
-use super::Ctx;
+use super::{bounded, CallError, Ctx};
 use crate::broker::RateLimitedLog;
 use crate::broker::Tracked;
 use crate::config::kafka::{RecordMapping, StartOffset};
@@ -29,28 +29,6 @@ use std::time::{Duration, Instant};
 
 /// Upper bound of one fetch response; a single larger record still comes whole (KIP-74).
 const FETCH_MAX_BYTES: i32 = 4 << 20;
-
-/// A broker call that failed, or was not answered in time.
-#[derive(Debug, thiserror::Error)]
-enum CallError {
-    #[error(transparent)]
-    Broker(#[from] KafkaError),
-    #[error("no answer within {0} ms")]
-    Timeout(u128),
-}
-
-/// `call`, given up after `limit`: rskafka sets no timeout of its own, so a broker behind a
-/// network that drops packets (nothing refused) would hold the call for the 15 minutes the
-/// kernel takes to give the TCP connection up.
-async fn bounded<T>(
-    limit: Duration,
-    call: impl std::future::Future<Output = Result<T, KafkaError>>,
-) -> Result<T, CallError> {
-    match tokio::time::timeout(limit, call).await {
-        Ok(r) => Ok(r?),
-        Err(_) => Err(CallError::Timeout(limit.as_millis())),
-    }
-}
 
 fn is_out_of_range(e: &CallError) -> bool {
     matches!(

@@ -20,11 +20,34 @@ use crate::config::kafka::{KafkaConfig, Sasl};
 use crate::config::Config;
 use crate::metrics::island::IslandMetrics;
 use crate::route::Control;
+use rskafka::client::error::Error as KafkaError;
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::BackoffConfig;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A broker call that failed, or was not answered in time.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error(transparent)]
+    Broker(#[from] KafkaError),
+    #[error("no answer within {0} ms")]
+    Timeout(u128),
+}
+
+/// `call`, given up after `limit`: rskafka sets no timeout of its own, so a broker behind a
+/// network that drops packets (nothing refused) would hold the call for the 15 minutes the
+/// kernel takes to give the TCP connection up.
+async fn bounded<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, KafkaError>>,
+) -> Result<T, CallError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(CallError::Timeout(limit.as_millis())),
+    }
+}
 
 /// The island's Kafka client, replaced when a call on it goes unanswered. rskafka never gives
 /// a silent connection up (one that drops packets without refusing or resetting), so its
@@ -250,17 +273,8 @@ async fn discover(ctx: Arc<Ctx>) {
     let mut logged_missing = false;
     loop {
         let client = ctx.client.get();
-        let listed = tokio::time::timeout(ctx.kafka.request_timeout, client.list_topics()).await;
-        match listed {
-            Err(_) => {
-                ctx.metrics.up.set(0);
-                tracing::warn!(
-                    timeout_ms = ctx.kafka.request_timeout.as_millis() as u64,
-                    "listing Kafka topics got no answer (whose fault: broker or network)"
-                );
-                ctx.client.renew(&ctx.kafka, &ctx.metrics, &client).await;
-            }
-            Ok(Ok(topics)) => {
+        match bounded(ctx.kafka.request_timeout, client.list_topics()).await {
+            Ok(topics) => {
                 let matched = topics
                     .iter()
                     .filter(|t| ctx.kafka.is_source(&t.name))
@@ -279,9 +293,12 @@ async fn discover(ctx: Arc<Ctx>) {
                     logged_missing = true;
                 }
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 ctx.metrics.up.set(0);
                 tracing::warn!(error = %e, "listing Kafka topics failed (whose fault: broker or network)");
+                if matches!(e, CallError::Timeout(_)) {
+                    ctx.client.renew(&ctx.kafka, &ctx.metrics, &client).await;
+                }
             }
         }
         tokio::time::sleep(ctx.kafka.topic_refresh).await;
