@@ -177,6 +177,9 @@ async fn open_resumable(
     let last_id = last_id.filter(|id| !id.is_empty());
     let a = admit(shard, head).await?;
     let subs = last_id.map(|_| a.subs.compiled.clone());
+    if let Some(id) = last_id {
+        super::resume::settle(shard, id).await;
+    }
     let opened = super::resume::open(shard, transport, a.subs, a.session, last_id);
     let (slot, token, start) = opened.map_err(|_| Refusal::Jwt(AccessError::Blacklisted))?;
     if let Some(user) = a.user {

@@ -4,6 +4,7 @@
 //! empty); long-poll clients carry theirs in the `last_event_id` cookie (`proto::longpoll`).
 //!
 //! ```text
+//! settle: a node that has just started first learns where the id's partitions stand (≤ 5 s)
 //! open: register the subscriptions' interest ─> read the island's positions (live starts
 //!       there) ─> first ids carry the client's frontier (from its id)
 //! replay: for each partition where the client is behind the live start, the island reads
@@ -35,8 +36,30 @@ use std::time::Duration;
 
 /// How long a replay may take before the stream starts without it (with a gap event).
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a resume waits for a node that has just started to learn where its partitions
+/// stand (`Positions::settling`); after that it goes ahead, with a gap event for what is
+/// still unknown.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The queued frames before a replay: `rig.connection.create`, `rig.subscriptions_set`.
 const FIRST_FRAMES: usize = 2;
+
+/// Before `open`: waits while this node is still learning the positions of partitions
+/// `last_id` names (it has just started), so the resume replays them instead of reporting them
+/// unknown. Polls: it happens only in the first seconds of a node's life.
+pub(super) async fn settle(shard: &Rc<Shard>, last_id: &str) {
+    let (Some(broker), Some(id)) = (&shard.globals.broker, resume::parse(last_id)) else {
+        return;
+    };
+    let waited = crate::runtime::rt::timeout(SETTLE_TIMEOUT, async {
+        while broker.positions.settling(&id) {
+            crate::runtime::rt::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    if waited.is_none() {
+        tracing::debug!(id = %last_id, "resume went ahead with partitions of unknown position");
+    }
+}
 
 /// Opens the session; with Kafka on (or the node's log of HTTP publishes), its live start and
 /// first frontier come from the positions and the client's id. A WebSocket opens here only when

@@ -53,6 +53,9 @@ impl RateLimitedLog {
 #[derive(Debug, Default)]
 pub struct Positions {
     map: std::sync::Mutex<std::collections::HashMap<PartitionKey, Arc<AtomicI64>>>,
+    /// Until the first topic listing (or Kafka found unreachable): which partitions this node
+    /// reads is not known yet, so a resume cannot tell "not read here" from "not read yet".
+    starting: std::sync::atomic::AtomicBool,
 }
 
 /// A source partition: topic and partition number.
@@ -61,6 +64,38 @@ pub(crate) type PartitionKey = (Arc<str>, i32);
 use std::sync::atomic::{fence, AtomicI64, Ordering};
 
 impl Positions {
+    /// Positions of a node whose partitions are still to be listed.
+    pub(crate) fn starting() -> Positions {
+        let p = Positions::default();
+        p.starting.store(true, Ordering::SeqCst);
+        p
+    }
+
+    /// The partitions are listed (their slots made), or Kafka cannot be reached to list them.
+    pub(crate) fn listed(&self) {
+        self.starting.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether a resume from `id` should wait before it reads the positions: the node is still
+    /// listing its partitions, or reads one the id names but has no position there yet (its
+    /// start offset is being looked up). A resume that went ahead would find the partition
+    /// unknown, and the client would get the live end of the log instead of what it missed.
+    pub fn settling(&self, id: &crate::proto::resume::ResumeId) -> bool {
+        use crate::proto::resume::topic_hash;
+        if self.starting.load(Ordering::SeqCst) {
+            return true;
+        }
+        let own = (id.partition >= 0).then(|| (topic_hash(&id.topic), id.partition));
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter().any(|((topic, partition), at)| {
+            if at.load(Ordering::SeqCst) >= 0 {
+                return false;
+            }
+            let key = (topic_hash(topic), *partition);
+            own == Some(key) || id.frontier.contains_key(&key)
+        })
+    }
+
     pub(crate) fn slot(&self, topic: &Arc<str>, partition: i32) -> Arc<AtomicI64> {
         self.map
             .lock()
@@ -488,7 +523,7 @@ pub fn start(
     let (publish_topic, control_topic) = (kafka.publish_topic.clone(), kafka.control_topic.clone());
     let response_topic = kafka.response_topics[0].clone();
     let log_topic = kafka.log_topic.clone();
-    let positions = Arc::new(Positions::default());
+    let positions = Arc::new(Positions::starting());
     let ring = &cfg.tuning.sessions;
     let recent = Arc::new(Recent::new(ring.resume_ring_events, ring.resume_ring_bytes));
     let island_recent = recent.clone();

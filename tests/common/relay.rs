@@ -4,7 +4,8 @@
 //! connections opened later work. `refuse(true)`: new connections are closed at once, as if
 //! the service were down, until `refuse(false)`. `refuse_sending(Some(marker))`: new
 //! connections whose first bytes contain `marker` (a Kafka client id, say) are closed, others
-//! pass: one client is kept away while another one works.
+//! pass: one client is kept away while another one works. `hold(d)`: each new connection is
+//! forwarded only after `d` (one after another), as to a broker slow to answer while it starts.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,6 +19,7 @@ pub struct Relay {
     next_id: Arc<AtomicU64>,
     refusing: Arc<AtomicBool>,
     marker: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    hold_ms: Arc<AtomicU64>,
 }
 
 impl Relay {
@@ -29,11 +31,13 @@ impl Relay {
         let next_id = Arc::new(AtomicU64::new(1));
         let refusing = Arc::new(AtomicBool::new(false));
         let marker = Arc::new(std::sync::Mutex::new(None::<Vec<u8>>));
-        let (below, next, refuse, mark) = (
+        let hold_ms = Arc::new(AtomicU64::new(0));
+        let (below, next, refuse, mark, hold) = (
             silenced_below.clone(),
             next_id.clone(),
             refusing.clone(),
             marker.clone(),
+            hold_ms.clone(),
         );
         std::thread::spawn(move || {
             for c in l.incoming() {
@@ -53,6 +57,7 @@ impl Relay {
                         continue; // dropped
                     }
                 }
+                std::thread::sleep(Duration::from_millis(hold.load(Ordering::SeqCst)));
                 let Ok(mut b) = TcpStream::connect(("127.0.0.1", to)) else {
                     continue;
                 };
@@ -72,7 +77,12 @@ impl Relay {
             next_id,
             refusing,
             marker,
+            hold_ms,
         }
+    }
+
+    pub fn hold(&self, d: Duration) {
+        self.hold_ms.store(d.as_millis() as u64, Ordering::SeqCst);
     }
 
     pub fn silence(&self) {

@@ -15,7 +15,7 @@
 use super::{bounded, CallError, Ctx};
 use crate::broker::RateLimitedLog;
 use crate::broker::Tracked;
-use crate::config::kafka::{RecordMapping, StartOffset};
+use crate::config::kafka::{KafkaConfig, RecordMapping, StartOffset};
 use crate::metrics::island::TopicStats;
 use crate::proto::control;
 use crate::proto::kafka_record::{self, RecordView};
@@ -100,6 +100,12 @@ async fn open(
     }
 }
 
+/// Whether the partitions of `topic` take part in resumes (sources do; control and response
+/// topics do not).
+pub(super) fn tracks(kafka: &KafkaConfig, topic: &str) -> bool {
+    topic != kafka.control_topic && !kafka.is_response(topic)
+}
+
 pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32) {
     let stats = ctx.metrics.topic(&topic);
     let lag = ctx.metrics.partition(&topic, partition);
@@ -120,7 +126,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32) {
     let topic_arc: Arc<str> = Arc::from(topic.as_str());
     // Source partitions take part in resumes; control and response topics do not.
     let mut tracked =
-        (!control && !responses).then(|| Tracked::new(&ctx.positions, &topic_arc, partition));
+        tracks(&ctx.kafka, &topic).then(|| Tracked::new(&ctx.positions, &topic_arc, partition));
     let mut errors = RateLimitedLog::default();
     let mut bad_records = RateLimitedLog::default();
     let mut backoff = Duration::from_millis(200);

@@ -201,6 +201,7 @@ pub(crate) async fn run(start: Start) {
             }
             Err(e) => {
                 tracing::error!(error = %e, "Kafka OAUTHBEARER unavailable; Kafka stays off");
+                positions.listed();
                 return;
             }
         },
@@ -212,6 +213,8 @@ pub(crate) async fn run(start: Start) {
             Err(e) => {
                 metrics.connect_failures.inc();
                 metrics.up.set(0);
+                // Resumes would wait for partitions that cannot be listed.
+                positions.listed();
                 tracing::warn!(brokers = %brokers, error = %e, retry_in_ms = backoff.as_millis() as u64,
                     "cannot reach Kafka (whose fault: broker or network); serving connected clients meanwhile");
                 // Publishes fail fast with 503 while there is no client at all.
@@ -280,13 +283,21 @@ async fn discover(ctx: Arc<Ctx>) {
                     .filter(|t| ctx.kafka.is_source(&t.name))
                     .count();
                 for t in topics.iter().filter(|t| ctx.kafka.consumes(&t.name)) {
+                    let tracked =
+                        consumer::tracks(&ctx.kafka, &t.name).then(|| Arc::from(t.name.as_str()));
                     for &p in &t.partitions {
                         if running.insert((t.name.clone(), p)) {
+                            // Made before the consumer runs, so that resumes see the partition
+                            // as pending once the listing is done (`Positions::settling`).
+                            if let Some(topic) = &tracked {
+                                ctx.positions.slot(topic, p);
+                            }
                             tracing::info!(topic = %t.name, partition = p, "consuming");
                             tokio::spawn(consumer::run(ctx.clone(), t.name.clone(), p));
                         }
                     }
                 }
+                ctx.positions.listed();
                 if matched == 0 && !logged_missing {
                     let wanted: Vec<&str> = ctx.kafka.sources.iter().map(|s| s.as_str()).collect();
                     tracing::warn!(sources = ?wanted, "no Kafka topic matches the source topics yet; checking again periodically");
@@ -295,6 +306,7 @@ async fn discover(ctx: Arc<Ctx>) {
             }
             Err(e) => {
                 ctx.metrics.up.set(0);
+                ctx.positions.listed();
                 tracing::warn!(error = %e, "listing Kafka topics failed (whose fault: broker or network)");
                 if matches!(e, CallError::Timeout(_)) {
                     ctx.client.renew(&ctx.kafka, &ctx.metrics, &client).await;
