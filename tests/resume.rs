@@ -690,8 +690,26 @@ fn the_redis_store_works_through_sentinel_and_on_a_cluster() {
             .all(|p| redis_cli(*p, &["cluster", "info"]).contains("cluster_state:ok"))
     });
     let seeds = addrs.join(",");
-    let (_a, _b, _c) =
-        resumed_on_another_node_from_redis(&[("SPRING_DATA_REDIS_CLUSTER_NODES", seeds.as_str())]);
+    // The three keys (the type's, alice's, bob's) land on one master for one random prefix in
+    // nine: pick one whose keys' slots fall in at least two masters' ranges (`--cluster create`
+    // splits the 16,384 slots in three equal runs).
+    let prefix = std::iter::repeat_with(|| format!("cbtest{:x}:", fastrand::u32(..)))
+        .find(|prefix| {
+            let ranges: HashSet<u64> = ["r.event", "r.event#user=alice", "r.event#user=bob"]
+                .iter()
+                .map(|k| {
+                    let key = format!("{prefix}{k}");
+                    let slot = redis_cli(ports[0], &["cluster", "keyslot", &key]);
+                    slot.trim().parse::<u64>().unwrap() / 5461
+                })
+                .collect();
+            ranges.len() >= 2
+        })
+        .unwrap();
+    let (_a, _b, _c) = resumed_on_another_node_from_redis(&[
+        ("SPRING_DATA_REDIS_CLUSTER_NODES", seeds.as_str()),
+        ("CB_REDIS_KEY_PREFIX", prefix.as_str()),
+    ]);
     let spread = ports
         .iter()
         .filter(|p| {
@@ -702,5 +720,12 @@ fn the_redis_store_works_through_sentinel_and_on_a_cluster() {
                 > 0
         })
         .count();
-    assert!(spread >= 2, "keys on {spread} of 3 masters");
+    let keys: Vec<String> = ports
+        .iter()
+        .map(|p| redis_cli(*p, &["keys", "*"]))
+        .collect();
+    assert!(
+        spread >= 2,
+        "keys on {spread} of 3 masters ({prefix}): {keys:?}"
+    );
 }
