@@ -1,13 +1,17 @@
-//! The header fields of a parsed head, in two allocations whatever their number: names
-//! (lower-cased) and values packed into one buffer, and where each field ends. A head parsed
+//! The header fields of a parsed head, in three allocations whatever their number: names
+//! (lower-cased), values, and where each field ends. A head parsed
 //! into one owned `(String, Vec<u8>)` per field cost two allocations per field, about half of
 //! all allocations of a proxied request (measured with a uprobe on malloc: 43 per request).
 
 /// Header fields in arrival order, duplicates kept. Names are lower-cased when pushed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers {
-    bytes: Vec<u8>,
-    /// Per field: where its name ends and where its value ends in `bytes` (each field starts
+    /// The names, one after another. A `String`, so reading a name back costs no UTF-8
+    /// validation: a proxied request reads some 60 names, and validating them was 12% of its
+    /// user-space instructions (callgrind).
+    names: String,
+    values: Vec<u8>,
+    /// Per field: where its name ends in `names` and its value in `values` (each field starts
     /// where the previous one ended).
     ends: Vec<(usize, usize)>,
 }
@@ -15,26 +19,29 @@ pub struct Headers {
 impl Headers {
     pub fn with_capacity(fields: usize, bytes: usize) -> Self {
         Self {
-            bytes: Vec::with_capacity(bytes),
+            names: String::with_capacity(fields * 16),
+            values: Vec::with_capacity(bytes),
             ends: Vec::with_capacity(fields),
         }
     }
 
+    fn push_name(&mut self, name: &str) {
+        let start = self.names.len();
+        self.names.push_str(name);
+        self.names[start..].make_ascii_lowercase();
+    }
+
     pub fn push(&mut self, name: &str, value: &[u8]) {
-        self.bytes
-            .extend(name.bytes().map(|b| b.to_ascii_lowercase()));
-        let name_end = self.bytes.len();
-        self.bytes.extend_from_slice(value);
-        self.ends.push((name_end, self.bytes.len()));
+        self.push_name(name);
+        self.values.extend_from_slice(value);
+        self.ends.push((self.names.len(), self.values.len()));
     }
 
     /// A field whose value `write` appends (formatted in place, without a `String` first).
     pub fn push_with(&mut self, name: &str, write: impl FnOnce(&mut Vec<u8>)) {
-        self.bytes
-            .extend(name.bytes().map(|b| b.to_ascii_lowercase()));
-        let name_end = self.bytes.len();
-        write(&mut self.bytes);
-        self.ends.push((name_end, self.bytes.len()));
+        self.push_name(name);
+        write(&mut self.values);
+        self.ends.push((self.names.len(), self.values.len()));
     }
 
     pub fn len(&self) -> usize {
@@ -47,11 +54,12 @@ impl Headers {
 
     /// Field `i` as (name, value).
     pub fn field(&self, i: usize) -> (&str, &[u8]) {
-        let start = if i == 0 { 0 } else { self.ends[i - 1].1 };
-        let (name_end, end) = self.ends[i];
-        // Names come from `&str`s, lower-cased byte-wise: always UTF-8.
-        let name = std::str::from_utf8(&self.bytes[start..name_end]).unwrap_or_default();
-        (name, &self.bytes[name_end..end])
+        let (name_start, value_start) = if i == 0 { (0, 0) } else { self.ends[i - 1] };
+        let (name_end, value_end) = self.ends[i];
+        (
+            &self.names[name_start..name_end],
+            &self.values[value_start..value_end],
+        )
     }
 
     pub fn iter(&self) -> Iter<'_> {
