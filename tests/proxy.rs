@@ -230,7 +230,8 @@ fn keep_alive_reuses_upstream_connections_and_survives_upstream_closes() {
 
 #[test]
 fn misbehaving_upstreams_get_502_and_leave_client_and_pool_healthy() {
-    let up = Upstream::start(|s| match s.target.as_str() {
+    let up = Upstream::start(|s| {
+        match s.target.as_str() {
         "/hang" => Act::Hang,
         "/close" => Act::Close,
         "/garbage" => Act::SendClose(b"SPDY/9 what\r\n\r\n".to_vec()),
@@ -240,11 +241,18 @@ fn misbehaving_upstreams_get_502_and_leave_client_and_pool_healthy() {
         "/short" => {
             Act::SendClose(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this".to_vec())
         }
+        // A response and then bytes nobody asked for: the connection is out of step and must
+        // not answer the next request with them.
+        "/extra" => Act::Send(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstale"
+                .to_vec(),
+        ),
         "/smuggle" => Act::SendClose(
             b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"
                 .to_vec(),
         ),
         _ => ok("fine"),
+    }
     });
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_port = dead.local_addr().unwrap().port();
@@ -288,6 +296,14 @@ fn misbehaving_upstreams_get_502_and_leave_client_and_pool_healthy() {
         // The client connection and the pool still work.
         assert_eq!(c.get("/ok", "").text(), "fine", "after {path}");
     }
+    let accepted = up.accepted.load(Ordering::SeqCst);
+    assert_eq!(c.get("/extra", "").text(), "ok");
+    assert_eq!(c.get("/ok", "").text(), "fine", "after /extra");
+    assert_eq!(
+        up.accepted.load(Ordering::SeqCst),
+        accepted + 1,
+        "the connection that sent extra bytes is not reused"
+    );
     // A body cut short after the head was sent: the client's connection is closed (the only
     // way to say the response is incomplete).
     c.send(b"GET /short HTTP/1.1\r\nhost: x\r\n\r\n");

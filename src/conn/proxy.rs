@@ -618,7 +618,7 @@ async fn forward(
     let req_head = client_proto::request_head(&head.method_str, &target, headers.iter(), framing);
     let started = Instant::now();
     let exchanged = exchange(shard, client, buf, head, m, &req_head).await;
-    let (mut conn, resp, upbuf) = match exchanged {
+    let (mut conn, resp) = match exchanged {
         Ok(x) => x,
         Err(Failed::Gone) => return false,
         Err(Failed::Client(status, msg)) => {
@@ -639,7 +639,7 @@ async fn forward(
     if let Some(p) = parking.as_mut() {
         // RIG: upstream 202 means "the answer comes later"; anything else is the answer.
         if resp.status == 202 {
-            let drained = drain(shard, &mut conn, upbuf, &resp).await;
+            let drained = drain(shard, &mut conn, &resp).await;
             if drained && resp.keep_alive {
                 shard.upstreams.checkin(shard, conn);
             }
@@ -652,9 +652,14 @@ async fn forward(
     drop(parking);
     count(Status::Ok);
     shard.metrics.response(Listener::Inbound, resp.status);
-    let (client_head, body, keep) =
-        forward::client_head(&resp, head.keep_alive, head.version_minor == 1, &[]);
-    match relay(shard, client, &mut conn, upbuf, &resp, client_head, body).await {
+    let (client_head, body, keep) = forward::client_head(
+        &resp,
+        head.keep_alive,
+        head.version_minor == 1,
+        &[],
+        conn.inbuf.filled().len() + 16,
+    );
+    match relay(shard, client, &mut conn, &resp, client_head, body).await {
         Relayed::Whole => {
             if resp.keep_alive {
                 shard.upstreams.checkin(shard, conn);
@@ -668,7 +673,8 @@ async fn forward(
 
 /// Sends the request (head and body) and reads the response head. A reused connection that
 /// fails before any response byte, for a request without a body, is retried once on a new
-/// connection: the upstream may have closed it while it sat idle.
+/// connection: the upstream may have closed it while it sat idle. What the upstream sent after
+/// the head is left in the connection's `inbuf`.
 async fn exchange(
     shard: &Rc<Shard>,
     client: &mut ClientStream,
@@ -676,7 +682,7 @@ async fn exchange(
     head: &RequestHead,
     m: &Match,
     req_head: &[u8],
-) -> Result<(Conn, ResponseHead, Vec<u8>), Failed> {
+) -> Result<(Conn, ResponseHead), Failed> {
     let recv_timeout = shard.cfg().proxy.recv_timeout;
     let mut sent_continue = false;
     for attempt in 0..2 {
@@ -708,7 +714,7 @@ async fn exchange(
             send_body(shard, client, buf, head, &mut conn).await?;
         }
         match read_head(shard, client, &mut conn, head.method == Method::Head).await {
-            Ok((resp, upbuf)) => return Ok((conn, resp, upbuf)),
+            Ok(resp) => return Ok((conn, resp)),
             Err(HeadErr::Silent) if retryable => continue,
             Err(HeadErr::Silent) => {
                 return Err(Failed::Upstream(
@@ -828,19 +834,18 @@ async fn read_head(
     client: &ClientStream,
     conn: &mut Conn,
     head_request: bool,
-) -> Result<(ResponseHead, Vec<u8>), HeadErr> {
+) -> Result<ResponseHead, HeadErr> {
     let cfg = shard.cfg();
     let limits = ResponseLimits {
         max_head_bytes: cfg.tuning.proxy.max_response_head_bytes,
         max_headers: cfg.tuning.http.max_headers.max(100),
     };
     let recv_timeout = cfg.proxy.recv_timeout;
-    let mut upbuf: Vec<u8> = Vec::new();
     let mut seen_any = false;
     loop {
-        match client_proto::parse_response_head(&upbuf, &limits, head_request) {
+        match client_proto::parse_response_head(conn.inbuf.filled(), &limits, head_request) {
             Ok(Some((resp, n))) => {
-                upbuf.drain(..n);
+                conn.inbuf.consume(n);
                 if (100..200).contains(&resp.status) {
                     if resp.status == 101 {
                         return Err(HeadErr::Bad(
@@ -849,48 +854,47 @@ async fn read_head(
                     }
                     continue;
                 }
-                return Ok((resp, upbuf));
+                return Ok(resp);
             }
             Ok(None) => {}
             Err(e) => return Err(HeadErr::Bad(e.to_string())),
         }
-        let (io, scratch) = (&mut conn.io, &mut conn.scratch);
+        let (io, inbuf) = (&mut conn.io, &mut conn.inbuf);
+        // One more byte than the head may take, so that an oversized head is told apart.
+        let room = inbuf.room(limits.max_head_bytes + 1);
         enum Ev {
             Read(std::io::Result<usize>),
             Timeout,
             ClientGone,
         }
-        let ev = future::or(
-            async { Ev::Read(io.read(scratch).await) },
-            future::or(
-                async {
-                    crate::runtime::rt::sleep(recv_timeout).await;
-                    Ev::Timeout
-                },
-                async {
-                    // Most upstreams answer within this; watching the client costs a
-                    // registration and its removal, so it starts only after.
-                    crate::runtime::rt::sleep(CLIENT_WATCH_AFTER).await;
-                    let mut b = [0u8; 1];
-                    match client.tcp().peek(&mut b).await {
-                        Ok(0) | Err(_) => Ev::ClientGone,
-                        // A pipelined request: stop watching (it stays in the socket).
-                        Ok(_) => future::pending::<Ev>().await,
-                    }
-                },
-            ),
-        )
+        let ev = future::or(async { Ev::Read(io.read(room).await) }, async {
+            // Most upstreams answer within this; watching the client costs a registration
+            // and its removal, so it starts only after. One timer, not two, per request.
+            crate::runtime::rt::sleep(CLIENT_WATCH_AFTER.min(recv_timeout)).await;
+            let mut b = [0u8; 1];
+            let watch = async {
+                match client.tcp().peek(&mut b).await {
+                    Ok(0) | Err(_) => Ev::ClientGone,
+                    // A pipelined request: stop watching (it stays in the socket).
+                    Ok(_) => future::pending::<Ev>().await,
+                }
+            };
+            let rest = recv_timeout.saturating_sub(CLIENT_WATCH_AFTER);
+            crate::runtime::rt::timeout(rest, watch)
+                .await
+                .unwrap_or(Ev::Timeout)
+        })
         .await;
         match ev {
             Ev::Read(Ok(0)) | Ev::Read(Err(_)) => {
-                return Err(if seen_any || !upbuf.is_empty() {
+                return Err(if seen_any || !conn.inbuf.is_empty() {
                     HeadErr::Bad("connection closed inside the response head".into())
                 } else {
                     HeadErr::Silent
                 });
             }
             Ev::Read(Ok(n)) => {
-                upbuf.extend_from_slice(&conn.scratch[..n]);
+                conn.inbuf.filled_by(n);
                 seen_any = true;
             }
             Ev::Timeout => return Err(HeadErr::Timeout),
@@ -915,7 +919,6 @@ async fn relay(
     shard: &Shard,
     client: &mut ClientStream,
     conn: &mut Conn,
-    mut upbuf: Vec<u8>,
     resp: &ResponseHead,
     client_head: Vec<u8>,
     body: ClientBody,
@@ -929,7 +932,7 @@ async fn relay(
     // The head goes out with the first body bytes; a body framed as it came (length, or
     // until close) is decoded straight into the output, a re-chunked one through `piece`.
     let mut out = client_head;
-    out.reserve(upbuf.len() + 16);
+    out.reserve(conn.inbuf.filled().len() + 16);
     let mut piece = Vec::new();
     let mut first = true;
     loop {
@@ -938,9 +941,9 @@ async fn relay(
         }
         let fed = if body == ClientBody::Chunked {
             piece.clear();
-            decoder.feed(&upbuf, &mut piece)
+            decoder.feed(conn.inbuf.filled(), &mut piece)
         } else {
-            decoder.feed(&upbuf, &mut out)
+            decoder.feed(conn.inbuf.filled(), &mut out)
         };
         let (used, done) = match fed {
             Ok(r) => r,
@@ -949,7 +952,7 @@ async fn relay(
                 return Relayed::Broken;
             }
         };
-        upbuf.drain(..used);
+        conn.inbuf.consume(used);
         if body == ClientBody::Chunked {
             http1::push_chunk(&mut out, &piece);
             if done {
@@ -962,8 +965,8 @@ async fn relay(
         if done {
             return Relayed::Whole;
         }
-        let (io, scratch) = (&mut conn.io, &mut conn.scratch);
-        let read = crate::runtime::rt::timeout(recv_timeout, io.read(scratch)).await;
+        let room = conn.inbuf.room(0);
+        let read = crate::runtime::rt::timeout(recv_timeout, conn.io.read(room)).await;
         match read {
             Some(Ok(0)) => {
                 // The end of a close-delimited body; anything else is a truncated one.
@@ -976,7 +979,7 @@ async fn relay(
                 // The client has its whole response; the upstream connection is closed.
                 return Relayed::Closed;
             }
-            Some(Ok(n)) => upbuf.extend_from_slice(&conn.scratch[..n]),
+            Some(Ok(n)) => conn.inbuf.filled_by(n),
             Some(Err(_)) | None => return Relayed::Broken,
         }
     }
@@ -984,7 +987,7 @@ async fn relay(
 
 /// Reads and drops a (202) response body before the connection goes back to the pool; false
 /// when it is too large or slow to bother (the connection is closed instead).
-async fn drain(shard: &Shard, conn: &mut Conn, mut upbuf: Vec<u8>, resp: &ResponseHead) -> bool {
+async fn drain(shard: &Shard, conn: &mut Conn, resp: &ResponseHead) -> bool {
     const MAX_DRAIN: usize = 64 * 1024;
     let recv_timeout = shard.cfg().proxy.recv_timeout;
     let mut decoder = BodyDecoder::new(resp.body);
@@ -992,10 +995,10 @@ async fn drain(shard: &Shard, conn: &mut Conn, mut upbuf: Vec<u8>, resp: &Respon
     let mut total = 0;
     loop {
         sink.clear();
-        let Ok((used, done)) = decoder.feed(&upbuf, &mut sink) else {
+        let Ok((used, done)) = decoder.feed(conn.inbuf.filled(), &mut sink) else {
             return false;
         };
-        upbuf.drain(..used);
+        conn.inbuf.consume(used);
         total += sink.len();
         if done {
             return true;
@@ -1003,10 +1006,10 @@ async fn drain(shard: &Shard, conn: &mut Conn, mut upbuf: Vec<u8>, resp: &Respon
         if total > MAX_DRAIN || matches!(decoder, BodyDecoder::UntilClose) {
             return false;
         }
-        let (io, scratch) = (&mut conn.io, &mut conn.scratch);
-        let read = crate::runtime::rt::timeout(recv_timeout, io.read(scratch)).await;
+        let room = conn.inbuf.room(0);
+        let read = crate::runtime::rt::timeout(recv_timeout, conn.io.read(room)).await;
         match read {
-            Some(Ok(n)) if n > 0 => upbuf.extend_from_slice(&conn.scratch[..n]),
+            Some(Ok(n)) if n > 0 => conn.inbuf.filled_by(n),
             _ => return false,
         }
     }

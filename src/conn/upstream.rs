@@ -42,9 +42,8 @@ pub struct Conn {
     /// It carried a request before: a failure before any response byte may just be the
     /// upstream having closed it meanwhile.
     pub reused: bool,
-    /// Where upstream bytes are read to (`proxy.buffer_bytes`, zeroed once per connection,
-    /// not once per read).
-    pub scratch: Vec<u8>,
+    /// What was read from the upstream and not used yet.
+    pub inbuf: InBuf,
     key: Upstream,
     _permit: OwnedSemaphorePermit,
 }
@@ -52,6 +51,64 @@ pub struct Conn {
 impl Conn {
     fn fd(&self) -> RawFd {
         self.io.tcp().as_raw_fd()
+    }
+}
+
+/// Upstream bytes read and not used yet, `data[start..end]`. Reads go straight into it and
+/// parsers take slices of it, so a proxied response is neither copied nor allocated for on its
+/// way in; it lives as long as the connection (`proxy.buffer_bytes`, zeroed once), growing
+/// only for a response head larger than that.
+pub struct InBuf {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl InBuf {
+    pub fn new(size: usize) -> InBuf {
+        InBuf {
+            data: vec![0; size],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    pub fn filled(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// The first `n` filled bytes were used.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Room for the next read: unread bytes move to the front when the end is reached, and
+    /// the buffer doubles, up to `max` bytes, only when it is full. Empty when it holds `max`.
+    pub fn room(&mut self, max: usize) -> &mut [u8] {
+        if self.end == self.data.len() {
+            if self.start > 0 {
+                self.data.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.data.len() < max {
+                let grown = (self.data.len() * 2).max(1024).min(max);
+                self.data.resize(grown, 0);
+            }
+        }
+        &mut self.data[self.end..]
+    }
+
+    /// `n` bytes were read into [`InBuf::room`].
+    pub fn filled_by(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.data.len());
     }
 }
 
@@ -95,7 +152,7 @@ impl Blame for ConnectError {
 
 #[derive(Default)]
 pub struct Pools {
-    pools: RefCell<HashMap<Upstream, Pool>>,
+    pools: RefCell<HashMap<Upstream, Pool, foldhash::fast::FixedState>>,
     dns: RefCell<HashMap<String, (Instant, Vec<SocketAddr>)>>,
 }
 
@@ -112,10 +169,17 @@ impl Pools {
         let idle_for = Duration::from_millis(tuning.idle_timeout_ms);
         let permits = {
             let mut pools = self.pools.borrow_mut();
-            let pool = pools.entry(up.clone()).or_insert_with(|| Pool {
-                idle: Vec::new(),
-                permits: Arc::new(Semaphore::new(tuning.max_connections_per_upstream)),
-            });
+            // Looked up before `entry`, which would clone the key (a host name) per request.
+            if !pools.contains_key(up) {
+                pools.insert(
+                    up.clone(),
+                    Pool {
+                        idle: Vec::new(),
+                        permits: Arc::new(Semaphore::new(tuning.max_connections_per_upstream)),
+                    },
+                );
+            }
+            let pool = pools.get_mut(up).expect("inserted above");
             // Most recently used first: it is the likeliest to still be open.
             while let Some(idle) = pool.idle.pop() {
                 let age = idle.since.elapsed();
@@ -141,7 +205,7 @@ impl Pools {
         Ok(Conn {
             io,
             reused: false,
-            scratch: vec![0; tuning.buffer_bytes.max(1024)],
+            inbuf: InBuf::new(tuning.buffer_bytes.max(1024)),
             key: up.clone(),
             _permit: permit,
         })
@@ -150,6 +214,11 @@ impl Pools {
     /// Returns a connection whose last response was read whole and which the upstream keeps
     /// open; beyond the idle bound it is closed instead.
     pub fn checkin(&self, shard: &Shard, conn: Conn) {
+        // Bytes after the response: the upstream is out of step with its requests, and the
+        // next request would read them as its answer.
+        if !conn.inbuf.is_empty() {
+            return;
+        }
         let max = shard.cfg().tuning.proxy.max_idle_per_upstream;
         let mut pools = self.pools.borrow_mut();
         if let Some(pool) = pools.get_mut(&conn.key) {
@@ -252,5 +321,36 @@ async fn tls(
             "no handshake within {} ms",
             timeout.as_millis()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InBuf;
+
+    #[test]
+    fn inbuf_reads_in_place_compacts_and_grows_only_to_its_bound() {
+        let mut b = InBuf::new(8);
+        b.room(8)[..5].copy_from_slice(b"hello");
+        b.filled_by(5);
+        b.consume(2);
+        assert_eq!(b.filled(), b"llo");
+        // Room left at the end: no move.
+        assert_eq!(b.room(8).len(), 3);
+        b.room(8).copy_from_slice(b"abc");
+        b.filled_by(3);
+        // The end is reached: the unread bytes move to the front.
+        assert_eq!(b.room(8).len(), 2);
+        assert_eq!(b.filled(), b"lloabc");
+        b.room(8).copy_from_slice(b"de");
+        b.filled_by(2);
+        // Full from the front: grows up to the bound, then offers nothing.
+        assert_eq!(b.room(8).len(), 0);
+        assert_eq!(b.room(12).len(), 4);
+        b.filled_by(4);
+        assert_eq!(b.room(12).len(), 0);
+        b.consume(100);
+        assert!(b.is_empty());
+        assert_eq!(b.room(12).len(), 12);
     }
 }

@@ -3,9 +3,10 @@
 //! RIG put the raw request path there, one series per distinct URL), the upstream latency
 //! histogram, parked requests and dropped replies.
 //!
-//! Request counters are keyed by label set in a map behind a mutex the owning shard takes once
-//! per proxied request (uncontended: the exporter takes it once per scrape). A proxied request
-//! costs tens of microseconds; this is not on the per-event fan-out path.
+//! Request counters are keyed by label set (the endpoint by its label's address) in a map
+//! behind a mutex the owning shard takes once per proxied request (uncontended: the exporter
+//! takes it once per scrape). A proxied request costs tens of microseconds; this is not on
+//! the per-event fan-out path.
 
 use super::{escape, header, names, Counter};
 use crate::proxy::table::Match;
@@ -53,6 +54,18 @@ fn method_label(m: &str) -> &'static str {
     }
 }
 
+/// Where a request is counted on its shard: the label set with the endpoint named by its
+/// label's address, so a request hashes a few words and clones nothing (the map's entry holds
+/// the label, which keeps the address from being reused while the entry exists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Slot {
+    method: &'static str,
+    endpoint: usize,
+    target: &'static str,
+    response_from: &'static str,
+    status: Status,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     method: &'static str,
@@ -69,7 +82,7 @@ const BUCKETS: [f64; 12] = [
 
 #[derive(Debug, Default)]
 pub struct ProxyMetrics {
-    requests: Mutex<HashMap<Key, u64>>,
+    requests: Mutex<HashMap<Slot, (Key, u64), foldhash::fast::FixedState>>,
     /// Requests parked for a correlated response (a gauge: up when parked, down when done).
     pub pending: Counter,
     /// Replies that found no parked request (unknown, answered or expired correlation).
@@ -84,31 +97,27 @@ pub struct ProxyMetrics {
 
 impl ProxyMetrics {
     pub fn count(&self, method: &str, m: Option<&Match>, status: Status) {
-        let key = match m {
-            None => Key {
-                method: method_label(method),
-                endpoint: None,
-                target: "N/A",
-                response_from: "N/A",
-                status,
-            },
-            Some(m) => {
-                let ep = m.endpoint();
-                Key {
-                    method: method_label(method),
-                    endpoint: Some(ep.metric_label.clone()),
-                    target: ep.target.label(),
-                    response_from: ep.response_from.label(),
-                    status,
-                }
-            }
+        let ep = m.map(Match::endpoint);
+        let slot = Slot {
+            method: method_label(method),
+            endpoint: ep.map_or(0, |e| Arc::as_ptr(&e.metric_label) as *const u8 as usize),
+            target: ep.map_or("N/A", |e| e.target.label()),
+            response_from: ep.map_or("N/A", |e| e.response_from.label()),
+            status,
         };
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key)
-            .or_insert(0) += 1;
+        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, n)) = requests.get_mut(&slot) {
+            *n += 1;
+            return;
+        }
+        let key = Key {
+            method: slot.method,
+            endpoint: ep.map(|e| e.metric_label.clone()),
+            target: slot.target,
+            response_from: slot.response_from,
+            status,
+        };
+        requests.insert(slot, (key, 1));
     }
 
     pub fn upstream_failed(&self) {
@@ -133,7 +142,12 @@ impl ProxyMetrics {
 pub fn render(o: &mut String, shards: &[&ProxyMetrics], island_dropped: u64) {
     let mut requests: HashMap<Key, u64> = HashMap::new();
     for s in shards {
-        for (k, v) in s.requests.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (k, v) in s
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
             *requests.entry(k.clone()).or_insert(0) += v;
         }
     }

@@ -28,8 +28,15 @@ fn random_hex(bytes: usize) -> String {
     let mut out = String::with_capacity(bytes * 2);
     loop {
         out.clear();
-        for _ in 0..bytes {
-            super::push_hex(&mut out, fastrand::u8(..));
+        // Eight random bytes per draw, not one: ids are made for every proxied request.
+        let mut left = bytes;
+        while left > 0 {
+            let r = fastrand::u64(..).to_le_bytes();
+            let take = left.min(8);
+            for b in &r[..take] {
+                super::push_hex(&mut out, *b);
+            }
+            left -= take;
         }
         // All-zero ids are invalid.
         if out.bytes().any(|b| b != b'0') {
@@ -85,7 +92,19 @@ impl TraceContext {
     }
 
     pub fn traceparent(&self) -> String {
-        format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
+        let mut out = Vec::with_capacity(55);
+        self.write_traceparent(&mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends the `traceparent` value (without a `String` per proxied request).
+    pub fn write_traceparent(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"00-");
+        out.extend_from_slice(self.trace_id.as_bytes());
+        out.push(b'-');
+        out.extend_from_slice(self.span_id.as_bytes());
+        out.push(b'-');
+        out.extend_from_slice(self.flags.as_bytes());
     }
 }
 

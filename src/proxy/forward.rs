@@ -26,13 +26,15 @@ pub struct Hop<'a> {
 /// The `forwarded` node identifier of an address (RFC 7239 §6: IPv6 quoted in brackets).
 fn push_node(out: &mut Vec<u8>, ip: IpAddr) {
     use std::io::Write;
-    let _ = match ip {
-        IpAddr::V4(v4) => write!(out, "{v4}"),
+    match ip {
+        IpAddr::V4(v4) => crate::proto::push_ipv4(out, v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => write!(out, "{v4}"),
-            None => write!(out, "\"[{v6}]\""),
+            Some(v4) => crate::proto::push_ipv4(out, v4),
+            None => {
+                let _ = write!(out, "\"[{v6}]\"");
+            }
         },
-    };
+    }
 }
 
 /// Request fields for the upstream, in order: the client's (without hop-by-hop, framing and
@@ -67,7 +69,7 @@ pub fn upstream_headers(request: &Headers, hop: &Hop<'_>) -> Headers {
         b.extend_from_slice(b";by=");
         push_node(b, hop.gateway_ip);
     });
-    out.push("traceparent", hop.trace.traceparent().as_bytes());
+    out.push_with("traceparent", |b| hop.trace.write_traceparent(b));
     if let Some(state) = &hop.trace.tracestate {
         out.push("tracestate", state.as_bytes());
     }
@@ -124,13 +126,15 @@ pub enum ClientBody {
 
 /// The client's response head for an upstream response, its body framing, and whether the
 /// client connection can carry another request afterwards.
+/// The head is allocated with `body_room` more bytes, for the first body bytes that go out
+/// with it.
 pub fn client_head(
     resp: &ResponseHead,
     client_keep_alive: bool,
     client_http11: bool,
     extra: &[(&str, String)],
+    body_room: usize,
 ) -> (Vec<u8>, ClientBody, bool) {
-    use std::io::Write;
     let listed = connection_tokens(resp.headers.values("connection"));
     let body = match resp.body {
         ResponseBody::None => ClientBody::None,
@@ -139,9 +143,9 @@ pub fn client_head(
         ResponseBody::Chunked | ResponseBody::UntilClose => ClientBody::UntilClose,
     };
     let keep_alive = client_keep_alive && body != ClientBody::UntilClose;
-    let mut out = Vec::with_capacity(256);
+    let mut out = Vec::with_capacity(256 + body_room);
     out.extend_from_slice(b"HTTP/1.1 ");
-    let _ = write!(out, "{}", resp.status);
+    crate::proto::push_dec(&mut out, u64::from(resp.status));
     out.push(b' ');
     out.extend_from_slice(http1::reason(resp.status).as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -159,7 +163,9 @@ pub fn client_head(
     }
     match body {
         ClientBody::Length(n) => {
-            let _ = write!(out, "content-length: {n}\r\n");
+            out.extend_from_slice(b"content-length: ");
+            crate::proto::push_dec(&mut out, n);
+            out.extend_from_slice(b"\r\n");
         }
         ClientBody::Chunked => push(&mut out, "transfer-encoding", b"chunked"),
         ClientBody::None | ClientBody::UntilClose => {}
@@ -253,13 +259,13 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        let (head, body, keep) = client_head(&r, true, true, &[]);
+        let (head, body, keep) = client_head(&r, true, true, &[], 0);
         assert_eq!((body, keep), (ClientBody::Chunked, true));
         assert_eq!(
             String::from_utf8(head).unwrap(),
             "HTTP/1.1 200 OK\r\nx-keep: 2\r\ntransfer-encoding: chunked\r\n\r\n"
         );
-        let (_, body, keep) = client_head(&r, true, false, &[]);
+        let (_, body, keep) = client_head(&r, true, false, &[], 0);
         assert_eq!(
             (body, keep),
             (ClientBody::UntilClose, false),
@@ -269,7 +275,7 @@ mod tests {
             parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n", &l, true)
                 .unwrap()
                 .unwrap();
-        let (head, body, _) = client_head(&r, true, true, &[]);
+        let (head, body, _) = client_head(&r, true, true, &[], 0);
         assert_eq!(body, ClientBody::None);
         assert!(
             String::from_utf8(head)

@@ -69,12 +69,16 @@ impl Upstream {
     }
 
     pub fn write_authority(&self, out: &mut Vec<u8>) {
-        use std::io::Write;
-        let _ = if self.host.contains(':') {
-            write!(out, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(out, "{}:{}", self.host, self.port)
-        };
+        let v6 = self.host.contains(':');
+        if v6 {
+            out.push(b'[');
+        }
+        out.extend_from_slice(self.host.as_bytes());
+        if v6 {
+            out.push(b']');
+        }
+        out.push(b':');
+        crate::proto::push_dec(out, u64::from(self.port));
     }
 }
 
