@@ -613,9 +613,8 @@ async fn forward(
         trace,
     };
     let target = forward::upstream_target(&m.path, head.query.as_deref(), correlation.as_deref());
-    let headers = forward::upstream_headers(&head.headers, &hop);
     let framing = forward::request_framing(head.body, &head.method_str);
-    let req_head = client_proto::request_head(&head.method_str, &target, headers.iter(), framing);
+    let req_head = forward::upstream_head(&head.method_str, &target, &head.headers, &hop, framing);
     let started = Instant::now();
     let exchanged = exchange(shard, client, buf, head, m, &req_head).await;
     let (mut conn, resp) = match exchanged {

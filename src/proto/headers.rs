@@ -44,6 +44,11 @@ impl Headers {
         self.ends.push((self.names.len(), self.values.len()));
     }
 
+    /// Bytes of names and values, for sizing what they are written into.
+    pub fn byte_len(&self) -> usize {
+        self.names.len() + self.values.len()
+    }
+
     pub fn len(&self) -> usize {
         self.ends.len()
     }

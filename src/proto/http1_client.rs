@@ -166,15 +166,10 @@ pub enum RequestBody {
     Chunked,
 }
 
-/// Serialises a request head. `headers` must already be filtered (no hop-by-hop or framing
-/// fields); names and values that could break the head are dropped here as a last line.
-pub fn request_head<'a>(
-    method: &str,
-    target: &str,
-    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
-    body: RequestBody,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512);
+/// A request head is written piece by piece, straight into the bytes that go out: the request
+/// line, [`push_field`]s (the caller filters hop-by-hop and framing fields; names and values
+/// that could break the head are dropped here as a last line), then [`end_head`].
+pub fn request_line(out: &mut Vec<u8>, method: &str, target: &str) {
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend(
@@ -183,25 +178,48 @@ pub fn request_head<'a>(
             .filter(|b| !matches!(b, b' ' | b'\r' | b'\n' | 0)),
     );
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        if is_token(name) && is_clean_value(value) {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
-        }
+}
+
+/// One field; a name that is not a token or a value with CR, LF or NUL is dropped.
+pub fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    if is_token(name) && is_clean_value(value) {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
     }
+}
+
+/// A field whose value `write` appends in place; dropped whole (as [`push_field`] would) if
+/// the name or what was written could break the head.
+pub fn push_field_with(out: &mut Vec<u8>, name: &str, write: impl FnOnce(&mut Vec<u8>)) {
+    if !is_token(name) {
+        return;
+    }
+    let start = out.len();
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    let value = out.len();
+    write(out);
+    if is_clean_value(&out[value..]) {
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.truncate(start);
+    }
+}
+
+/// The body's framing fields and the blank line that ends the head.
+pub fn end_head(out: &mut Vec<u8>, body: RequestBody) {
     match body {
         RequestBody::None => {}
         RequestBody::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            super::push_dec(&mut out, n);
+            super::push_dec(out, n);
             out.extend_from_slice(b"\r\n");
         }
         RequestBody::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     out.extend_from_slice(b"\r\n");
-    out
 }
 
 /// Parses a response head from the start of `buf`. `Ok(None)`: more bytes needed. Interim
@@ -482,17 +500,13 @@ mod tests {
 
     #[test]
     fn request_heads_drop_what_would_break_them() {
-        let h = request_head(
-            "GET",
-            "/a b?x=1",
-            [
-                ("host", &b"up:80"[..]),
-                ("x-bad", b"a\r\nb"),
-                ("bad name", b"v"),
-            ]
-            .into_iter(),
-            RequestBody::Length(2),
-        );
+        let mut h = Vec::new();
+        request_line(&mut h, "GET", "/a b?x=1");
+        push_field(&mut h, "host", b"up:80");
+        push_field(&mut h, "x-bad", b"a\r\nb");
+        push_field(&mut h, "bad name", b"v");
+        push_field_with(&mut h, "x-bad-too", |b| b.extend_from_slice(b"1\n2"));
+        end_head(&mut h, RequestBody::Length(2));
         assert_eq!(
             h,
             b"GET /ab?x=1 HTTP/1.1\r\nhost: up:80\r\ncontent-length: 2\r\n\r\n".to_vec()

@@ -8,7 +8,8 @@ use super::table::Upstream;
 use crate::proto::headers::Headers;
 use crate::proto::http1;
 use crate::proto::http1_client::{
-    connection_tokens, is_hop_by_hop, RequestBody, ResponseBody, ResponseHead,
+    connection_tokens, end_head, is_hop_by_hop, push_field, push_field_with, request_line,
+    RequestBody, ResponseBody, ResponseHead,
 };
 use crate::proto::trace::TraceContext;
 use std::net::IpAddr;
@@ -37,17 +38,25 @@ fn push_node(out: &mut Vec<u8>, ip: IpAddr) {
     }
 }
 
-/// Request fields for the upstream, in order: the client's (without hop-by-hop, framing and
-/// the fields the gateway sets), then `host`, `forwarded`, the trace context, and the
-/// version's `add_headers` last so they win (a configured `host` included: RIG replaced it
-/// with the upstream's after merging, contrary to its documentation).
-pub fn upstream_headers(request: &Headers, hop: &Hop<'_>) -> Headers {
+/// The head for the upstream: the request line, then the client's fields (without
+/// hop-by-hop, framing and the fields the gateway sets), `host`, `forwarded`, the trace
+/// context, the version's `add_headers` last so they win (a configured `host` included: RIG
+/// replaced it with the upstream's after merging, contrary to its documentation), and the
+/// body's framing. Written straight into the head: no list of fields in between.
+pub fn upstream_head(
+    method: &str,
+    target: &str,
+    request: &Headers,
+    hop: &Hop<'_>,
+    body: RequestBody,
+) -> Vec<u8> {
     let listed = connection_tokens(request.values("connection"));
     let added = |n: &str| {
         hop.add_headers
             .is_some_and(|a| a.iter().any(|(k, _)| k == n))
     };
-    let mut out = Headers::with_capacity(request.len() + 4, 512);
+    let mut out = Vec::with_capacity(256 + request.byte_len());
+    request_line(&mut out, method, target);
     for (n, v) in request {
         let skip = is_hop_by_hop(n)
             || listed.iter().any(|l| l == n)
@@ -57,25 +66,26 @@ pub fn upstream_headers(request: &Headers, hop: &Hop<'_>) -> Headers {
             )
             || added(n);
         if !skip {
-            out.push(n, v);
+            push_field(&mut out, n, v);
         }
     }
     if !added("host") {
-        out.push_with("host", |b| hop.upstream.write_authority(b));
+        push_field_with(&mut out, "host", |b| hop.upstream.write_authority(b));
     }
-    out.push_with("forwarded", |b| {
+    push_field_with(&mut out, "forwarded", |b| {
         b.extend_from_slice(b"for=");
         push_node(b, hop.client_ip);
         b.extend_from_slice(b";by=");
         push_node(b, hop.gateway_ip);
     });
-    out.push_with("traceparent", |b| hop.trace.write_traceparent(b));
+    push_field_with(&mut out, "traceparent", |b| hop.trace.write_traceparent(b));
     if let Some(state) = &hop.trace.tracestate {
-        out.push("tracestate", state.as_bytes());
+        push_field(&mut out, "tracestate", state.as_bytes());
     }
     for (k, v) in hop.add_headers.unwrap_or_default() {
-        out.push(k, v.as_bytes());
+        push_field(&mut out, k, v.as_bytes());
     }
+    end_head(&mut out, body);
     out
 }
 
@@ -225,15 +235,19 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let out = upstream_headers(&req, &hop);
-        let names: Vec<&str> = out.iter().map(|(n, _)| n).collect();
-        assert_eq!(
-            names,
-            ["accept", "host", "forwarded", "traceparent", "x-api-key"]
-        );
-        assert_eq!(out.field(1).1, b"backend:8080");
-        assert_eq!(out.field(2).1, b"for=10.1.2.3;by=\"[::1]\"");
-        assert_eq!(out.field(4).1, b"k");
+        let wire = upstream_head("GET", "/x", &req, &hop, RequestBody::Length(2));
+        let text = String::from_utf8(wire).unwrap();
+        let mut lines = text.split("\r\n");
+        assert_eq!(lines.next(), Some("GET /x HTTP/1.1"));
+        let fields: Vec<&str> = lines.take_while(|l| !l.is_empty()).collect();
+        assert_eq!(fields.len(), 6, "{fields:?}");
+        assert_eq!(fields[0], "accept: */*");
+        assert_eq!(fields[1], "host: backend:8080");
+        assert_eq!(fields[2], "forwarded: for=10.1.2.3;by=\"[::1]\"");
+        assert_eq!(fields[3], format!("traceparent: {}", trace.traceparent()));
+        assert_eq!(fields[4], "x-api-key: k");
+        assert_eq!(fields[5], "content-length: 2");
+        assert!(text.ends_with("\r\n\r\n"));
     }
 
     #[test]
