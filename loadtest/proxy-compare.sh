@@ -7,9 +7,11 @@
 # as a reverse proxy to it (2 workers, upstream keepalive, access log off, on :18092) and a
 # fresh release Corebridge (2 shards, PROXY_CONFIG_FILE routing /bench to the upstream, on
 # :4000), then drives each with the same closed-loop keep-alive load
-# (`corebridge-loadtest proxy`) and prints one markdown table: requests/s, latency, and the
-# server's CPU per request (process and children, from /proc; the figure that does not
-# depend on how the load generator shares the cores). BODY_BYTES > 0 sends POSTs with a body.
+# (`corebridge-loadtest proxy`), twice each in the order A B B A, and prints one markdown
+# table (each cell: first run / second run): requests/s, latency, and the server's CPU per
+# request (process and children, from /proc; the figure that does not depend on how the load
+# generator shares the cores), then the ratio of requests per server CPU-second.
+# BODY_BYTES > 0 sends POSTs with a body.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONNS=${1:-64}
@@ -67,17 +69,21 @@ run() { # name url pid
     ./target/release/corebridge-loadtest proxy --url "$2" --pid "$3" --connections "$CONNS" \
         --seconds "$SECS" --body "$BODY" > "$WORK/$1.json"
 }
-run corebridge http://127.0.0.1:4000/bench "$CB_PID"
-run nginx http://127.0.0.1:18092/bench "$(cat "$WORK/proxy.pid")"
+# A B B A: whichever runs first or last on this noisy machine, each server gets one of each.
+run corebridge-1 http://127.0.0.1:4000/bench "$CB_PID"
+run nginx-1 http://127.0.0.1:18092/bench "$(cat "$WORK/proxy.pid")"
+run nginx-2 http://127.0.0.1:18092/bench "$(cat "$WORK/proxy.pid")"
+run corebridge-2 http://127.0.0.1:4000/bench "$CB_PID"
 
 python3 - "$WORK" "$CONNS" "$BODY" <<'PY'
 import json, sys
 work, conns, body = sys.argv[1], sys.argv[2], sys.argv[3]
-rows = [(n, json.load(open(f"{work}/{n}.json"))) for n in ("corebridge", "nginx")]
+# Each cell: the first run / the second.
+rows = [(n, [json.load(open(f"{work}/{n}-{i}.json")) for i in (1, 2)]) for n in ("corebridge", "nginx")]
 print(f"| {conns} keep-alive connections, {'POST ' + body + ' B' if body != '0' else 'GET'}, 1 KiB responses | " + " | ".join(n for n, _ in rows) + " |")
 print("|---|" + "---|" * len(rows))
 def row(label, f):
-    print(f"| {label} | " + " | ".join(f(r) for _, r in rows) + " |")
+    print(f"| {label} | " + " | ".join(" / ".join(f(r) for r in runs) for _, runs in rows) + " |")
 row("requests/s", lambda r: f"{r['requests_per_second']:,.0f}")
 row("server CPU per request", lambda r: f"{r['server_cpu_us_per_request']:.1f} us")
 row("requests per server CPU-second", lambda r: f"{r['requests_per_server_cpu_second']:,.0f}")
@@ -85,4 +91,6 @@ row("latency p50 / p99 / p99.9", lambda r: f"{r['latency_us']['p50']/1000:.2f} /
 row("errors", lambda r: str(r["errors"]))
 row("server RSS", lambda r: f"{r['server_rss_bytes']/1e6:.1f} MB")
 row("load generator CPU per request", lambda r: f"{r['harness_cpu_us_per_request']:.1f} us")
+per_cpu = {n: sum(r["requests_per_server_cpu_second"] for r in runs) / 2 for n, runs in rows}
+print(f"\nCorebridge serves {per_cpu['corebridge'] / per_cpu['nginx']:.0%} of nginx's requests per server CPU-second (mean of two runs each, A B B A).")
 PY
