@@ -651,14 +651,17 @@ async fn forward(
     drop(parking);
     count(Status::Ok);
     shard.metrics.response(Listener::Inbound, resp.status);
-    let (client_head, body, keep) = forward::client_head(
+    let mut out = shard.upstreams.lend_out();
+    let (body, keep) = forward::client_head(
+        &mut out,
         &resp,
         head.keep_alive,
         head.version_minor == 1,
         &[],
-        conn.inbuf.filled().len() + 16,
     );
-    match relay(shard, client, &mut conn, &resp, client_head, body).await {
+    let relayed = relay(shard, client, &mut conn, &resp, &mut out, body).await;
+    shard.upstreams.return_out(out);
+    match relayed {
         Relayed::Whole => {
             if resp.keep_alive {
                 shard.upstreams.checkin(shard, conn);
@@ -919,7 +922,7 @@ async fn relay(
     client: &mut ClientStream,
     conn: &mut Conn,
     resp: &ResponseHead,
-    client_head: Vec<u8>,
+    out: &mut Vec<u8>,
     body: ClientBody,
 ) -> Relayed {
     let recv_timeout = shard.cfg().proxy.recv_timeout;
@@ -930,7 +933,6 @@ async fn relay(
     });
     // The head goes out with the first body bytes; a body framed as it came (length, or
     // until close) is decoded straight into the output, a re-chunked one through `piece`.
-    let mut out = client_head;
     out.reserve(conn.inbuf.filled().len() + 16);
     let mut piece = Vec::new();
     let mut first = true;
@@ -942,7 +944,7 @@ async fn relay(
             piece.clear();
             decoder.feed(conn.inbuf.filled(), &mut piece)
         } else {
-            decoder.feed(conn.inbuf.filled(), &mut out)
+            decoder.feed(conn.inbuf.filled(), out)
         };
         let (used, done) = match fed {
             Ok(r) => r,
@@ -953,12 +955,12 @@ async fn relay(
         };
         conn.inbuf.consume(used);
         if body == ClientBody::Chunked {
-            http1::push_chunk(&mut out, &piece);
+            http1::push_chunk(out, &piece);
             if done {
                 out.extend_from_slice(http1::LAST_CHUNK);
             }
         }
-        if !out.is_empty() && !write_within(shard, client, &out).await {
+        if !out.is_empty() && !write_within(shard, client, out).await {
             return Relayed::Broken;
         }
         if done {

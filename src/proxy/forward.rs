@@ -136,15 +136,14 @@ pub enum ClientBody {
 
 /// The client's response head for an upstream response, its body framing, and whether the
 /// client connection can carry another request afterwards.
-/// The head is allocated with `body_room` more bytes, for the first body bytes that go out
-/// with it.
+/// The head is written into `out` (cleared first).
 pub fn client_head(
+    out: &mut Vec<u8>,
     resp: &ResponseHead,
     client_keep_alive: bool,
     client_http11: bool,
     extra: &[(&str, String)],
-    body_room: usize,
-) -> (Vec<u8>, ClientBody, bool) {
+) -> (ClientBody, bool) {
     let listed = connection_tokens(resp.headers.values("connection"));
     let body = match resp.body {
         ResponseBody::None => ClientBody::None,
@@ -153,9 +152,9 @@ pub fn client_head(
         ResponseBody::Chunked | ResponseBody::UntilClose => ClientBody::UntilClose,
     };
     let keep_alive = client_keep_alive && body != ClientBody::UntilClose;
-    let mut out = Vec::with_capacity(256 + body_room);
+    out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
-    crate::proto::push_dec(&mut out, u64::from(resp.status));
+    crate::proto::push_dec(out, u64::from(resp.status));
     out.push(b' ');
     out.extend_from_slice(http1::reason(resp.status).as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -166,25 +165,25 @@ pub fn client_head(
         if is_hop_by_hop(n) || framing || listed.iter().any(|l| l == n) {
             continue;
         }
-        push(&mut out, n, v);
+        push(out, n, v);
     }
     for (n, v) in extra {
-        push(&mut out, n, v.as_bytes());
+        push(out, n, v.as_bytes());
     }
     match body {
         ClientBody::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            crate::proto::push_dec(&mut out, n);
+            crate::proto::push_dec(out, n);
             out.extend_from_slice(b"\r\n");
         }
-        ClientBody::Chunked => push(&mut out, "transfer-encoding", b"chunked"),
+        ClientBody::Chunked => push(out, "transfer-encoding", b"chunked"),
         ClientBody::None | ClientBody::UntilClose => {}
     }
     if !keep_alive {
-        push(&mut out, "connection", b"close");
+        push(out, "connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
-    (out, body, keep_alive)
+    (body, keep_alive)
 }
 
 fn push(out: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -273,13 +272,14 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        let (head, body, keep) = client_head(&r, true, true, &[], 0);
+        let mut head = Vec::new();
+        let (body, keep) = client_head(&mut head, &r, true, true, &[]);
         assert_eq!((body, keep), (ClientBody::Chunked, true));
         assert_eq!(
-            String::from_utf8(head).unwrap(),
+            String::from_utf8(head.clone()).unwrap(),
             "HTTP/1.1 200 OK\r\nx-keep: 2\r\ntransfer-encoding: chunked\r\n\r\n"
         );
-        let (_, body, keep) = client_head(&r, true, false, &[], 0);
+        let (body, keep) = client_head(&mut head, &r, true, false, &[]);
         assert_eq!(
             (body, keep),
             (ClientBody::UntilClose, false),
@@ -289,7 +289,7 @@ mod tests {
             parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n", &l, true)
                 .unwrap()
                 .unwrap();
-        let (head, body, _) = client_head(&r, true, true, &[], 0);
+        let (body, _) = client_head(&mut head, &r, true, true, &[]);
         assert_eq!(body, ClientBody::None);
         assert!(
             String::from_utf8(head)
