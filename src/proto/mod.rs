@@ -56,7 +56,7 @@ pub(crate) fn push_dec(out: &mut Vec<u8>, mut n: u64) {
 }
 
 /// Appends an IPv4 address in dotted decimal.
-pub(crate) fn push_ipv4(out: &mut Vec<u8>, ip: std::net::Ipv4Addr) {
+pub(crate) fn push_ipv4(out: &mut Vec<u8>, ip: core::net::Ipv4Addr) {
     for (i, octet) in ip.octets().into_iter().enumerate() {
         if i > 0 {
             out.push(b'.');
