@@ -51,18 +51,13 @@ async fn read_more(
     if within.is_zero() {
         return Err(ReadErr::Timeout);
     }
-    let old = buf.len();
-    let want = READ_CHUNK.min(cap.saturating_sub(old)).max(1);
-    buf.resize(old + want, 0);
-    let read = timeout(within, stream.read(&mut buf[old..])).await;
-    let n = match read {
+    let want = READ_CHUNK.min(cap.saturating_sub(buf.len())).max(1);
+    match timeout(within, stream.read_append(buf, want)).await {
         None => Err(ReadErr::Timeout),
         Some(Ok(0)) => Err(ReadErr::Eof),
-        Some(Ok(n)) => Ok(n),
+        Some(Ok(_)) => Ok(()),
         Some(Err(_)) => Err(ReadErr::Io),
-    };
-    buf.truncate(old + *n.as_ref().unwrap_or(&0));
-    n.map(drop)
+    }
 }
 
 /// Head limits. On the inbound port a body may be as large as an HTTP target takes (it is

@@ -100,6 +100,23 @@ impl<T: OverTcp> MaybeTls<T> {
     }
 }
 
+impl<T: OverTcp> MaybeTls<T> {
+    /// Reads at most `max` bytes onto the end of `buf`; see [`TcpStream::read_append`]. TLS
+    /// decrypts into a zeroed slice (rustls's reader takes an initialised one).
+    pub async fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
+        match self {
+            MaybeTls::Plain(s) => s.read_append(buf, max).await,
+            MaybeTls::Tls(s) => {
+                let old = buf.len();
+                buf.resize(old + max, 0);
+                let n = futures_lite::AsyncReadExt::read(s.as_mut(), &mut buf[old..]).await;
+                buf.truncate(old + *n.as_ref().unwrap_or(&0));
+                n
+            }
+        }
+    }
+}
+
 impl ClientStream {
     /// The socket and, for TLS, its state with the plaintext the client sent beyond what was
     /// read (a WebSocket frame right after the handshake).

@@ -20,6 +20,7 @@
 //! 202 echo looks like what the client sent.
 
 use super::headers::Headers;
+use super::trim_ows;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -518,18 +519,6 @@ fn parse_binary(
         value: Value::Object(obj),
         raw: None,
     })
-}
-
-/// HTTP allows optional whitespace around header values; a parser usually
-/// strips it, but being lenient here costs nothing.
-fn trim_ows(mut v: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = v {
-        v = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = v {
-        v = rest;
-    }
-    v
 }
 
 fn header_str(name: &str, raw: &[u8]) -> Result<String, CeError> {

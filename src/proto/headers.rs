@@ -58,6 +58,7 @@ impl Headers {
     }
 
     /// Field `i` as (name, value).
+    #[inline]
     pub fn field(&self, i: usize) -> (&str, &[u8]) {
         let (name_start, value_start) = if i == 0 { (0, 0) } else { self.ends[i - 1] };
         let (name_end, value_end) = self.ends[i];
@@ -67,38 +68,68 @@ impl Headers {
         )
     }
 
+    #[inline]
     pub fn iter(&self) -> Iter<'_> {
         Iter {
             headers: self,
             next: 0,
+            name_start: 0,
+            value_start: 0,
         }
     }
 
-    /// Every value of `name` (given lower-case), in arrival order.
+    /// Every value of `name` (ASCII case-insensitive), in arrival order. Compares names as
+    /// bytes, length first, without making a `str` of each: a proxied request looks up some
+    /// 50 names, and slicing every field for each was 9% of its instructions (callgrind).
     pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v)
+        let (mut name_start, mut value_start) = (0, 0);
+        self.ends.iter().filter_map(move |&(name_end, value_end)| {
+            let value = self
+                .named(name, name_start..name_end)
+                .then(|| &self.values[value_start..value_end]);
+            (name_start, value_start) = (name_end, value_end);
+            value
+        })
     }
 
-    /// The first value of `name` (given lower-case).
+    /// The first value of `name` (ASCII case-insensitive).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+        let (mut name_start, mut value_start) = (0, 0);
+        for &(name_end, value_end) in &self.ends {
+            if self.named(name, name_start..name_end) {
+                return Some(&self.values[value_start..value_end]);
+            }
+            (name_start, value_start) = (name_end, value_end);
+        }
+        None
+    }
+
+    #[inline]
+    fn named(&self, name: &str, at: std::ops::Range<usize>) -> bool {
+        at.len() == name.len() && self.names.as_bytes()[at].eq_ignore_ascii_case(name.as_bytes())
     }
 }
 
 pub struct Iter<'a> {
     headers: &'a Headers,
     next: usize,
+    name_start: usize,
+    value_start: usize,
 }
 
 impl<'a> Iterator for Iter<'a> {
     type Item = (&'a str, &'a [u8]);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if self.next >= self.headers.len() {
-            return None;
-        }
+        let &(name_end, value_end) = self.headers.ends.get(self.next)?;
+        let field = (
+            &self.headers.names[self.name_start..name_end],
+            &self.headers.values[self.value_start..value_end],
+        );
         self.next += 1;
-        Some(self.headers.field(self.next - 1))
+        (self.name_start, self.value_start) = (name_end, value_end);
+        Some(field)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

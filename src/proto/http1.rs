@@ -9,6 +9,7 @@
 //! the client asked for and we refuse).
 
 pub use super::headers::Headers;
+use super::{content_length, has_token, trim_ows, BadLength};
 use std::mem::MaybeUninit;
 
 /// Hard ceiling on `Limits::max_headers`: the header slots live on the stack so
@@ -95,10 +96,7 @@ pub struct RequestHead {
 impl RequestHead {
     /// First value of header `name` (given lower-case).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        self.headers.get(name)
     }
 
     /// First value of header `name` if it is valid UTF-8, with surrounding
@@ -110,18 +108,13 @@ impl RequestHead {
 
     /// Every value of header `name`, in arrival order.
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        self.headers.values(name)
     }
 
     /// Whether any instance of header `name` lists `token` in its
     /// comma-separated value (ASCII case-insensitive).
     pub fn has_token(&self, name: &str, token: &str) -> bool {
-        self.header_values(name)
-            .flat_map(|v| v.split(|&b| b == b','))
-            .any(|t| trim_ows(t).eq_ignore_ascii_case(token.as_bytes()))
+        has_token(self.headers.values(name), token)
     }
 }
 
@@ -159,16 +152,6 @@ impl HttpError {
 
 fn bad(msg: &str) -> HttpError {
     HttpError::BadRequest(msg.to_owned())
-}
-
-fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 /// Parses a request head from the start of `buf`.
@@ -374,25 +357,10 @@ fn body_kind(head: &RequestHead, limits: &Limits) -> Result<BodyKind, HttpError>
     if !has_cl {
         return Ok(BodyKind::None);
     }
-    let mut length: Option<u64> = None;
-    for element in head
-        .header_values("content-length")
-        .flat_map(|v| v.split(|&b| b == b','))
-    {
-        let digits = trim_ows(element);
-        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-            return Err(bad("invalid Content-Length"));
-        }
-        // Too many digits for u64 is certainly over any body limit.
-        let n = digits.iter().try_fold(0u64, |acc, &d| {
-            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-        });
-        let n = n.unwrap_or(u64::MAX);
-        if length.is_some_and(|prev| prev != n) {
-            return Err(bad("conflicting Content-Length values"));
-        }
-        length = Some(n);
-    }
+    let length = content_length(head.header_values("content-length")).map_err(|e| match e {
+        BadLength::Invalid => bad("invalid Content-Length"),
+        BadLength::Conflicting => bad("conflicting Content-Length values"),
+    })?;
     let n = length.unwrap_or(0);
     if n > limits.max_body_bytes as u64 {
         return Err(HttpError::BodyTooLarge {

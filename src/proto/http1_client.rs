@@ -7,6 +7,7 @@
 
 pub use super::headers::Headers;
 use super::http1::{ChunkedDecoder, HttpError};
+use super::{content_length, has_token, trim_ows, BadLength};
 use std::mem::MaybeUninit;
 
 /// Upper bound of `ResponseLimits::max_headers` (header slots live on the stack).
@@ -99,23 +100,6 @@ pub fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<Stri
         })
         .map(|t| String::from_utf8_lossy(t).to_ascii_lowercase())
         .collect()
-}
-
-fn has_token<'a>(mut values: impl Iterator<Item = &'a [u8]>, token: &str) -> bool {
-    values.any(|v| {
-        v.split(|&b| b == b',')
-            .any(|t| trim_ows(t).eq_ignore_ascii_case(token.as_bytes()))
-    })
-}
-
-fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 /// The bytes of a token (RFC 9110 §5.1), by value: checked for every field of every proxied
@@ -286,54 +270,46 @@ fn body_kind(head: &ResponseHead, head_request: bool) -> Result<ResponseBody, Up
     if head_request || (100..200).contains(&head.status) || matches!(head.status, 204 | 304) {
         return Ok(ResponseBody::None);
     }
-    let te: Vec<&[u8]> = head.headers.values("transfer-encoding").collect();
-    let cl: Vec<&[u8]> = head.headers.values("content-length").collect();
-    if !te.is_empty() {
+    if let Some(first) = head.headers.get("transfer-encoding") {
         // Both framings at once is how responses get split; refuse rather than guess.
-        if !cl.is_empty() {
+        if head.headers.get("content-length").is_some() {
             return Err(UpstreamError::Framing(
                 "both Transfer-Encoding and Content-Length".into(),
             ));
         }
-        let codings: Vec<&[u8]> = te
-            .iter()
+        let (mut count, mut last) = (0, &b""[..]);
+        for coding in head
+            .headers
+            .values("transfer-encoding")
             .flat_map(|v| v.split(|&b| b == b','))
             .map(trim_ows)
             .filter(|t| !t.is_empty())
-            .collect();
-        return match codings.last() {
+        {
+            (count, last) = (count + 1, coding);
+        }
+        return match count {
+            0 => Ok(ResponseBody::UntilClose),
             // Only chunked can be undone here; with another coding before it the body would
             // reach the client still encoded without saying so, so that is refused too.
-            Some(last) if last.eq_ignore_ascii_case(b"chunked") && codings.len() == 1 => {
-                Ok(ResponseBody::Chunked)
-            }
-            Some(_) if codings.len() > 1 => Err(UpstreamError::Framing(format!(
+            1 if last.eq_ignore_ascii_case(b"chunked") => Ok(ResponseBody::Chunked),
+            1 => Ok(ResponseBody::UntilClose),
+            _ => Err(UpstreamError::Framing(format!(
                 "transfer-coding {:?} is not supported",
-                String::from_utf8_lossy(te[0])
+                String::from_utf8_lossy(first)
             ))),
-            // Not chunked as the final coding: the body runs to the end of the connection.
-            _ => Ok(ResponseBody::UntilClose),
         };
     }
-    let mut length: Option<u64> = None;
-    for element in cl.iter().flat_map(|v| v.split(|&b| b == b',')) {
-        let digits = trim_ows(element);
-        let n = std::str::from_utf8(digits)
-            .ok()
-            .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|d| d.parse::<u64>().ok())
-            .ok_or_else(|| UpstreamError::Framing("invalid Content-Length".into()))?;
-        if length.is_some_and(|prev| prev != n) {
-            return Err(UpstreamError::Framing(
-                "conflicting Content-Length values".into(),
-            ));
+    match content_length(head.headers.values("content-length")) {
+        Ok(Some(u64::MAX)) | Err(BadLength::Invalid) => {
+            Err(UpstreamError::Framing("invalid Content-Length".into()))
         }
-        length = Some(n);
+        Err(BadLength::Conflicting) => Err(UpstreamError::Framing(
+            "conflicting Content-Length values".into(),
+        )),
+        Ok(Some(n)) => Ok(ResponseBody::Length(n)),
+        // Not chunked as the final coding: the body runs to the end of the connection.
+        Ok(None) => Ok(ResponseBody::UntilClose),
     }
-    Ok(match length {
-        Some(n) => ResponseBody::Length(n),
-        None => ResponseBody::UntilClose,
-    })
 }
 
 /// Incremental reader of a response body: feed it bytes from the upstream and it appends

@@ -71,8 +71,74 @@ pub(crate) fn push_hex(out: &mut String, b: u8) {
     out.push(char::from(HEX[usize::from(b & 0xf)]));
 }
 
+/// `s` without optional whitespace (RFC 9110 §5.6.3) at either end.
+pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Whether any of a field's `values` lists `token` (comma-separated, case-insensitive).
+pub(crate) fn has_token<'a>(mut values: impl Iterator<Item = &'a [u8]>, token: &str) -> bool {
+    values.any(|v| {
+        v.split(|&b| b == b',')
+            .any(|t| trim_ows(t).eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// Why a message's Content-Length cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BadLength {
+    Invalid,
+    Conflicting,
+}
+
+/// The length all `Content-Length` values (each possibly a list) agree on; `None` without any.
+/// More digits than a `u64` holds read as `u64::MAX`, over any limit. Read in place: a proxied
+/// request reads two of these, and collecting the values first was an allocation each.
+pub(crate) fn content_length<'a>(
+    values: impl Iterator<Item = &'a [u8]>,
+) -> Result<Option<u64>, BadLength> {
+    let mut length = None;
+    for element in values.flat_map(|v| v.split(|&b| b == b',')) {
+        let digits = trim_ows(element);
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(BadLength::Invalid);
+        }
+        let n = digits
+            .iter()
+            .try_fold(0u64, |acc, &d| {
+                acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            })
+            .unwrap_or(u64::MAX);
+        if length.is_some_and(|prev| prev != n) {
+            return Err(BadLength::Conflicting);
+        }
+        length = Some(n);
+    }
+    Ok(length)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::{content_length, BadLength};
+
+    #[test]
+    fn content_length_values_must_agree() {
+        let read = |values: &[&str]| content_length(values.iter().map(|v| v.as_bytes()));
+        assert_eq!(read(&[]), Ok(None));
+        assert_eq!(read(&[" 5 ", "5,5"]), Ok(Some(5)));
+        assert_eq!(read(&["5", "6"]), Err(BadLength::Conflicting));
+        for bad in ["", "5,", "-1", "0x10", "5 5"] {
+            assert_eq!(read(&[bad]), Err(BadLength::Invalid), "{bad:?}");
+        }
+        assert_eq!(read(&["99999999999999999999999"]), Ok(Some(u64::MAX)));
+    }
+
     #[test]
     fn decimal_and_ipv4_as_display_writes_them() {
         for n in [0u64, 7, 10, 99, 100, 65_535, 1_000_000, u64::MAX] {

@@ -103,6 +103,15 @@ impl TcpStream {
         self.0.peek(buf).await
     }
 
+    /// Reads at most `max` bytes onto the end of `buf`, into its spare capacity: nothing is
+    /// zeroed first (zeroing a 4 KiB chunk per read was 13% of a proxied request's user-space
+    /// instructions). 0: the peer closed.
+    pub async fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        buf.reserve(max);
+        let mut room = bytes::BufMut::limit(buf, max);
+        tokio::io::AsyncReadExt::read_buf(&mut self.0, &mut room).await
+    }
+
     /// The socket leaves the runtime (no longer watched by it) and becomes the caller's.
     pub fn into_owned_fd(self) -> io::Result<OwnedFd> {
         self.0.into_std().map(OwnedFd::from)
