@@ -139,7 +139,8 @@ pub fn is_token(name: &str) -> bool {
 
 /// A field value carries no CR, LF or NUL (which would end the field or the head).
 pub fn is_clean_value(v: &[u8]) -> bool {
-    !v.iter().any(|b| matches!(b, b'\r' | b'\n' | 0))
+    // Every value of every proxied head passes here; memchr looks at 16-32 bytes a step.
+    memchr::memchr3(b'\r', b'\n', 0, v).is_none()
 }
 
 /// How the request body goes upstream.
@@ -190,6 +191,15 @@ pub fn push_field_with(out: &mut Vec<u8>, name: &str, write: impl FnOnce(&mut Ve
     } else {
         out.truncate(start);
     }
+}
+
+/// A field the gateway composes itself from parts that cannot hold CR, LF or NUL (addresses,
+/// hex digits): not checked again.
+pub fn push_own_field(out: &mut Vec<u8>, name: &'static str, write: impl FnOnce(&mut Vec<u8>)) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    write(out);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The body's framing fields and the blank line that ends the head.

@@ -8,8 +8,8 @@ use super::table::Upstream;
 use crate::proto::headers::Headers;
 use crate::proto::http1;
 use crate::proto::http1_client::{
-    connection_tokens, end_head, is_hop_by_hop, push_field, push_field_with, request_line,
-    RequestBody, ResponseBody, ResponseHead,
+    connection_tokens, end_head, is_hop_by_hop, push_field, push_field_with, push_own_field,
+    request_line, RequestBody, ResponseBody, ResponseHead,
 };
 use crate::proto::trace::TraceContext;
 use std::net::IpAddr;
@@ -72,13 +72,13 @@ pub fn upstream_head(
     if !added("host") {
         push_field_with(&mut out, "host", |b| hop.upstream.write_authority(b));
     }
-    push_field_with(&mut out, "forwarded", |b| {
+    push_own_field(&mut out, "forwarded", |b| {
         b.extend_from_slice(b"for=");
         push_node(b, hop.client_ip);
         b.extend_from_slice(b";by=");
         push_node(b, hop.gateway_ip);
     });
-    push_field_with(&mut out, "traceparent", |b| hop.trace.write_traceparent(b));
+    push_own_field(&mut out, "traceparent", |b| hop.trace.write_traceparent(b));
     if let Some(state) = &hop.trace.tracestate {
         push_field(&mut out, "tracestate", state.as_bytes());
     }
