@@ -57,12 +57,26 @@ pub(crate) fn push_dec(out: &mut Vec<u8>, mut n: u64) {
 
 /// Appends an IPv4 address in dotted decimal.
 pub(crate) fn push_ipv4(out: &mut Vec<u8>, ip: core::net::Ipv4Addr) {
+    // Into a stack buffer, then one copy: two per proxied request (`forwarded`).
+    let mut text = [0u8; 15];
+    let mut len = 0;
     for (i, octet) in ip.octets().into_iter().enumerate() {
         if i > 0 {
-            out.push(b'.');
+            text[len] = b'.';
+            len += 1;
         }
-        push_dec(out, u64::from(octet));
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
     }
+    out.extend_from_slice(&text[..len]);
 }
 
 /// Appends `b` as two lower-case hex digits.
@@ -146,7 +160,13 @@ mod tests {
             super::push_dec(&mut out, n);
             assert_eq!(out, n.to_string().into_bytes());
         }
-        for ip in ["0.0.0.0", "127.0.0.1", "10.200.3.255"] {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.200.3.255",
+            "255.255.255.255",
+            "9.10.99.100",
+        ] {
             let mut out = Vec::new();
             super::push_ipv4(&mut out, ip.parse().unwrap());
             assert_eq!(out, ip.as_bytes());

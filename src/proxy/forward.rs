@@ -91,7 +91,16 @@ pub fn upstream_head(
 
 /// The upstream request target: the (rewritten) path and the client's query; with a
 /// correlation token, `correlation=<token>` replaces any the client sent.
-pub fn upstream_target(path: &str, query: Option<&str>, correlation: Option<&str>) -> String {
+/// Borrowed when there is nothing to add: the common proxied GET allocates nothing here.
+pub fn upstream_target<'a>(
+    path: &'a str,
+    query: Option<&str>,
+    correlation: Option<&str>,
+) -> std::borrow::Cow<'a, str> {
+    let path = if path.is_empty() { "/" } else { path };
+    if correlation.is_none() && query.is_none_or(|q| q.split('&').all(str::is_empty)) {
+        return path.into();
+    }
     let mut pairs: Vec<&str> = query
         .unwrap_or_default()
         .split('&')
@@ -103,11 +112,10 @@ pub fn upstream_target(path: &str, query: Option<&str>, correlation: Option<&str
         own = format!("correlation={token}");
         pairs.push(&own);
     }
-    let path = if path.is_empty() { "/" } else { path };
     if pairs.is_empty() {
-        path.to_string()
+        path.into()
     } else {
-        format!("{path}?{}", pairs.join("&"))
+        format!("{path}?{}", pairs.join("&")).into()
     }
 }
 
