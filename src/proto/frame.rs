@@ -16,12 +16,7 @@ pub fn encode(t: Transport, id: &str, event_type: &str, json: &[u8]) -> Vec<u8> 
 /// `data:` line.
 pub fn encode_into(out: &mut Vec<u8>, t: Transport, id: &str, event_type: &str, json: &[u8]) {
     match t {
-        Transport::Sse => sse::encode_event(
-            out,
-            Some(id),
-            Some(event_type),
-            std::str::from_utf8(json).unwrap_or_default(),
-        ),
+        Transport::Sse => sse::encode_event_bytes(out, Some(id), Some(event_type), json),
         Transport::Ws => ws::encode_frame(out, ws::OpCode::Text, json),
         Transport::LongPoll => longpoll::encode_event(out, json),
     }

@@ -754,9 +754,22 @@ pub fn query_pairs(query: &str) -> Vec<(String, String)> {
 
 /// Value of the first pair named `name`.
 pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    decoded_pairs(query?)
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
+    // Only the value asked for is decoded (a connect asks for several names, and the
+    // subscriptions value is long); a pair that does not decode is skipped, as in
+    // `query_pairs`.
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let named = if k.contains(['%', '+']) {
+            percent_decode(k).is_some_and(|k| k == name)
+        } else {
+            k == name
+        };
+        if named {
+            percent_decode(v)
+        } else {
+            None
+        }
+    })
 }
 
 /// Every `name=value` from every `Cookie` header, in order; values trimmed,
@@ -1258,6 +1271,12 @@ mod tests {
         assert_eq!(query_param(Some("a=1&a=2"), "a").as_deref(), Some("1"));
         assert_eq!(query_param(Some("a=1"), "b"), None);
         assert_eq!(query_param(None, "a"), None);
+        assert_eq!(query_param(Some("a=%ZZ&a=2"), "a").as_deref(), Some("2"));
+        assert_eq!(
+            query_param(Some("a%62=x+y&ab=z"), "ab").as_deref(),
+            Some("x y")
+        );
+        assert_eq!(query_param(Some("b=%ZZ&a=1"), "a").as_deref(), Some("1"));
     }
 
     #[test]

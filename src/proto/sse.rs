@@ -11,11 +11,13 @@ pub const HEARTBEAT: &[u8] = b": heartbeat\n\n";
 
 /// Calls `f` for each line of `s`, splitting on CRLF, CR or LF as the parser
 /// does. A trailing line break yields a final empty line, so it survives.
-fn for_each_line(s: &str, mut f: impl FnMut(&str)) {
+fn for_each_line(s: &[u8], mut f: impl FnMut(&[u8])) {
     let mut rest = s;
-    while let Some(i) = rest.find(['\r', '\n']) {
+    // memchr: a `str::find` with a char-set pattern decodes every char, and each new
+    // connection's two RIG events made that a seventh of its user-space instructions.
+    while let Some(i) = memchr::memchr2(b'\r', b'\n', rest) {
         f(&rest[..i]);
-        let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+        let skip = if rest[i..].starts_with(b"\r\n") { 2 } else { 1 };
         rest = &rest[i + skip..];
     }
     f(rest);
@@ -24,8 +26,12 @@ fn for_each_line(s: &str, mut f: impl FnMut(&str)) {
 fn push_field(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
-    // Removing ASCII bytes from UTF-8 leaves valid UTF-8.
-    out.extend(value.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
+    if memchr::memchr3(b'\r', b'\n', 0, value.as_bytes()).is_none() {
+        out.extend_from_slice(value.as_bytes());
+    } else {
+        // Removing ASCII bytes from UTF-8 leaves valid UTF-8.
+        out.extend(value.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
+    }
     out.push(b'\n');
 }
 
@@ -33,6 +39,12 @@ fn push_field(out: &mut Vec<u8>, name: &str, value: &str) {
 /// `data`, then the blank line that dispatches it. An `event` that is empty
 /// after stripping is left out, since the parser treats it as absent anyway.
 pub fn encode_event(out: &mut Vec<u8>, id: Option<&str>, event: Option<&str>, data: &str) {
+    encode_event_bytes(out, id, event, data.as_bytes());
+}
+
+/// [`encode_event`] for data that is UTF-8 already (a JSON document), without checking again.
+/// Lines break at CR and LF bytes only, which never occur inside a UTF-8 sequence.
+pub fn encode_event_bytes(out: &mut Vec<u8>, id: Option<&str>, event: Option<&str>, data: &[u8]) {
     if let Some(id) = id {
         push_field(out, "id", id);
     }
@@ -43,7 +55,7 @@ pub fn encode_event(out: &mut Vec<u8>, id: Option<&str>, event: Option<&str>, da
     }
     for_each_line(data, |line| {
         out.extend_from_slice(b"data: ");
-        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(line);
         out.push(b'\n');
     });
     out.push(b'\n');
@@ -52,9 +64,9 @@ pub fn encode_event(out: &mut Vec<u8>, id: Option<&str>, event: Option<&str>, da
 /// Appends a comment (one `:` line per line of `text`) and a blank line;
 /// `comment(out, "heartbeat")` writes [`HEARTBEAT`].
 pub fn comment(out: &mut Vec<u8>, text: &str) {
-    for_each_line(text, |line| {
+    for_each_line(text.as_bytes(), |line| {
         out.extend_from_slice(b": ");
-        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(line);
         out.push(b'\n');
     });
     out.push(b'\n');

@@ -336,13 +336,29 @@ impl Sessions {
             crate::proto::resume::encode_frontier(&st.first, &mut id);
             id
         });
-        let create = cloudevents::rig_event(
+        #[derive(serde::Serialize)]
+        struct Created {
+            connection_token: String,
+        }
+        let created = Created {
+            connection_token: token.encode(),
+        };
+        let (id, json) = cloudevents::rig_event_json("rig.connection.create", Some(&created));
+        self.push_rig_frame(
+            slot,
             "rig.connection.create",
-            Some(serde_json::json!({ "connection_token": token.encode() })),
+            &id,
+            &json,
+            first_id.as_deref(),
         );
-        self.push_rig_frame(slot, &create, first_id.as_deref());
-        let set = cloudevents::rig_event("rig.subscriptions_set", Some(echo));
-        self.push_rig_frame(slot, &set, first_id.as_deref());
+        let (id, json) = cloudevents::rig_event_json("rig.subscriptions_set", Some(&echo));
+        self.push_rig_frame(
+            slot,
+            "rig.subscriptions_set",
+            &id,
+            &json,
+            first_id.as_deref(),
+        );
         if let Some(st) = &started {
             // Live records below the live start are the replay's; below the client's own
             // position (a node behind the one it came from), it has them already.
@@ -544,35 +560,44 @@ impl Sessions {
     /// connection's frontier, so a reconnect after it resumes from here, not from whatever
     /// id the browser held before.
     fn push_rig_event(&mut self, slot: Slot, ce: &cloudevents::CloudEvent) {
-        self.push_rig_frame(slot, ce, None)
+        self.push_rig_frame(slot, &ce.event_type, &ce.id, &ce.to_json(), None)
     }
 
-    fn push_rig_frame(&mut self, slot: Slot, ce: &cloudevents::CloudEvent, id: Option<&str>) {
+    /// Queues a RIG event given as its type, id and JSON; `id` overrides the SSE id.
+    fn push_rig_frame(
+        &mut self,
+        slot: Slot,
+        event_type: &str,
+        event_id: &str,
+        json: &[u8],
+        id: Option<&str>,
+    ) {
         let Some(s) = self.slab.get(slot as usize) else {
             return;
         };
         let v = Variant::of(s);
-        let resume = if let Some(id) = id {
-            Some(id.to_string())
+        let resume: Option<std::borrow::Cow<str>> = if let Some(id) = id {
+            Some(id.into())
         } else if v.has_ids() && self.resumable {
             let empty = Frontier::new();
             Some(
                 self.fr
-                    .id_with_floor(None, s.floor.as_deref().unwrap_or(&empty)),
+                    .id_with_floor(None, s.floor.as_deref().unwrap_or(&empty))
+                    .into(),
             )
         } else {
             None
         };
         let min = self.cfg.tuning.sessions.ws_deflate_min_bytes;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(json.len() + event_type.len() + 2 * event_id.len() + 64);
         Self::encode_parts(
             &mut self.deflater,
             min,
             v,
-            resume.as_deref().unwrap_or(&ce.id),
+            resume.as_deref().unwrap_or(event_id),
             resume.is_some(),
-            &ce.event_type,
-            &ce.to_json(),
+            event_type,
+            json,
             &mut out,
         );
         self.push(slot, Frame::from(out));
