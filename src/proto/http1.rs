@@ -644,7 +644,7 @@ pub fn reason(status: u16) -> &'static str {
 
 fn push_status_line(out: &mut Vec<u8>, status: u16) {
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
+    super::push_dec(out, u64::from(status));
     out.push(b' ');
     out.extend_from_slice(reason(status).as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -654,7 +654,11 @@ fn push_status_line(out: &mut Vec<u8>, status: u16) {
 /// from peer input can never start a new header or end the head early.
 pub(crate) fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
     let clean = |s: &str, out: &mut Vec<u8>| {
-        out.extend(s.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
+        if memchr::memchr3(b'\r', b'\n', 0, s.as_bytes()).is_none() {
+            out.extend_from_slice(s.as_bytes());
+        } else {
+            out.extend(s.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
+        }
     };
     clean(name, out);
     out.extend_from_slice(b": ");
@@ -759,7 +763,7 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     // `query_pairs`.
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let named = if k.contains(['%', '+']) {
+        let named = if k.bytes().any(|b| b == b'%' || b == b'+') {
             percent_decode(k).is_some_and(|k| k == name)
         } else {
             k == name

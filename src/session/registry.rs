@@ -332,7 +332,9 @@ impl Sessions {
         let started = start();
         // The first ids carry exactly where the client stands (a replay may follow them).
         let first_id = started.as_ref().map(|st| {
-            let mut id = format!("{};", crate::proto::resume::NO_POSITION);
+            let mut id = String::with_capacity(64);
+            id.push_str(crate::proto::resume::NO_POSITION);
+            id.push(';');
             crate::proto::resume::encode_frontier(&st.first, &mut id);
             id
         });
@@ -432,7 +434,9 @@ impl Sessions {
         let min = self.cfg.tuning.sessions.ws_deflate_min_bytes;
         let mut frames = Vec::with_capacity(replay.len() + 1);
         if let Some(ce) = lead {
-            let mut id = format!("{};", crate::proto::resume::NO_POSITION);
+            let mut id = String::with_capacity(64);
+            id.push_str(crate::proto::resume::NO_POSITION);
+            id.push(';');
             crate::proto::resume::encode_frontier(&from, &mut id);
             let mut out = Vec::new();
             let json = ce.to_json();
