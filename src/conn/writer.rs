@@ -20,6 +20,10 @@ use std::time::Instant;
 
 /// Sessions written between two looks at the clock.
 const CHECK_EVERY: usize = 32;
+/// Up to this many bytes a write is copied into one buffer and sent as one piece: copying a
+/// typical event costs less than the kernel's walk over three iovecs (chunk line, event,
+/// CRLF) for it.
+const COPY_MAX: usize = 2048;
 /// How long the writer runs before it steps aside for the reactor: the runtime polls its
 /// sockets only between tasks, so without this a pass over thousands of sockets would keep a
 /// publish (or a fetch) waiting until it ends, and nothing would pile up to be coalesced.
@@ -29,12 +33,13 @@ pub async fn run(shard: Rc<Shard>) {
     let mut batch: Vec<Slot> = Vec::new();
     let mut frames: Vec<Frame> = Vec::new();
     let mut scratch: Vec<u8> = Vec::new();
+    let mut tail: Vec<u8> = Vec::new();
     loop {
         future::poll_fn(|cx| shard.sessions.borrow_mut().poll_dirty(cx, &mut batch)).await;
         shard.writing(true);
         let mut slice = Instant::now();
         for (n, &slot) in batch.iter().enumerate() {
-            write_one(&shard, slot, &mut frames, &mut scratch);
+            write_one(&shard, slot, &mut frames, &mut scratch, &mut tail);
             if n % CHECK_EVERY == CHECK_EVERY - 1 && slice.elapsed() >= SLICE {
                 // The runtime polls its sockets and runs what came in (a publish, a fetch's
                 // batch) before the pass goes on.
@@ -65,7 +70,13 @@ fn closing_bytes(t: Transport, why: CloseReason) -> Vec<u8> {
     }
 }
 
-fn write_one(shard: &Shard, slot: Slot, frames: &mut Vec<Frame>, scratch: &mut Vec<u8>) {
+fn write_one(
+    shard: &Shard,
+    slot: Slot,
+    frames: &mut Vec<Frame>,
+    scratch: &mut Vec<u8>,
+    tail: &mut Vec<u8>,
+) {
     let mut sessions = shard.sessions.borrow_mut();
     let Some(Output {
         fd,
@@ -84,7 +95,7 @@ fn write_one(shard: &Shard, slot: Slot, frames: &mut Vec<Frame>, scratch: &mut V
         scratch.extend_from_slice(&lead);
     }
     let len: usize = frames.iter().map(|f| f.len()).sum();
-    let mut tail = Vec::new();
+    tail.clear();
     if transport == Transport::Sse && len > 0 {
         http1::chunk_line(scratch, len);
         tail.extend_from_slice(b"\r\n");
@@ -108,10 +119,18 @@ fn write_one(shard: &Shard, slot: Slot, frames: &mut Vec<Frame>, scratch: &mut V
         frames.clear();
         tail.clear();
     }
+    if !tls && scratch.len() + len + tail.len() <= COPY_MAX {
+        for f in frames.iter() {
+            scratch.extend_from_slice(f);
+        }
+        scratch.extend_from_slice(tail);
+        frames.clear();
+        tail.clear();
+    }
     let parts = Parts {
         lead: if tls { &wire } else { scratch },
         frames,
-        tail: &tail,
+        tail,
     };
     // The socket write is a plain non-blocking syscall: no await while the registry is held.
     let sent = match send_now(fd, &parts) {
