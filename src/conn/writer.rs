@@ -111,7 +111,7 @@ fn write_one(
         for f in frames.iter() {
             plain.extend_from_slice(f);
         }
-        plain.extend_from_slice(&tail);
+        plain.extend_from_slice(tail);
         wire = lead;
         sessions.seal(slot, &plain, &mut wire);
         plain.clear();
