@@ -83,7 +83,10 @@ pub async fn publish(shard: &Rc<Shard>, head: &RequestHead, body: &[u8]) -> Outc
     }
     // The id names where the event entered: origin shard and its sequence (SSE streams that
     // can resume get the node log's position instead).
-    let id = format!("{}-{}", shard.id, shard.next_publish_seq());
+    let mut id = String::with_capacity(24);
+    id.push_str(itoa::Buffer::new().format(shard.id));
+    id.push('-');
+    id.push_str(itoa::Buffer::new().format(shard.next_publish_seq()));
     let event = Event::from_cloudevent(&ce, id, &shard.cfg().extractors);
     let echo = event.json.to_vec();
     match shard.publish_logged(event).await {

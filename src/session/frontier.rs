@@ -70,10 +70,19 @@ impl Frontiers {
 
     /// The id of `e` (or of a RIG event, `e` None) for a connection with `floor`.
     pub(super) fn id_with_floor(&self, e: Option<&Event>, floor: &Frontier) -> String {
-        let mut id = match e.and_then(|e| e.pos.as_ref()) {
-            Some(pos) => format!("{}/{}/{};", pos.topic, pos.partition, pos.offset),
-            None => format!("{};", resume::NO_POSITION),
-        };
+        // Built by hand, not with format!: an id is made for every event a shard delivers.
+        let mut id = String::with_capacity(64);
+        match e.and_then(|e| e.pos.as_ref()) {
+            Some(pos) => {
+                id.push_str(&pos.topic);
+                id.push('/');
+                id.push_str(itoa::Buffer::new().format(pos.partition));
+                id.push('/');
+                id.push_str(itoa::Buffer::new().format(pos.offset));
+            }
+            None => id.push_str(resume::NO_POSITION),
+        }
+        id.push(';');
         resume::encode_merged(&self.shard, floor, &mut id);
         id
     }
