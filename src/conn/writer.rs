@@ -20,9 +20,9 @@ use std::time::Instant;
 
 /// Sessions written between two looks at the clock.
 const CHECK_EVERY: usize = 32;
-/// Up to this many bytes a write is copied into one buffer and sent as one piece: copying a
-/// typical event costs less than the kernel's walk over three iovecs (chunk line, event,
-/// CRLF) for it.
+/// Up to this many bytes a write is copied into one buffer and sent as one iovec instead of
+/// three (chunk line, event, CRLF): copying a 250 B event is a few dozen instructions, and
+/// kafka-latency measured 1-3% less server CPU per delivery (within noise, never more).
 const COPY_MAX: usize = 2048;
 /// How long the writer runs before it steps aside for the reactor: the runtime polls its
 /// sockets only between tasks, so without this a pass over thousands of sockets would keep a
