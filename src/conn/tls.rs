@@ -98,9 +98,7 @@ impl<T: OverTcp> MaybeTls<T> {
             MaybeTls::Tls(s) => s.tcp(),
         }
     }
-}
 
-impl<T: OverTcp> MaybeTls<T> {
     /// Reads at most `max` bytes onto the end of `buf`; see [`TcpStream::read_append`]. TLS
     /// decrypts into a zeroed slice (rustls's reader takes an initialised one).
     pub async fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {

@@ -104,28 +104,21 @@ fn write_one(
         tail.extend_from_slice(&closing_bytes(transport, why));
     }
     // Over TLS everything new is sealed into one run of records after what a full socket
-    // left (already sealed): frames are copied, as encryption copies them anyway.
-    let mut wire = Vec::new();
-    if tls {
-        let mut plain = std::mem::take(scratch);
-        for f in frames.iter() {
-            plain.extend_from_slice(f);
-        }
-        plain.extend_from_slice(tail);
-        wire = lead;
-        sessions.seal(slot, &plain, &mut wire);
-        plain.clear();
-        *scratch = plain;
-        frames.clear();
-        tail.clear();
-    }
-    if !tls && scratch.len() + len + tail.len() <= COPY_MAX {
+    // left (already sealed): frames are copied, as encryption copies them anyway. A small
+    // plain write is copied too, to go out as one iovec.
+    if tls || scratch.len() + len + tail.len() <= COPY_MAX {
         for f in frames.iter() {
             scratch.extend_from_slice(f);
         }
         scratch.extend_from_slice(tail);
         frames.clear();
         tail.clear();
+    }
+    let mut wire = Vec::new();
+    if tls {
+        wire = lead;
+        sessions.seal(slot, scratch, &mut wire);
+        scratch.clear();
     }
     let parts = Parts {
         lead: if tls { &wire } else { scratch },

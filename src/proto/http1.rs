@@ -642,7 +642,7 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
-fn push_status_line(out: &mut Vec<u8>, status: u16) {
+pub(crate) fn push_status_line(out: &mut Vec<u8>, status: u16) {
     out.extend_from_slice(b"HTTP/1.1 ");
     super::push_dec(out, u64::from(status));
     out.push(b' ');
@@ -653,16 +653,9 @@ fn push_status_line(out: &mut Vec<u8>, status: u16) {
 /// Writes `name: value\r\n`, dropping CR, LF and NUL so that a value derived
 /// from peer input can never start a new header or end the head early.
 pub(crate) fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
-    let clean = |s: &str, out: &mut Vec<u8>| {
-        if memchr::memchr3(b'\r', b'\n', 0, s.as_bytes()).is_none() {
-            out.extend_from_slice(s.as_bytes());
-        } else {
-            out.extend(s.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
-        }
-    };
-    clean(name, out);
+    super::push_clean(out, name.as_bytes());
     out.extend_from_slice(b": ");
-    clean(value, out);
+    super::push_clean(out, value.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -741,14 +734,16 @@ pub fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn decoded_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+/// `a=1&b=2` pairs as they are written (a pair without `=` has an empty value).
+fn raw_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
     query
         .split('&')
         .filter(|p| !p.is_empty())
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            Some((percent_decode(k)?, percent_decode(v)?))
-        })
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
+fn decoded_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    raw_pairs(query).filter_map(|(k, v)| Some((percent_decode(k)?, percent_decode(v)?)))
 }
 
 /// `a=1&b=2` pairs, percent-decoded; pairs that do not decode are skipped.
@@ -761,8 +756,7 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     // Only the value asked for is decoded (a connect asks for several names, and the
     // subscriptions value is long); a pair that does not decode is skipped, as in
     // `query_pairs`.
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+    raw_pairs(query?).find_map(|(k, v)| {
         let named = if k.bytes().any(|b| b == b'%' || b == b'+') {
             percent_decode(k).is_some_and(|k| k == name)
         } else {

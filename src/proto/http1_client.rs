@@ -7,6 +7,7 @@
 
 pub use super::headers::Headers;
 use super::http1::{ChunkedDecoder, HttpError};
+pub use super::is_clean_value;
 use super::{content_length, has_token, trim_ows, BadLength};
 use std::mem::MaybeUninit;
 
@@ -135,12 +136,6 @@ const TOKEN_BYTES: [bool; 256] = {
 /// A field name is a token (RFC 9110 §5.1); anything else must not be written to a peer.
 pub fn is_token(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| TOKEN_BYTES[usize::from(b)])
-}
-
-/// A field value carries no CR, LF or NUL (which would end the field or the head).
-pub fn is_clean_value(v: &[u8]) -> bool {
-    // Every value of every proxied head passes here; memchr looks at 16-32 bytes a step.
-    memchr::memchr3(b'\r', b'\n', 0, v).is_none()
 }
 
 /// How the request body goes upstream.

@@ -99,6 +99,15 @@ impl ResumeId {
 /// can resume: no position of its own, only the frontier.
 pub const NO_POSITION: &str = "@";
 
+/// The id of such an event carrying exactly the frontier `f`: `@;FRONTIER`.
+pub fn frontier_id(f: &Frontier) -> String {
+    let mut id = String::with_capacity(64);
+    id.push_str(NO_POSITION);
+    id.push(';');
+    encode_frontier(f, &mut id);
+    id
+}
+
 /// Merges two frontiers (the larger offset of each partition) into FRONTIER.
 pub fn encode_merged(a: &Frontier, b: &Frontier, out: &mut String) {
     let mut m = a.clone();

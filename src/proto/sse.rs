@@ -26,12 +26,7 @@ fn for_each_line(s: &[u8], mut f: impl FnMut(&[u8])) {
 fn push_field(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
-    if memchr::memchr3(b'\r', b'\n', 0, value.as_bytes()).is_none() {
-        out.extend_from_slice(value.as_bytes());
-    } else {
-        // Removing ASCII bytes from UTF-8 leaves valid UTF-8.
-        out.extend(value.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
-    }
+    super::push_clean(out, value.as_bytes());
     out.push(b'\n');
 }
 

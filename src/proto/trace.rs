@@ -33,14 +33,13 @@ fn hex_id<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
 }
 
 fn random_hex<const N: usize>() -> [u8; N] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     loop {
         let mut out = [b'0'; N];
         // Sixteen digits per draw, not two: ids are made for every proxied request.
         for chunk in out.chunks_mut(16) {
             let mut r = fastrand::u64(..);
             for digit in chunk {
-                *digit = DIGITS[(r & 15) as usize];
+                *digit = super::HEX[(r & 15) as usize];
                 r >>= 4;
             }
         }

@@ -161,11 +161,7 @@ pub fn client_head(
     };
     let keep_alive = client_keep_alive && body != ClientBody::UntilClose;
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    crate::proto::push_dec(out, u64::from(resp.status));
-    out.push(b' ');
-    out.extend_from_slice(http1::reason(resp.status).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    http1::push_status_line(out, resp.status);
     for (n, v) in &resp.headers {
         // A response without a body (HEAD, 304) keeps the upstream's content-length: it
         // describes the representation, not this message.
@@ -173,10 +169,10 @@ pub fn client_head(
         if is_hop_by_hop(n) || framing || listed.iter().any(|l| l == n) {
             continue;
         }
-        push(out, n, v);
+        push_field(out, n, v);
     }
     for (n, v) in extra {
-        push(out, n, v.as_bytes());
+        push_field(out, n, v.as_bytes());
     }
     match body {
         ClientBody::Length(n) => {
@@ -184,25 +180,14 @@ pub fn client_head(
             crate::proto::push_dec(out, n);
             out.extend_from_slice(b"\r\n");
         }
-        ClientBody::Chunked => push(out, "transfer-encoding", b"chunked"),
+        ClientBody::Chunked => push_field(out, "transfer-encoding", b"chunked"),
         ClientBody::None | ClientBody::UntilClose => {}
     }
     if !keep_alive {
-        push(out, "connection", b"close");
+        push_field(out, "connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
     (body, keep_alive)
-}
-
-fn push(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    if crate::proto::http1_client::is_token(name)
-        && crate::proto::http1_client::is_clean_value(value)
-    {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
 }
 
 #[cfg(test)]

@@ -70,19 +70,15 @@ impl Frontiers {
 
     /// The id of `e` (or of a RIG event, `e` None) for a connection with `floor`.
     pub(super) fn id_with_floor(&self, e: Option<&Event>, floor: &Frontier) -> String {
-        // Built by hand, not with format!: an id is made for every event a shard delivers.
-        let mut id = String::with_capacity(64);
-        match e.and_then(|e| e.pos.as_ref()) {
-            Some(pos) => {
-                id.push_str(&pos.topic);
-                id.push('/');
-                id.push_str(itoa::Buffer::new().format(pos.partition));
-                id.push('/');
-                id.push_str(itoa::Buffer::new().format(pos.offset));
+        let mut id = match e.and_then(|e| e.pos.as_ref()) {
+            Some(pos) => position_id(pos),
+            None => {
+                let mut id = String::with_capacity(64);
+                id.push_str(resume::NO_POSITION);
+                id.push(';');
+                id
             }
-            None => id.push_str(resume::NO_POSITION),
-        }
-        id.push(';');
+        };
         resume::encode_merged(&self.shard, floor, &mut id);
         id
     }
@@ -103,6 +99,19 @@ impl Frontiers {
             .iter()
             .all(|(k, f)| self.shard.get(k).is_some_and(|s| s >= f))
     }
+}
+
+/// `topic/partition/offset;`, the start of an event's id (its frontier follows). Built by hand,
+/// not with format!: an id is made for every event a shard delivers.
+pub(super) fn position_id(pos: &crate::route::Pos) -> String {
+    let mut id = String::with_capacity(64);
+    id.push_str(&pos.topic);
+    id.push('/');
+    id.push_str(itoa::Buffer::new().format(pos.partition));
+    id.push('/');
+    id.push_str(itoa::Buffer::new().format(pos.offset));
+    id.push(';');
+    id
 }
 
 #[cfg(test)]

@@ -331,13 +331,9 @@ impl Sessions {
         let echo = self.set_index(slot, subs);
         let started = start();
         // The first ids carry exactly where the client stands (a replay may follow them).
-        let first_id = started.as_ref().map(|st| {
-            let mut id = String::with_capacity(64);
-            id.push_str(crate::proto::resume::NO_POSITION);
-            id.push(';');
-            crate::proto::resume::encode_frontier(&st.first, &mut id);
-            id
-        });
+        let first_id = started
+            .as_ref()
+            .map(|st| crate::proto::resume::frontier_id(&st.first));
         #[derive(serde::Serialize)]
         struct Created {
             connection_token: String,
@@ -345,22 +341,9 @@ impl Sessions {
         let created = Created {
             connection_token: token.encode(),
         };
-        let (id, json) = cloudevents::rig_event_json("rig.connection.create", Some(&created));
-        self.push_rig_frame(
-            slot,
-            "rig.connection.create",
-            &id,
-            &json,
-            first_id.as_deref(),
-        );
-        let (id, json) = cloudevents::rig_event_json("rig.subscriptions_set", Some(&echo));
-        self.push_rig_frame(
-            slot,
-            "rig.subscriptions_set",
-            &id,
-            &json,
-            first_id.as_deref(),
-        );
+        let first_id = first_id.as_deref();
+        self.push_new_rig_event(slot, "rig.connection.create", &created, first_id);
+        self.push_new_rig_event(slot, "rig.subscriptions_set", &echo, first_id);
         if let Some(st) = &started {
             // Live records below the live start are the replay's; below the client's own
             // position (a node behind the one it came from), it has them already.
@@ -434,10 +417,7 @@ impl Sessions {
         let min = self.cfg.tuning.sessions.ws_deflate_min_bytes;
         let mut frames = Vec::with_capacity(replay.len() + 1);
         if let Some(ce) = lead {
-            let mut id = String::with_capacity(64);
-            id.push_str(crate::proto::resume::NO_POSITION);
-            id.push(';');
-            crate::proto::resume::encode_frontier(&from, &mut id);
+            let id = crate::proto::resume::frontier_id(&from);
             let mut out = Vec::new();
             let json = ce.to_json();
             Self::encode_parts(
@@ -454,7 +434,7 @@ impl Sessions {
         }
         for e in replay {
             let Some(pos) = &e.pos else { continue };
-            let mut id = format!("{}/{}/{};", pos.topic, pos.partition, pos.offset);
+            let mut id = super::frontier::position_id(pos);
             crate::proto::resume::encode_frontier(&from, &mut id);
             from.insert((pos.topic.clone(), pos.partition), pos.offset + 1);
             let mut out = Vec::new();
@@ -565,6 +545,18 @@ impl Sessions {
     /// id the browser held before.
     fn push_rig_event(&mut self, slot: Slot, ce: &cloudevents::CloudEvent) {
         self.push_rig_frame(slot, &ce.event_type, &ce.id, &ce.to_json(), None)
+    }
+
+    /// Makes a RIG event of `event_type` with `data` and queues it; `id` overrides the SSE id.
+    fn push_new_rig_event(
+        &mut self,
+        slot: Slot,
+        event_type: &str,
+        data: &impl serde::Serialize,
+        id: Option<&str>,
+    ) {
+        let (event_id, json) = cloudevents::rig_event_json(event_type, Some(data));
+        self.push_rig_frame(slot, event_type, &event_id, &json, id);
     }
 
     /// Queues a RIG event given as its type, id and JSON; `id` overrides the SSE id.
