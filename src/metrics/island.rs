@@ -31,7 +31,10 @@ const BUCKETS: [f64; 12] = [
 
 #[derive(Debug, Default)]
 pub struct IslandMetrics {
+    /// Set through `broker_lost` (0) and directly (1).
     pub up: Counter,
+    /// How many times any part of the node found Kafka unreachable (see `broker_lost`).
+    outages: Counter,
     pub connect_failures: Counter,
     pub produced: Counter,
     pub produce_unavailable: Counter,
@@ -49,6 +52,18 @@ pub struct IslandMetrics {
 }
 
 impl IslandMetrics {
+    /// Kafka was found unreachable. Also counted: a partition reader whose own call rskafka
+    /// retried through the outage never sees an error, and must learn from the count that
+    /// the broker it reads now may have lost the log it read before.
+    pub fn broker_lost(&self) {
+        self.up.set(0);
+        self.outages.inc();
+    }
+
+    pub fn outages(&self) -> u64 {
+        self.outages.get()
+    }
+
     pub fn topic(&self, topic: &str) -> Arc<TopicStats> {
         let mut t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
         t.entry(topic.to_string()).or_default().clone()

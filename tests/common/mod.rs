@@ -327,6 +327,9 @@ pub struct SseClient {
     pub token: String,
     /// The server ended the chunked stream properly (last chunk), rather than cutting it.
     pub ended_cleanly: bool,
+    /// How long `try_next` waits for a message. Heartbeat comments arrive within the socket's
+    /// read timeout, so that alone would let a test wait forever for an event that never comes.
+    wait: Duration,
 }
 
 impl SseClient {
@@ -369,6 +372,7 @@ impl SseClient {
             head,
             token: String::new(),
             ended_cleanly: false,
+            wait: Duration::from_secs(10),
         };
         if c.head.status == 200 {
             let create = c.next();
@@ -381,15 +385,20 @@ impl SseClient {
         c
     }
 
-    pub fn set_timeout(&self, d: Duration) {
+    pub fn set_timeout(&mut self, d: Duration) {
         self.reader.get_ref().set_read_timeout(Some(d)).unwrap();
+        self.wait = d;
     }
 
     /// The next message, or None on timeout/EOF.
     pub fn try_next(&mut self) -> Option<sse::Message> {
+        let deadline = Instant::now() + self.wait;
         loop {
             if let Some(m) = self.queue.pop_front() {
                 return Some(m);
+            }
+            if Instant::now() > deadline {
+                return None;
             }
             let mut line = String::new();
             if self.reader.read_line(&mut line).ok()? == 0 {

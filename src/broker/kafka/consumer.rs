@@ -138,6 +138,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32) {
     // The offset and timestamp of the last record read, looked up again after a failure
     // (while `down_since` is set).
     let mut last: Option<(i64, i64)> = None;
+    let mut outages = ctx.metrics.outages();
     loop {
         if pc.is_none() {
             pc = Some(open(&ctx, &topic, partition, &mut errors).await);
@@ -157,7 +158,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32) {
                     o
                 }
                 Err(e) => {
-                    ctx.metrics.up.set(0);
+                    ctx.metrics.broker_lost();
                     if errors.allow().is_some() {
                         tracing::warn!(topic = %topic, partition, error = %e, "cannot read start offset (whose fault: broker or network)");
                     }
@@ -170,6 +171,13 @@ pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32) {
                 }
             },
         };
+        // Another part of the node found Kafka unreachable: this reader may not have seen
+        // an error of its own (rskafka retries a call across a reconnect), yet be talking to
+        // a broker that came back without its log.
+        if ctx.metrics.outages() != outages {
+            outages = ctx.metrics.outages();
+            down_since.get_or_insert_with(Instant::now);
+        }
         // Back after a failure: a broker that lost its log (restarted empty, or the topic
         // recreated) may already hold more records than our position, which offsets alone
         // cannot tell from the old log; the record last read can.
@@ -205,6 +213,10 @@ pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32) {
             Err(e) => Err(e),
         };
         match fetched {
+            // Kafka was found unreachable while this fetch waited and rskafka retried it
+            // across a reconnect: its records may come from a new log. Dropped and fetched
+            // again once the record last read has been looked up (above).
+            Ok(_) if ctx.metrics.outages() != outages && last.is_some() => continue,
             // Asked past the end of the partition's log: the broker answers with no records
             // (rather than out-of-range) when the log was lost or the topic recreated, and a
             // reader waiting for its old position would wait silently forever.
@@ -333,7 +345,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32) {
                 last = None;
             }
             Err(e) => {
-                ctx.metrics.up.set(0);
+                ctx.metrics.broker_lost();
                 stats.fetch_failures.inc();
                 down_since.get_or_insert_with(Instant::now);
                 if let Some(n) = errors.allow() {

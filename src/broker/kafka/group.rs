@@ -255,7 +255,7 @@ async fn run(ctx: Arc<Ctx>, group: String, patterns: Vec<TopicPattern>) {
             }
             Ok(Ok(m)) => m,
             Ok(Err(e)) => {
-                ctx.metrics.up.set(0);
+                ctx.metrics.broker_lost();
                 if let Some(n) = errors.allow() {
                     tracing::warn!(group = %id, error = %e, suppressed = n, "group consumer error (whose fault: broker or network); librdkafka retries");
                 }

@@ -212,7 +212,7 @@ pub(crate) async fn run(start: Start) {
             Ok(c) => break Arc::new(c),
             Err(e) => {
                 metrics.connect_failures.inc();
-                metrics.up.set(0);
+                metrics.broker_lost();
                 // Resumes would wait for partitions that cannot be listed.
                 positions.listed();
                 tracing::warn!(brokers = %brokers, error = %e, retry_in_ms = backoff.as_millis() as u64,
@@ -305,7 +305,7 @@ async fn discover(ctx: Arc<Ctx>) {
                 }
             }
             Err(e) => {
-                ctx.metrics.up.set(0);
+                ctx.metrics.broker_lost();
                 ctx.positions.listed();
                 tracing::warn!(error = %e, "listing Kafka topics failed (whose fault: broker or network)");
                 if matches!(e, CallError::Timeout(_)) {

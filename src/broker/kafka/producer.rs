@@ -60,7 +60,7 @@ pub(super) async fn serve(ctx: Arc<Ctx>, jobs: async_channel::Receiver<ProduceJo
                 }
                 Err(ProduceError::Unavailable(e)) => {
                     ctx.metrics.produce_unavailable.inc();
-                    ctx.metrics.up.set(0);
+                    ctx.metrics.broker_lost();
                     tracing::warn!(error = %e, "publish not acknowledged by Kafka (whose fault: broker or network)");
                 }
                 Err(ProduceError::Rejected(e)) => {
