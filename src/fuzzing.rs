@@ -108,8 +108,16 @@ pub fn resume_id(data: &[u8]) {
 
 /// A CloudEvent: structured, and binary mode with headers taken from the input's lines.
 pub fn cloudevent(data: &[u8]) {
+    use crate::proto::json::Lookup;
     let (mode, data) = split(data);
-    let _ = crate::proto::cloudevents::parse_structured(data);
+    if let Ok(ce) = crate::proto::cloudevents::parse_structured(data) {
+        // An event kept as text is read lazily: every lookup must hold up on what was accepted.
+        for p in ["", "/data", "/data/user", "/data/0", "/id", "/a~1b/~0"] {
+            let _ = (ce.pointer(p), ce.canonical_at(p));
+        }
+        let _ = (ce.attr("partitionkey"), ce.value());
+        assert!(!ce.to_json().contains(&b'\n'));
+    }
     let text = String::from_utf8_lossy(data);
     let mut lines = text.lines();
     let headers: crate::proto::headers::Headers = lines

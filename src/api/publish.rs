@@ -53,7 +53,7 @@ async fn publish_own(shard: &Rc<Shard>, head: &RequestHead, body: &[u8]) -> Outc
     let cfg = shard.cfg();
     if let Err(e) = crate::auth::privacy::check_event(
         &ce.event_type,
-        &ce.value,
+        &ce,
         claims.as_ref(),
         &cfg.extractors,
         cfg.privileged.as_ref(),
@@ -103,10 +103,9 @@ pub async fn publish(shard: &Rc<Shard>, head: &RequestHead, body: &[u8]) -> Outc
 /// The record key of a published event: CloudEvents' partitioning extension, else RIG's
 /// `rig.target_partition`.
 fn partition_key(ce: &cloudevents::CloudEvent) -> Option<Vec<u8>> {
-    ce.value
-        .get("partitionkey")
-        .or_else(|| ce.value.pointer("/rig/target_partition"))
-        .map(|k| match k {
+    ce.attr("partitionkey")
+        .or_else(|| ce.pointer("/rig/target_partition"))
+        .map(|k| match &*k {
             serde_json::Value::String(s) => s.clone().into_bytes(),
             other => other.to_string().into_bytes(),
         })
@@ -126,12 +125,7 @@ async fn put(
         .and_then(|k| String::from_utf8(k).ok())
         .filter(|k| !k.is_empty())
         // Kinesis needs a key; the event id keeps one event's retries on one shard.
-        .or_else(|| {
-            ce.value
-                .get("id")
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-        })
+        .or_else(|| ce.attr("id").and_then(|v| v.as_str().map(str::to_string)))
         .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
     let record = PutRecord {
         stream,

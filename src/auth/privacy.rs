@@ -8,6 +8,7 @@
 //! support staff, admin consoles) is exempt. Sans-I/O: decisions on parsed values only.
 
 use crate::config::Extractors;
+use crate::proto::json::{canonical, Lookup};
 use crate::route::subscription::Subscription;
 use serde_json::Value;
 
@@ -143,7 +144,7 @@ pub fn check_subscriptions(
 /// publisher's own.
 pub fn check_event(
     event_type: &str,
-    event: &Value,
+    event: &impl Lookup,
     claims: Option<&Value>,
     extractors: &Extractors,
     privileged: Option<&Privileged>,
@@ -158,7 +159,7 @@ pub fn check_event(
         let Some(claim) = f.jwt_pointer.as_deref() else {
             continue;
         };
-        let Some(value) = event.pointer(&f.event_pointer) else {
+        let Some(value) = event.canonical_at(&f.event_pointer) else {
             continue;
         };
         let (event_type, field, claim) =
@@ -171,7 +172,8 @@ pub fn check_event(
                     claim,
                 })
             }
-            Some(c) if c.pointer(&claim) != Some(value) => {
+            // Compared as routing compares them: canonical JSON.
+            Some(c) if c.pointer(&claim).map(canonical).as_deref() != Some(&*value) => {
                 return Err(PrivacyError::NotYours {
                     event_type,
                     field,

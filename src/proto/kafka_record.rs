@@ -267,7 +267,7 @@ mod tests {
         ];
         let e = decode(&rec(br#"{"x":2}"#, h), None).unwrap();
         assert_eq!(
-            (e.event_type.as_str(), &e.value["data"]),
+            (e.event_type.as_str(), &e.value()["data"]),
             ("bin", &json!({"x": 2}))
         );
         assert!(matches!(
@@ -305,12 +305,12 @@ mod tests {
             from: vec![FieldFrom::Pointer("/t".into())],
         });
         let e = decode(&rec(br#"{"t":"acme"}"#, &[]), Some(&m)).unwrap();
-        assert_eq!(e.value["processinstanceuuid"], "user-7");
-        assert_eq!(e.value["tenant"], "acme");
+        assert_eq!(e.value()["processinstanceuuid"], "user-7");
+        assert_eq!(e.value()["tenant"], "acme");
         let h: &[(&str, &[u8])] = &[("processInstanceUuid", b"pi-1")];
         let e = decode(&rec(b"{}", h), Some(&m)).unwrap();
-        assert_eq!(e.value["processinstanceuuid"], "pi-1");
-        assert!(e.value.get("tenant").is_none());
+        assert_eq!(e.value()["processinstanceuuid"], "pi-1");
+        assert!(e.value().get("tenant").is_none());
     }
 
     #[test]
@@ -322,10 +322,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.event_type, "process.update");
-        assert_eq!(e.value["id"], "rig/2/41");
-        assert_eq!(e.value["kafkakey"], "user-7");
-        assert_eq!(e.value["kafkaheaders"]["userid"], "u1");
-        assert_eq!(e.value["data"]["pid"], 5);
+        assert_eq!(e.value()["id"], "rig/2/41");
+        assert_eq!(e.value()["kafkakey"], "user-7");
+        assert_eq!(e.value()["kafkaheaders"]["userid"], "u1");
+        assert_eq!(e.value()["data"]["pid"], 5);
         let e = decode(
             &rec(br#"{"kind":"k1"}"#, &[]),
             Some(&mapping(TypeFrom::Pointer("/kind".into()))),

@@ -9,6 +9,7 @@ pub mod frame;
 pub mod headers;
 pub mod http1;
 pub mod http1_client;
+pub mod json;
 pub mod kafka_record;
 pub mod longpoll;
 pub mod resume;

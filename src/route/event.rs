@@ -36,7 +36,7 @@ impl Event {
             event_type: ce.event_type.clone().into_boxed_str(),
             id: id.into_boxed_str(),
             json: Bytes::from(ce.to_json()),
-            fields: extract(&ce.event_type, &ce.value, extractors),
+            fields: extract(&ce.event_type, ce, extractors),
             pos: None,
         }
     }
