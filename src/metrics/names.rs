@@ -102,7 +102,7 @@ pub const KAFKA_FETCH_FAILURES: (&str, &str) = (
 );
 pub const KAFKA_LAG: (&str, &str) = (
     "corebridge_kafka_consumer_lag",
-    "High watermark minus the next offset to read, by topic and partition.",
+    "High watermark minus the next offset to read, by topic and partition; a partition appears once its reader knows its start offset.",
 );
 pub const KAFKA_PRODUCED: (&str, &str) = (
     "corebridge_kafka_produced_total",

@@ -108,7 +108,10 @@ pub(super) fn tracks(kafka: &KafkaConfig, topic: &str) -> bool {
 
 pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32) {
     let stats = ctx.metrics.topic(&topic);
-    let lag = ctx.metrics.partition(&topic, partition);
+    // The lag series appears once the reader knows where it starts: with `latest`, a record
+    // written before that is not this reader's, and tests (and operators) take the series as
+    // "this partition is being read".
+    let mut lag = None;
     let mapping = ctx.kafka.mapping_for(&topic).cloned();
     let max_bytes = ctx.kafka.message_max_bytes;
     let fetch_wait_ms = ctx.kafka.fetch_wait.as_millis() as i32;
@@ -149,6 +152,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32) {
             None => match start_offset(p, start, limit).await {
                 Ok(o) => {
                     offset = Some(o);
+                    lag.get_or_insert_with(|| ctx.metrics.partition(&topic, partition));
                     if let Some(t) = &mut tracked {
                         t.advance(o);
                         if !t.progress(&ctx.shards, o).await {
@@ -310,7 +314,9 @@ pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32) {
                         events.push(ev);
                     }
                 }
-                lag.lag.set((high_watermark - next).max(0) as u64);
+                if let Some(lag) = &lag {
+                    lag.lag.set((high_watermark - next).max(0) as u64);
+                }
                 offset = Some(next);
                 for (shard, reply) in replies {
                     if ctx.shards[shard].send(reply).await.is_err() {
