@@ -6,7 +6,9 @@
 //! part above the floor is the gateway's, the floor itself is the machine's.
 //!
 //!   corebridge-loadtest floor [--connections 10000] [--events 100] [--rate 10]
-//!       [--bytes 250] [--threads 2] [--readers 2]
+//!       [--bytes 250] [--threads 2] [--readers 2] [--targeted 1]
+//!
+//! `--targeted 1` is the floor of per-user delivery (scenario (c)) instead: see [`relay`].
 
 use crate::{procfs, report, run, worker};
 use anyhow::{anyhow, bail, Context, Result};
@@ -24,6 +26,7 @@ struct Args {
     bytes: usize,
     threads: usize,
     readers: usize,
+    targeted: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args> {
@@ -34,6 +37,7 @@ fn parse(args: &[String]) -> Result<Args> {
         bytes: 250,
         threads: 2,
         readers: 2,
+        targeted: false,
     };
     let mut it = args.iter();
     while let Some(k) = it.next() {
@@ -46,11 +50,15 @@ fn parse(args: &[String]) -> Result<Args> {
             "--bytes" => a.bytes = n as usize,
             "--threads" => a.threads = n as usize,
             "--readers" => a.readers = n as usize,
+            "--targeted" => a.targeted = n != 0.0,
             _ => bail!("unknown option {k}"),
         }
     }
     if a.bytes < 8 || a.threads == 0 || a.readers == 0 || a.rate <= 0.0 {
         bail!("--bytes >= 8, --threads, --readers >= 1, --rate > 0");
+    }
+    if a.targeted && (a.events % a.connections.max(1) != 0 || a.threads > 2) {
+        bail!("--targeted: --events a multiple of --connections (each gets the same number), --threads 1 or 2");
     }
     if a.connections / a.readers > 19_000 {
         bail!("at most 19,000 connections per reader process (open-file limit)");
@@ -88,7 +96,14 @@ pub fn main(args: &[String]) -> Result<i32> {
         let child = Command::new(&exe)
             .args(["floor-reader", &port.to_string(), &n.to_string()])
             .arg(a.bytes.to_string())
-            .arg((n * a.events).to_string())
+            .arg(
+                if a.targeted {
+                    n * (a.events / a.connections)
+                } else {
+                    n * a.events
+                }
+                .to_string(),
+            )
             .arg(format!("127.0.0.{}", 2 + r))
             .stdout(Stdio::piped())
             .spawn()
@@ -104,6 +119,9 @@ pub fn main(args: &[String]) -> Result<i32> {
     }
     eprintln!("floor: {} connections accepted", socks.len());
     std::thread::sleep(Duration::from_millis(500));
+    if a.targeted {
+        return relay(&a, &listener, socks, readers);
+    }
 
     let barrier = Arc::new(Barrier::new(a.threads));
     let chunk = socks.len().div_ceil(a.threads);
@@ -162,22 +180,7 @@ pub fn main(args: &[String]) -> Result<i32> {
         bursts.extend(b);
         keep.push(g);
     }
-    let mut hist = worker::new_histogram();
-    let (mut received, mut reader_cpu) = (0u64, 0f64);
-    for mut r in readers {
-        let out = BufReader::new(r.stdout.take().expect("piped"));
-        for line in out.lines() {
-            let line = line?;
-            if let Some(rest) = line.strip_prefix("floor-result ") {
-                let v: serde_json::Value = serde_json::from_str(rest)?;
-                received += v["received"].as_u64().unwrap_or(0);
-                reader_cpu += v["cpu_seconds"].as_f64().unwrap_or(0.0);
-                let h = run::decode_hist(v["latency"].as_str().context("reader latency")?)?;
-                hist.add(h).map_err(|e| anyhow!("{e:?}"))?;
-            }
-        }
-        r.wait()?;
-    }
+    let (received, reader_cpu, hist) = collect(readers)?;
     drop(keep);
     bursts.sort();
     let l = report::latency(&hist);
@@ -204,6 +207,200 @@ pub fn main(args: &[String]) -> Result<i32> {
         l.p50_ms, l.p99_ms, l.p99_9_ms, l.max_ms
     );
     Ok(if received == sends && full == 0 { 0 } else { 3 })
+}
+
+/// What the reader processes report: frames received, their CPU seconds, latency.
+fn collect(readers: Vec<std::process::Child>) -> Result<(u64, f64, hdrhistogram::Histogram<u64>)> {
+    let mut hist = worker::new_histogram();
+    let (mut received, mut reader_cpu) = (0u64, 0f64);
+    for mut r in readers {
+        let out = BufReader::new(r.stdout.take().expect("piped"));
+        for line in out.lines() {
+            let line = line?;
+            if let Some(rest) = line.strip_prefix("floor-result ") {
+                let v: serde_json::Value = serde_json::from_str(rest)?;
+                received += v["received"].as_u64().unwrap_or(0);
+                reader_cpu += v["cpu_seconds"].as_f64().unwrap_or(0.0);
+                let h = run::decode_hist(v["latency"].as_str().context("reader latency")?)?;
+                hist.add(h).map_err(|e| anyhow!("{e:?}"))?;
+            }
+        }
+        r.wait()?;
+    }
+    Ok((received, reader_cpu, hist))
+}
+
+/// The floor of per-user delivery, scenario (c) without a gateway: a publisher thread sends
+/// each event (a frame naming its connection) over one loopback TCP connection and waits for
+/// a 16-byte answer, paced at the rate; relay thread 0 (epoll, like a shard) reads it, sends
+/// it to the connection if that is in its half, else hands it to relay thread 1 (a queue and
+/// an eventfd, as shards do), and answers. What any gateway on two threads pays per event:
+/// a wake-up, a `recv`, a `send` to the subscriber and one to the publisher, and for half the
+/// events a hand-over that wakes the other thread (none with `--threads 1`). Reported: both
+/// relay threads' CPU per event.
+fn relay(
+    a: &Args,
+    listener: &TcpListener,
+    socks: Vec<TcpStream>,
+    readers: Vec<std::process::Child>,
+) -> Result<i32> {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    let port = listener.local_addr()?.port();
+    let (events, rate, bytes, n) = (a.events, a.rate, a.bytes.max(16), socks.len());
+    // With one thread every connection is thread 0's and nothing is handed over.
+    let half = if a.threads == 1 { n } else { n / 2 };
+    let mut socks = socks;
+    let theirs = socks.split_off(half);
+    let ours = socks;
+    let publisher = std::thread::spawn(move || -> Result<()> {
+        use std::io::Read;
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_nodelay(true)?;
+        let mut frame = vec![b'x'; bytes];
+        let mut answer = [0u8; 16];
+        let t0 = Instant::now() + Duration::from_millis(100);
+        for e in 0..events {
+            let at = t0 + Duration::from_secs_f64(e as f64 / rate);
+            if let Some(d) = at.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+            frame[..8].copy_from_slice(&clock_ns(libc::CLOCK_MONOTONIC).to_le_bytes());
+            frame[8..16].copy_from_slice(&((e % n) as u64).to_le_bytes());
+            s.write_all(&frame)?;
+            s.read_exact(&mut answer)?;
+        }
+        Ok(())
+    });
+    let (pubsock, _) = listener.accept()?;
+    pubsock.set_nodelay(true)?;
+    // SAFETY: plain syscalls creating fds this function owns until the threads end.
+    let (ep0, ep1, efd) = unsafe {
+        (
+            libc::epoll_create1(0),
+            libc::epoll_create1(0),
+            libc::eventfd(0, libc::EFD_NONBLOCK),
+        )
+    };
+    if ep0 < 0 || ep1 < 0 || efd < 0 {
+        bail!("epoll/eventfd: {}", std::io::Error::last_os_error());
+    }
+    let watch = |ep: i32, fd: i32| {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: 0,
+        };
+        // SAFETY: valid epoll and fds.
+        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) }
+    };
+    if watch(ep0, pubsock.as_raw_fd()) < 0 || watch(ep1, efd) < 0 {
+        bail!("epoll_ctl: {}", std::io::Error::last_os_error());
+    }
+    // None: the publisher is done.
+    let queue: Arc<Mutex<VecDeque<Option<Vec<u8>>>>> = Arc::default();
+    let send = |s: &TcpStream, buf: &[u8]| -> bool {
+        // SAFETY: a valid socket and a buffer of the given length.
+        let r = unsafe {
+            libc::send(
+                s.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        r == buf.len() as isize
+    };
+    let wait = |ep: i32| {
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: one event's room.
+        unsafe { libc::epoll_wait(ep, &mut ev, 1, -1) }
+    };
+    let q1 = queue.clone();
+    let other = std::thread::spawn(move || {
+        let c0 = clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
+        let (mut sends, mut full) = (0u64, 0u64);
+        'run: loop {
+            wait(ep1);
+            let mut count = [0u8; 8];
+            // SAFETY: reads the eventfd's 8-byte counter.
+            unsafe { libc::read(efd, count.as_mut_ptr().cast(), 8) };
+            let batch: Vec<_> = q1.lock().expect("queue").drain(..).collect();
+            for frame in batch {
+                let Some(frame) = frame else { break 'run };
+                let to = u64::from_le_bytes(frame[8..16].try_into().expect("8 bytes")) as usize;
+                full += u64::from(!send(&theirs[to - half], &frame));
+                sends += 1;
+            }
+        }
+        (
+            clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) - c0,
+            sends,
+            full,
+            theirs,
+        )
+    });
+    let c0 = clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
+    let (mut sends, mut full) = (0u64, 0u64);
+    let mut frame = vec![0u8; bytes];
+    let answer = [b'k'; 16];
+    loop {
+        wait(ep0);
+        // SAFETY: reads one whole frame into our buffer.
+        let r = unsafe {
+            libc::recv(
+                pubsock.as_raw_fd(),
+                frame.as_mut_ptr().cast(),
+                bytes,
+                libc::MSG_WAITALL,
+            )
+        };
+        if r != bytes as isize {
+            break;
+        }
+        let to = u64::from_le_bytes(frame[8..16].try_into().expect("8 bytes")) as usize;
+        if to < half {
+            full += u64::from(!send(&ours[to], &frame));
+            sends += 1;
+        } else {
+            queue.lock().expect("queue").push_back(Some(frame.clone()));
+            // SAFETY: writes the eventfd's 8-byte counter.
+            unsafe { libc::write(efd, 1u64.to_ne_bytes().as_ptr().cast(), 8) };
+        }
+        full += u64::from(!send(&pubsock, &answer));
+    }
+    let cpu0 = clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) - c0;
+    queue.lock().expect("queue").push_back(None);
+    // SAFETY: as above.
+    unsafe { libc::write(efd, 1u64.to_ne_bytes().as_ptr().cast(), 8) };
+    publisher.join().expect("publisher thread")?;
+    let (cpu1, sends1, full1, theirs) = other.join().expect("relay thread");
+    let (received, reader_cpu, hist) = collect(readers)?;
+    drop((ours, theirs));
+    let (sends, full) = (sends + sends1, full + full1);
+    let l = report::latency(&hist);
+    println!(
+        "floor (targeted): {n} connections, {events} events at {rate}/s each to one connection, {bytes} B frames, {} relay threads, {} reader processes",
+        a.threads, a.readers
+    );
+    println!(
+        "  relay          {:.2} us of relay CPU per event (thread 0 {:.2}, thread 1 {:.2}); {sends} sent, {full} short or refused",
+        (cpu0 + cpu1) as f64 / 1000.0 / events.max(1) as f64,
+        cpu0 as f64 / 1000.0 / events.max(1) as f64,
+        cpu1 as f64 / 1000.0 / events.max(1) as f64,
+    );
+    println!(
+        "  received       {received} of {events}; {:.2} us of reader CPU per receive",
+        reader_cpu * 1e6 / received.max(1) as f64
+    );
+    println!(
+        "  latency        p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms (publish to read)",
+        l.p50_ms, l.p99_ms, l.p99_9_ms, l.max_ms
+    );
+    Ok(if received == events as u64 && full == 0 {
+        0
+    } else {
+        3
+    })
 }
 
 /// `floor-reader PORT N BYTES EXPECT SOURCE`: one reader process.

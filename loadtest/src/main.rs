@@ -28,8 +28,9 @@ use std::path::PathBuf;
 
 const USAGE: &str = "usage: corebridge-loadtest run SCENARIO.toml [--out result.json] [--report report.svg] [--server-pid PID] [--target nchan]
        corebridge-loadtest check SCENARIO.toml     (validate a scenario file)
-       corebridge-loadtest floor [--connections 10000] [--events 100] [--rate 10] [--bytes 250] [--threads 2] [--readers 2]
-                                                   (plain send() fan-out with no gateway: this machine's floor)
+       corebridge-loadtest floor [--connections 10000] [--events 100] [--rate 10] [--bytes 250] [--threads 2] [--readers 2] [--targeted 1]
+                                                   (plain send() fan-out with no gateway: this machine's floor;
+                                                    --targeted 1: a relay of one-at-a-time publishes, each to one connection)
        corebridge-loadtest proxy --url http://HOST:PORT/PATH [--pid PID] [--connections 64] [--seconds 10] [--threads 2] [--body 0]
                                                    (keep-alive HTTP through a reverse proxy: requests/s and server CPU per request)
        corebridge-loadtest worker                  (internal: one worker process)";
