@@ -183,7 +183,6 @@ pub fn main(args: &[String]) -> Result<i32> {
     let (received, reader_cpu, hist) = collect(readers)?;
     drop(keep);
     bursts.sort();
-    let l = report::latency(&hist);
     println!(
         "floor: {} connections, {} events at {}/s, {} B frames, {} sender threads, {} reader processes",
         a.connections, a.events, a.rate, a.bytes, a.threads, a.readers
@@ -198,15 +197,27 @@ pub fn main(args: &[String]) -> Result<i32> {
         bursts[bursts.len() / 2].as_secs_f64() * 1000.0,
         bursts.last().map_or(0.0, |b| b.as_secs_f64() * 1000.0)
     );
+    print_readers(received, sends, reader_cpu, &hist, "send call to read");
+    Ok(if received == sends && full == 0 { 0 } else { 3 })
+}
+
+/// The readers' lines of a floor report.
+fn print_readers(
+    received: u64,
+    expected: u64,
+    reader_cpu: f64,
+    hist: &hdrhistogram::Histogram<u64>,
+    latency_of: &str,
+) {
+    let l = report::latency(hist);
     println!(
-        "  received       {received} of {sends}; {:.2} us of reader CPU per receive",
+        "  received       {received} of {expected}; {:.2} us of reader CPU per receive",
         reader_cpu * 1e6 / received.max(1) as f64
     );
     println!(
-        "  latency        p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms (send call to read)",
+        "  latency        p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({latency_of})",
         l.p50_ms, l.p99_ms, l.p99_9_ms, l.max_ms
     );
-    Ok(if received == sends && full == 0 { 0 } else { 3 })
 }
 
 /// What the reader processes report: frames received, their CPU seconds, latency.
@@ -377,7 +388,6 @@ fn relay(
     let (received, reader_cpu, hist) = collect(readers)?;
     drop((ours, theirs));
     let (sends, full) = (sends + sends1, full + full1);
-    let l = report::latency(&hist);
     println!(
         "floor (targeted): {n} connections, {events} events at {rate}/s each to one connection, {bytes} B frames, {} relay threads, {} reader processes",
         a.threads, a.readers
@@ -388,13 +398,12 @@ fn relay(
         cpu0 as f64 / 1000.0 / events.max(1) as f64,
         cpu1 as f64 / 1000.0 / events.max(1) as f64,
     );
-    println!(
-        "  received       {received} of {events}; {:.2} us of reader CPU per receive",
-        reader_cpu * 1e6 / received.max(1) as f64
-    );
-    println!(
-        "  latency        p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms (publish to read)",
-        l.p50_ms, l.p99_ms, l.p99_9_ms, l.max_ms
+    print_readers(
+        received,
+        events as u64,
+        reader_cpu,
+        &hist,
+        "publish to read",
     );
     Ok(if received == events as u64 && full == 0 {
         0

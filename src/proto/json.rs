@@ -330,6 +330,7 @@ mod tests {
         ] {
             let got = raw_pointer(&r, p).map(|x| raw_value(x).unwrap());
             assert_eq!(got.as_ref(), v.pointer(p), "{p:?}");
+            assert_eq!(pointer(&v, p), v.pointer(p), "{p:?}");
         }
         // The text before the duplicate key is the first "data"; lookups see the last.
         assert_eq!(
