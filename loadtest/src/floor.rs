@@ -57,7 +57,7 @@ fn parse(args: &[String]) -> Result<Args> {
     if a.bytes < 8 || a.threads == 0 || a.readers == 0 || a.rate <= 0.0 {
         bail!("--bytes >= 8, --threads, --readers >= 1, --rate > 0");
     }
-    if a.targeted && (a.events % a.connections.max(1) != 0 || a.threads > 2) {
+    if a.targeted && (!a.events.is_multiple_of(a.connections.max(1)) || a.threads > 2) {
         bail!("--targeted: --events a multiple of --connections (each gets the same number), --threads 1 or 2");
     }
     if a.connections / a.readers > 19_000 {
