@@ -11,10 +11,45 @@
 //! schema; every other attribute goes into a `ce_` header (nested values as JSON text) and
 //! `content-type` is `avro/binary`.
 
+use crate::error::{Blame, Fault};
 use apache_avro::Schema;
 use serde_json::{Map, Value};
 
 pub const MEDIA_TYPE: &str = "avro/binary";
+
+/// Why a value could not be read or written with its schema.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AvroError {
+    #[error("shorter than the wire format's header")]
+    Short,
+    #[error("not a datum of its schema: {0}")]
+    NotDatum(String),
+    #[error("{0} bytes left after the datum")]
+    Trailing(usize),
+    #[error("no JSON for it: {0}")]
+    NoJson(String),
+    /// Producing: the event's data does not fit the subject's schema.
+    #[error("does not match the schema: {0}")]
+    Mismatch(String),
+    /// Producing: the resolved value could not be written.
+    #[error("cannot be written with the schema: {0}")]
+    Write(String),
+}
+
+impl Blame for AvroError {
+    fn fault(&self) -> Fault {
+        match self {
+            // A record that does not decode, or holds what JSON cannot (NaN): its producer.
+            AvroError::Short
+            | AvroError::NotDatum(_)
+            | AvroError::Trailing(_)
+            | AvroError::NoJson(_) => Fault::Upstream,
+            AvroError::Write(_) => Fault::Ours,
+            // The published event's data.
+            AvroError::Mismatch(_) => Fault::Client,
+        }
+    }
+}
 
 /// The schema id of a value in the wire format, if it is one.
 pub fn schema_id(value: &[u8]) -> Option<u32> {
@@ -37,30 +72,28 @@ pub fn record_schema_id(content_type: Option<&[u8]>, value: Option<&[u8]>) -> Op
 
 /// The datum of a wire-format value, as JSON. Bytes and fixed values become arrays of numbers
 /// (as RIG's JSON encoding of them), unions their branch's value.
-pub fn decode(schema: &Schema, value: &[u8]) -> Result<Value, String> {
-    let mut datum = value
-        .get(5..)
-        .ok_or("shorter than the wire format's header")?;
+pub fn decode(schema: &Schema, value: &[u8]) -> Result<Value, AvroError> {
+    let mut datum = value.get(5..).ok_or(AvroError::Short)?;
     let v = apache_avro::reader::datum::GenericDatumReader::builder(schema)
         .build()
         .and_then(|r| r.read_value(&mut datum))
-        .map_err(|e| format!("not a datum of its schema: {e}"))?;
+        .map_err(|e| AvroError::NotDatum(e.to_string()))?;
     if !datum.is_empty() {
-        return Err(format!("{} bytes left after the datum", datum.len()));
+        return Err(AvroError::Trailing(datum.len()));
     }
-    Value::try_from(v).map_err(|e| format!("no JSON for it: {e}"))
+    Value::try_from(v).map_err(|e| AvroError::NoJson(e.to_string()))
 }
 
 /// `json` encoded with `schema` (registry id `id`) in the wire format; the error says why the
 /// value does not fit.
-pub fn encode(schema: &Schema, id: u32, json: &Value) -> Result<Vec<u8>, String> {
+pub fn encode(schema: &Schema, id: u32, json: &Value) -> Result<Vec<u8>, AvroError> {
     let v = to_avro(json)
         .resolve(schema)
-        .map_err(|e| format!("does not match the schema: {e}"))?;
+        .map_err(|e| AvroError::Mismatch(e.to_string()))?;
     let datum = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
         .build()
         .and_then(|w| w.write_value_to_vec(v))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| AvroError::Write(e.to_string()))?;
     let mut out = Vec::with_capacity(5 + datum.len());
     out.push(0);
     out.extend_from_slice(&id.to_be_bytes());
@@ -131,8 +164,15 @@ mod tests {
             json!({"name": "joe", "age": 42, "nick": "j"})
         );
         let e = encode(&s, 7, &json!({"name": "joe"})).unwrap_err();
-        assert!(e.contains("does not match"), "{e}");
-        assert!(decode(&s, &bytes[..7]).is_err());
+        assert!(matches!(e, AvroError::Mismatch(_)), "{e}");
+        assert_eq!(e.fault(), Fault::Client);
+        let e = decode(&s, &bytes[..7]).unwrap_err();
+        assert!(matches!(e, AvroError::NotDatum(_)), "{e}");
+        assert_eq!(e.fault(), Fault::Upstream);
+        assert_eq!(decode(&s, &bytes[..3]), Err(AvroError::Short));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(decode(&s, &longer), Err(AvroError::Trailing(1)));
     }
 
     #[test]

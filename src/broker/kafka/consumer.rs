@@ -390,14 +390,12 @@ pub(super) fn to_event(
         None => view,
         Some(id) => {
             let decoded = match ctx.registry.as_ref() {
-                None => Err("an Avro record, and no KAFKA_SCHEMA_REGISTRY_HOST".to_string()),
+                None => Err(AvroRecordError::NoRegistry),
                 Some(r) => match r.get(id) {
-                    None => Err(format!(
-                        "Avro schema {id} is not available from the registry"
-                    )),
+                    None => Err(AvroRecordError::NoSchema(id)),
                     Some(schema) => {
                         crate::proto::avro::decode(&schema, view.value.unwrap_or_default())
-                            .map_err(|e| format!("Avro schema {id}: {e}"))
+                            .map_err(|e| AvroRecordError::Datum(id, e))
                     }
                 },
             };
@@ -431,7 +429,7 @@ pub(super) fn to_event(
                     stats.failed.inc();
                     if let Some(n) = bad_records.allow() {
                         tracing::warn!(topic = %view.topic, partition = view.partition, offset = view.offset, error = %e, suppressed = n,
-                            "record skipped");
+                            "record skipped (whose fault: {})", e.whose());
                     }
                     return None;
                 }
@@ -494,6 +492,28 @@ pub(super) async fn dispatch(ctx: &Ctx, events: Vec<Arc<Event>>) -> bool {
         ctx.metrics.unwanted.inc()
     })
     .await
+}
+
+/// Why an Avro record could not be read.
+#[derive(Debug, thiserror::Error)]
+enum AvroRecordError {
+    #[error("an Avro record, and no KAFKA_SCHEMA_REGISTRY_HOST")]
+    NoRegistry,
+    #[error("Avro schema {0} is not available from the registry")]
+    NoSchema(u32),
+    #[error("Avro schema {0}: {1}")]
+    Datum(u32, crate::proto::avro::AvroError),
+}
+
+impl AvroRecordError {
+    /// Who has to act, for the log line.
+    fn whose(&self) -> &'static str {
+        match self {
+            AvroRecordError::NoRegistry => "this gateway's configuration",
+            AvroRecordError::NoSchema(_) => "the schema registry",
+            AvroRecordError::Datum(..) => "the producer",
+        }
+    }
 }
 
 /// A control record as shards apply it (an API definition is compiled here, once).
