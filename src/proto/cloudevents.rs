@@ -1276,6 +1276,24 @@ mod tests {
     }
 
     #[test]
+    fn deep_data_is_passed_on_and_looked_up_without_overflow() {
+        // serde_json refuses a tree nested deeper than 128; skipping text has no such limit
+        // (it keeps a stack as long as the body, which the body limit bounds).
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        let body = format!(
+            r#"{{"specversion":"1.0","type":"t","source":"s","id":"1","data":{{"user":"u","deep":{deep}}}}}"#
+        );
+        let ev = parse_structured(body.as_bytes()).unwrap();
+        assert_eq!(ev.to_json(), body.as_bytes());
+        assert_eq!(ev.pointer("/data/user").as_deref(), Some(&json!("u")));
+        // Found as text; as a value it is what a tree cannot hold, so absent.
+        let inner = json::raw_pointer(&body, "/data/deep/0/0").unwrap();
+        assert_eq!(inner.len(), 2 * 99_998);
+        assert_eq!(ev.pointer("/data/deep"), None);
+        assert_eq!(json::Lookup::canonical_at(&ev, "/data/deep"), None);
+    }
+
+    #[test]
     fn to_json_has_no_newlines_even_for_pretty_input() {
         let body = b"{\n  \"specversion\": \"1.0\",\n  \"type\": \"t\",\n  \"source\": \"s\",\n  \"id\": \"1\",\n  \"data\": {\n    \"text\": \"line one\\nline two\\r\\n\"\n  }\n}\n";
         let ev = from_http(Some("application/cloudevents+json"), &hs(&[]), body).unwrap();

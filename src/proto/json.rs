@@ -5,9 +5,11 @@
 //! instructions a targeted publish cost (callgrind). Here a value is parsed only when asked
 //! for; what is skipped is still checked to be JSON (serde_json's `RawValue`).
 //!
-//! One difference from a full parse: a number is checked for syntax, not range, where it is
-//! skipped, so `1e400` inside `data` is accepted and passed on as it came (RFC 8259 sets no
-//! range; a full parse into f64 refuses it). Looked up, such a number is absent.
+//! Two differences from a full parse, both where text is skipped: a number is checked for
+//! syntax, not range, so `1e400` inside `data` is accepted and passed on as it came (RFC 8259
+//! sets no range; a full parse into f64 refuses it); and nesting is not limited to serde_json's
+//! 128 levels (skipping keeps a stack as long as the text, which the body limit bounds). Looked
+//! up, such a value is absent.
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
