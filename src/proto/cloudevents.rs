@@ -315,14 +315,13 @@ fn from_text(text: &str) -> Option<Result<CloudEvent, CeError>> {
             attrs.values[i] = Some(json::raw_value(raw)?);
         }
     }
-    let top = json::Index::of(text, &members);
     Some(validate(&attrs).map(|(spec, event_type, id)| CloudEvent {
         spec,
         event_type,
         id,
         body: Body::Text {
             text: text.into(),
-            top,
+            top: json::Index::of(text, &members),
         },
     }))
 }

@@ -57,11 +57,16 @@ fn element(v: &str, i: usize) -> Option<&str> {
 /// RFC 6901 resolution of `pointer` in the text `v`, the way [`pointer`] resolves it in the
 /// parsed value.
 pub fn raw_pointer<'a>(v: &'a str, pointer: &str) -> Option<&'a str> {
-    tokens(pointer)?.try_fold(v, |target, token| match target.as_bytes().first() {
+    tokens(pointer)?.try_fold(v, raw_step)
+}
+
+/// One reference token resolved in the text `target`.
+fn raw_step<'a>(target: &'a str, token: Cow<'_, str>) -> Option<&'a str> {
+    match target.as_bytes().first() {
         Some(b'{') => raw_member(target, &token),
         Some(b'[') => index(&token).and_then(|i| element(target, i)),
         _ => None,
-    })
+    }
 }
 
 /// `serde_json::Value::pointer` (RFC 6901) without its allocation per reference token: an
@@ -151,20 +156,11 @@ impl Index {
 
     /// [`raw_pointer`] in the indexed object `text`.
     pub fn pointer<'a>(&self, text: &'a str, pointer: &str) -> Option<&'a str> {
-        if pointer.is_empty() {
+        let mut tokens = tokens(pointer)?;
+        let Some(first) = tokens.next() else {
             return Some(text);
-        }
-        let rest = pointer.strip_prefix('/')?;
-        let (first, rest) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
         };
-        let first: Cow<str> = if first.contains('~') {
-            first.replace("~1", "/").replace("~0", "~").into()
-        } else {
-            first.into()
-        };
-        raw_pointer(self.get(text, &first)?, rest)
+        tokens.try_fold(self.get(text, &first)?, raw_step)
     }
 }
 
@@ -177,20 +173,10 @@ pub fn index(token: &str) -> Option<usize> {
     token.parse().ok()
 }
 
-/// The text `v` parsed. None only for a number beyond f64 (see the module's note).
+/// The text `v` parsed. None only for what a tree cannot hold: a number beyond f64, nesting
+/// past 128 levels (see the module's note).
 pub fn raw_value(v: &str) -> Option<Value> {
     serde_json::from_str(v).ok()
-}
-
-/// The text `v` as a string if it is one: borrowed when it holds no escapes.
-pub fn raw_string(text: &str) -> Option<Cow<'_, str>> {
-    if !text.starts_with('"') {
-        return None;
-    }
-    if !text.contains('\\') {
-        return Some(Cow::Borrowed(&text[1..text.len() - 1]));
-    }
-    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
 }
 
 /// [`canonical`] of the text `v` parsed. A string without escapes is already in that form
@@ -336,7 +322,7 @@ mod tests {
         }
         // The text before the duplicate key is the first "data"; lookups see the last.
         assert_eq!(
-            raw_string(raw_pointer(&r, "/data/user").unwrap()).unwrap(),
+            raw_value(raw_pointer(&r, "/data/user").unwrap()).unwrap(),
             "bob"
         );
     }
@@ -355,17 +341,15 @@ mod tests {
 
     #[test]
     fn strings_and_canonical_forms() {
-        let s = raw(r#""plain""#);
-        assert!(matches!(raw_string(&s), Some(Cow::Borrowed("plain"))));
+        // A string without escapes is its own canonical form; one with escapes is re-encoded.
+        assert_eq!(&*raw_canonical(&raw(r#""plain""#)).unwrap(), r#""plain""#);
         let e = raw(r#""a\nb\u00e9""#);
-        assert_eq!(raw_string(&e).unwrap(), "a\nb\u{e9}");
         assert_eq!(&*raw_canonical(&e).unwrap(), r#""a\nbé""#);
         assert_eq!(&*raw_canonical(&raw("1.50")).unwrap(), "1.5");
         assert_eq!(
             &*raw_canonical(&raw(r#"{ "b" : [1 , null] }"#)).unwrap(),
             r#"{"b":[1,null]}"#
         );
-        assert_eq!(raw_string(&raw("1")), None);
         assert_eq!(raw_canonical(&raw("1e400")), None);
     }
 
