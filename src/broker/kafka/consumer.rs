@@ -178,8 +178,9 @@ pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32) {
         // Another part of the node found Kafka unreachable: this reader may not have seen
         // an error of its own (rskafka retries a call across a reconnect), yet be talking to
         // a broker that came back without its log.
-        if ctx.metrics.outages() != outages {
-            outages = ctx.metrics.outages();
+        let seen = ctx.metrics.outages();
+        if seen != outages {
+            outages = seen;
             down_since.get_or_insert_with(Instant::now);
         }
         // Back after a failure: a broker that lost its log (restarted empty, or the topic
