@@ -62,9 +62,9 @@ impl LocalPart {
             tracked,
             partition,
             next: Cell::new(0),
-            // Told at once, so every shard's frontier names every partition from the start:
-            // an id without one would make a resume start there at the live position.
-            told: Cell::new(-1),
+            // Every shard's frontier names every partition at 0 from the start
+            // (`Sessions::with_log`): nothing to tell until something is published.
+            told: Cell::new(0),
         }
     }
 

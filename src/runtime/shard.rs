@@ -271,7 +271,13 @@ impl Shard {
                     metrics.clone(),
                 )
                 .with_interest(globals.interest.for_shard(id))
-                .with_resumable(globals.broker.is_some() || globals.local.is_some()),
+                .with_resumable(globals.broker.is_some() || globals.local.is_some())
+                .with_log(
+                    globals
+                        .local
+                        .as_ref()
+                        .map(|l| (&l.topic, globals.inbound.len())),
+                ),
             ),
             proxy: RefCell::new(crate::proxy::table::Table::new(&globals.cfg.proxy.apis)),
             parked: RefCell::new(Default::default()),

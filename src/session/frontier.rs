@@ -23,6 +23,16 @@ pub(super) struct Frontiers {
 }
 
 impl Frontiers {
+    /// Names partitions `0..n` of the node's own log at offset 0 before anything is published.
+    /// An id that does not name a partition resumes it at the live position, so a partition
+    /// left out of ids made before its first `Progress` reached this shard (shards start, and
+    /// tell, in no fixed order) would lose what it got while the client was away.
+    pub(super) fn name_log(&mut self, topic: &Arc<str>, n: usize) {
+        for p in 0..n {
+            self.raise(topic, p as i32, 0);
+        }
+    }
+
     pub(super) fn progress(&mut self, p: &Progress) {
         self.raise(&p.topic, p.partition, p.next);
     }
@@ -158,6 +168,19 @@ mod tests {
         let id = f.id(&c).unwrap();
         let r = resume::parse(&id).unwrap();
         assert_eq!((r.start("rig", 0), r.start("rig", 1)), (Some(5), Some(10)));
+    }
+
+    #[test]
+    fn ids_name_every_partition_of_the_nodes_log_before_any_progress() {
+        let t: Arc<str> = Arc::from("~0000abcd");
+        let mut f = Frontiers::default();
+        f.name_log(&t, 3);
+        let a = ev(&t, 0, 0);
+        let r = resume::parse(&f.id(&a).unwrap()).unwrap();
+        assert_eq!(
+            (r.start(&t, 0), r.start(&t, 1), r.start(&t, 2)),
+            (Some(1), Some(0), Some(0))
+        );
     }
 
     #[test]

@@ -229,6 +229,15 @@ impl Sessions {
         self
     }
 
+    /// The node's own log (`broker::local`) and its partitions, one per shard: ids name them
+    /// all from the first event on.
+    pub fn with_log(mut self, log: Option<(&Arc<str>, usize)>) -> Sessions {
+        if let Some((topic, partitions)) = log {
+            self.fr.name_log(topic, partitions);
+        }
+        self
+    }
+
     /// Sessions on the blacklist (the status page).
     pub fn blacklisted(&self) -> usize {
         self.blacklist.len()
