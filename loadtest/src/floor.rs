@@ -488,6 +488,11 @@ pub fn reader(args: &[String]) -> Result<i32> {
                         hist.saturating_record(lat.max(1));
                     }
                 }
+                // A short read drained the socket: the next recv would only fail with EAGAIN
+                // (level-triggered epoll reports it again when more comes).
+                if (r as usize) < buf.len() {
+                    break;
+                }
             }
         }
     }

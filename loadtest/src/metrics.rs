@@ -45,12 +45,12 @@ pub fn parse(text: &str) -> Totals {
 pub async fn scrape(addr: SocketAddr) -> Option<Totals> {
     let scratch = RefCell::new(vec![0u8; 16 * 1024]);
     let r = tokio::time::timeout(Duration::from_secs(5), async {
-        let s = net::connect(addr, None, false).await.ok()?;
+        let mut s = net::connect(addr, None, false).await.ok()?;
         // No `Connection: close`: we close first, so the TIME_WAIT stays on our side and the
         // server can be restarted on its port right away.
         let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
         net::write_all(&s, req.as_bytes()).await.ok()?;
-        let (head, body) = net::read_response(&s, &scratch, 8 << 20).await.ok()?;
+        let (head, body) = net::read_response(&mut s, &scratch, 8 << 20).await.ok()?;
         (head.status == 200).then(|| parse(&String::from_utf8_lossy(&body)))
     })
     .await;

@@ -169,7 +169,7 @@ async fn http_connection(
                     .with_context(|| format!("connect to {addr}"))?;
                 conn = Some(c);
             }
-            let c = conn.as_ref().expect("connected above");
+            let c = conn.as_mut().expect("connected above");
             let body = cloud_event(&s.event_type, seq, now_ns(), stream, to, s.payload_bytes);
             let mut req = format!(
                 "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/cloudevents+json\r\nContent-Length: {}\r\n\r\n",

@@ -681,7 +681,7 @@ async fn open(
     slow: bool,
     global: u64,
 ) -> Result<Opened> {
-    let stream = net::connect(sh.dst, src, slow)
+    let mut stream = net::connect(sh.dst, src, slow)
         .await
         .with_context(|| format!("connect from {src:?}"))?;
     match sh.cfg.scenario.transport {
@@ -689,7 +689,7 @@ async fn open(
             let req = request(sh, global, "Accept: text/event-stream\r\n");
             net::write_all(&stream, req.as_bytes()).await?;
             let mut buf = Vec::new();
-            let head = net::read_head(&stream, &sh.scratch, &mut buf).await?;
+            let head = net::read_head(&mut stream, &sh.scratch, &mut buf).await?;
             if head.status != 200 {
                 return Err(refused(head.status, &buf[head.len..]));
             }
@@ -707,7 +707,7 @@ async fn open(
             );
             net::write_all(&stream, req.as_bytes()).await?;
             let mut buf = Vec::new();
-            let head = net::read_head(&stream, &sh.scratch, &mut buf).await?;
+            let head = net::read_head(&mut stream, &sh.scratch, &mut buf).await?;
             if head.status != 101 {
                 return Err(refused(head.status, &buf[head.len..]));
             }
@@ -720,7 +720,7 @@ async fn open(
         Transport::Longpoll => {
             let req = request(sh, global, "");
             net::write_all(&stream, req.as_bytes()).await?;
-            let (head, body) = net::read_response(&stream, &sh.scratch, 1 << 20).await?;
+            let (head, body) = net::read_response(&mut stream, &sh.scratch, 1 << 20).await?;
             if head.status != 200 {
                 return Err(refused(head.status, &body));
             }
@@ -750,7 +750,7 @@ fn update_cookies(session: &mut LpSession, head: &proto::Head) {
 async fn read_sse(
     sh: &Shared,
     slot: usize,
-    stream: TcpStream,
+    mut stream: TcpStream,
     rest: Vec<u8>,
     chunked: bool,
 ) -> Result<()> {
@@ -769,7 +769,7 @@ async fn read_sse(
     feed(&rest).map_err(|e| anyhow!(e))?;
     drop(rest);
     loop {
-        match read_with(&stream, &sh.scratch, &mut feed).await? {
+        match read_with(&mut stream, &sh.scratch, &mut feed).await? {
             None => bail!("server closed the stream"),
             Some(Err(e)) => bail!(e),
             Some(Ok(())) => {}
@@ -777,7 +777,7 @@ async fn read_sse(
     }
 }
 
-async fn read_ws(sh: &Shared, slot: usize, stream: TcpStream, rest: Vec<u8>) -> Result<()> {
+async fn read_ws(sh: &Shared, slot: usize, mut stream: TcpStream, rest: Vec<u8>) -> Result<()> {
     let mut dec = WsDecoder::default();
     let mut out = WsOut::default();
     let mut feed = |bytes: &[u8], out: &mut WsOut| -> Result<(), String> {
@@ -794,7 +794,7 @@ async fn read_ws(sh: &Shared, slot: usize, stream: TcpStream, rest: Vec<u8>) -> 
         if out.closed {
             bail!("server closed the WebSocket");
         }
-        match read_with(&stream, &sh.scratch, |b| feed(b, &mut out)).await? {
+        match read_with(&mut stream, &sh.scratch, |b| feed(b, &mut out)).await? {
             None => bail!("server closed the connection"),
             Some(Err(e)) => bail!(e),
             Some(Ok(())) => {}
@@ -823,7 +823,7 @@ async fn long_poll(
         );
         let attempt = async {
             net::write_all(&stream, req.as_bytes()).await?;
-            net::read_response(&stream, &sh.scratch, 64 << 20).await
+            net::read_response(&mut stream, &sh.scratch, 64 << 20).await
         };
         let reconnect = match tokio::time::timeout(hold, attempt).await {
             Ok(Ok((head, body))) => {
