@@ -38,9 +38,72 @@ pub(super) struct Item {
     pub(super) events: u32,
 }
 
+/// The queued items: the oldest inline, the rest on the heap. At one event at a time a stream
+/// holds one item between `deliver` and the writer; inline it shares the session's cache lines,
+/// which a pass in slot order finds prefetched. In a heap ring it cost a cache miss per
+/// delivery (the ring was written in `deliver`, evicted by the other sessions' before the
+/// writer read it) and an allocation and a free. Invariant: `rest` is empty while `first` is.
+#[derive(Debug, Default)]
+pub(super) struct Items {
+    first: Option<Item>,
+    rest: VecDeque<Item>,
+}
+
+impl Items {
+    pub(super) fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    pub(super) fn push_back(&mut self, i: Item) {
+        if self.first.is_none() {
+            self.first = Some(i);
+        } else {
+            self.rest.push_back(i);
+        }
+    }
+
+    pub(super) fn pop_front(&mut self) -> Option<Item> {
+        let f = self.first.take()?;
+        self.first = self.rest.pop_front();
+        Some(f)
+    }
+
+    /// Inserts at `at` (at most `len()`).
+    fn insert(&mut self, at: usize, i: Item) {
+        if at == 0 {
+            if let Some(old) = self.first.replace(i) {
+                self.rest.push_front(old);
+            }
+        } else {
+            self.rest.insert(at - 1, i);
+        }
+    }
+
+    fn get_mut(&mut self, at: usize) -> Option<&mut Item> {
+        match at {
+            0 => self.first.as_mut(),
+            _ => self.rest.get_mut(at - 1),
+        }
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Item> {
+        self.first.iter().chain(self.rest.iter())
+    }
+
+    /// Empties the queue and gives its heap ring back: an idle connection keeps none (idle
+    /// memory per connection is what bounds a host).
+    fn release(&mut self) {
+        *self = Items::default();
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct OutQueue {
-    pub(super) items: VecDeque<Item>,
+    pub(super) items: Items,
     pub(super) bytes: usize,
     /// Events queued, which `queue_events` bounds (a batch frame holds several).
     pub(super) events: u32,
@@ -142,7 +205,7 @@ impl OutQueue {
                 match limits.sessions.slow_consumer {
                     SlowConsumer::Close => {
                         let lost = (self.events + events) as u64;
-                        self.items = VecDeque::new();
+                        self.items.release();
                         self.bytes = 0;
                         self.events = 0;
                         metrics.slow_consumer_closes[t as usize].inc();
@@ -191,10 +254,8 @@ impl OutQueue {
             bytes += i.frame.len();
             out.push(i.frame);
         }
-        // An idle connection keeps no ring at all (idle memory per connection is what bounds a
-        // host); the next event allocates a small one again.
         if self.items.is_empty() {
-            self.items = VecDeque::new();
+            self.items.release();
         }
     }
 

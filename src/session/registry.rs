@@ -196,6 +196,17 @@ pub fn stream_key(token: &Token) -> u64 {
     (u64::from(token.slot) << 32) | u64::from(token.gen)
 }
 
+/// Sorts slots so the slab is walked upwards. The index hands out slots in hash order, and the
+/// first touch of each session's 248 bytes was a cache miss: 70% of `deliver`'s and of
+/// `take_output`'s time in kafka-latency (10,000 sessions, one event at a time). Ascending
+/// addresses let the hardware prefetcher fetch ahead; `take_output` fell from 4.5% to 2.6% of
+/// the server's samples. Sorting costs a few nanoseconds per slot; a few slots are left alone.
+fn in_memory_order(slots: &mut [Slot]) {
+    if slots.len() >= 32 {
+        slots.sort_unstable();
+    }
+}
+
 impl Sessions {
     pub fn new(cfg: Arc<Config>, node: u32, shard: u16, metrics: Arc<ShardMetrics>) -> Sessions {
         Sessions {
@@ -655,6 +666,7 @@ impl Sessions {
     fn deliver_run(&mut self, evs: &[Arc<Event>]) -> usize {
         let mut targets = std::mem::take(&mut self.targets);
         targets.extend(self.index.all_of(&evs[0].event_type));
+        in_memory_order(&mut targets);
         let k = evs.len() as u32;
         // The SSE ids, each with the frontier before its event (runs exist only while no
         // session has a floor).
@@ -717,6 +729,7 @@ impl Sessions {
     pub fn deliver(&mut self, ev: &Event) -> usize {
         let mut targets = std::mem::take(&mut self.targets);
         self.index.targets(&ev.event_type, &ev.fields, &mut targets);
+        in_memory_order(&mut targets);
         let mut encoded: Encoded = Default::default();
         let min = self.cfg.tuning.sessions.ws_deflate_min_bytes;
         let mut n = 0;
@@ -932,6 +945,8 @@ impl Sessions {
             return Poll::Pending;
         }
         std::mem::swap(&mut self.dirty, into);
+        // Sessions were marked in the order events reached them: several events' runs.
+        in_memory_order(into);
         Poll::Ready(())
     }
 
