@@ -20,6 +20,7 @@ mod publish;
 mod report;
 mod run;
 mod scenario;
+mod streams;
 mod track;
 mod worker;
 

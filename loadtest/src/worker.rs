@@ -10,8 +10,9 @@
 //! every tracked connection has received OK events, at the deadline, or when stdin closes.
 
 use crate::net::{self, read_with};
-use crate::proto::{self, Chunked, SseScanner, WsDecoder, WsOut};
+use crate::proto::{self, WsDecoder, WsOut};
 use crate::scenario::{Transport, WorkerConfig};
+use crate::streams::{Reading, StreamSet};
 use crate::track::SeqTracker;
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
@@ -120,6 +121,8 @@ struct Shared {
     /// Tracked, open connections still short of `expected` (valid once it is set).
     waiting: Cell<u64>,
     errors: RefCell<BTreeMap<String, u64>>,
+    /// Open SSE streams, read by one task.
+    streams: StreamSet,
 }
 
 impl Shared {
@@ -379,8 +382,25 @@ async fn run(cfg: WorkerConfig, mut rx: mpsc::UnboundedReceiver<Cmd>) -> Result<
         expected: Cell::new(None),
         waiting: Cell::new(0),
         errors: RefCell::new(BTreeMap::new()),
+        streams: StreamSet::new()?,
         cfg,
     });
+    {
+        let sh = sh.clone();
+        tokio::task::spawn_local(async move {
+            let r = sh
+                .streams
+                .run(
+                    &sh.scratch,
+                    |slot, m, now| sh.deliver(slot, m, now),
+                    |slot, why| sh.closed(slot, Some(why)),
+                )
+                .await;
+            if let Err(e) = r {
+                sh.error(&e);
+            }
+        });
+    }
 
     // Open connections at the configured pace.
     {
@@ -494,6 +514,7 @@ fn churn_one(sh: &Rc<Shared>) {
         if let Some(a) = c.abort.take() {
             a.abort();
         }
+        sh.streams.remove(slot);
         c.churned = true;
         c.state = State::Closed;
         sh.churn_closed.set(sh.churn_closed.get() + 1);
@@ -601,9 +622,11 @@ async fn conn_task(
         return;
     }
     let end = match o {
-        Opened::Sse(stream, rest, chunked) => {
-            Box::pin(read_sse(&sh, slot, stream, rest, chunked)).await
-        }
+        Opened::Sse(stream, rest, chunked) => match hand_over(&sh, slot, stream, &rest, chunked) {
+            // The worker's stream set reads it from now on and reports its end.
+            Ok(()) => return,
+            Err(e) => Err(e),
+        },
         Opened::Ws(stream, rest) => Box::pin(read_ws(&sh, slot, stream, rest)).await,
         Opened::LongPoll(stream, session) => {
             Box::pin(long_poll(&sh, slot, stream, session, src, global)).await
@@ -747,34 +770,20 @@ fn update_cookies(session: &mut LpSession, head: &proto::Head) {
     }
 }
 
-async fn read_sse(
+/// Gives an open SSE stream to the worker's stream set, after the events that came with the
+/// response head.
+fn hand_over(
     sh: &Shared,
     slot: usize,
-    mut stream: TcpStream,
-    rest: Vec<u8>,
+    stream: TcpStream,
+    rest: &[u8],
     chunked: bool,
 ) -> Result<()> {
-    let mut ch = Chunked::default();
-    let mut sc = SseScanner::default();
-    let mut feed = |bytes: &[u8]| -> Result<(), String> {
-        let now = now_ns();
-        let mut f = |m| sh.deliver(slot, m, now);
-        if chunked {
-            ch.feed(bytes, |b| sc.feed(b, &mut f))
-        } else {
-            sc.feed(bytes, &mut f);
-            Ok(())
-        }
-    };
-    feed(&rest).map_err(|e| anyhow!(e))?;
-    drop(rest);
-    loop {
-        match read_with(&mut stream, &sh.scratch, &mut feed).await? {
-            None => bail!("server closed the stream"),
-            Some(Err(e)) => bail!(e),
-            Some(Ok(())) => {}
-        }
-    }
+    let mut r = Reading::new(stream.into_std()?, chunked);
+    let now = now_ns();
+    r.feed(rest, &mut |m| sh.deliver(slot, m, now))
+        .map_err(|e| anyhow!(e))?;
+    sh.streams.add(slot, r)
 }
 
 async fn read_ws(sh: &Shared, slot: usize, mut stream: TcpStream, rest: Vec<u8>) -> Result<()> {
