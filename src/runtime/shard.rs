@@ -326,9 +326,9 @@ impl Shard {
     /// told to come back. Returns once the event sits in every queue, not after it was
     /// delivered.
     pub async fn publish(&self, what: Control, shards: u64) -> Result<(), Busy> {
-        self.wait_for_writers(shards).await;
         self.room_in(shards)?;
         self.enqueue(what, shards).await;
+        self.wait_for_writers(shards).await;
         Ok(())
     }
 
@@ -380,11 +380,10 @@ impl Shard {
                 }
             };
         };
-        let _turn = self.publish_turn.acquire().await;
-        // Interest may change while the writers are waited for; the shards are chosen again
-        // after the event has its offset (see `broker::Positions`).
+        let turn = self.publish_turn.acquire().await;
+        // Interest may change before the event has its offset; the shards are chosen again
+        // after it (see `broker::Positions`).
         let guess = interest.shards_for(&event.event_type, &event.fields);
-        self.wait_for_writers(guess).await;
         self.room_in(guess)?;
         let event = part.append(log, event);
         let wanted = interest.shards_for(&event.event_type, &event.fields);
@@ -394,6 +393,8 @@ impl Shard {
         }
         self.enqueue(Control::Events(Arc::new(vec![event])), wanted)
             .await;
+        drop(turn);
+        self.wait_for_writers(wanted).await;
         Ok(())
     }
 
@@ -418,10 +419,13 @@ impl Shard {
         }
     }
 
-    /// Waits (bounded) while a shard the event goes to is behind on writing: its writer has
+    /// Waits (bounded) while a shard the event went to is behind on writing: its writer has
     /// been in one pass for longer than `sessions.max_write_lag_ms`. The publisher's answer is
     /// held meanwhile, as it would be by any server that writes before it answers, so events
-    /// arrive no faster than they can be delivered and each write carries more of them.
+    /// arrive no faster than they can be delivered and each write carries more of them. The
+    /// event itself is already queued: the sessions the current pass has not reached yet take
+    /// it in this pass. Holding it before queueing (as before) added up to a pass to its own
+    /// latency; (a) measured p99 180 ms that way.
     async fn wait_for_writers(&self, shards: u64) {
         let lag = self.cfg().tuning.sessions.max_write_lag_ms;
         if lag == 0 {
