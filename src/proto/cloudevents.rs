@@ -272,13 +272,14 @@ fn select_mode(content_type: Option<&str>, has_specversion: bool) -> Result<Mode
 }
 
 /// The media type of a Content-Type value: parameters dropped, lower-cased.
-fn media_type(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
+/// The media type, lower-cased; borrowed when it already is (every publish asks, twice).
+fn media_type(content_type: &str) -> std::borrow::Cow<'_, str> {
+    let t = content_type.split(';').next().unwrap_or("").trim();
+    if t.bytes().any(|b| b.is_ascii_uppercase()) {
+        t.to_ascii_lowercase().into()
+    } else {
+        t.into()
+    }
 }
 
 fn is_json_media(media: &str) -> bool {
@@ -466,7 +467,7 @@ fn validate_required(
         SpecVersion::V0_1 => {}
     }
     let event_type = required_str(obj, type_key, spec, origin)?;
-    Ok((event_type, id))
+    Ok((event_type.to_owned(), id.to_owned()))
 }
 
 /// CloudEvents 1.0 JSON format (section 3.1): binary data travels as `data_base64`, a Base64
@@ -495,15 +496,15 @@ fn validate_data(obj: &impl Attrs) -> Result<(), CeError> {
     Ok(())
 }
 
-fn required_str(
-    obj: &impl Attrs,
+fn required_str<'a>(
+    obj: &'a impl Attrs,
     key: &str,
     spec: SpecVersion,
     origin: Origin,
-) -> Result<String, CeError> {
+) -> Result<&'a str, CeError> {
     let v = spec.as_str();
     match (obj.attr(key), origin) {
-        (Some(Value::String(s)), _) if !s.is_empty() => Ok(s.clone()),
+        (Some(Value::String(s)), _) if !s.is_empty() => Ok(s),
         (None, Origin::Body) => Err(body_error(format!(
             "missing required attribute {key:?} (CloudEvents {v})"
         ))),

@@ -669,7 +669,11 @@ pub fn response(status: u16, headers: &[(&str, &str)], body: &[u8], keep_alive: 
         push_header(&mut out, name, value);
     }
     if !(100..200).contains(&status) && status != 204 {
-        push_header(&mut out, "content-length", &body.len().to_string());
+        push_header(
+            &mut out,
+            "content-length",
+            itoa::Buffer::new().format(body.len()),
+        );
     }
     if !keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
