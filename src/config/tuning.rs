@@ -132,8 +132,9 @@ pub struct Sessions {
     /// connection may hold; more is refused with 400.
     pub max_subscription_bytes: usize,
     /// How far a shard's writer may fall behind (its current pass over the sessions with
-    /// output has run this long) before new publishes wait for it: events then pile up into
-    /// fewer, larger writes instead of a backlog that only grows latency. 0 = never wait.
+    /// output has run this long) before publish answers wait for it (their events are queued
+    /// already): events then pile up into fewer, larger writes instead of a backlog that only
+    /// grows latency. 0 = never wait.
     pub max_write_lag_ms: u64,
     /// Events a reconnecting SSE client (`Last-Event-ID`) gets replayed at most: the newest
     /// ones; older ones it missed are announced by a `rig.replay_gap` event. Capped at half of
