@@ -66,14 +66,14 @@ fn start() -> Server {
         api,
     };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while get(api, "/health").is_none() {
+    while !get(api, "/health").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
         assert!(Instant::now() < deadline, "corebridge did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
     s
 }
 
-/// The status line of a plain GET, None if nothing answers.
+/// The whole answer (head and body) to a plain GET, None if nothing answers.
 fn get(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -84,7 +84,7 @@ fn get(port: u16, path: &str) -> Option<String> {
     .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
-    out.lines().next().map(str::to_owned)
+    Some(out)
 }
 
 /// Runs `scenario` (TOML with the server's ports filled in) and returns the exit status and
@@ -190,16 +190,7 @@ fn a_server_that_stops_delivering_makes_the_run_not_clean() {
 
 /// One sample of the metrics endpoint, summed over its series that start with `name`.
 fn metric(api: u16, name: &str) -> Option<f64> {
-    let mut s = TcpStream::connect(("127.0.0.1", api)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let vals: Vec<f64> = out
+    let vals: Vec<f64> = get(api, "/metrics")?
         .lines()
         .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
