@@ -146,8 +146,13 @@ impl StreamSet {
                         let Some(r) = open.get_mut(slot).and_then(Option::as_mut) else {
                             continue;
                         };
-                        if let Err(why) = read_ready(r, &mut buf, &mut |m, now| event(slot, m, now))
-                        {
+                        // The peer closed or failed: read on to the end of the stream, as no
+                        // further edge comes after the short read that takes the last data.
+                        let gone =
+                            e.events & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+                        let read =
+                            read_ready(r, &mut buf, gone != 0, &mut |m, now| event(slot, m, now));
+                        if let Err(why) = read {
                             open[slot] = None;
                             ended.push((slot, why));
                         }
@@ -159,6 +164,9 @@ impl StreamSet {
                 if (k as usize) < events.len() {
                     break;
                 }
+                // A full batch: let the worker's other tasks (connecting, churn, the parent's
+                // commands) run before the next.
+                tokio::task::yield_now().await;
             }
             guard.clear_ready();
         }
@@ -166,8 +174,13 @@ impl StreamSet {
 }
 
 /// Reads what `r`'s socket holds: until a short read (the socket is drained: one `recv` per
-/// event at a low rate) or EAGAIN.
-fn read_ready(r: &mut Reading, buf: &mut [u8], event: &mut impl FnMut(Marks, u64)) -> Result<()> {
+/// event at a low rate) or EAGAIN; with `to_end`, until the end of the stream.
+fn read_ready(
+    r: &mut Reading,
+    buf: &mut [u8],
+    to_end: bool,
+    event: &mut impl FnMut(Marks, u64),
+) -> Result<()> {
     loop {
         // SAFETY: reads into our buffer of the given length.
         let n = unsafe {
@@ -192,7 +205,7 @@ fn read_ready(r: &mut Reading, buf: &mut [u8], event: &mut impl FnMut(Marks, u64
         let now = crate::worker::now_ns();
         r.feed(&buf[..n as usize], &mut |m| event(m, now))
             .map_err(|e| anyhow!(e))?;
-        if (n as usize) < buf.len() {
+        if (n as usize) < buf.len() && !to_end {
             return Ok(());
         }
     }
