@@ -37,7 +37,8 @@ pub async fn run(shard: Rc<Shard>) {
     loop {
         future::poll_fn(|cx| shard.sessions.borrow_mut().poll_dirty(cx, &mut batch)).await;
         shard.writing(true);
-        let mut slice = Instant::now();
+        let started = Instant::now();
+        let mut slice = started;
         for (n, &slot) in batch.iter().enumerate() {
             write_one(&shard, slot, &mut frames, &mut scratch, &mut tail);
             if n % CHECK_EVERY == CHECK_EVERY - 1 && slice.elapsed() >= SLICE {
@@ -47,6 +48,9 @@ pub async fn run(shard: Rc<Shard>) {
                 slice = Instant::now();
             }
         }
+        let m = &shard.metrics;
+        m.writer_passes.inc();
+        m.writer_pass_us.add(started.elapsed().as_micros() as u64);
         batch.clear();
         if shard.sessions.borrow().nothing_dirty() {
             shard.writing(false);
@@ -126,6 +130,7 @@ fn write_one(
         tail,
     };
     // The socket write is a plain non-blocking syscall: no await while the registry is held.
+    shard.metrics.stream_writes.inc();
     let sent = match send_now(fd, &parts) {
         SendNow::All => Sent::All,
         SendNow::Partly(rest) => Sent::Partly(rest),

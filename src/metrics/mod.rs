@@ -86,6 +86,10 @@ pub struct ShardMetrics {
     pub resumed_events: Counter,
     /// SSE streams ended by the idle clean-up (`EVENTS_SSE_CLEANUP_*`).
     pub idle_closes: Counter,
+    /// The writer's passes, their wall time in microseconds, and its socket writes.
+    pub writer_passes: Counter,
+    pub writer_pass_us: Counter,
+    pub stream_writes: Counter,
     /// Connections refused because too many had not sent a request yet.
     pub pending_refused: Counter,
     /// TLS handshakes completed, and those that failed or timed out.
@@ -250,6 +254,28 @@ pub fn render(
         "{} {}",
         names::RESUMED_EVENTS.0,
         sum(shards, |s| s.resumed_events.get())
+    );
+
+    header(&mut o, names::WRITER_PASSES, "counter");
+    let _ = writeln!(
+        o,
+        "{} {}",
+        names::WRITER_PASSES.0,
+        sum(shards, |s| s.writer_passes.get())
+    );
+    header(&mut o, names::WRITER_PASS_SECONDS, "counter");
+    let _ = writeln!(
+        o,
+        "{} {}",
+        names::WRITER_PASS_SECONDS.0,
+        sum(shards, |s| s.writer_pass_us.get()) as f64 / 1e6
+    );
+    header(&mut o, names::STREAM_WRITES, "counter");
+    let _ = writeln!(
+        o,
+        "{} {}",
+        names::STREAM_WRITES.0,
+        sum(shards, |s| s.stream_writes.get())
     );
 
     header(&mut o, names::IDLE_CLOSES, "counter");

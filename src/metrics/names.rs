@@ -29,6 +29,18 @@ pub const EVENTS_UNWANTED: (&str, &str) = (
     "corebridge_events_unwanted_total",
     "Events no connection on this node subscribes to, dropped where they entered, by source.",
 );
+pub const WRITER_PASSES: (&str, &str) = (
+    "corebridge_writer_passes_total",
+    "Passes the shards' writers made over the streams with output to send.",
+);
+pub const WRITER_PASS_SECONDS: (&str, &str) = (
+    "corebridge_writer_pass_seconds_total",
+    "Wall time the shards' writers spent in passes, steps aside for the reactor included; divided by the passes, how long an event published during a pass may wait for it.",
+);
+pub const STREAM_WRITES: (&str, &str) = (
+    "corebridge_stream_writes_total",
+    "Socket writes to SSE and WebSocket streams; deliveries per write is how many events the writer sends together.",
+);
 pub const RESUMES: (&str, &str) = (
     "corebridge_resumes_total",
     "Connections opened with a Last-Event-ID (SSE) or last_event_id (WebSocket, long-poll), by result: replayed (nothing lost), gap (some events could not be replayed), failed (Kafka or Redis could not be read).",
