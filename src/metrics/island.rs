@@ -3,7 +3,7 @@
 //! mutex once (when a partition is first consumed) and then updated lock-free. Labels: topic
 //! and partition, bounded by the configured source topics.
 
-use super::{escape, header, names, Counter};
+use super::{escape, header, names, single, Counter};
 use crate::route::Control;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -100,8 +100,7 @@ impl IslandMetrics {
     }
 
     pub fn render(&self, o: &mut String) {
-        header(o, names::KAFKA_UP, "gauge");
-        let _ = writeln!(o, "{} {}", names::KAFKA_UP.0, self.up.get());
+        single(o, names::KAFKA_UP, "gauge", self.up.get());
         header(o, names::KAFKA_CONNECT_FAILURES, "counter");
         let _ = writeln!(
             o,
@@ -141,8 +140,7 @@ impl IslandMetrics {
                 s.lag.get()
             );
         }
-        header(o, names::KAFKA_PRODUCED, "counter");
-        let _ = writeln!(o, "{} {}", names::KAFKA_PRODUCED.0, self.produced.get());
+        single(o, names::KAFKA_PRODUCED, "counter", self.produced.get());
         header(o, names::KAFKA_PRODUCE_FAILED, "counter");
         let _ = writeln!(
             o,

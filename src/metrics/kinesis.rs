@@ -2,7 +2,7 @@
 //! per shard created once under a mutex). Labels: stream and shard, bounded by the configured
 //! streams and their shard counts.
 
-use super::{escape, header, Counter};
+use super::{escape, header, single, Counter};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
@@ -68,8 +68,7 @@ impl KinesisMetrics {
     }
 
     pub fn render(&self, o: &mut String) {
-        header(o, UP, "gauge");
-        let _ = writeln!(o, "{} {}", UP.0, self.up.get());
+        single(o, UP, "gauge", self.up.get());
         let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         for (m, f) in [
             (

@@ -136,8 +136,7 @@ pub(crate) fn escape(s: &str) -> String {
 
 /// Connections that have not sent a whole request yet (`http.max_pending_heads`).
 pub fn render_pending_heads(out: &mut String, n: usize) {
-    header(out, names::PENDING_HEADS, "gauge");
-    let _ = writeln!(out, "{} {n}", names::PENDING_HEADS.0);
+    single(out, names::PENDING_HEADS, "gauge", n);
 }
 
 /// Per shard: busy time and inbound queue depth (which core is the limit).
@@ -159,14 +158,18 @@ pub fn render_shards(out: &mut String, busy_us: &[u64], inbound: &[usize]) {
 
 /// The node's replay ring (see `broker::Recent`).
 pub fn render_ring(out: &mut String, events: usize, bytes: usize) {
-    header(out, names::RESUME_RING_EVENTS, "gauge");
-    let _ = writeln!(out, "{} {events}", names::RESUME_RING_EVENTS.0);
-    header(out, names::RESUME_RING_BYTES, "gauge");
-    let _ = writeln!(out, "{} {bytes}", names::RESUME_RING_BYTES.0);
+    single(out, names::RESUME_RING_EVENTS, "gauge", events);
+    single(out, names::RESUME_RING_BYTES, "gauge", bytes);
 }
 
 pub(crate) fn header(out: &mut String, (name, help): (&str, &str), kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A metric without labels: its header and its one sample.
+pub(crate) fn single(out: &mut String, m: (&str, &str), kind: &str, value: impl std::fmt::Display) {
+    header(out, m, kind);
+    let _ = writeln!(out, "{} {value}", m.0);
 }
 
 /// Prometheus text exposition format 0.0.4.
@@ -183,8 +186,7 @@ pub fn render(
         names::BUILD_INFO.0,
         env!("CARGO_PKG_VERSION")
     );
-    header(&mut o, names::SHARDS, "gauge");
-    let _ = writeln!(o, "{} {}", names::SHARDS.0, shards.len());
+    single(&mut o, names::SHARDS, "gauge", shards.len());
 
     let per_transport =
         |o: &mut String, m: (&str, &str), kind: &str, f: &dyn Fn(&ShardMetrics, usize) -> u64| {
@@ -248,58 +250,51 @@ pub fn render(
         let v = sum(shards, |s| s.resumes[i].get());
         let _ = writeln!(o, "{}{{result=\"{r}\"}} {v}", names::RESUMES.0);
     }
-    header(&mut o, names::RESUMED_EVENTS, "counter");
-    let _ = writeln!(
-        o,
-        "{} {}",
-        names::RESUMED_EVENTS.0,
-        sum(shards, |s| s.resumed_events.get())
+    single(
+        &mut o,
+        names::RESUMED_EVENTS,
+        "counter",
+        sum(shards, |s| s.resumed_events.get()),
     );
 
-    header(&mut o, names::WRITER_PASSES, "counter");
-    let _ = writeln!(
-        o,
-        "{} {}",
-        names::WRITER_PASSES.0,
-        sum(shards, |s| s.writer_passes.get())
+    single(
+        &mut o,
+        names::WRITER_PASSES,
+        "counter",
+        sum(shards, |s| s.writer_passes.get()),
     );
-    header(&mut o, names::WRITER_PASS_SECONDS, "counter");
-    let _ = writeln!(
-        o,
-        "{} {}",
-        names::WRITER_PASS_SECONDS.0,
-        sum(shards, |s| s.writer_pass_us.get()) as f64 / 1e6
+    single(
+        &mut o,
+        names::WRITER_PASS_SECONDS,
+        "counter",
+        sum(shards, |s| s.writer_pass_us.get()) as f64 / 1e6,
     );
-    header(&mut o, names::STREAM_WRITES, "counter");
-    let _ = writeln!(
-        o,
-        "{} {}",
-        names::STREAM_WRITES.0,
-        sum(shards, |s| s.stream_writes.get())
+    single(
+        &mut o,
+        names::STREAM_WRITES,
+        "counter",
+        sum(shards, |s| s.stream_writes.get()),
     );
 
-    header(&mut o, names::IDLE_CLOSES, "counter");
-    let _ = writeln!(
-        o,
-        "{} {}",
-        names::IDLE_CLOSES.0,
-        sum(shards, |s| s.idle_closes.get())
+    single(
+        &mut o,
+        names::IDLE_CLOSES,
+        "counter",
+        sum(shards, |s| s.idle_closes.get()),
     );
 
-    header(&mut o, names::PENDING_REFUSED, "counter");
-    let _ = writeln!(
-        o,
-        "{} {}",
-        names::PENDING_REFUSED.0,
-        sum(shards, |s| s.pending_refused.get())
+    single(
+        &mut o,
+        names::PENDING_REFUSED,
+        "counter",
+        sum(shards, |s| s.pending_refused.get()),
     );
 
-    header(&mut o, names::ADDRESS_REFUSED, "counter");
-    let _ = writeln!(
-        o,
-        "{} {}",
-        names::ADDRESS_REFUSED.0,
-        sum(shards, |s| s.address_refused.get())
+    single(
+        &mut o,
+        names::ADDRESS_REFUSED,
+        "counter",
+        sum(shards, |s| s.address_refused.get()),
     );
 
     header(&mut o, names::TLS_HANDSHAKES, "counter");
@@ -312,12 +307,11 @@ pub fn render(
         sum(shards, |s| s.tls_failures.get())
     );
 
-    header(&mut o, names::SUBSCRIPTIONS, "gauge");
-    let _ = writeln!(
-        o,
-        "{} {}",
-        names::SUBSCRIPTIONS.0,
-        sum(shards, |s| s.subscriptions.get()) as i64
+    single(
+        &mut o,
+        names::SUBSCRIPTIONS,
+        "gauge",
+        sum(shards, |s| s.subscriptions.get()) as i64,
     );
 
     header(&mut o, names::HTTP_RESPONSES, "counter");

@@ -1,7 +1,7 @@
 //! The clickstream router's probes (one process, its own Prometheus page on `ER_SERVER_PORT`).
 //! Labels: the integration's topic (bounded by the registry's integrations) and partition.
 
-use super::{escape, header, Counter};
+use super::{escape, header, single, Counter};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
@@ -102,8 +102,7 @@ impl RouterMetrics {
             (TO_RETRY_TOPIC, &self.to_retry_topic),
             (TO_S3, &self.to_s3),
         ] {
-            header(&mut o, m, "counter");
-            let _ = writeln!(o, "{} {}", m.0, c.get());
+            single(&mut o, m, "counter", c.get());
         }
         header(&mut o, CACHE, "counter");
         for (r, c) in [
@@ -131,8 +130,7 @@ impl RouterMetrics {
             self.lookup_sum_us.get() as f64 / 1e6
         );
         let _ = writeln!(o, "{}_count {n}", LOOKUP.0);
-        header(&mut o, IN_FLIGHT, "gauge");
-        let _ = writeln!(o, "{} {}", IN_FLIGHT.0, self.in_flight.get());
+        single(&mut o, IN_FLIGHT, "gauge", self.in_flight.get());
         header(&mut o, LAG, "gauge");
         for ((t, p), l) in self.lag.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(
