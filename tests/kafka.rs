@@ -46,11 +46,7 @@ fn metrics(srv: &Server) -> String {
 }
 
 fn metric(srv: &Server, line_prefix: &str) -> Option<f64> {
-    metrics(srv)
-        .lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    metric_value(&metrics(srv), line_prefix)
 }
 
 fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {

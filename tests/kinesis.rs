@@ -44,12 +44,10 @@ fn ws_open(
 }
 
 fn metric(api: u16, line_prefix: &str) -> Option<f64> {
-    request(api, "GET", "/metrics", &[], b"")
-        .text()
-        .lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    metric_value(
+        &request(api, "GET", "/metrics", &[], b"").text(),
+        line_prefix,
+    )
 }
 
 #[test]

@@ -43,10 +43,8 @@ fn metrics_count_and_pass_promtool() {
     }
     // Each of the 18 deliveries went out in some write, at most one write each; every write
     // was in a pass, which took some time.
-    let value = |name: &str| -> f64 {
-        let line = text.lines().find(|l| l.starts_with(&format!("{name} ")));
-        line.and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    let value = |name: &str| {
+        metric_value(&text, &format!("{name} ")).unwrap_or_else(|| panic!("no {name} in\n{text}"))
     };
     let writes = value("corebridge_stream_writes_total");
     assert!((1.0..=18.0 + 6.0).contains(&writes), "{writes} writes");

@@ -268,11 +268,10 @@ fn assert_once(got: &[u64], want: HashSet<u64>) {
 }
 
 fn metric(srv: &Server, line_prefix: &str) -> Option<f64> {
-    request(srv.api, "GET", "/metrics", &[], b"")
-        .text()
-        .lines()
-        .find_map(|l| l.strip_prefix(line_prefix))
-        .and_then(|v| v.trim().parse().ok())
+    metric_value(
+        &request(srv.api, "GET", "/metrics", &[], b"").text(),
+        line_prefix,
+    )
 }
 
 #[test]

@@ -11,11 +11,7 @@ use std::time::{Duration, Instant};
 
 fn metric(srv: &Server, line_prefix: &str) -> u64 {
     let text = request(srv.api, "GET", "/metrics", &[], b"").text();
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {line_prefix} in\n{text}"))
+    metric_value(&text, line_prefix).unwrap_or_else(|| panic!("no {line_prefix} in\n{text}")) as u64
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -285,6 +285,15 @@ pub fn request(
     raw(port, &bytes)
 }
 
+/// The value of the first line of a `/metrics` text that starts with `line_prefix` (a name,
+/// with its labels for one series).
+pub fn metric_value(text: &str, line_prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 pub fn publish(port: u16, event: &serde_json::Value) -> Response {
     request(
         port,
