@@ -8,6 +8,7 @@
 use crate::proto::{Chunked, Marks, SseScanner};
 use anyhow::{anyhow, Result};
 use std::cell::RefCell;
+use std::io::Read;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use tokio::io::unix::AsyncFd;
@@ -99,13 +100,12 @@ impl StreamSet {
         Ok(())
     }
 
-    /// Closes `slot`'s stream (churn). Closing the socket takes it out of the epoll set.
-    pub fn remove(&self, slot: usize) -> bool {
-        self.open
-            .borrow_mut()
-            .get_mut(slot)
-            .and_then(Option::take)
-            .is_some()
+    /// Closes `slot`'s stream, if it is open here (churn). Closing the socket takes it out of
+    /// the epoll set.
+    pub fn remove(&self, slot: usize) {
+        if let Some(r) = self.open.borrow_mut().get_mut(slot) {
+            *r = None;
+        }
     }
 
     /// Reads every stream as it gets input, for ever: `event(slot, marks, now_ns)` per event,
@@ -173,7 +173,7 @@ impl StreamSet {
     }
 }
 
-/// Reads what `r`'s socket holds: until a short read (the socket is drained: one `recv` per
+/// Reads what `r`'s socket holds: until a short read (the socket is drained: one read per
 /// event at a low rate) or EAGAIN; with `to_end`, until the end of the stream.
 fn read_ready(
     r: &mut Reading,
@@ -182,30 +182,18 @@ fn read_ready(
     event: &mut impl FnMut(Marks, u64),
 ) -> Result<()> {
     loop {
-        // SAFETY: reads into our buffer of the given length.
-        let n = unsafe {
-            libc::recv(
-                r.stream.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
+        // A plain read(2): the socket is non-blocking.
+        let n = match r.stream.read(buf) {
+            Ok(0) => return Err(anyhow!("server closed the stream")),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
         };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            return match e.kind() {
-                std::io::ErrorKind::WouldBlock => Ok(()),
-                std::io::ErrorKind::Interrupted => continue,
-                _ => Err(e.into()),
-            };
-        }
-        if n == 0 {
-            return Err(anyhow!("server closed the stream"));
-        }
         let now = crate::worker::now_ns();
-        r.feed(&buf[..n as usize], &mut |m| event(m, now))
+        r.feed(&buf[..n], &mut |m| event(m, now))
             .map_err(|e| anyhow!(e))?;
-        if (n as usize) < buf.len() && !to_end {
+        if n < buf.len() && !to_end {
             return Ok(());
         }
     }
