@@ -226,6 +226,106 @@ fn ids_too_old_or_foreign_get_a_gap_event_first() {
     assert_eq!(numbers(&got), vec![11]);
 }
 
+/// Produces `{"data": {"i": i}}` of type r.event to `topic` with an independent client.
+fn produce(broker: &str, topic: &str, i: u64) {
+    let ev = ce("r.event", json!({"i": i})).to_string();
+    common::kafka::py(broker, &["produce", topic, &ev]).unwrap();
+}
+
+/// Waits until `srv` reads partition 0 of each of `topics`.
+fn wait_reading(srv: &Server, topics: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = request(srv.api, "GET", "/metrics", &[], b"").text();
+        if topics.iter().all(|t| {
+            m.contains(&format!(
+                "corebridge_kafka_consumer_lag{{topic=\"{t}\",partition=\"0\"}}"
+            ))
+        }) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "node never read {topics:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn base36(mut n: u64) -> String {
+    let mut out = Vec::new();
+    while n > 0 {
+        out.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize]);
+        n /= 36;
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap()
+}
+
+/// The client's node did not read topic b (a node started before b was added to its sources),
+/// so its id does not name b. On a node that reads b, the resume brings what b got after the
+/// client's last event, not what it had before, and announces no gap. An id whose time is
+/// after every record of b gets nothing from it.
+#[test]
+fn a_partition_the_id_does_not_name_resumes_from_the_ids_time() {
+    let broker = broker_up(SHARED_PORT);
+    let n = fastrand::u32(..);
+    let (ta, tb) = (format!("resume-na-{n:x}"), format!("resume-nb-{n:x}"));
+    create(&broker, &ta, 1);
+    create(&broker, &tb, 1);
+    let refresh = ("CB_KAFKA_TOPIC_REFRESH_MS", "300");
+    let one = Server::start_with(
+        2,
+        "",
+        &[
+            ("KAFKA_BROKERS", &broker),
+            ("KAFKA_SOURCE_TOPICS", &ta),
+            refresh,
+        ],
+    );
+    wait_reading(&one, &[&ta]);
+    produce(&broker, &tb, 100);
+    let mut c = connect(one.inbound, None);
+    std::thread::sleep(Duration::from_millis(50));
+    produce(&broker, &ta, 0);
+    let got = take(&mut c, 1, Duration::from_secs(20));
+    assert_eq!(numbers(&got), vec![0], "{got:?}");
+    let last = got[0].2.clone();
+    drop(c);
+    std::thread::sleep(Duration::from_millis(50));
+    produce(&broker, &tb, 101);
+
+    let both = format!("{ta},{tb}");
+    let two = Server::start_with(
+        2,
+        "",
+        &[
+            ("KAFKA_BROKERS", &broker),
+            ("KAFKA_SOURCE_TOPICS", &both),
+            refresh,
+        ],
+    );
+    wait_reading(&two, &[&ta, &tb]);
+    let mut c = connect(two.inbound, Some(&last));
+    let got = take(&mut c, 4, Duration::from_secs(5));
+    assert!(got.iter().all(|(t, _, _)| t != "rig.replay_gap"), "{got:?}");
+    assert_eq!(numbers(&got), vec![101], "{last}: {got:?}");
+    drop(c);
+
+    let (head, _) = last.rsplit_once(';').unwrap();
+    let later = format!(
+        "{head};{}",
+        base36(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+                + 60_000
+        )
+    );
+    let mut c = connect(two.inbound, Some(&later));
+    let got = take(&mut c, 3, Duration::from_secs(3));
+    assert!(got.iter().all(|(t, _, _)| t != "rig.replay_gap"), "{got:?}");
+    assert!(numbers(&got).is_empty(), "{later}: {got:?}");
+}
+
 // Without Kafka: HTTP publishes are kept in the node's ring (and in Redis when configured).
 
 const REDIS_PORT: &str = "6391";

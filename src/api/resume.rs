@@ -8,7 +8,8 @@
 //! open: register the subscriptions' interest ─> read the island's positions (live starts
 //!       there) ─> first ids carry the client's frontier (from its id)
 //! replay: for each partition where the client is behind the live start, the island reads
-//!       [client, live) back from Kafka, filtered by the subscriptions, bounded
+//!       [client, live) back from Kafka (a partition the id does not name: from its first
+//!       record at or after the id's time), filtered by the subscriptions, bounded
 //!       (`sessions.resume_max_events`, `sessions.resume_max_age_s`, half the queue bytes)
 //!       ─> put in front of what arrived live meanwhile, before the socket is attached
 //! ```
@@ -174,16 +175,29 @@ pub(super) async fn replay(
         .keys()
         .filter(|k| !known.contains(k))
         .count();
+    // A partition the id does not name brought the client nothing (its node learned of it
+    // after the id was made): what it got since the id's time is read back, instead of being
+    // lost to a start at the live position.
     let ranges: Vec<ReplayRange> = start
         .live
         .iter()
         .filter_map(|(k, to)| {
-            let from = *start.first.get(k)?;
+            let since_ms = parsed
+                .start(&k.0, k.1)
+                .is_none()
+                .then_some(parsed.since_ms)
+                .flatten();
+            let from = if since_ms.is_some() {
+                0
+            } else {
+                *start.first.get(k)?
+            };
             (from < *to).then(|| ReplayRange {
                 topic: k.0.clone(),
                 partition: k.1,
                 from,
                 to: *to,
+                since_ms,
             })
         })
         .collect();

@@ -451,6 +451,9 @@ pub struct ReplayRange {
     pub partition: i32,
     pub from: i64,
     pub to: i64,
+    /// A partition the client's id does not name: `from` is its first record at or after this
+    /// time (ms), looked up by the island.
+    pub since_ms: Option<i64>,
 }
 
 /// What a resuming connection missed, read back from Kafka.

@@ -11,6 +11,12 @@
 //! (FNV-1a 32, so ids stay short whatever the names), then its partitions' offsets in base 36
 //! by partition number, `_` for a partition not known. The event's own partition may be behind
 //! in FRONTIER: the event's offset + 1 counts for it.
+//!
+//! The id ends with `;SINCE`, a time in base-36 milliseconds: the event's record timestamp (or
+//! the moment a RIG event's id was made). A partition the id does not name at all (its node
+//! learned of it later: a reader that started late, a topic or partition added, a node reading
+//! more topics) brought the client nothing before SINCE; the resume reads it from SINCE on.
+//! Ids without SINCE (an older build's) resume such partitions at the live position.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -82,6 +88,9 @@ pub struct ResumeId {
     pub offset: i64,
     /// (topic hash, partition) -> next offset.
     pub frontier: BTreeMap<(u32, i32), i64>,
+    /// SINCE: partitions the id does not name are resumed from their first record at or
+    /// after this time (ms since the epoch).
+    pub since_ms: Option<i64>,
 }
 
 impl ResumeId {
@@ -99,13 +108,23 @@ impl ResumeId {
 /// can resume: no position of its own, only the frontier.
 pub const NO_POSITION: &str = "@";
 
-/// The id of such an event carrying exactly the frontier `f`: `@;FRONTIER`.
-pub fn frontier_id(f: &Frontier) -> String {
+/// The id of such an event carrying exactly the frontier `f`, made at `now_ms`:
+/// `@;FRONTIER;SINCE`.
+pub fn frontier_id(f: &Frontier, now_ms: i64) -> String {
     let mut id = String::with_capacity(64);
     id.push_str(NO_POSITION);
     id.push(';');
     encode_frontier(f, &mut id);
+    push_since(now_ms, &mut id);
     id
+}
+
+/// Appends `;SINCE` (nothing for a negative time: a record without a timestamp).
+pub fn push_since(ms: i64, out: &mut String) {
+    if ms >= 0 {
+        out.push(';');
+        base36(ms as u64, out);
+    }
 }
 
 /// Merges two frontiers (the larger offset of each partition) into FRONTIER.
@@ -118,14 +137,26 @@ pub fn encode_merged(a: &Frontier, b: &Frontier, out: &mut String) {
     encode_frontier(&m, out);
 }
 
-/// Parses `topic/partition/offset[;FRONTIER]` or `@;FRONTIER`; None for anything else (an
-/// HTTP-published event's id, another system's id). Bounded: an id longer than 64 KiB is
-/// refused.
+/// Parses `topic/partition/offset[;FRONTIER[;SINCE]]` or `@;FRONTIER[;SINCE]`; None for
+/// anything else (an HTTP-published event's id, another system's id). Bounded: an id longer
+/// than 64 KiB is refused.
 pub fn parse(id: &str) -> Option<ResumeId> {
     if id.len() > 64 * 1024 {
         return None;
     }
-    let (pos, frontier) = id.split_once(';').unwrap_or((id, ""));
+    let (pos, rest) = id.split_once(';').unwrap_or((id, ""));
+    let (frontier, since_ms) = match rest.split_once(';') {
+        None => (rest, None),
+        Some((f, since)) => {
+            if since.is_empty() || since.len() > 13 {
+                return None;
+            }
+            (
+                f,
+                Some(i64::from_str_radix(since, 36).ok().filter(|t| *t >= 0)?),
+            )
+        }
+    };
     let (topic, partition, offset) = if pos == NO_POSITION {
         if !id.contains(';') {
             return None;
@@ -167,6 +198,7 @@ pub fn parse(id: &str) -> Option<ResumeId> {
         partition,
         offset,
         frontier: map,
+        since_ms,
     })
 }
 
@@ -192,6 +224,13 @@ mod tests {
         assert_eq!(r.start("rig", 3), None);
         assert_eq!(r.start("other", 0), Some(0));
         assert!(id.contains(".10"), "base 36: {id}");
+        assert_eq!(r.since_ms, None, "an older build's id");
+        push_since(1_764_600_000_123, &mut id);
+        let r = parse(&id).unwrap();
+        assert_eq!(r.since_ms, Some(1_764_600_000_123));
+        assert_eq!(r.start("rig", 2), Some(36));
+        let r = parse(&frontier_id(&f, 36)).unwrap();
+        assert_eq!((r.since_ms, r.start("other", 0)), (Some(36), Some(0)));
     }
 
     #[test]
@@ -205,6 +244,10 @@ mod tests {
             "rig/1/2;zz:1",
             "rig/1/2;0000000g:1",
             "rig/-1/2",
+            "rig/1/2;;",
+            "rig/1/2;;-5",
+            "@;;x!",
+            "@;;zzzzzzzzzzzzzz",
         ] {
             assert!(parse(bad).is_none(), "{bad}");
         }

@@ -65,10 +65,10 @@ impl Frontiers {
             self.cache_ok = true;
             self.stale = None;
         }
-        Some(format!(
-            "{}/{}/{};{}",
-            pos.topic, pos.partition, pos.offset, self.cache
-        ))
+        let mut id = position_id(pos);
+        id.push_str(&self.cache);
+        resume::push_since(pos.timestamp_ms, &mut id);
+        Some(id)
     }
 
     /// After `e` went to every connection that takes it.
@@ -80,7 +80,8 @@ impl Frontiers {
 
     /// The id of `e` (or of a RIG event, `e` None) for a connection with `floor`.
     pub(super) fn id_with_floor(&self, e: Option<&Event>, floor: &Frontier) -> String {
-        let mut id = match e.and_then(|e| e.pos.as_ref()) {
+        let pos = e.and_then(|e| e.pos.as_ref());
+        let mut id = match pos {
             Some(pos) => position_id(pos),
             None => {
                 let mut id = String::with_capacity(64);
@@ -90,6 +91,11 @@ impl Frontiers {
             }
         };
         resume::encode_merged(&self.shard, floor, &mut id);
+        let since = pos.map_or_else(
+            || crate::auth::blacklist::now_ms() as i64,
+            |p| p.timestamp_ms,
+        );
+        resume::push_since(since, &mut id);
         id
     }
 
@@ -139,7 +145,7 @@ mod tests {
                 topic: topic.clone(),
                 partition,
                 offset,
-                timestamp_ms: 0,
+                timestamp_ms: 1_700_000_000_000 + offset,
             }),
         }
     }
@@ -168,6 +174,9 @@ mod tests {
         let id = f.id(&c).unwrap();
         let r = resume::parse(&id).unwrap();
         assert_eq!((r.start("rig", 0), r.start("rig", 1)), (Some(5), Some(10)));
+        // Partitions the id does not name are resumed from the event's time.
+        assert_eq!(r.start("rig", 2), None);
+        assert_eq!(r.since_ms, Some(1_700_000_000_009));
     }
 
     #[test]
@@ -193,8 +202,12 @@ mod tests {
         assert!(!Frontiers::below(&ev(&t, 1, 0), &floor));
         let mut f = Frontiers::default();
         assert!(!f.passed(&floor));
-        let id = f.id_with_floor(None, &floor);
-        assert_eq!(resume::parse(&id).unwrap().start("rig", 0), Some(10));
+        let before = crate::auth::blacklist::now_ms() as i64;
+        let r = resume::parse(&f.id_with_floor(None, &floor)).unwrap();
+        assert_eq!(r.start("rig", 0), Some(10));
+        assert!(r.since_ms.is_some_and(|t| t >= before), "{r:?}");
+        let r = resume::parse(&f.id_with_floor(Some(&ev(&t, 0, 12)), &floor)).unwrap();
+        assert_eq!(r.since_ms, Some(1_700_000_000_012));
         f.advance(&ev(&t, 0, 9));
         assert!(f.passed(&floor));
     }

@@ -353,7 +353,7 @@ impl Sessions {
         // The first ids carry exactly where the client stands (a replay may follow them).
         let first_id = started
             .as_ref()
-            .map(|st| crate::proto::resume::frontier_id(&st.first));
+            .map(|st| crate::proto::resume::frontier_id(&st.first, now_ms() as i64));
         #[derive(serde::Serialize)]
         struct Created {
             connection_token: String,
@@ -437,7 +437,7 @@ impl Sessions {
         let min = self.cfg.tuning.sessions.ws_deflate_min_bytes;
         let mut frames = Vec::with_capacity(replay.len() + 1);
         if let Some(ce) = lead {
-            let id = crate::proto::resume::frontier_id(&from);
+            let id = crate::proto::resume::frontier_id(&from, now_ms() as i64);
             let mut out = Vec::new();
             let json = ce.to_json();
             Self::encode_parts(
@@ -456,6 +456,7 @@ impl Sessions {
             let Some(pos) = &e.pos else { continue };
             let mut id = super::frontier::position_id(pos);
             crate::proto::resume::encode_frontier(&from, &mut id);
+            crate::proto::resume::push_since(pos.timestamp_ms, &mut id);
             from.insert((pos.topic.clone(), pos.partition), pos.offset + 1);
             let mut out = Vec::new();
             Self::encode_variant(&mut self.deflater, min, v, &id, e, &mut out);
