@@ -221,6 +221,41 @@ fn regex_source_picks_up_a_topic_created_later() {
     assert_eq!(sse.next_event()["id"], "x");
 }
 
+/// With `CB_KAFKA_START_OFFSET=latest`, a topic created while the node runs is still read from
+/// its start: a record written before the node's next listing found the topic is delivered.
+#[test]
+fn a_topic_created_later_is_read_from_its_start_even_with_latest() {
+    let broker = broker_up(SHARED_PORT);
+    let base = topic("re-latest");
+    let first = format!("{base}-first");
+    create(&broker, &first, 1);
+    let pattern = format!("{base}-.*");
+    let srv = node(
+        &broker,
+        &[
+            ("KAFKA_SOURCE_TOPICS", &pattern),
+            ("CB_KAFKA_START_OFFSET", "latest"),
+            ("CB_KAFKA_TOPIC_REFRESH_MS", "4000"),
+            ("CB_KAFKA_PUBLISH_TOPIC", &first),
+        ],
+    );
+    // The node has listed once: it reads the topic that was there.
+    wait_consuming(&srv, &first, 1);
+    let mut sse = SseClient::connect(srv.inbound, Some(r#"[{"eventType":"late"}]"#));
+    let ev = json!({"specversion":"1.0","type":"late","source":"py","id":"early"}).to_string();
+    // The record must be written before the node finds the topic; a listing may fall between
+    // create and produce, so a few topics are tried.
+    let found = (0..3).any(|i| {
+        let t = format!("{base}-later{i}");
+        create(&broker, &t, 1);
+        produce(&broker, &t, &ev, &[]);
+        !metrics(&srv).contains(&format!("corebridge_kafka_consumer_lag{{topic=\"{t}\""))
+    });
+    assert!(found, "every topic was found before its record was written");
+    sse.set_timeout(Duration::from_secs(15));
+    assert_eq!(sse.next_event()["id"], "early");
+}
+
 #[test]
 fn two_nodes_sharing_a_broker_both_deliver() {
     let broker = broker_up(SHARED_PORT);

@@ -106,7 +106,9 @@ pub(super) fn tracks(kafka: &KafkaConfig, topic: &str) -> bool {
     topic != kafka.control_topic && !kafka.is_response(topic)
 }
 
-pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32) {
+/// Reads `topic`/`partition` for as long as the node runs; `created_later`: the partition was
+/// not there at the node's first listing (it is read from its start).
+pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32, created_later: bool) {
     let stats = ctx.metrics.topic(&topic);
     // The lag series appears once the reader knows where it starts: with `latest`, a record
     // written before that is not this reader's, and tests (and operators) take the series as
@@ -123,6 +125,8 @@ pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32) {
         StartOffset::Earliest
     } else if responses {
         StartOffset::Latest
+    } else if created_later {
+        StartOffset::Earliest
     } else {
         ctx.kafka.start
     };

@@ -274,6 +274,10 @@ pub(crate) async fn run(start: Start) {
 async fn discover(ctx: Arc<Ctx>) {
     let mut running: HashSet<(String, i32)> = HashSet::new();
     let mut logged_missing = false;
+    // A partition that appears after the first listing was created while this node ran: all
+    // of its records are news, so it is read from its start whatever `CB_KAFKA_START_OFFSET`
+    // says (with `latest`, what was written before the next listing found it was lost).
+    let mut listed_once = false;
     loop {
         let client = ctx.client.get();
         match bounded(ctx.kafka.request_timeout, client.list_topics()).await {
@@ -293,10 +297,16 @@ async fn discover(ctx: Arc<Ctx>) {
                                 ctx.positions.slot(topic, p);
                             }
                             tracing::info!(topic = %t.name, partition = p, "consuming");
-                            tokio::spawn(consumer::run(ctx.clone(), t.name.clone(), p));
+                            tokio::spawn(consumer::run(
+                                ctx.clone(),
+                                t.name.clone(),
+                                p,
+                                listed_once,
+                            ));
                         }
                     }
                 }
+                listed_once = true;
                 ctx.positions.listed();
                 if matched == 0 && !logged_missing {
                     let wanted: Vec<&str> = ctx.kafka.sources.iter().map(|s| s.as_str()).collect();
