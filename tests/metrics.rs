@@ -54,6 +54,8 @@ fn metrics_count_and_pass_promtool() {
         "{passes} passes, {writes} writes"
     );
     assert!(value("corebridge_writer_pass_seconds_total") > 0.0);
+    // This machine's kernel takes batched sends: every shard's writer uses them.
+    assert_eq!(value("corebridge_writer_batched_shards"), 3.0);
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -169,7 +169,15 @@ fn a_capped_send_buffer_meets_a_stalled_client_early() {
 
 #[test]
 fn paused_reader_within_its_queue_gets_every_event_intact() {
-    let srv = Server::start_with(2, "[sessions]\nqueue_bytes = 16777216\n", &[]);
+    // Both write paths: batches through io_uring (the default) and one sendmsg per write.
+    for batched in ["true", "false"] {
+        paused_reader_gets_every_event(batched);
+    }
+}
+
+fn paused_reader_gets_every_event(batched: &str) {
+    let tuning = format!("batched_sends = {batched}\n[sessions]\nqueue_bytes = 16777216\n");
+    let srv = Server::start_with(2, &tuning, &[]);
     let mut paused = SseClient::over(small_window(srv.inbound), Some(r#"[{"eventType":"load"}]"#));
     // ~6 MB: more than the server's socket buffer takes (it grows to a few MiB), less than
     // the queue bound, so the server's writes stop mid-frame and resume; nothing is dropped.
@@ -195,5 +203,10 @@ fn paused_reader_within_its_queue_gets_every_event_intact() {
             "corebridge_slow_consumer_closes_total{transport=\"sse\"}"
         ),
         0
+    );
+    // The path under test was the one taken.
+    assert_eq!(
+        metric(&srv, "corebridge_writer_batched_shards"),
+        if batched == "true" { 2 } else { 0 }
     );
 }

