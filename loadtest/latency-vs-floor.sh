@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # #10's latency target, measured: p99 of (a) and of kafka-latency against the no-gateway
-# floor for the same sockets and events, run back to back (floor, then Corebridge) PAIRS times.
+# floor for the same sockets and events, run back to back (floor, then Corebridge) PAIRS times;
+# also http-latency (kafka-latency's events published over HTTP: no test broker involved).
 #
-#   loadtest/latency-vs-floor.sh [PAIRS]        # (a) only
+#   loadtest/latency-vs-floor.sh [PAIRS]        # (a) and http-latency
 #   KAFKA_BROKERS=127.0.0.1:19092 KAFKA_SOURCE_TOPICS=loadtest CB_KAFKA_FETCH_WAIT_MS=1 \
-#     loadtest/latency-vs-floor.sh [PAIRS]      # (a) and kafka-latency (topic `loadtest` made)
+#     loadtest/latency-vs-floor.sh [PAIRS]      # and kafka-latency (topic `loadtest` made)
 #
 # Prints one line per pair: the floor's p99, Corebridge's and their ratio. The floor's latency
 # runs from its send call, so it leaves out any wait before a burst; Corebridge's runs from
@@ -38,6 +39,9 @@ pair() { # NAME SCENARIO FLOOR-RATE I [ENV...]: the server's environment after I
 for i in $(seq 1 "$pairs"); do
     # (a) publishes over HTTP with no broker: a broker would order events per partition only.
     pair a loadtest/scenarios/steady-broadcast-10k.toml 1000 "$i" \
+        -u KAFKA_BROKERS -u KAFKA_SOURCE_TOPICS
+    # kafka-latency's workload without the broker: the gateway's part alone.
+    pair http-latency loadtest/scenarios/http-latency.toml 10 "$i" \
         -u KAFKA_BROKERS -u KAFKA_SOURCE_TOPICS
     if [[ -n ${KAFKA_BROKERS:-} ]]; then
         pair kafka-latency loadtest/scenarios/kafka-latency.toml 10 "$i"
