@@ -296,6 +296,10 @@ impl Epoll {
 
 /// Up to this many sessions' writes go to the kernel in one `io_uring_enter`.
 pub(super) const BATCH: usize = 64;
+/// What a batch slot's buffers keep between writes (a small write is copied whole, up to 2
+/// KiB; a session's unsent backlog can be megabytes).
+const KEEP_BYTES: usize = 16 << 10;
+const KEEP_FRAMES: usize = 1024;
 
 /// One session's write, waiting in a [`Batch`]: its bytes, and the iovecs and header the
 /// kernel reads them through (they stay put: the batch's slots never move).
@@ -376,12 +380,19 @@ impl Batch {
         })
     }
 
-    /// The next free slot, cleared, or None when the batch is full.
+    /// The next free slot, cleared, or None when the batch is full. A slot does not keep a
+    /// slow client's backlog's worth of buffer after that write.
     pub(super) fn next(&mut self) -> Option<&mut Pending> {
         let p = self.slots.get_mut(self.used)?;
         p.lead.clear();
         p.frames.clear();
         p.tail.clear();
+        if p.lead.capacity() > KEEP_BYTES {
+            p.lead = Vec::new();
+        }
+        if p.frames.capacity() > KEEP_FRAMES {
+            p.frames = Vec::new();
+        }
         Some(p)
     }
 

@@ -141,8 +141,12 @@ fn queue_one(shard: &Shard, slot: Slot, batch: &mut Batch) {
     else {
         return;
     };
+    // A lead (a response head, what a full socket left) is taken over, not copied.
+    if !lead.is_empty() {
+        p.lead = lead;
+    }
     lay_out(
-        &lead,
+        &[],
         transport,
         closing,
         false,
