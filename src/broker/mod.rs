@@ -77,7 +77,8 @@ impl Positions {
     }
 
     /// Whether a resume from `id` should wait before it reads the positions: the node is still
-    /// listing its partitions, or reads one the id names but has no position there yet (its
+    /// listing its partitions, or reads one the id names (any, for an id with a time: those
+    /// it does not name are read back from that time) but has no position there yet (its
     /// start offset is being looked up). A resume that went ahead would find the partition
     /// unknown, and the client would get the live end of the log instead of what it missed.
     pub fn settling(&self, id: &crate::proto::resume::ResumeId) -> bool {
@@ -92,7 +93,7 @@ impl Positions {
                 return false;
             }
             let key = (topic_hash(topic), *partition);
-            own == Some(key) || id.frontier.contains_key(&key)
+            id.since_ms.is_some() || own == Some(key) || id.frontier.contains_key(&key)
         })
     }
 
@@ -556,4 +557,26 @@ pub fn start(
         response_topic,
         log_topic,
     })
+}
+
+#[cfg(test)]
+mod positions_tests {
+    use super::*;
+
+    #[test]
+    fn a_resume_with_a_time_waits_for_every_partition_without_a_position() {
+        let p = Positions::starting();
+        let id = |s: &str| crate::proto::resume::parse(s).unwrap();
+        assert!(p.settling(&id("@;")), "not listed yet");
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        p.slot(&a, 0).store(5, Ordering::SeqCst);
+        p.slot(&b, 0); // listed, start offset still being looked up
+        p.listed();
+        // An id naming only a/0 does not wait for b/0 unless it has a time (b/0 is then read
+        // back from it, and needs a position to read up to).
+        assert!(!p.settling(&id("a/0/4;")));
+        assert!(p.settling(&id("a/0/4;;1")));
+        p.slot(&b, 0).store(0, Ordering::SeqCst);
+        assert!(!p.settling(&id("a/0/4;;1")));
+    }
 }
