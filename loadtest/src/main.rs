@@ -7,7 +7,9 @@
 //! - `corebridge-loadtest floor [...]`: the kernel's own cost of uncoalesced fan-out here,
 //!   with no gateway (see `floor.rs`);
 //! - `corebridge-loadtest proxy --url ... [--pid PID]`: closed-loop HTTP through a reverse proxy
-//!   (the API gateway against nginx `proxy_pass`, see `proxy.rs`).
+//!   (the API gateway against nginx `proxy_pass`, see `proxy.rs`);
+//! - `corebridge-loadtest send-bench [...]`: loopback sends one by one against io_uring
+//!   batches, the kernel side of the writer's batched sends (see `sendbench.rs`).
 
 mod floor;
 mod metrics;
@@ -20,6 +22,7 @@ mod publish;
 mod report;
 mod run;
 mod scenario;
+mod sendbench;
 mod streams;
 mod track;
 mod worker;
@@ -34,6 +37,8 @@ const USAGE: &str = "usage: corebridge-loadtest run SCENARIO.toml [--out result.
                                                     --targeted 1: a relay of one-at-a-time publishes, each to one connection)
        corebridge-loadtest proxy --url http://HOST:PORT/PATH [--pid PID] [--connections 64] [--seconds 10] [--threads 2] [--body 0]
                                                    (keep-alive HTTP through a reverse proxy: requests/s and server CPU per request)
+       corebridge-loadtest send-bench [--sockets 2000] [--rounds 10] [--batch 64] [--bytes 250] [--trials 16]
+                                                   (loopback send() one by one against io_uring batches, nobody reading)
        corebridge-loadtest worker                  (internal: one worker process)";
 
 fn parse_run(args: &[String]) -> Result<run::RunArgs> {
@@ -95,6 +100,7 @@ fn main() {
         Some("floor") => floor::main(&args[1..]),
         Some("floor-reader") => floor::reader(&args[1..]),
         Some("proxy") => proxy::main(&args[1..]),
+        Some("send-bench") => sendbench::main(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(0)
