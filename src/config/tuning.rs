@@ -139,7 +139,9 @@ pub struct Sessions {
     /// How far a shard's writer may fall behind (its current pass over the sessions with
     /// output has run this long) before publish answers wait for it (their events are queued
     /// already): events then pile up into fewer, larger writes instead of a backlog that only
-    /// grows latency. 0 = never wait.
+    /// grows latency. 0 = never wait. 20 ms, not 50: (a)'s p99 at the fan-out floor's
+    /// instead of 1.3-1.5x it, for about 40% fewer HTTP publishes per second under heavy
+    /// broadcast (Kafka-fed events are never held).
     pub max_write_lag_ms: u64,
     /// Events a reconnecting SSE client (`Last-Event-ID`) gets replayed at most: the newest
     /// ones; older ones it missed are announced by a `rig.replay_gap` event. Capped at half of
@@ -170,7 +172,7 @@ impl Default for Sessions {
             max_subscriptions: 128,
             max_clauses: 64,
             max_subscription_bytes: 16 * 1024,
-            max_write_lag_ms: 50,
+            max_write_lag_ms: 20,
             resume_max_events: 256,
             resume_max_age_s: 4 * 3600,
             resume_ring_events: 1024,
