@@ -66,9 +66,30 @@ fn parse(args: &[String]) -> Result<Args> {
     Ok(a)
 }
 
+/// One non-blocking `send` of `buf` to `fd`; true if the socket took all of it.
+pub(crate) fn send_whole(fd: std::os::fd::RawFd, buf: &[u8]) -> bool {
+    // SAFETY: an open socket and a buffer of the given length, only read.
+    let r = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    r == buf.len() as isize
+}
+
+/// One non-blocking `recv` into `buf`: bytes read, 0 at end of stream, negative on error
+/// (EAGAIN when nothing is there).
+pub(crate) fn recv_now(fd: std::os::fd::RawFd, buf: &mut [u8]) -> isize {
+    // SAFETY: an open socket and a buffer of the given length, written by the kernel.
+    unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) }
+}
+
 /// A clock's reading in nanoseconds: CLOCK_MONOTONIC is shared by sender and reader
 /// processes, CLOCK_THREAD_CPUTIME_ID times one sender thread.
-fn clock_ns(clock: libc::clockid_t) -> u64 {
+pub(crate) fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut t = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -149,16 +170,7 @@ pub fn main(args: &[String]) -> Result<i32> {
                     frame[..8].copy_from_slice(&clock_ns(libc::CLOCK_MONOTONIC).to_le_bytes());
                     let (c0, w0) = (clock_ns(libc::CLOCK_THREAD_CPUTIME_ID), Instant::now());
                     for s in &group {
-                        // SAFETY: a valid socket and a buffer of the given length.
-                        let r = unsafe {
-                            libc::send(
-                                s.as_raw_fd(),
-                                frame.as_ptr().cast(),
-                                frame.len(),
-                                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                            )
-                        };
-                        if r != frame.len() as isize {
+                        if !send_whole(s.as_raw_fd(), &frame) {
                             full += 1;
                         }
                         sends += 1;
@@ -309,18 +321,7 @@ fn relay(
     }
     // None: the publisher is done.
     let queue: Arc<Mutex<VecDeque<Option<Vec<u8>>>>> = Arc::default();
-    let send = |s: &TcpStream, buf: &[u8]| -> bool {
-        // SAFETY: a valid socket and a buffer of the given length.
-        let r = unsafe {
-            libc::send(
-                s.as_raw_fd(),
-                buf.as_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        r == buf.len() as isize
-    };
+    let send = |s: &TcpStream, buf: &[u8]| send_whole(s.as_raw_fd(), buf);
     let wait = |ep: i32| {
         let mut ev = libc::epoll_event { events: 0, u64: 0 };
         // SAFETY: one event's room.
@@ -459,15 +460,7 @@ pub fn reader(args: &[String]) -> Result<i32> {
         for e in &events[..k as usize] {
             let (s, pos, ts) = &mut conns[e.u64 as usize];
             loop {
-                // SAFETY: reads into our buffer.
-                let r = unsafe {
-                    libc::recv(
-                        s.as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        libc::MSG_DONTWAIT,
-                    )
-                };
+                let r = recv_now(s.as_raw_fd(), &mut buf);
                 if r <= 0 {
                     break;
                 }

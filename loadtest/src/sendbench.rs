@@ -12,13 +12,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 
 fn thread_cpu_ns() -> u64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a timespec to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    crate::floor::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 pub fn main(args: &[String]) -> Result<i32> {
@@ -59,16 +53,7 @@ pub fn main(args: &[String]) -> Result<i32> {
     // Between two measurements the receive queues are emptied, so neither finds them fuller.
     let mut drain = || {
         for r in &readers {
-            // SAFETY: a valid socket and a buffer of the given length.
-            while unsafe {
-                libc::recv(
-                    r.as_raw_fd(),
-                    sink.as_mut_ptr().cast(),
-                    sink.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            } > 0
-            {}
+            while crate::floor::recv_now(r.as_raw_fd(), &mut sink) > 0 {}
         }
     };
     let sends = (sockets * rounds) as f64;
@@ -76,17 +61,8 @@ pub fn main(args: &[String]) -> Result<i32> {
         let c0 = thread_cpu_ns();
         for _ in 0..rounds {
             for s in senders {
-                // SAFETY: a valid socket and a buffer of the given length.
-                let r = unsafe {
-                    libc::send(
-                        s.as_raw_fd(),
-                        frame.as_ptr().cast(),
-                        frame.len(),
-                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                    )
-                };
-                if r != frame.len() as isize {
-                    bail!("a send was short: raise nothing, lower --rounds");
+                if !crate::floor::send_whole(s.as_raw_fd(), &frame) {
+                    bail!("a send was short: lower --rounds");
                 }
             }
         }
