@@ -71,23 +71,14 @@ pub(super) enum SendNow {
 /// Writes as much of the parts as the socket takes now, never waiting: `sendmsg` until all is
 /// sent or the socket is full. For the shard's writer, which must not block on one client.
 pub(super) fn send_now(fd: RawFd, p: &Parts<'_>) -> SendNow {
+    send_after(fd, p, 0)
+}
+
+/// `send_now` for parts whose first `done` bytes already went out (a batch's short write).
+pub(super) fn send_after(fd: RawFd, p: &Parts<'_>, done: usize) -> SendNow {
     let (mut i, mut off, mut total) = (0, 0, 0);
+    let mut sent = done;
     loop {
-        while i < p.count() && off >= p.get(i).len() {
-            i += 1;
-            off = 0;
-        }
-        if i == p.count() {
-            return SendNow::All;
-        }
-        let mut sent = match send_parts(fd, p, i, off) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return SendNow::Partly(p.rest_after(total))
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-            Err(_) => return SendNow::Failed,
-        };
         total += sent;
         while sent > 0 && i < p.count() {
             let left = p.get(i).len() - off;
@@ -99,6 +90,21 @@ pub(super) fn send_now(fd: RawFd, p: &Parts<'_>) -> SendNow {
             i += 1;
             off = 0;
         }
+        while i < p.count() && off >= p.get(i).len() {
+            i += 1;
+            off = 0;
+        }
+        if i == p.count() {
+            return SendNow::All;
+        }
+        sent = match send_parts(fd, p, i, off) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return SendNow::Partly(p.rest_after(total))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(_) => return SendNow::Failed,
+        };
     }
 }
 
@@ -462,24 +468,12 @@ impl Batch {
         }
         for (p, &r) in self.slots[..n].iter_mut().zip(&results) {
             let parts = p.parts();
-            let total: usize = (0..parts.count()).map(|j| parts.get(j).len()).sum();
             let outcome = match r {
-                NOT_RUN => send_now(p.fd, &parts),
-                r if r >= 0 && r as usize >= total => SendNow::All,
-                r if r >= 0 => {
-                    // Short: the socket filled up, or more iovecs than one call takes.
-                    let rest = parts.rest_after(r as usize);
-                    send_now(
-                        p.fd,
-                        &Parts {
-                            lead: &rest,
-                            frames: &[],
-                            tail: &[],
-                        },
-                    )
-                }
+                // All of it, or short (the socket filled up, or more iovecs than one call
+                // takes): the rest, if any, the usual way.
+                r if r >= 0 => send_after(p.fd, &parts, r as usize),
                 r if r == -libc::EAGAIN => SendNow::Partly(parts.rest_after(0)),
-                r if r == -libc::EINTR => send_now(p.fd, &parts),
+                r if r == NOT_RUN || r == -libc::EINTR => send_now(p.fd, &parts),
                 _ => SendNow::Failed,
             };
             done(p, outcome);
