@@ -199,6 +199,10 @@ pub fn render(
                 let _ = writeln!(o, "{}{{transport=\"{}\"}} {}", m.0, t.label(), v as i64);
             }
         };
+    // A metric without labels, summed over the shards.
+    let summed = |o: &mut String, m: (&str, &str), kind: &str, f: &dyn Fn(&ShardMetrics) -> u64| {
+        single(o, m, kind, sum(shards, f));
+    };
     per_transport(&mut o, names::CONNECTIONS, "gauge", &|s, t| {
         s.connections[t].get()
     });
@@ -252,58 +256,37 @@ pub fn render(
         let v = sum(shards, |s| s.resumes[i].get());
         let _ = writeln!(o, "{}{{result=\"{r}\"}} {v}", names::RESUMES.0);
     }
-    single(
-        &mut o,
-        names::RESUMED_EVENTS,
-        "counter",
-        sum(shards, |s| s.resumed_events.get()),
-    );
+    summed(&mut o, names::RESUMED_EVENTS, "counter", &|s| {
+        s.resumed_events.get()
+    });
 
-    single(
-        &mut o,
-        names::WRITER_PASSES,
-        "counter",
-        sum(shards, |s| s.writer_passes.get()),
-    );
+    summed(&mut o, names::WRITER_PASSES, "counter", &|s| {
+        s.writer_passes.get()
+    });
     single(
         &mut o,
         names::WRITER_PASS_SECONDS,
         "counter",
         sum(shards, |s| s.writer_pass_us.get()) as f64 / 1e6,
     );
-    single(
-        &mut o,
-        names::STREAM_WRITES,
-        "counter",
-        sum(shards, |s| s.stream_writes.get()),
-    );
-    single(
-        &mut o,
-        names::WRITER_BATCHED_SHARDS,
-        "gauge",
-        sum(shards, |s| s.batched_writer.get()),
-    );
+    summed(&mut o, names::STREAM_WRITES, "counter", &|s| {
+        s.stream_writes.get()
+    });
+    summed(&mut o, names::WRITER_BATCHED_SHARDS, "gauge", &|s| {
+        s.batched_writer.get()
+    });
 
-    single(
-        &mut o,
-        names::IDLE_CLOSES,
-        "counter",
-        sum(shards, |s| s.idle_closes.get()),
-    );
+    summed(&mut o, names::IDLE_CLOSES, "counter", &|s| {
+        s.idle_closes.get()
+    });
 
-    single(
-        &mut o,
-        names::PENDING_REFUSED,
-        "counter",
-        sum(shards, |s| s.pending_refused.get()),
-    );
+    summed(&mut o, names::PENDING_REFUSED, "counter", &|s| {
+        s.pending_refused.get()
+    });
 
-    single(
-        &mut o,
-        names::ADDRESS_REFUSED,
-        "counter",
-        sum(shards, |s| s.address_refused.get()),
-    );
+    summed(&mut o, names::ADDRESS_REFUSED, "counter", &|s| {
+        s.address_refused.get()
+    });
 
     header(&mut o, names::TLS_HANDSHAKES, "counter");
     let _ = writeln!(
