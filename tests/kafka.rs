@@ -157,6 +157,44 @@ fn structured_and_binary_records_reach_sse_and_websocket() {
 }
 
 #[test]
+fn record_age_is_measured_from_the_records_timestamp() {
+    let broker = broker_up(SHARED_PORT);
+    let t = topic("age");
+    create(&broker, &t, 1);
+    let srv = node(&broker, &[("KAFKA_SOURCE_TOPICS", &t)]);
+    wait_consuming(&srv, &t, 1);
+    let ten_minutes_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        - 600_000;
+    let ev = json!({"specversion":"1.0","type":"aged","source":"py","id":"a"}).to_string();
+    produce(
+        &broker,
+        &t,
+        &ev,
+        &["--timestamp-ms", &ten_minutes_ago.to_string()],
+    );
+    produce(&broker, &t, &ev, &[]);
+    let m = "corebridge_kafka_record_age_seconds";
+    let count = format!("{m}_count{{topic=\"{t}\"}}");
+    wait_for(
+        "both records to be measured",
+        Duration::from_secs(10),
+        || metric(&srv, &count) == Some(2.0),
+    );
+    let text = metrics(&srv);
+    let bucket =
+        |le: &str| metric_value(&text, &format!("{m}_bucket{{topic=\"{t}\",le=\"{le}\"}}"));
+    // The fresh record was fetched within a second of its production; the other is 600 s old.
+    assert_eq!(bucket("1"), Some(1.0), "{text}");
+    assert_eq!(bucket("300"), Some(1.0), "{text}");
+    assert_eq!(bucket("3600"), Some(2.0), "{text}");
+    let sum = metric_value(&text, &format!("{m}_sum{{topic=\"{t}\"}}")).unwrap();
+    assert!((600.0..610.0).contains(&sum), "{sum}");
+}
+
+#[test]
 fn publish_produces_keyed_records_where_java_would() {
     let broker = broker_up(SHARED_PORT);
     let t = topic("pub");

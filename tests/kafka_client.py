@@ -4,6 +4,7 @@
 usage:
   kafka_client.py BROKER create TOPIC PARTITIONS
   kafka_client.py BROKER produce TOPIC VALUE [--key K] [--header NAME=VALUE ...] [--partition N] [--java-partitioner]
+                                    [--timestamp-ms MS]
       prints "PARTITION OFFSET" of the acknowledged record
   kafka_client.py BROKER produce-many TOPIC N APP PREFIX [RATE]
       N clickstream messages {"appId": APP, "messageId": "PREFIX-i"}, keyed k<i % 16>
@@ -42,6 +43,7 @@ def main(argv):
         key = None
         headers = []
         partition = None
+        extra_ts = {}
         conf = dict(common)
         rest = argv[5:]
         i = 0
@@ -55,6 +57,9 @@ def main(argv):
                 i += 2
             elif rest[i] == "--partition":
                 partition = int(rest[i + 1])
+                i += 2
+            elif rest[i] == "--timestamp-ms":
+                extra_ts = {"timestamp": int(rest[i + 1])}
                 i += 2
             elif rest[i] == "--java-partitioner":
                 # librdkafka's Java-compatible partitioner: the reference for murmur2.
@@ -71,7 +76,7 @@ def main(argv):
             else:
                 result["pos"] = (msg.partition(), msg.offset())
 
-        extra = {} if partition is None else {"partition": partition}
+        extra = dict(extra_ts) if partition is None else {"partition": partition, **extra_ts}
         p.produce(topic, value=value.encode(), key=key.encode() if key else None, headers=headers,
                   on_delivery=done, **extra)
         p.flush(20)

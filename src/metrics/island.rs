@@ -3,7 +3,7 @@
 //! mutex once (when a partition is first consumed) and then updated lock-free. Labels: topic
 //! and partition, bounded by the configured source topics.
 
-use super::{escape, header, names, single, Counter};
+use super::{escape, header, names, render_histogram, single, Counter, Histogram};
 use crate::route::Control;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -17,6 +17,8 @@ pub struct TopicStats {
     /// A partition's log ended below our position: lost or recreated; read from its start.
     pub log_resets: Counter,
     pub fetch_failures: Counter,
+    /// Source records: time from their Kafka timestamp to their fetch (`AGE_BUCKETS`).
+    pub age: Histogram<12>,
 }
 
 #[derive(Debug, Default)]
@@ -27,6 +29,12 @@ pub struct PartitionStats {
 /// Upper bounds (seconds) of the produce latency histogram.
 const BUCKETS: [f64; 12] = [
     0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Upper bounds (seconds) of the record age histogram: live reading (milliseconds) up to a
+/// replay from the start of a log (hours).
+pub const AGE_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0,
 ];
 
 #[derive(Debug, Default)]
@@ -43,9 +51,7 @@ pub struct IslandMetrics {
     pub unwanted: Counter,
     /// Response records naming this node but no shard of it (forged or from a bigger node).
     pub replies_dropped: Counter,
-    latency_buckets: [Counter; 12],
-    latency_count: Counter,
-    latency_sum_us: Counter,
+    latency: Histogram<12>,
     topics: Mutex<BTreeMap<String, Arc<TopicStats>>>,
     partitions: Mutex<BTreeMap<(String, i32), Arc<PartitionStats>>>,
     queues: OnceLock<Vec<async_channel::Sender<Control>>>,
@@ -75,14 +81,7 @@ impl IslandMetrics {
     }
 
     pub fn observe_produce(&self, d: std::time::Duration) {
-        let s = d.as_secs_f64();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if s <= *b {
-                self.latency_buckets[i].inc();
-            }
-        }
-        self.latency_count.inc();
-        self.latency_sum_us.add(d.as_micros() as u64);
+        self.latency.observe(&BUCKETS, d);
     }
 
     /// (topic, partition, lag) of every partition read (the status page).
@@ -124,6 +123,17 @@ impl IslandMetrics {
                 let _ = writeln!(o, "{}{{topic=\"{}\"}} {}", m.0, escape(name), f(t));
             }
         }
+        header(o, names::KAFKA_RECORD_AGE, "histogram");
+        for (name, t) in topics.iter() {
+            let labels = format!("topic=\"{}\",", escape(name));
+            render_histogram(
+                o,
+                names::KAFKA_RECORD_AGE.0,
+                &labels,
+                &AGE_BUCKETS,
+                &[&t.age],
+            );
+        }
         drop(topics);
         header(o, names::KAFKA_LAG, "gauge");
         for ((topic, p), s) in self
@@ -151,18 +161,13 @@ impl IslandMetrics {
             self.produce_rejected.get()
         );
         header(o, names::KAFKA_PRODUCE_LATENCY, "histogram");
-        let name = names::KAFKA_PRODUCE_LATENCY.0;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "{name}_bucket{{le=\"{b}\"}} {}",
-                self.latency_buckets[i].get()
-            );
-        }
-        let n = self.latency_count.get();
-        let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {n}");
-        let _ = writeln!(o, "{name}_sum {}", self.latency_sum_us.get() as f64 / 1e6);
-        let _ = writeln!(o, "{name}_count {n}");
+        render_histogram(
+            o,
+            names::KAFKA_PRODUCE_LATENCY.0,
+            "",
+            &BUCKETS,
+            &[&self.latency],
+        );
         header(o, names::ISLAND_QUEUE, "gauge");
         if let Some(queues) = self.queues.get() {
             for (i, q) in queues.iter().enumerate() {

@@ -66,6 +66,70 @@ impl Counter {
     }
 }
 
+/// A histogram of durations with one writing thread. Its upper bounds (seconds) belong to the
+/// owner, which passes the same array when observing and rendering; the type fixes their number.
+/// Each observation counts in its own bucket only, so observing costs one increment whatever
+/// the number of buckets; rendering makes the counts cumulative.
+#[derive(Debug)]
+pub struct Histogram<const N: usize> {
+    /// `buckets[i]`: observations above bound `i - 1` and at most bound `i`; beyond the last
+    /// bound they are only in `count`.
+    buckets: [Counter; N],
+    count: Counter,
+    sum_us: Counter,
+}
+
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| Counter::default()),
+            count: Counter::default(),
+            sum_us: Counter::default(),
+        }
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    pub fn observe(&self, bounds: &[f64; N], d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = bounds.iter().position(|b| s <= *b) {
+            self.buckets[i].inc();
+        }
+        self.count.inc();
+        self.sum_us.add(d.as_micros() as u64);
+    }
+}
+
+/// The samples (no header) of histogram `name`, summed over `parts` (one per shard, or a single
+/// one). `labels`: written before `le`, e.g. `topic="orders",`, or empty.
+pub(crate) fn render_histogram<const N: usize>(
+    o: &mut String,
+    name: &str,
+    labels: &str,
+    bounds: &[f64; N],
+    parts: &[&Histogram<N>],
+) {
+    let total =
+        |f: &dyn Fn(&Histogram<N>) -> u64| parts.iter().map(|h| f(h)).fold(0u64, u64::wrapping_add);
+    let mut below = 0u64;
+    for (i, b) in bounds.iter().enumerate() {
+        below = below.wrapping_add(total(&|h| h.buckets[i].get()));
+        let _ = writeln!(o, "{name}_bucket{{{labels}le=\"{b}\"}} {below}");
+    }
+    let n = total(&|h| h.count.get());
+    let sum = total(&|h| h.sum_us.get()) as f64 / 1e6;
+    let _ = writeln!(o, "{name}_bucket{{{labels}le=\"+Inf\"}} {n}");
+    let plain = labels.trim_end_matches(',');
+    if plain.is_empty() {
+        let _ = writeln!(o, "{name}_sum {sum}\n{name}_count {n}");
+    } else {
+        let _ = writeln!(
+            o,
+            "{name}_sum{{{plain}}} {sum}\n{name}_count{{{plain}}} {n}"
+        );
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ShardMetrics {
     pub connections: [Counter; 3],
@@ -329,6 +393,34 @@ pub fn render(
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_summed_over_parts() {
+        use std::time::Duration;
+        const B: [f64; 3] = [0.01, 0.1, 1.0];
+        let (a, b) = (Histogram::<3>::default(), Histogram::<3>::default());
+        a.observe(&B, Duration::from_millis(10)); // on a bound: in that bucket
+        a.observe(&B, Duration::from_millis(50));
+        b.observe(&B, Duration::from_millis(50));
+        b.observe(&B, Duration::from_secs(7)); // beyond every bound: +Inf only
+        let mut o = String::new();
+        render_histogram(&mut o, "x_seconds", "topic=\"t\",", &B, &[&a, &b]);
+        assert_eq!(
+            o,
+            "x_seconds_bucket{topic=\"t\",le=\"0.01\"} 1\n\
+             x_seconds_bucket{topic=\"t\",le=\"0.1\"} 3\n\
+             x_seconds_bucket{topic=\"t\",le=\"1\"} 3\n\
+             x_seconds_bucket{topic=\"t\",le=\"+Inf\"} 4\n\
+             x_seconds_sum{topic=\"t\"} 7.11\n\
+             x_seconds_count{topic=\"t\"} 4\n"
+        );
+        let mut o = String::new();
+        render_histogram(&mut o, "y", "", &B, &[&a]);
+        assert!(
+            o.ends_with("y_bucket{le=\"+Inf\"} 2\ny_sum 0.06\ny_count 2\n"),
+            "{o}"
+        );
+    }
 
     #[test]
     fn gauges_sum_across_shards_even_when_one_goes_negative() {

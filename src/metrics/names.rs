@@ -116,6 +116,10 @@ pub const KAFKA_FETCH_FAILURES: (&str, &str) = (
     "corebridge_kafka_fetch_failures_total",
     "Fetches that failed or got no answer within the fetch wait + CB_KAFKA_REQUEST_TIMEOUT_MS, by topic; the partition is fetched again after a backoff (an unanswered one on a new connection).",
 );
+pub const KAFKA_RECORD_AGE: (&str, &str) = (
+    "corebridge_kafka_record_age_seconds",
+    "Time from a source record's Kafka timestamp (its producer's clock, or the broker's with LogAppendTime) to its fetch by this node, by topic: the broker's and the producer's share of an event's latency; clock skew shows here too.",
+);
 pub const KAFKA_LAG: (&str, &str) = (
     "corebridge_kafka_consumer_lag",
     "High watermark minus the next offset to read, by topic and partition; a partition appears once its reader knows its start offset.",

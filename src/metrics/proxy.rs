@@ -8,7 +8,7 @@
 //! takes it once per scrape). A proxied request costs tens of microseconds; this is not on
 //! the per-event fan-out path.
 
-use super::{escape, header, names, Counter};
+use super::{escape, header, names, render_histogram, Counter, Histogram};
 use crate::proxy::table::Match;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -90,9 +90,7 @@ pub struct ProxyMetrics {
     /// Replies delivered to a parked request.
     pub replies_delivered: Counter,
     upstream_failures: Counter,
-    latency_buckets: [Counter; 12],
-    latency_count: Counter,
-    latency_sum_us: Counter,
+    latency: Histogram<12>,
 }
 
 impl ProxyMetrics {
@@ -126,14 +124,7 @@ impl ProxyMetrics {
 
     /// Time from sending the request to the upstream's response head.
     pub fn observe_upstream(&self, d: std::time::Duration) {
-        let s = d.as_secs_f64();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if s <= *b {
-                self.latency_buckets[i].inc();
-            }
-        }
-        self.latency_count.inc();
-        self.latency_sum_us.add(d.as_micros() as u64);
+        self.latency.observe(&BUCKETS, d);
     }
 }
 
@@ -197,20 +188,6 @@ pub fn render(o: &mut String, shards: &[&ProxyMetrics], island_dropped: u64) {
         sum(&|s| s.upstream_failures.get())
     );
     header(o, names::PROXY_UPSTREAM_LATENCY, "histogram");
-    let name = names::PROXY_UPSTREAM_LATENCY.0;
-    for (i, b) in BUCKETS.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "{name}_bucket{{le=\"{b}\"}} {}",
-            sum(&|s| s.latency_buckets[i].get())
-        );
-    }
-    let n = sum(&|s| s.latency_count.get());
-    let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {n}");
-    let _ = writeln!(
-        o,
-        "{name}_sum {}",
-        sum(&|s| s.latency_sum_us.get()) as f64 / 1e6
-    );
-    let _ = writeln!(o, "{name}_count {n}");
+    let parts: Vec<_> = shards.iter().map(|s| &s.latency).collect();
+    render_histogram(o, names::PROXY_UPSTREAM_LATENCY.0, "", &BUCKETS, &parts);
 }

@@ -1,7 +1,7 @@
 //! The clickstream router's probes (one process, its own Prometheus page on `ER_SERVER_PORT`).
 //! Labels: the integration's topic (bounded by the registry's integrations) and partition.
 
-use super::{escape, header, single, Counter};
+use super::{escape, header, render_histogram, single, Counter, Histogram};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
@@ -54,9 +54,7 @@ pub struct RouterMetrics {
     pub cache_misses: Counter,
     pub invalidations: Counter,
     pub in_flight: Counter,
-    lookup_buckets: [Counter; 8],
-    lookup_count: Counter,
-    lookup_sum_us: Counter,
+    lookup: Histogram<8>,
     consumed: Mutex<BTreeMap<String, Arc<Counter>>>,
     routed: Mutex<BTreeMap<String, Arc<Counter>>>,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
@@ -79,14 +77,7 @@ impl RouterMetrics {
     }
 
     pub fn observe_lookup(&self, d: std::time::Duration) {
-        let s = d.as_secs_f64();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if s <= *b {
-                self.lookup_buckets[i].inc();
-            }
-        }
-        self.lookup_count.inc();
-        self.lookup_sum_us.add(d.as_micros() as u64);
+        self.lookup.observe(&BUCKETS, d);
     }
 
     pub fn render(&self) -> String {
@@ -113,23 +104,7 @@ impl RouterMetrics {
             let _ = writeln!(o, "{}{{result=\"{r}\"}} {}", CACHE.0, c.get());
         }
         header(&mut o, LOOKUP, "histogram");
-        for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "{}_bucket{{le=\"{b}\"}} {}",
-                LOOKUP.0,
-                self.lookup_buckets[i].get()
-            );
-        }
-        let n = self.lookup_count.get();
-        let _ = writeln!(o, "{}_bucket{{le=\"+Inf\"}} {n}", LOOKUP.0);
-        let _ = writeln!(
-            o,
-            "{}_sum {}",
-            LOOKUP.0,
-            self.lookup_sum_us.get() as f64 / 1e6
-        );
-        let _ = writeln!(o, "{}_count {n}", LOOKUP.0);
+        render_histogram(&mut o, LOOKUP.0, "", &BUCKETS, &[&self.lookup]);
         single(&mut o, IN_FLIGHT, "gauge", self.in_flight.get());
         header(&mut o, LAG, "gauge");
         for ((t, p), l) in self.lag.lock().unwrap_or_else(|e| e.into_inner()).iter() {

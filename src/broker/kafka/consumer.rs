@@ -16,7 +16,7 @@ use super::{bounded, CallError, Ctx};
 use crate::broker::RateLimitedLog;
 use crate::broker::Tracked;
 use crate::config::kafka::{KafkaConfig, RecordMapping, StartOffset};
-use crate::metrics::island::TopicStats;
+use crate::metrics::island::{TopicStats, AGE_BUCKETS};
 use crate::proto::control;
 use crate::proto::kafka_record::{self, RecordView};
 use crate::proxy::reply;
@@ -247,6 +247,13 @@ pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32, created_la
                         "Kafka reachable again; resuming where it stopped");
                 }
                 let mut next = at;
+                // The age of a source record, read once per fetch: what the producer and the
+                // broker added to an event's latency before this node had it.
+                let fetched_ms = tracked.is_some().then(|| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64)
+                });
                 let mut events = Vec::with_capacity(records.len());
                 let mut controls = Vec::new();
                 let mut replies = Vec::new();
@@ -293,6 +300,13 @@ pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32, created_la
                         }
                         continue;
                     }
+                    let ts = r.record.timestamp.timestamp_millis();
+                    // A record without a timestamp (-1, old message format) has no age; one
+                    // from a clock ahead of ours counts as 0.
+                    if let Some(now) = fetched_ms.filter(|_| ts >= 0) {
+                        let age = Duration::from_millis((now - ts).max(0) as u64);
+                        stats.age.observe(&AGE_BUCKETS, age);
+                    }
                     let headers: Vec<(&str, &[u8])> = r
                         .record
                         .headers
@@ -306,7 +320,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32, created_la
                         key: r.record.key.as_deref(),
                         value: r.record.value.as_deref(),
                         headers: &headers,
-                        timestamp_ms: r.record.timestamp.timestamp_millis(),
+                        timestamp_ms: ts,
                     };
                     if let Some(ev) = to_event(
                         &ctx,
