@@ -7,6 +7,11 @@
 #   KAFKA_BROKERS=127.0.0.1:19092 KAFKA_SOURCE_TOPICS=loadtest CB_KAFKA_FETCH_WAIT_MS=1 \
 #     loadtest/latency-vs-floor.sh [PAIRS]      # and kafka-latency (topic `loadtest` made)
 #
+# With Kafka it also runs http-latency beside a second, idle node that only reads the topic
+# (ports 4700/4710, the same fetch wait): the broker's polling load without the broker in the
+# events' path ("http+poller"). kafka-latency against http+poller is the broker hop itself;
+# http+poller against http-latency is what serving the polls costs the machine.
+#
 # Prints one line per pair: the floor's p99, Corebridge's and their ratio. The floor's latency
 # runs from its send call, so it leaves out any wait before a burst; Corebridge's runs from
 # the publisher's clock, waits included.
@@ -44,6 +49,15 @@ for i in $(seq 1 "$pairs"); do
     pair http-latency loadtest/scenarios/http-latency.toml 10 "$i" \
         -u KAFKA_BROKERS -u KAFKA_SOURCE_TOPICS
     if [[ -n ${KAFKA_BROKERS:-} ]]; then
+        INBOUND_PORT=4700 API_HTTP_PORT=4710 LOG_LEVEL=warn ./target/release/corebridge \
+            > "$out/poller-$i.log" 2>&1 &
+        poller=$!
+        trap 'kill "$poller" 2>/dev/null || true' EXIT
+        pair http+poller loadtest/scenarios/http-latency.toml 10 "$i" \
+            -u KAFKA_BROKERS -u KAFKA_SOURCE_TOPICS
+        kill "$poller"
+        wait "$poller" 2>/dev/null || true
+        trap - EXIT
         pair kafka-latency loadtest/scenarios/kafka-latency.toml 10 "$i"
     fi
 done
