@@ -21,7 +21,7 @@
 
 use crate::broker::local::LocalLog;
 use crate::broker::redis::StoreRead;
-use crate::broker::{ReplayRange, ReplayRequest};
+use crate::broker::{ReplayRange, ReplayRequest, ReplayStart};
 use crate::metrics::{ResumeResult, Transport};
 use crate::proto::cloudevents::{self, CloudEvent};
 use crate::proto::resume::{self, Frontier};
@@ -182,22 +182,20 @@ pub(super) async fn replay(
         .live
         .iter()
         .filter_map(|(k, to)| {
-            let since_ms = parsed
-                .start(&k.0, k.1)
-                .is_none()
-                .then_some(parsed.since_ms)
-                .flatten();
-            let from = if since_ms.is_some() {
-                0
-            } else {
-                *start.first.get(k)?
+            let begin = match parsed.since_ms {
+                Some(ms) if parsed.start(&k.0, k.1).is_none() => ReplayStart::Since(ms),
+                _ => ReplayStart::Offset(*start.first.get(k)?),
             };
-            (from < *to).then(|| ReplayRange {
+            // Nothing to read back below the live position (for a time: an empty partition).
+            let lowest = match begin {
+                ReplayStart::Offset(from) => from,
+                ReplayStart::Since(_) => 0,
+            };
+            (lowest < *to).then(|| ReplayRange {
                 topic: k.0.clone(),
                 partition: k.1,
-                from,
+                start: begin,
                 to: *to,
-                since_ms,
             })
         })
         .collect();

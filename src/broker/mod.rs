@@ -445,16 +445,24 @@ impl Blame for ProduceError {
 pub type Produced = Result<(i32, i64), ProduceError>;
 pub(crate) type ProduceJob = Job<ProduceRecord, Produced>;
 
-/// Records of one partition to read again for a resuming connection: `[from, to)`.
+/// Records of one partition to read again for a resuming connection: from `start` up to the
+/// offset `to` (exclusive).
 #[derive(Debug, Clone)]
 pub struct ReplayRange {
     pub topic: Arc<str>,
     pub partition: i32,
-    pub from: i64,
+    pub start: ReplayStart,
     pub to: i64,
-    /// A partition the client's id does not name: `from` is its first record at or after this
-    /// time (ms), looked up by the island.
-    pub since_ms: Option<i64>,
+}
+
+/// Where a replayed range starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayStart {
+    /// The offset after the last one the client's id names for this partition.
+    Offset(i64),
+    /// A partition the id does not name: its first record at or after this time (ms since the
+    /// epoch), looked up by the island. Nothing older was the client's to miss.
+    Since(i64),
 }
 
 /// What a resuming connection missed, read back from Kafka.

@@ -7,7 +7,7 @@
 use super::consumer::to_event;
 use super::Ctx;
 use crate::broker::RateLimitedLog;
-use crate::broker::{ProduceError, ReplayJob, ReplayRange, ReplayRequest, Replayed};
+use crate::broker::{ProduceError, ReplayJob, ReplayRange, ReplayRequest, ReplayStart, Replayed};
 use crate::proto::kafka_record::RecordView;
 use crate::route::Event;
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
@@ -146,12 +146,12 @@ async fn read_range(
     let mut lost = 0u64;
     let sieve = crate::broker::Sieve::new(req);
     let keep = |ev, kept: &mut VecDeque<Arc<Event>>, lost: &mut u64| sieve.keep(ev, kept, lost);
-    let mut at = match r.since_ms {
-        Some(ms) => match since(&pc, ms, r.to).await.map_err(unavailable)? {
+    let mut at = match r.start {
+        ReplayStart::Since(ms) => match since(&pc, ms, r.to).await.map_err(unavailable)? {
             Some(at) => at,
             None => return Ok((kept, lost)),
         },
-        None => r.from,
+        ReplayStart::Offset(from) => from,
     };
     if let Some(events) = ctx.recent.range(&r.topic, r.partition, at, r.to) {
         for ev in events {
@@ -163,7 +163,7 @@ async fn read_range(
         .get_offset(OffsetAt::Earliest)
         .await
         .map_err(unavailable)?;
-    if r.since_ms.is_none() && at < earliest {
+    if matches!(r.start, ReplayStart::Offset(_)) && at < earliest {
         // The log no longer holds them (retention, or a recreated topic).
         lost += (earliest - at) as u64;
         at = earliest;
