@@ -447,12 +447,12 @@ impl Batch {
             return true;
         }
         self.used = 0;
-        const NOT_RUN: i32 = i32::MIN;
-        let mut results = [NOT_RUN; BATCH];
-        let (mut got, mut ok) = (0, true);
+        let mut results = [None; BATCH];
+        // The kernel takes entries in queue order: the first `taken` are its.
+        let (mut got, mut taken, mut ok) = (0, 0, true);
         while got < n {
             match self.ring.submit_and_wait(n - got) {
-                Ok(_) => {}
+                Ok(k) => taken += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     ok = false;
@@ -461,24 +461,52 @@ impl Batch {
             }
             for cqe in self.ring.completion() {
                 if let Some(r) = results.get_mut(cqe.user_data() as usize) {
-                    *r = cqe.result();
+                    *r = Some(cqe.result());
                     got += 1;
                 }
             }
         }
-        for (p, &r) in self.slots[..n].iter_mut().zip(&results) {
-            let parts = p.parts();
-            let outcome = match r {
-                // All of it, or short (the socket filled up, or more iovecs than one call
-                // takes): the rest, if any, the usual way.
-                r if r >= 0 => send_after(p.fd, &parts, r as usize),
-                r if r == -libc::EAGAIN => SendNow::Partly(parts.rest_after(0)),
-                r if r == NOT_RUN || r == -libc::EINTR => send_now(p.fd, &parts),
-                _ => SendNow::Failed,
+        for (i, (p, &r)) in self.slots[..n].iter_mut().zip(&results).enumerate() {
+            let outcome = match Outcome::of(r, i < taken) {
+                Outcome::Wrote(k) => send_after(p.fd, &p.parts(), k),
+                Outcome::Full => SendNow::Partly(p.parts().rest_after(0)),
+                Outcome::NotRun => send_now(p.fd, &p.parts()),
+                Outcome::Failed => SendNow::Failed,
             };
             done(p, outcome);
         }
         ok
+    }
+}
+
+/// What became of one entry of a flushed batch.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// These many bytes went out: all of it, or short (the socket filled up, or more iovecs
+    /// than one call takes); the rest, if any, goes the usual way.
+    Wrote(usize),
+    /// Nothing went out: the socket is full.
+    Full,
+    /// The kernel never ran it (interrupted, or never taken before the ring failed): it can
+    /// be sent again without repeating a byte.
+    NotRun,
+    /// The peer is gone, or the kernel took the entry and its outcome is unknown (the ring
+    /// failed before answering): sending again could repeat bytes in the middle of a
+    /// stream, so the session ends instead.
+    Failed,
+}
+
+impl Outcome {
+    /// `r`: the completion's result, if one came; `taken`: the kernel took the entry.
+    fn of(r: Option<i32>, taken: bool) -> Outcome {
+        match r {
+            Some(r) if r >= 0 => Outcome::Wrote(r as usize),
+            Some(r) if r == -libc::EAGAIN => Outcome::Full,
+            Some(r) if r == -libc::EINTR => Outcome::NotRun,
+            Some(_) => Outcome::Failed,
+            None if taken => Outcome::Failed,
+            None => Outcome::NotRun,
+        }
     }
 }
 
@@ -585,6 +613,18 @@ mod tests {
         let mut n = 0;
         assert!(batch.flush(|_, o| n += usize::from(matches!(o, SendNow::All))));
         assert_eq!(n, BATCH);
+    }
+
+    #[test]
+    fn an_entry_the_kernel_took_without_answering_is_never_sent_again() {
+        assert_eq!(Outcome::of(Some(12), true), Outcome::Wrote(12));
+        assert_eq!(Outcome::of(Some(-libc::EAGAIN), true), Outcome::Full);
+        assert_eq!(Outcome::of(Some(-libc::EINTR), true), Outcome::NotRun);
+        assert_eq!(Outcome::of(Some(-libc::EPIPE), true), Outcome::Failed);
+        // The ring failed: what it never took goes by sendmsg, what it took and did not
+        // answer may have gone out already.
+        assert_eq!(Outcome::of(None, false), Outcome::NotRun);
+        assert_eq!(Outcome::of(None, true), Outcome::Failed);
     }
 
     #[test]
