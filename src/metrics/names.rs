@@ -194,3 +194,71 @@ pub const ADDRESS_REFUSED: (&str, &str) = (
     "corebridge_address_refused_total",
     "Connections refused because their client address already held http.max_connections_per_address.",
 );
+
+// Kinesis.
+pub const KINESIS_UP: (&str, &str) = (
+    "corebridge_kinesis_up",
+    "1 while the last Kinesis call succeeded, 0 while Kinesis is unreachable.",
+);
+pub const KINESIS_RECEIVED: (&str, &str) = (
+    "corebridge_kinesis_records_total",
+    "Kinesis records read and decoded into events, per stream.",
+);
+pub const KINESIS_FAILED: (&str, &str) = (
+    "corebridge_kinesis_records_failed_total",
+    "Kinesis records skipped because they are not CloudEvents, per stream.",
+);
+pub const KINESIS_THROTTLED: (&str, &str) = (
+    "corebridge_kinesis_throttled_total",
+    "Kinesis reads refused for throughput (ProvisionedThroughputExceeded), per stream.",
+);
+pub const KINESIS_RESETS: (&str, &str) = (
+    "corebridge_kinesis_position_resets_total",
+    "Times a shard's position was not in the stream any more (the stream was deleted and created again, or lost its data), per stream; reading went on from the shard's oldest record.",
+);
+pub const KINESIS_AGE: (&str, &str) = (
+    "corebridge_kinesis_iterator_age_milliseconds",
+    "How far behind the tip of its shard this node reads (MillisBehindLatest).",
+);
+pub const KINESIS_PUT: (&str, &str) = (
+    "corebridge_kinesis_put_records_total",
+    "Records put to Kinesis, by outcome (ok, failed after retries).",
+);
+
+// The clickstream router (its own process and page).
+pub const ROUTER_CONSUMED: (&str, &str) = (
+    "corebridge_router_messages_total",
+    "Messages read from the ingestion and retry topics, by topic.",
+);
+pub const ROUTER_ROUTED: (&str, &str) = (
+    "corebridge_router_routed_total",
+    "Messages produced to an integration's topic, by topic.",
+);
+pub const ROUTER_RETRIED: (&str, &str) = (
+    "corebridge_router_produce_retries_total",
+    "Produce attempts that failed and were tried again in process.",
+);
+pub const ROUTER_TO_RETRY_TOPIC: (&str, &str) = (
+    "corebridge_router_retry_topic_total",
+    "Messages written to the retry topic after their in-process retries failed.",
+);
+pub const ROUTER_TO_S3: (&str, &str) = (
+    "corebridge_router_s3_objects_total",
+    "Messages written to S3 after their retries were exhausted (or not routable at all).",
+);
+pub const ROUTER_CACHE: (&str, &str) = (
+    "corebridge_router_cache_total",
+    "Integration lookups by result: hit, miss (a registry request), invalidation.",
+);
+pub const ROUTER_LOOKUP: (&str, &str) = (
+    "corebridge_router_registry_seconds",
+    "Registry lookup latency on a cache miss.",
+);
+pub const ROUTER_IN_FLIGHT: (&str, &str) = (
+    "corebridge_router_in_flight",
+    "Messages read whose outputs are not all acknowledged yet (their offsets are not committed).",
+);
+pub const ROUTER_LAG: (&str, &str) = (
+    "corebridge_router_consumer_lag",
+    "High watermark minus committed position, per partition of the router's group.",
+);

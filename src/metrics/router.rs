@@ -1,47 +1,10 @@
 //! The clickstream router's probes (one process, its own Prometheus page on `ER_SERVER_PORT`).
 //! Labels: the integration's topic (bounded by the registry's integrations) and partition.
 
-use super::{escape, header, render_histogram, single, Counter, Histogram};
+use super::{escape, header, names, render_histogram, single, Counter, Histogram};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
-
-const CONSUMED: (&str, &str) = (
-    "corebridge_router_messages_total",
-    "Messages read from the ingestion and retry topics, by topic.",
-);
-const ROUTED: (&str, &str) = (
-    "corebridge_router_routed_total",
-    "Messages produced to an integration's topic, by topic.",
-);
-const RETRIED: (&str, &str) = (
-    "corebridge_router_produce_retries_total",
-    "Produce attempts that failed and were tried again in process.",
-);
-const TO_RETRY_TOPIC: (&str, &str) = (
-    "corebridge_router_retry_topic_total",
-    "Messages written to the retry topic after their in-process retries failed.",
-);
-const TO_S3: (&str, &str) = (
-    "corebridge_router_s3_objects_total",
-    "Messages written to S3 after their retries were exhausted (or not routable at all).",
-);
-const CACHE: (&str, &str) = (
-    "corebridge_router_cache_total",
-    "Integration lookups by result: hit, miss (a registry request), invalidation.",
-);
-const LOOKUP: (&str, &str) = (
-    "corebridge_router_registry_seconds",
-    "Registry lookup latency on a cache miss.",
-);
-const IN_FLIGHT: (&str, &str) = (
-    "corebridge_router_in_flight",
-    "Messages read whose outputs are not all acknowledged yet (their offsets are not committed).",
-);
-const LAG: (&str, &str) = (
-    "corebridge_router_consumer_lag",
-    "High watermark minus committed position, per partition of the router's group.",
-);
 
 const BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
 
@@ -82,36 +45,50 @@ impl RouterMetrics {
 
     pub fn render(&self) -> String {
         let mut o = String::new();
-        for (m, map) in [(CONSUMED, &self.consumed), (ROUTED, &self.routed)] {
+        for (m, map) in [
+            (names::ROUTER_CONSUMED, &self.consumed),
+            (names::ROUTER_ROUTED, &self.routed),
+        ] {
             header(&mut o, m, "counter");
             for (t, c) in map.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                 let _ = writeln!(o, "{}{{topic=\"{}\"}} {}", m.0, escape(t), c.get());
             }
         }
         for (m, c) in [
-            (RETRIED, &self.retries),
-            (TO_RETRY_TOPIC, &self.to_retry_topic),
-            (TO_S3, &self.to_s3),
+            (names::ROUTER_RETRIED, &self.retries),
+            (names::ROUTER_TO_RETRY_TOPIC, &self.to_retry_topic),
+            (names::ROUTER_TO_S3, &self.to_s3),
         ] {
             single(&mut o, m, "counter", c.get());
         }
-        header(&mut o, CACHE, "counter");
+        header(&mut o, names::ROUTER_CACHE, "counter");
         for (r, c) in [
             ("hit", &self.cache_hits),
             ("miss", &self.cache_misses),
             ("invalidation", &self.invalidations),
         ] {
-            let _ = writeln!(o, "{}{{result=\"{r}\"}} {}", CACHE.0, c.get());
+            let _ = writeln!(o, "{}{{result=\"{r}\"}} {}", names::ROUTER_CACHE.0, c.get());
         }
-        header(&mut o, LOOKUP, "histogram");
-        render_histogram(&mut o, LOOKUP.0, "", &BUCKETS, &[&self.lookup]);
-        single(&mut o, IN_FLIGHT, "gauge", self.in_flight.get());
-        header(&mut o, LAG, "gauge");
+        header(&mut o, names::ROUTER_LOOKUP, "histogram");
+        render_histogram(
+            &mut o,
+            names::ROUTER_LOOKUP.0,
+            "",
+            &BUCKETS,
+            &[&self.lookup],
+        );
+        single(
+            &mut o,
+            names::ROUTER_IN_FLIGHT,
+            "gauge",
+            self.in_flight.get(),
+        );
+        header(&mut o, names::ROUTER_LAG, "gauge");
         for ((t, p), l) in self.lag.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(
                 o,
                 "{}{{topic=\"{}\",partition=\"{p}\"}} {l}",
-                LAG.0,
+                names::ROUTER_LAG.0,
                 escape(t)
             );
         }
