@@ -247,13 +247,9 @@ pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32, created_la
                         "Kafka reachable again; resuming where it stopped");
                 }
                 let mut next = at;
-                // The age of a source record, read once per fetch: what the producer and the
-                // broker added to an event's latency before this node had it.
-                let fetched_ms = tracked.is_some().then(|| {
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as i64)
-                });
+                // The age of a source record, from one clock reading per fetch: what the
+                // producer and the broker added to an event's latency before this node had it.
+                let fetched_ms = crate::auth::blacklist::now_ms();
                 let mut events = Vec::with_capacity(records.len());
                 let mut controls = Vec::new();
                 let mut replies = Vec::new();
@@ -303,8 +299,8 @@ pub(super) async fn run(ctx: Arc<Ctx>, topic: String, partition: i32, created_la
                     let ts = r.record.timestamp.timestamp_millis();
                     // A record without a timestamp (-1, old message format) has no age; one
                     // from a clock ahead of ours counts as 0.
-                    if let Some(now) = fetched_ms.filter(|_| ts >= 0) {
-                        let age = Duration::from_millis((now - ts).max(0) as u64);
+                    if let Ok(ts_ms) = u64::try_from(ts) {
+                        let age = Duration::from_millis(fetched_ms.saturating_sub(ts_ms));
                         stats.age.observe(&AGE_BUCKETS, age);
                     }
                     let headers: Vec<(&str, &[u8])> = r
