@@ -762,72 +762,10 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn tls_upstream(dir: &std::path::Path) -> (KillOnDrop, u16, std::path::PathBuf) {
-    // A CA and a leaf it signed (rustls refuses a CA certificate as the server's own).
-    let (ca, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
-    let (cert, key, csr, ext) = (
-        dir.join("up.crt"),
-        dir.join("up.key"),
-        dir.join("up.csr"),
-        dir.join("ext"),
-    );
-    std::fs::write(&ext, "subjectAltName=DNS:localhost\n").unwrap();
-    let openssl = |args: &[&std::ffi::OsStr]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let s = |x: &'static str| std::ffi::OsStr::new(x);
-    openssl(&[
-        s("req"),
-        s("-x509"),
-        s("-newkey"),
-        s("rsa:2048"),
-        s("-nodes"),
-        s("-days"),
-        s("1"),
-        s("-subj"),
-        s("/CN=corebridge-test-ca"),
-        s("-keyout"),
-        ca_key.as_os_str(),
-        s("-out"),
-        ca.as_os_str(),
-    ]);
-    openssl(&[
-        s("req"),
-        s("-newkey"),
-        s("rsa:2048"),
-        s("-nodes"),
-        s("-subj"),
-        s("/CN=localhost"),
-        s("-keyout"),
-        key.as_os_str(),
-        s("-out"),
-        csr.as_os_str(),
-    ]);
-    openssl(&[
-        s("x509"),
-        s("-req"),
-        s("-in"),
-        csr.as_os_str(),
-        s("-CA"),
-        ca.as_os_str(),
-        s("-CAkey"),
-        ca_key.as_os_str(),
-        s("-CAcreateserial"),
-        s("-days"),
-        s("1"),
-        s("-extfile"),
-        ext.as_os_str(),
-        s("-out"),
-        cert.as_os_str(),
-    ]);
+/// The upstream, its port and the directory of its certificates (`ca.pem` signed its own).
+fn tls_upstream() -> (KillOnDrop, u16, std::path::PathBuf) {
+    let dir = common::pki::pki(&["up"]);
+    let (cert, key) = (dir.join("up.pem"), dir.join("up.key"));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -860,14 +798,13 @@ s.serve_forever()
     wait_until("the TLS upstream", Duration::from_secs(10), || {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
-    (child, port, ca)
+    (child, port, dir)
 }
 
 #[test]
 fn https_upstreams_are_verified_against_the_configured_cas() {
-    let dir = std::env::temp_dir().join(format!("cb-tls-{}", fastrand::u64(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (child, port, ca) = tls_upstream(&dir);
+    let (child, port, dir) = tls_upstream();
+    let ca = dir.join("ca.pem");
     let def = json!([{"id": "tls", "name": "tls", "proxy": {"target_url": "https://localhost", "port": port},
                       "version_data": {"default": {"endpoints": [{"id": "g", "method": "GET", "path_regex": "/tls"}]}}}]);
     let trusted = start(&def, &[("CB_PROXY_CA_CERTFILE", ca.to_str().unwrap())]);

@@ -25,6 +25,7 @@ pub fn python(script: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<Stri
 }
 pub mod kafka;
 pub mod kinesis;
+pub mod pki;
 pub mod relay;
 pub mod upstream;
 
