@@ -838,3 +838,172 @@ fn the_redis_store_works_through_sentinel_and_on_a_cluster() {
         "keys on {spread} of 3 masters ({prefix}): {keys:?}"
     );
 }
+
+/// `redis-cli` over TLS with the test PKI's client certificate.
+fn redis_cli_tls(port: u16, pki: &std::path::Path, args: &[&str]) -> String {
+    let f = |n: &str| pki.join(n).to_str().unwrap().to_string();
+    let out = std::process::Command::new("redis-cli")
+        .args(["--tls", "--cacert", &f("ca.pem")])
+        .args(["--cert", &f("client.pem"), "--key", &f("client.key")])
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli (installed with redis-server by redis-up)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The server's side of TLS: its certificate, the test CA, and a client certificate demanded.
+fn redis_tls_args(pki: &std::path::Path) -> Vec<String> {
+    let f = |n: &str| pki.join(n).to_str().unwrap().to_string();
+    [
+        ("--tls-cert-file", f("redis.pem")),
+        ("--tls-key-file", f("redis.key")),
+        ("--tls-ca-cert-file", f("ca.pem")),
+        ("--tls-auth-clients", "yes".into()),
+    ]
+    .into_iter()
+    .flat_map(|(k, v)| [k.to_string(), v])
+    .collect()
+}
+
+#[test]
+fn the_redis_store_works_over_tls_with_a_client_certificate_and_through_a_tls_sentinel() {
+    // redis-up installs redis-server (built with TLS in Debian); its own server is not used.
+    service("redis-up", &[REDIS_PORT], &[]);
+    let pki = common::pki::pki(&["redis", "client"]);
+    let mut procs = RedisProcs(Vec::new(), pki.clone());
+    let f = |n: &str| pki.join(n).to_str().unwrap().to_string();
+
+    // A server that speaks only TLS and demands a client certificate.
+    let master = free_port();
+    procs.0.push(
+        std::process::Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &master.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--dir", pki.to_str().unwrap()])
+            .args(redis_tls_args(&pki))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (installed by redis-up)"),
+    );
+    wait_for("redis-server up over TLS", || {
+        redis_cli_tls(master, &pki, &["ping"]).contains("PONG")
+    });
+    let port = master.to_string();
+    // A plain URL and Spring's flag: TLS all the same. (SPRING_DATA_REDIS_HOST would select
+    // the FlowX profile and its Kafka.)
+    let url = format!("redis://127.0.0.1:{master}/0");
+    let base = [
+        ("CB_REDIS_URL", url.as_str()),
+        ("SPRING_DATA_REDIS_SSL_ENABLED", "true"),
+    ];
+    let (ca, cert, key) = (f("ca.pem"), f("client.pem"), f("client.key"));
+    let mut full = base.to_vec();
+    full.extend([
+        ("CB_REDIS_TLS_CA_FILE", ca.as_str()),
+        ("CB_REDIS_TLS_CERT_FILE", cert.as_str()),
+        ("CB_REDIS_TLS_KEY_FILE", key.as_str()),
+    ]);
+    let (_a, _b, _c) = resumed_on_another_node_from_redis(&full);
+    let kept = |port| {
+        redis_cli_tls(port, &pki, &["dbsize"])
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert!(kept(master) > 0);
+
+    // Without the client certificate, or trusting only the system's CAs (which never signed
+    // the server's certificate), the store is unusable: live delivery goes on, the node says
+    // the store is down and counts what it could not keep.
+    let no_client_cert = [base.as_slice(), &[("CB_REDIS_TLS_CA_FILE", ca.as_str())]].concat();
+    let system_roots = [
+        base.as_slice(),
+        &[
+            ("CB_REDIS_TLS_CERT_FILE", cert.as_str()),
+            ("CB_REDIS_TLS_KEY_FILE", key.as_str()),
+        ],
+    ]
+    .concat();
+    for envs in [no_client_cert, system_roots] {
+        let mut envs = envs.clone();
+        envs.push(("EXTRACTORS", USER_EXTRACTOR));
+        let n = Server::start_with(2, "", &envs);
+        let mut c = connect_alice(n.inbound, None);
+        publish_users(n.inbound, 0, 2);
+        assert_once(
+            &numbers(&take(&mut c, 1, Duration::from_secs(10))),
+            evens(0..2),
+        );
+        wait_for("the store refused", || {
+            metric(&n, "corebridge_redis_write_failures_total ").unwrap_or(0.0) > 0.0
+                && metric(&n, "corebridge_redis_up ") == Some(0.0)
+        });
+        assert_eq!(
+            metric(&n, "corebridge_redis_events_written_total ").unwrap_or(0.0),
+            0.0,
+            "{envs:?}"
+        );
+    }
+
+    // Sentinel over TLS (to the sentinel and to the master it names), configured the way a
+    // FlowX deployment is: a Spring SSL bundle with the CA by `file:`, the client certificate
+    // inline and its key by path.
+    let sentinel = free_port();
+    let conf = pki.join("sentinel.conf");
+    let mut text = format!(
+        "port 0\ntls-port {sentinel}\nbind 127.0.0.1\ntls-replication yes\n\
+         sentinel monitor cbmaster 127.0.0.1 {master} 1\n"
+    );
+    for pair in redis_tls_args(&pki).chunks(2) {
+        text.push_str(&format!(
+            "{} {}\n",
+            pair[0].trim_start_matches("--"),
+            pair[1]
+        ));
+    }
+    std::fs::write(&conf, text).unwrap();
+    procs.0.push(
+        std::process::Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the TLS sentinel knows the master", || {
+        redis_cli_tls(
+            sentinel,
+            &pki,
+            &["sentinel", "get-master-addr-by-name", "cbmaster"],
+        )
+        .contains(&port)
+    });
+    let before = kept(master);
+    let (ca_url, cert_pem) = (
+        format!("file:{ca}"),
+        std::fs::read_to_string(&cert).unwrap(),
+    );
+    let nodes = format!("127.0.0.1:{sentinel}");
+    let (_a, _b, _c) = resumed_on_another_node_from_redis(&[
+        ("SPRING_DATA_REDIS_SENTINEL_MASTER", "cbmaster"),
+        ("SPRING_DATA_REDIS_SENTINEL_NODES", nodes.as_str()),
+        ("SPRING_DATA_REDIS_SSL_BUNDLE", "cb-redis"),
+        (
+            "SPRING_SSL_BUNDLE_PEM_CBREDIS_TRUSTSTORE_CERTIFICATE",
+            ca_url.as_str(),
+        ),
+        (
+            "SPRING_SSL_BUNDLE_PEM_CBREDIS_KEYSTORE_CERTIFICATE",
+            cert_pem.as_str(),
+        ),
+        (
+            "SPRING_SSL_BUNDLE_PEM_CBREDIS_KEYSTORE_PRIVATE_KEY",
+            key.as_str(),
+        ),
+    ]);
+    assert!(
+        kept(master) > before,
+        "nothing written through the sentinel"
+    );
+}

@@ -16,7 +16,7 @@
 //! made (Redis down, the queue full) is dropped and counted, and resume falls back to the
 //! node's own ring (`corebridge_redis_up` 0, `corebridge_redis_write_failures_total`).
 
-use crate::config::redis::{RedisConfig, RedisMode};
+use crate::config::redis::{RedisConfig, RedisMode, RedisTls};
 use crate::config::Config;
 use crate::proto::resume::topic_hash;
 use crate::route::subscription::Compiled;
@@ -182,24 +182,48 @@ struct Island {
     metrics: Arc<RedisMetrics>,
 }
 
+/// The client's form of our TLS settings.
+fn certificates(tls: &RedisTls) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: tls
+            .identity
+            .as_ref()
+            .map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            }),
+        root_cert: tls.ca.clone(),
+    }
+}
+
 async fn connect(cfg: &RedisConfig) -> redis::RedisResult<Conn> {
+    // The client builds its rustls configuration from the process-wide provider: ring, as
+    // for every other TLS client here.
+    if cfg.tls.is_some() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
     let conf = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(TIMEOUT))
         .set_response_timeout(Some(TIMEOUT));
     match &cfg.mode {
         RedisMode::Standalone(url) => {
-            let c = redis::Client::open(url.as_str())?;
+            let c = match &cfg.tls {
+                Some(tls) => redis::Client::build_with_tls(url.as_str(), certificates(tls))?,
+                None => redis::Client::open(url.as_str())?,
+            };
             Ok(Conn::One(
                 c.get_multiplexed_async_connection_with_config(&conf)
                     .await?,
             ))
         }
         RedisMode::Cluster(urls) => {
-            let c = redis::cluster::ClusterClientBuilder::new(urls.clone())
+            let mut b = redis::cluster::ClusterClientBuilder::new(urls.clone())
                 .connection_timeout(TIMEOUT)
-                .response_timeout(TIMEOUT)
-                .build()?;
-            Ok(Conn::Cluster(c.get_async_connection().await?))
+                .response_timeout(TIMEOUT);
+            if let Some(tls) = &cfg.tls {
+                b = b.certs(certificates(tls));
+            }
+            Ok(Conn::Cluster(b.build()?.get_async_connection().await?))
         }
         RedisMode::Sentinel {
             nodes,
@@ -209,27 +233,35 @@ async fn connect(cfg: &RedisConfig) -> redis::RedisResult<Conn> {
             password,
             db,
         } => {
-            let auth = sentinel_password
-                .as_ref()
-                .map(|p| format!(":{p}@"))
-                .unwrap_or_default();
-            let sentinels: Vec<String> =
-                nodes.iter().map(|n| format!("redis://{auth}{n}")).collect();
-            let mut info = redis::RedisConnectionInfo::default().set_db(*db);
+            use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+            let addrs = nodes.iter().map(|(host, port)| match cfg.tls {
+                Some(_) => redis::ConnectionAddr::TcpTls {
+                    host: host.clone(),
+                    port: *port,
+                    insecure: false,
+                    tls_params: None,
+                },
+                None => redis::ConnectionAddr::Tcp(host.clone(), *port),
+            });
+            let mut b = SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)?
+                .set_client_to_redis_db(*db);
+            if let Some(p) = sentinel_password {
+                b = b.set_client_to_sentinel_password(p);
+            }
             if let Some(u) = user {
-                info = info.set_username(u);
+                b = b.set_client_to_redis_username(u);
             }
             if let Some(p) = password {
-                info = info.set_password(p);
+                b = b.set_client_to_redis_password(p);
             }
-            let node = redis::sentinel::SentinelNodeConnectionInfo::default()
-                .set_redis_connection_info(info);
-            let mut c = redis::sentinel::SentinelClient::build(
-                sentinels,
-                master.clone(),
-                Some(node),
-                redis::sentinel::SentinelServerType::Master,
-            )?;
+            if let Some(tls) = &cfg.tls {
+                b = b
+                    .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure)
+                    .set_client_to_sentinel_certificates(certificates(tls))
+                    .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                    .set_client_to_redis_certificates(certificates(tls));
+            }
+            let mut c = b.build()?;
             Ok(Conn::One(c.get_async_connection_with_config(&conf).await?))
         }
     }

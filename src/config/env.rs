@@ -141,7 +141,7 @@ pub const KINESIS_POLL_MS: &str = "CB_KINESIS_POLL_MS";
 pub const KINESIS_SHARD_REFRESH_MS: &str = "CB_KINESIS_SHARD_REFRESH_MS";
 
 // The Redis replay store (ours first, then FlowX's Spring names).
-/// `redis://[user:password@]host:port[/db]`, or `redis+sentinel://`/cluster via the Spring names.
+/// `redis[s]://[user:password@]host:port[/db]`; Sentinel and Cluster via the Spring names.
 pub const REDIS_URL: &str = "CB_REDIS_URL";
 pub const REDIS_KEY_PREFIX: &str = "CB_REDIS_KEY_PREFIX";
 /// Events kept per routing key at most (ours).
@@ -157,6 +157,16 @@ pub const SPRING_DATA_REDIS_SENTINEL_MASTER: &str = "SPRING_DATA_REDIS_SENTINEL_
 pub const SPRING_DATA_REDIS_SENTINEL_NODES: &str = "SPRING_DATA_REDIS_SENTINEL_NODES";
 pub const SPRING_DATA_REDIS_SENTINEL_PASSWORD: &str = "SPRING_DATA_REDIS_SENTINEL_PASSWORD";
 pub const SPRING_DATA_REDIS_CLUSTER_NODES: &str = "SPRING_DATA_REDIS_CLUSTER_NODES";
+/// Spring Boot's SSL bundle for Redis: names `SPRING_SSL_BUNDLE_PEM_<NAME>_*` (PEM bundles only)
+/// and turns TLS on unless `SPRING_DATA_REDIS_SSL_ENABLED=false`.
+pub const SPRING_DATA_REDIS_SSL_BUNDLE: &str = "SPRING_DATA_REDIS_SSL_BUNDLE";
+/// TLS to Redis (ours; they win over the bundle's): the CA certificates to trust instead of
+/// the system's, and a client certificate and key for servers that demand one.
+pub const REDIS_TLS_CA_FILE: &str = "CB_REDIS_TLS_CA_FILE";
+pub const REDIS_TLS_CERT_FILE: &str = "CB_REDIS_TLS_CERT_FILE";
+pub const REDIS_TLS_KEY_FILE: &str = "CB_REDIS_TLS_KEY_FILE";
+/// Passphrase of an encrypted PKCS#8 key in `CB_REDIS_TLS_KEY_FILE`.
+pub const REDIS_TLS_KEY_PASS: &str = "CB_REDIS_TLS_KEY_PASS";
 /// FlowX: hours events stay in Redis (default 4).
 pub const EVENTS_REDIS_TTLHOURS: &str = "EVENTS_REDIS_TTLHOURS";
 /// FlowX: how often its instances polled Redis; accepted, not needed (live delivery does not
