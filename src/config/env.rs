@@ -27,6 +27,8 @@ pub const KAFKA_SSL_KEYFILE: &str = "KAFKA_SSL_KEYFILE";
 pub const KAFKA_SSL_KEYFILE_PASS: &str = "KAFKA_SSL_KEYFILE_PASS";
 pub const KAFKA_SASL: &str = "KAFKA_SASL";
 pub const KAFKA_SECURITY_PROTOCOL: &str = "KAFKA_SECURITY_PROTOCOL";
+/// FlowX's fallback for `KAFKA_SECURITY_PROTOCOL`.
+pub const SPRING_KAFKA_SECURITY_PROTOCOL: &str = "SPRING_KAFKA_SECURITY_PROTOCOL";
 /// FlowX: seconds between attempts after an authentication failure (and the cap of every
 /// reconnect back-off); never fatal.
 pub const KAFKA_AUTH_RETRY: &str = "KAFKA_AUTHEXCEPTIONRETRYINTERVAL";

@@ -439,11 +439,8 @@ impl KafkaConfig {
                 Some("1" | "true" | "yes")
             )
         };
-        let (ssl, sasl_required) = security_protocol(
-            truthy(get(env::KAFKA_SSL_ENABLED)),
-            get(env::KAFKA_SECURITY_PROTOCOL).as_deref(),
-            problems,
-        );
+        let (ssl, sasl_required, protocol_var) =
+            security_protocol(truthy(get(env::KAFKA_SSL_ENABLED)), get, problems);
         let file = |name: &str, default: &str| -> Option<PathBuf> {
             let v = get(name).unwrap_or_else(|| default.to_string());
             (!v.is_empty()).then(|| PathBuf::from(v))
@@ -509,8 +506,7 @@ impl KafkaConfig {
         };
         if sasl_required && sasl.is_none() {
             problems.push(format!(
-                "{} asks for SASL; set {}=plain:USER:PASS (or scram-sha-256:..., scram-sha-512:...)",
-                env::KAFKA_SECURITY_PROTOCOL,
+                "{protocol_var} asks for SASL; set {}=plain:USER:PASS (or scram-sha-256:..., scram-sha-512:...)",
                 env::KAFKA_SASL
             ));
         }
@@ -720,11 +716,8 @@ pub fn rdkafka_security(
             Some("1" | "true" | "yes")
         )
     };
-    let (ssl, sasl_required) = security_protocol(
-        truthy(env::KAFKA_SSL_ENABLED),
-        val(env::KAFKA_SECURITY_PROTOCOL).as_deref(),
-        problems,
-    );
+    let (ssl, sasl_required, protocol_var) =
+        security_protocol(truthy(env::KAFKA_SSL_ENABLED), val, problems);
     if ssl {
         for (k, prop) in [
             (env::KAFKA_SSL_CA_CERTFILE, "ssl.ca.location"),
@@ -785,8 +778,7 @@ pub fn rdkafka_security(
     }
     if sasl_required && !sasl {
         problems.push(format!(
-            "{} asks for SASL; set {}=plain:USER:PASS (or scram-sha-256/512) or KAFKA_OAUTH_*",
-            env::KAFKA_SECURITY_PROTOCOL,
+            "{protocol_var} asks for SASL; set {}=plain:USER:PASS (or scram-sha-256/512) or KAFKA_OAUTH_*",
             env::KAFKA_SASL
         ));
     }
@@ -814,28 +806,45 @@ pub fn rdkafka_security(
     props
 }
 
-/// RIG's `plain:user:pass`, plus `scram-sha-256:user:pass` and `scram-sha-512:user:pass`.
-/// (TLS, SASL required) from RIG's `KAFKA_SSL_ENABLED` and FlowX's `KAFKA_SECURITY_PROTOCOL`.
+/// (TLS, SASL required, the variable that said so) from RIG's `KAFKA_SSL_ENABLED` and FlowX's
+/// `KAFKA_SECURITY_PROTOCOL`, or its fallback `SPRING_KAFKA_SECURITY_PROTOCOL` (FlowX reads
+/// both; a deployment that sets only Spring's would otherwise talk plaintext to a TLS broker).
 pub fn security_protocol(
     ssl_enabled: bool,
-    protocol: Option<&str>,
+    get: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<String>,
-) -> (bool, bool) {
-    match protocol.map(str::to_ascii_uppercase).as_deref() {
+) -> (bool, bool, &'static str) {
+    let (var, protocol) = [
+        env::KAFKA_SECURITY_PROTOCOL,
+        env::SPRING_KAFKA_SECURITY_PROTOCOL,
+    ]
+    .into_iter()
+    .find_map(|n| {
+        get(n)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (n, Some(v)))
+    })
+    .unwrap_or((env::KAFKA_SECURITY_PROTOCOL, None));
+    let (ssl, sasl) = match protocol
+        .as_deref()
+        .map(|p| p.trim().to_ascii_uppercase())
+        .as_deref()
+    {
         None | Some("PLAINTEXT") => (ssl_enabled, false),
         Some("SSL") => (true, false),
         Some("SASL_PLAINTEXT") => (ssl_enabled, true),
         Some("SASL_SSL") => (true, true),
         Some(other) => {
             problems.push(format!(
-                "{}={other:?}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
-                env::KAFKA_SECURITY_PROTOCOL
+                "{var}={other:?}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
             ));
             (ssl_enabled, false)
         }
-    }
+    };
+    (ssl, sasl, var)
 }
 
+/// RIG's `plain:user:pass`, plus `scram-sha-256:user:pass` and `scram-sha-512:user:pass`.
 pub fn parse_sasl(raw: &str) -> Result<Sasl, SaslError> {
     let mut parts = raw.splitn(3, ':');
     let (Some(mech), Some(user), Some(pass)) = (parts.next(), parts.next(), parts.next()) else {
@@ -1065,6 +1074,31 @@ mod tests {
             ("KAFKA_SASL", "x:y"),
         ]);
         assert_eq!(p.len(), 3, "{p:?}");
+        // FlowX's fallback name counts, and problems name it.
+        let (_, p) = load(&[
+            ("KAFKA_BROKERS", "k:9092"),
+            ("SPRING_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+        ]);
+        assert!(
+            p.len() == 1 && p[0].starts_with("SPRING_KAFKA_SECURITY_PROTOCOL asks for SASL"),
+            "{p:?}"
+        );
+        let mut p = Vec::new();
+        let get = |k: &str| (k == "SPRING_KAFKA_SECURITY_PROTOCOL").then(|| "sasl_ssl".to_string());
+        assert_eq!(
+            security_protocol(false, &get, &mut p),
+            (true, true, "SPRING_KAFKA_SECURITY_PROTOCOL")
+        );
+        let get = |k: &str| match k {
+            "KAFKA_SECURITY_PROTOCOL" => Some("PLAINTEXT".to_string()),
+            "SPRING_KAFKA_SECURITY_PROTOCOL" => Some("SSL".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            security_protocol(false, &get, &mut p),
+            (false, false, "KAFKA_SECURITY_PROTOCOL")
+        );
+        assert!(p.is_empty(), "{p:?}");
     }
 
     #[test]
