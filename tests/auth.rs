@@ -1033,6 +1033,23 @@ fn keycloak_realm_names_the_jwks_url() {
         &sse_get(&srv, &rs(RSA2_PRIV, Some("k1"), &user_claims("joe", "kc1"))),
         "kid k1 signed by another key",
     );
+    // The base URL alone: FlowX's default service-accounts realm.
+    let idp = Mock::start(200, &jwks("k1", RSA1_N));
+    let base = idp.url("/auth");
+    let _srv = Server::start_with(
+        1,
+        "",
+        &[
+            ("SECURITY_OAUTH2_BASESERVERURL", &base),
+            ("EXTRACTORS", JWT_EXTRACTORS),
+        ],
+    );
+    let seen = idp.wait_seen(1, Duration::from_secs(5));
+    assert_eq!(
+        seen[0].path,
+        "/auth/realms/00000002-0002-4002-8002-000000000002/protocol/openid-connect/certs",
+        "{seen:?}"
+    );
 }
 
 #[test]

@@ -54,7 +54,7 @@ pub struct JwtSettings {
 /// secret; other algorithms: a PEM public key, where the two-character
 /// sequence `\n` counts as a newline because RIG deployments pass PEMs that
 /// way), `CB_JWT_JWKS_URL`, or FlowX's `SECURITY_OAUTH2_BASESERVERURL` +
-/// `SECURITY_OAUTH2_SAREALM` (giving
+/// `SECURITY_OAUTH2_SAREALM` (default `00000002-0002-4002-8002-000000000002`; giving
 /// `{base}/realms/{realm}/protocol/openid-connect/certs`; `CB_JWT_JWKS_URL`
 /// wins when both are set), `CB_JWT_ISSUER`, `CB_JWT_AUDIENCE`,
 /// `CB_JWT_LEEWAY_SECS` (default 5), `JWT_SESSION_FIELD` (default `/jti`).
@@ -184,6 +184,9 @@ pub fn load(
     })
 }
 
+/// FlowX's `SECURITY_OAUTH2_SAREALM` when unset.
+const FLOWX_DEFAULT_REALM: &str = "00000002-0002-4002-8002-000000000002";
+
 /// The JWKS URL and the variable it came from, if any.
 fn jwks_url_from_env(
     var: &dyn Fn(&str) -> Option<String>,
@@ -196,14 +199,6 @@ fn jwks_url_from_env(
         let realm = var(env::SECURITY_OAUTH2_SAREALM);
         match (base, realm) {
             (None, None) => return None,
-            (Some(_), None) => {
-                problems.push(
-                    "SECURITY_OAUTH2_BASESERVERURL is set but SECURITY_OAUTH2_SAREALM is not; \
-                     both are needed to derive the JWKS URL"
-                        .to_owned(),
-                );
-                return None;
-            }
             (None, Some(_)) => {
                 problems.push(
                     "SECURITY_OAUTH2_SAREALM is set but SECURITY_OAUTH2_BASESERVERURL is not; \
@@ -212,7 +207,9 @@ fn jwks_url_from_env(
                 );
                 return None;
             }
-            (Some(base), Some(realm)) => {
+            (Some(base), realm) => {
+                // FlowX's documented default when only the base URL is given.
+                let realm = realm.unwrap_or_else(|| FLOWX_DEFAULT_REALM.to_string());
                 // The realm becomes one path segment; anything that would
                 // change the URL's structure is a typo, not a realm name.
                 if realm.contains(['/', '?', '#', '%']) || realm.chars().any(char::is_whitespace) {

@@ -916,13 +916,16 @@ fn load_key_kind_problems() {
     assert!(p[0].contains("only serves public keys"), "{p:?}");
 
     let (_, p) = load_env(&[
-        ("SECURITY_OAUTH2_BASESERVERURL", "https://kc"),
+        ("SECURITY_OAUTH2_SAREALM", "flowx"),
         ("CB_JWT_AUDIENCE", "x"),
         ("CB_JWT_LEEWAY_SECS", "86400"),
         ("JWT_SESSION_FIELD", "/a~2"),
     ]);
     assert_eq!(p.len(), 4, "{p:#?}");
-    assert!(p[0].contains("SECURITY_OAUTH2_SAREALM is not"), "{p:?}");
+    assert!(
+        p[0].contains("SECURITY_OAUTH2_BASESERVERURL is not"),
+        "{p:?}"
+    );
     assert!(p.iter().any(|m| m.contains("too large")), "{p:?}");
     assert!(
         p.iter()
