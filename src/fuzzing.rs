@@ -257,6 +257,7 @@ pub fn api_definition(data: &[u8]) {
     let caps = crate::proxy::api::Capabilities {
         kafka: true,
         kinesis: true,
+        nats: true,
         max_endpoints: 64,
     };
     if crate::proxy::api::validate(&v, &caps).is_ok() {

@@ -10,8 +10,8 @@
 //! - `api`     — request handlers for the inbound and internal listeners
 //! - `proxy`   — the API gateway's definitions, routing table, parked requests and replies
 //! - `auth`    — JWT/JWKS verification, the session blacklist, CORS policy (no I/O)
-//! - `broker`  — island code: Kafka (rskafka), Kinesis (AWS SDK), outbound HTTP, DNS, reached
-//!   through island handles
+//! - `broker`  — island code: Kafka (rskafka), Kinesis (AWS SDK), NATS (async-nats), Redis,
+//!   outbound HTTP, DNS, reached through island handles
 //! - `router`  — the clickstream router (`corebridge router`): rdkafka group, registry, retry chain
 //! - `metrics` — metric names, per-shard probes, the Prometheus exporter
 //! - `error`   — whose fault an error is (client, upstream, ours)

@@ -44,6 +44,7 @@ fn validate(shard: &Shard, v: &Value) -> Result<(), Outcome> {
     let caps = ProxyConfig::caps(
         shard.globals.broker.is_some(),
         shard.globals.kinesis.is_some(),
+        shard.globals.nats.is_some(),
         &shard.cfg().tuning,
     );
     api::validate(v, &caps)

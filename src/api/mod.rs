@@ -272,6 +272,9 @@ async fn internal(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outco
                 if shard.globals.kinesis.is_some() {
                     shard.globals.kinesis_metrics.render(&mut text);
                 }
+                if shard.globals.nats.is_some() {
+                    shard.globals.nats_metrics.render(&mut text);
+                }
                 r.body = text.into_bytes();
                 r.into()
             }

@@ -61,6 +61,7 @@ pub fn json(shard: &Shard) -> Vec<u8> {
         "shards": shards,
         "kafka": kafka,
         "kinesis": g.kinesis.is_some(),
+        "nats": g.nats.is_some(),
         "redis_up": g.local.as_ref().and_then(|l| l.redis.as_ref())
             .map(|r| r.metrics.up.load(Ordering::Relaxed) == 1),
         "apis": apis,

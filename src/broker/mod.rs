@@ -13,6 +13,7 @@ pub mod http;
 pub mod kafka;
 pub mod kinesis;
 pub mod local;
+pub mod nats;
 pub mod redis;
 
 use crate::config::Config;

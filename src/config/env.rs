@@ -99,6 +99,7 @@ pub const PROXY_KAFKA_RESPONSE_TOPICS: &str = "PROXY_KAFKA_RESPONSE_TOPICS";
 pub const PROXY_KAFKA_RESPONSE_TIMEOUT: &str = "PROXY_KAFKA_RESPONSE_TIMEOUT";
 pub const PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT: &str = "PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT";
 pub const PROXY_KINESIS_RESPONSE_TIMEOUT: &str = "PROXY_KINESIS_RESPONSE_TIMEOUT";
+pub const PROXY_NATS_RESPONSE_TIMEOUT: &str = "PROXY_NATS_RESPONSE_TIMEOUT";
 pub const REQUEST_LOG: &str = "REQUEST_LOG";
 pub const KAFKA_LOG_TOPIC: &str = "KAFKA_LOG_TOPIC";
 /// `avro`: proxy endpoints with a `schema` (and the request log with `KAFKA_LOG_SCHEMA`) produce
@@ -141,6 +142,16 @@ pub const KINESIS_EFO: &str = "CB_KINESIS_EFO";
 pub const KINESIS_POLL_MS: &str = "CB_KINESIS_POLL_MS";
 /// How often shard lists are read again (ours; default 10000 ms).
 pub const KINESIS_SHARD_REFRESH_MS: &str = "CB_KINESIS_SHARD_REFRESH_MS";
+
+// NATS as an event source (RIG's names).
+/// Comma-separated servers; NATS is off when unset.
+pub const NATS_SERVERS: &str = "NATS_SERVERS";
+/// Comma-separated subjects consumed (default `rig`).
+pub const NATS_SOURCE_TOPICS: &str = "NATS_SOURCE_TOPICS";
+/// RIG's queue group; read and not used (every node reads every subject).
+pub const NATSTOFILTER_QUEUE_GROUP: &str = "NATSTOFILTER_QUEUE_GROUP";
+/// CA certificates for `tls://` NATS servers (ours).
+pub const NATS_TLS_CA_FILE: &str = "CB_NATS_TLS_CA_FILE";
 
 // The Redis replay store (ours first, then FlowX's Spring names).
 /// `redis[s]://[user:password@]host:port[/db]`; Sentinel and Cluster via the Spring names.

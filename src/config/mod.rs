@@ -9,6 +9,7 @@ pub mod https;
 pub mod jwt;
 pub mod kafka;
 pub mod kinesis;
+pub mod nats;
 pub mod proxy;
 pub mod redis;
 pub mod router;
@@ -55,6 +56,8 @@ pub struct Config {
     /// The API gateway: initial definitions, timeouts, request log.
     pub proxy: proxy::ProxyConfig,
     pub kinesis: Option<kinesis::KinesisConfig>,
+    /// NATS subjects consumed (`NATS_SERVERS`), delivered like Kafka records.
+    pub nats: Option<nats::NatsConfig>,
     /// The Redis replay store for events published without a broker (`broker::redis`).
     pub redis: Option<redis::RedisConfig>,
     /// Prefixes under which the inbound `/_rig/` routes are also served (`CB_INBOUND_PATH_PREFIXES`,
@@ -272,6 +275,7 @@ impl Config {
         let owned = |k: &str| get(k).map(str::to_string);
         let kafka = KafkaConfig::load(&owned, &mut problems);
         let kinesis = kinesis::KinesisConfig::load(&owned, &mut problems);
+        let nats = nats::NatsConfig::load(&owned, &mut problems);
         let redis = redis::RedisConfig::load(&owned, &mut problems);
         if kafka.as_ref().is_some_and(|k| k.flowx.is_some()) {
             let claim = get(env::FLOWX_USER_CLAIM).unwrap_or("preferred_username");
@@ -395,6 +399,7 @@ impl Config {
             envs,
             kafka.is_some(),
             kinesis.is_some(),
+            nats.is_some(),
             &tuning,
             &mut problems,
         );
@@ -404,6 +409,7 @@ impl Config {
                 proxy,
                 kafka,
                 kinesis,
+                nats,
                 redis,
                 max_connections_per_minute,
                 subscription_check,

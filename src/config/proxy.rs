@@ -27,6 +27,8 @@ pub struct ProxyConfig {
     pub kafka_response_timeout: Duration,
     pub http_async_response_timeout: Duration,
     pub kinesis_response_timeout: Duration,
+    /// How long `response_from: nats` waits for the NATS reply (RIG: 60 s).
+    pub nats_response_timeout: Duration,
     pub request_log: RequestLog,
     /// `by=` of the `forwarded` header (`HOST` when it is an IP address; else the address the
     /// request arrived on).
@@ -40,10 +42,11 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
-    pub fn caps(kafka: bool, kinesis: bool, tuning: &super::Tuning) -> Capabilities {
+    pub fn caps(kafka: bool, kinesis: bool, nats: bool, tuning: &super::Tuning) -> Capabilities {
         Capabilities {
             kafka,
             kinesis,
+            nats,
             max_endpoints: tuning.proxy.max_endpoints,
         }
     }
@@ -52,6 +55,7 @@ impl ProxyConfig {
         envs: &super::EnvMap,
         kafka: bool,
         kinesis: bool,
+        nats: bool,
         tuning: &super::Tuning,
         problems: &mut Vec<String>,
     ) -> ProxyConfig {
@@ -71,6 +75,7 @@ impl ProxyConfig {
         let http_async_response_timeout =
             millis(env::PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT, 5_000, problems);
         let kinesis_response_timeout = millis(env::PROXY_KINESIS_RESPONSE_TIMEOUT, 5_000, problems);
+        let nats_response_timeout = millis(env::PROXY_NATS_RESPONSE_TIMEOUT, 60_000, problems);
 
         let mut request_log = RequestLog::default();
         for name in get(env::REQUEST_LOG)
@@ -109,7 +114,7 @@ impl ProxyConfig {
             None => Vec::new(),
             Some(raw) => load_apis(
                 raw,
-                &ProxyConfig::caps(kafka, kinesis, tuning),
+                &ProxyConfig::caps(kafka, kinesis, nats, tuning),
                 tuning.proxy.max_apis,
                 &node_name,
                 &env_snapshot,
@@ -124,6 +129,7 @@ impl ProxyConfig {
             kafka_response_timeout,
             http_async_response_timeout,
             kinesis_response_timeout,
+            nats_response_timeout,
             request_log,
             host_ip,
             node_name,
@@ -267,7 +273,14 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let mut problems = Vec::new();
-        let c = ProxyConfig::load(&envs, false, false, &Default::default(), &mut problems);
+        let c = ProxyConfig::load(
+            &envs,
+            false,
+            false,
+            false,
+            &Default::default(),
+            &mut problems,
+        );
         (c, problems)
     }
 

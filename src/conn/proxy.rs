@@ -120,6 +120,7 @@ fn response_timeout(shard: &Shard, from: ResponseFrom) -> Duration {
         ResponseFrom::Kafka => p.kafka_response_timeout,
         ResponseFrom::HttpAsync => p.http_async_response_timeout,
         ResponseFrom::Kinesis => p.kinesis_response_timeout,
+        ResponseFrom::Nats => p.nats_response_timeout,
         ResponseFrom::Http => p.recv_timeout,
     }
 }
@@ -169,6 +170,10 @@ pub(super) async fn serve(
         }
         Target::Kinesis { stream } => {
             let sink = Sink::Kinesis(stream.clone());
+            to_stream(shard, client, buf, &head, &m, sink, peer, &trace).await
+        }
+        Target::Nats { subject } => {
+            let sink = Sink::Nats(subject.clone());
             to_stream(shard, client, buf, &head, &m, sink, peer, &trace).await
         }
     }
@@ -310,11 +315,13 @@ async fn answer_early(
 enum Sink {
     Kafka(String),
     Kinesis(String),
+    Nats(String),
 }
 
-/// A Kafka or Kinesis target: the body must be a CloudEvent; it goes to the endpoint's topic
-/// or stream with RIG's `rig` extension, keyed by `rig.target_partition` (Kinesis: a random
-/// partition key without one); 202, or the correlated response.
+/// A Kafka, Kinesis or NATS target: the body must be a CloudEvent; it goes to the endpoint's
+/// topic, stream or subject with RIG's `rig` extension, keyed by `rig.target_partition`
+/// (Kinesis: a random partition key without one); 202, or the correlated response (NATS: the
+/// reply to a NATS request, which needs no correlation of ours).
 #[allow(clippy::too_many_arguments)]
 async fn to_stream(
     shard: &Rc<Shard>,
@@ -355,6 +362,7 @@ async fn to_stream(
     let configured = match &sink {
         Sink::Kafka(_) => shard.globals.broker.is_some(),
         Sink::Kinesis(_) => shard.globals.kinesis.is_some(),
+        Sink::Nats(_) => shard.globals.nats.is_some(),
     };
     if !configured {
         let r = Resp::text(
@@ -362,6 +370,7 @@ async fn to_stream(
             match sink {
                 Sink::Kafka(_) => "Kafka is not configured on this node (KAFKA_BROKERS).",
                 Sink::Kinesis(_) => "Kinesis is not configured on this node (KINESIS_ENABLED).",
+                Sink::Nats(_) => "NATS is not configured on this node (NATS_SERVERS).",
             },
         );
         return write_resp(shard, client, r, head.keep_alive, false).await && head.keep_alive;
@@ -406,7 +415,11 @@ async fn to_stream(
         Rejected(String),
         /// The event does not fit the endpoint's Avro schema: 400.
         Invalid(String),
+        /// A NATS request got no reply in time: 504, as a correlated reply that never came.
+        NoReply,
     }
+    // A NATS request's reply, when the endpoint waits for one.
+    let mut nats_reply = None;
     let avro_subject = ep
         .schema
         .clone()
@@ -458,6 +471,27 @@ async fn to_stream(
                     }
                 })
         }
+        Sink::Nats(subject) => {
+            use crate::broker::nats::{NatsError, NatsRequest};
+            let nats = shard.globals.nats.clone().expect("checked above");
+            let reply_within = (ep.response_from == ResponseFrom::Nats)
+                .then(|| response_timeout(shard, ResponseFrom::Nats));
+            nats.send(NatsRequest {
+                subject: subject.clone(),
+                headers: record.headers,
+                payload: record.value,
+                reply_within,
+            })
+            .await
+            .map(|r| nats_reply = r)
+            .map_err(|e| match e {
+                NatsError::Unavailable(_) => NotStored::Unavailable(e.to_string()),
+                NatsError::TimedOut(_) => NotStored::NoReply,
+                NatsError::NoResponders(_) | NatsError::Rejected(_) => {
+                    NotStored::Rejected(e.to_string())
+                }
+            })
+        }
     };
     let keep = head.keep_alive;
     let mut cors = rig_cors(shard, "content-type,authorization");
@@ -470,11 +504,30 @@ async fn to_stream(
             count(Status::Unreachable);
             Resp::text(502, e)
         }
+        (Err(NotStored::NoReply), _) => {
+            return answer_reply(shard, client, head, m, None, trace, cors, keep).await;
+        }
         (Err(NotStored::Invalid(e)), _) => {
             count(Status::BadRequest);
             let mut r = Resp::text(400, format!("Bad request: {e}."));
             r.headers.append(&mut cors);
             r
+        }
+        (Ok(_), None) if nats_reply.is_some() => {
+            let r = nats_reply.take().expect("matched");
+            let token = Token::decode_correlation(&correlation).expect("minted here");
+            let headers = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
+            let reply = match crate::proxy::reply::from_nats(token, headers, r.payload) {
+                Ok(reply) => Some(Arc::new(reply)),
+                Err(e) => {
+                    // A replier's mistake: the client gets 502 naming it.
+                    count(Status::Unreachable);
+                    let r = Resp::text(502, format!("the NATS reply is unusable: {e}"));
+                    return write_resp(shard, client, r, keep, false).await && keep;
+                }
+            };
+            let cors = std::mem::take(&mut cors);
+            return answer_reply(shard, client, head, m, reply, trace, cors, keep).await;
         }
         (Ok(_), None) => {
             count(Status::Ok);

@@ -6,6 +6,7 @@
 pub mod island;
 pub mod kinesis;
 pub mod names;
+pub mod nats;
 pub mod proxy;
 pub mod router;
 

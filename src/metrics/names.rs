@@ -196,6 +196,26 @@ pub const ADDRESS_REFUSED: (&str, &str) = (
 );
 
 // Kinesis.
+pub const NATS_UP: (&str, &str) = (
+    "corebridge_nats_up",
+    "1 while this node is connected to a NATS server, 0 while it is not (NATS keeps nothing: what is published meanwhile does not reach this node).",
+);
+pub const NATS_RECEIVED: (&str, &str) = (
+    "corebridge_nats_messages_total",
+    "NATS messages received and decoded into events, per subscribed subject.",
+);
+pub const NATS_FAILED: (&str, &str) = (
+    "corebridge_nats_messages_failed_total",
+    "NATS messages skipped because they are not CloudEvents, per subscribed subject.",
+);
+pub const NATS_SLOW: (&str, &str) = (
+    "corebridge_nats_slow_consumer_total",
+    "Times the NATS client dropped messages because this node did not take them fast enough.",
+);
+pub const NATS_PUBLISHED: (&str, &str) = (
+    "corebridge_nats_published_total",
+    "Messages the API gateway sent to NATS (target: nats), by outcome.",
+);
 pub const KINESIS_UP: (&str, &str) = (
     "corebridge_kinesis_up",
     "1 while the last Kinesis call succeeded, 0 while Kinesis is unreachable.",

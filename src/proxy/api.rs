@@ -17,6 +17,8 @@ pub struct Capabilities {
     pub kafka: bool,
     /// Kinesis is configured (`KINESIS_ENABLED`; its targets and replies need it).
     pub kinesis: bool,
+    /// NATS is configured (`NATS_SERVERS`; its targets and replies need it).
+    pub nats: bool,
     /// Endpoints one API may declare.
     pub max_endpoints: usize,
 }
@@ -257,7 +259,9 @@ pub fn validate(api: &Value, caps: &Capabilities) -> Result<(), Invalid> {
             out.push(err("auth_type", "must be one of [\"jwt\"]"));
         }
         let target = str_of(e, "target").map(str::to_ascii_lowercase);
-        if matches!(target.as_deref(), Some("kafka" | "kinesis")) && !present(e.get("topic")) {
+        if matches!(target.as_deref(), Some("kafka" | "kinesis" | "nats"))
+            && !present(e.get("topic"))
+        {
             out.push(err("topic", "must be present"));
         }
         if present(e.get("schema")) && !present(e.get("target")) {
@@ -311,13 +315,14 @@ fn validate_endpoint_extras(
             "target",
             "kinesis needs Kinesis, and this node has none configured (KINESIS_ENABLED)",
         )),
+        Some("nats") if caps.nats => {}
         Some("nats") => out.push(err(
             "target",
-            "nats targets are not supported by Corebridge; use kafka or http",
+            "nats needs NATS, and this node has none configured (NATS_SERVERS)",
         )),
         Some(_) => out.push(err(
             "target",
-            "must be one of [\"http\", \"kafka\", \"kinesis\"]",
+            "must be one of [\"http\", \"kafka\", \"kinesis\", \"nats\"]",
         )),
     }
     match e.get("response_from").map(|v| v.as_str()) {
@@ -332,13 +337,15 @@ fn validate_endpoint_extras(
             "response_from",
             "kinesis needs Kinesis, and this node has none configured (KINESIS_ENABLED)",
         )),
-        Some(Some("nats")) => out.push(err(
+        // RIG: a NATS reply answers a NATS request, and nothing else does.
+        Some(Some("nats")) if target != Some("nats") => out.push(err(
             "response_from",
-            "nats is not supported by Corebridge; use kafka or http_async",
+            "nats needs target nats (the reply answers the NATS request)",
         )),
+        Some(Some("nats")) => {}
         _ => out.push(err(
             "response_from",
-            "must be one of [\"http\", \"kafka\", \"http_async\", \"kinesis\"]",
+            "must be one of [\"http\", \"kafka\", \"http_async\", \"kinesis\", \"nats\"]",
         )),
     }
     for flag in ["secured", "transform_request_headers"] {
@@ -430,6 +437,7 @@ mod tests {
     const CAPS: Capabilities = Capabilities {
         kafka: true,
         kinesis: true,
+        nats: true,
         max_endpoints: 8,
     };
 
@@ -504,7 +512,7 @@ mod tests {
     fn what_rig_failed_on_later_is_refused_now() {
         let e = errors(&api(json!([
             {"id": "a", "method": "GET", "path_regex": "/(unclosed"},
-            {"id": "b", "method": "GET", "path_regex": "/x", "target": "nats", "topic": "t"},
+            {"id": "b", "method": "GET", "path_regex": "/x", "response_from": "nats"},
             {"id": "c", "method": "G E T", "path_regex": "/x", "response_from": "carrier-pigeon"}
         ])));
         assert!(
@@ -515,16 +523,17 @@ mod tests {
             "{e}"
         );
         assert!(
-            e["svc/b"][0]["target"]
+            e["svc/b"][0]["response_from"]
                 .as_str()
                 .unwrap()
-                .contains("not supported"),
+                .contains("needs target nats"),
             "{e}"
         );
         assert_eq!(e["svc/c"].as_array().unwrap().len(), 2, "{e}");
         let caps = Capabilities {
             kafka: false,
             kinesis: false,
+            nats: false,
             ..CAPS
         };
         let e = validate(
@@ -538,6 +547,19 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .contains("KAFKA_BROKERS"),
+            "{e}"
+        );
+        let e = validate(
+            &api(json!([{"id": "n", "method": "POST", "path_regex": "/n", "target": "nats", "topic": "s"}])),
+            &caps,
+        )
+        .unwrap_err()
+        .to_json();
+        assert!(
+            e["svc/n"][0]["target"]
+                .as_str()
+                .unwrap()
+                .contains("NATS_SERVERS"),
             "{e}"
         );
     }

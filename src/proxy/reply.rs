@@ -144,11 +144,10 @@ fn describes_http_request(name: &str) -> bool {
         || name.starts_with("sec-")
 }
 
-pub fn parse<'a>(
-    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
-    body: Vec<u8>,
-    carrier: Carrier,
-) -> Result<Reply, ReplyError> {
+/// The reply headers: (correlation, status, the ones copied to the client).
+type Split<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, Vec<(String, Vec<u8>)>);
+
+fn split<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>, carrier: Carrier) -> Split<'a> {
     let mut correlation = None;
     let mut status = None;
     let mut copied: Vec<(String, Vec<u8>)> = Vec::new();
@@ -169,12 +168,10 @@ pub fn parse<'a>(
             _ => {}
         }
     }
-    let correlation = correlation.ok_or(ReplyError::NoCorrelation)?;
-    let token = std::str::from_utf8(correlation)
-        .ok()
-        .and_then(|s| Token::decode_correlation(s.trim()))
-        .ok_or(ReplyError::BadCorrelation)?;
-    let raw = status.ok_or(ReplyError::NoStatus)?;
+    (correlation, status, copied)
+}
+
+fn status_code(raw: &[u8]) -> Result<u16, ReplyError> {
     let text = String::from_utf8_lossy(raw);
     let code: i64 = text
         .trim()
@@ -183,9 +180,41 @@ pub fn parse<'a>(
     if !(100..=599).contains(&code) {
         return Err(ReplyError::OutOfRange(code));
     }
+    Ok(code as u16)
+}
+
+pub fn parse<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    body: Vec<u8>,
+    carrier: Carrier,
+) -> Result<Reply, ReplyError> {
+    let (correlation, status, copied) = split(headers, carrier);
+    let correlation = correlation.ok_or(ReplyError::NoCorrelation)?;
+    let token = std::str::from_utf8(correlation)
+        .ok()
+        .and_then(|s| Token::decode_correlation(s.trim()))
+        .ok_or(ReplyError::BadCorrelation)?;
+    let status = status_code(status.ok_or(ReplyError::NoStatus)?)?;
     Ok(Reply {
         token,
-        status: code as u16,
+        status,
+        headers: copied,
+        body,
+    })
+}
+
+/// A NATS reply to the proxy's request (`target: nats`, `response_from: nats`): the reply
+/// subject already pairs it with its request, so no correlation header; the status is
+/// `rig-response-code` when the replier sets one, else 200; other headers as for Kafka.
+pub fn from_nats<'a>(
+    token: Token,
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    body: Vec<u8>,
+) -> Result<Reply, ReplyError> {
+    let (_, status, copied) = split(headers, Carrier::Kafka);
+    Ok(Reply {
+        token,
+        status: status.map_or(Ok(200), status_code)?,
         headers: copied,
         body,
     })

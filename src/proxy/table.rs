@@ -110,6 +110,7 @@ pub enum ResponseFrom {
     Kafka,
     HttpAsync,
     Kinesis,
+    Nats,
 }
 
 impl ResponseFrom {
@@ -119,6 +120,7 @@ impl ResponseFrom {
             ResponseFrom::Kafka => "kafka",
             ResponseFrom::HttpAsync => "http_async",
             ResponseFrom::Kinesis => "kinesis",
+            ResponseFrom::Nats => "nats",
         }
     }
 }
@@ -128,6 +130,7 @@ pub enum Target {
     Http,
     Kafka { topic: String },
     Kinesis { stream: String },
+    Nats { subject: String },
 }
 
 impl Target {
@@ -136,6 +139,7 @@ impl Target {
             Target::Http => "http",
             Target::Kafka { .. } => "kafka",
             Target::Kinesis { .. } => "kinesis",
+            Target::Nats { .. } => "nats",
         }
     }
 }
@@ -255,6 +259,9 @@ impl CompiledApi {
                 "kinesis" => Target::Kinesis {
                     stream: text(e, "topic").to_string(),
                 },
+                "nats" => Target::Nats {
+                    subject: text(e, "topic").to_string(),
+                },
                 other => return Err(format!("target {other:?} is not supported")),
             };
             let response_from = match text(e, "response_from") {
@@ -262,6 +269,7 @@ impl CompiledApi {
                 "kafka" => ResponseFrom::Kafka,
                 "http_async" => ResponseFrom::HttpAsync,
                 "kinesis" => ResponseFrom::Kinesis,
+                "nats" => ResponseFrom::Nats,
                 other => return Err(format!("response_from {other:?} is not supported")),
             };
             endpoints.push(Endpoint {

@@ -104,6 +104,13 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         kinesis_metrics.clone(),
         interest.clone(),
     );
+    let nats_metrics = Arc::new(crate::metrics::nats::NatsMetrics::default());
+    let nats = crate::broker::nats::start(
+        cfg.clone(),
+        island_tx.clone(),
+        interest.clone(),
+        nats_metrics.clone(),
+    );
     let broker = if cfg.kafka.is_some() {
         crate::broker::start(
             node,
@@ -141,6 +148,8 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         broker,
         kinesis,
         kinesis_metrics,
+        nats,
+        nats_metrics,
         island,
         cfg: cfg.clone(),
         node,

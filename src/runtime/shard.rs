@@ -33,6 +33,9 @@ pub struct Globals {
     /// Puts records to Kinesis when it is enabled.
     pub kinesis: Option<crate::broker::kinesis::KinesisHandle>,
     pub kinesis_metrics: Arc<crate::metrics::kinesis::KinesisMetrics>,
+    /// The NATS island (`NATS_SERVERS`): the event source and the proxy's `target: nats`.
+    pub nats: Option<crate::broker::nats::NatsHandle>,
+    pub nats_metrics: Arc<crate::metrics::nats::NatsMetrics>,
     pub island: Arc<crate::metrics::island::IslandMetrics>,
     pub connection_rate: crate::api::ratelimit::ConnectionRate,
     /// The JWT verifier; replaced when a new JWKS is fetched (read once per connect).

@@ -288,6 +288,31 @@ pub fn request(
 
 /// The value of the first line of a `/metrics` text that starts with `line_prefix` (a name,
 /// with its labels for one series).
+/// Fails the test unless `promtool check metrics` finds `text` clean (CI installs promtool;
+/// a test fails rather than skips without it).
+pub fn assert_promtool_clean(text: &str) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool must be installed (apt-get install prometheus); .ci/run does it");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn metric_value(text: &str, line_prefix: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(line_prefix))
