@@ -121,9 +121,30 @@ impl KinesisConfig {
                 KinesisStart::Latest
             }
         };
-        let checkpoints = dynamodb_endpoint.is_some()
-            || optional("AWS_ENDPOINT_URL_DYNAMODB").is_some()
-            || optional(env::KINESIS_DYNAMODB_REGION).is_some();
+        // RIG's KCL always checkpointed in DynamoDB (lease table KINESIS_APP_NAME), so a RIG
+        // deployment on AWS has that table's permissions and expects a restart to lose
+        // nothing: on AWS itself checkpoints are on without a word of configuration. Against
+        // another Kinesis (a local one) only with a DynamoDB endpoint or region, which such a
+        // setup rarely has. CB_KINESIS_CHECKPOINTS decides either way.
+        let on_aws = endpoint.is_none()
+            && optional("AWS_ENDPOINT_URL_KINESIS").is_none()
+            && optional("AWS_ENDPOINT_URL").is_none();
+        let checkpoints = match optional(env::KINESIS_CHECKPOINTS).as_deref() {
+            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
+            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
+            other => {
+                if let Some(v) = other {
+                    problems.push(format!(
+                        "{}={v:?}: expected true or false",
+                        env::KINESIS_CHECKPOINTS
+                    ));
+                }
+                on_aws
+                    || dynamodb_endpoint.is_some()
+                    || optional("AWS_ENDPOINT_URL_DYNAMODB").is_some()
+                    || optional(env::KINESIS_DYNAMODB_REGION).is_some()
+            }
+        };
         let response_stream = text(env::PROXY_KINESIS_RESPONSE_STREAM, DEFAULT_RESPONSE_STREAM);
         if !valid_stream_name(&response_stream) {
             problems.push(format!(
@@ -240,7 +261,32 @@ mod tests {
         assert_eq!(c.streams, ["RIG-outbound"]);
         assert_eq!(c.region, "eu-west-1");
         assert_eq!(c.app_name, "Reactive-Interaction-Gateway");
-        assert!(!c.checkpoints);
+        // On AWS itself, as RIG's KCL did.
+        assert!(c.checkpoints);
+        // Against another Kinesis, only with a DynamoDB of its own, or when asked.
+        let local = ("KINESIS_ENDPOINT", "http://127.0.0.1:4568");
+        let on = ("KINESIS_ENABLED", "true");
+        assert!(!load(&[on, local]).0.unwrap().checkpoints);
+        assert!(
+            load(&[on, local, ("CB_KINESIS_CHECKPOINTS", "true")])
+                .0
+                .unwrap()
+                .checkpoints
+        );
+        assert!(
+            !load(&[on, ("CB_KINESIS_CHECKPOINTS", "false")])
+                .0
+                .unwrap()
+                .checkpoints
+        );
+        assert!(
+            !load(&[on, ("AWS_ENDPOINT_URL_KINESIS", "http://127.0.0.1:4568")])
+                .0
+                .unwrap()
+                .checkpoints
+        );
+        let (_, p) = load(&[on, ("CB_KINESIS_CHECKPOINTS", "maybe")]);
+        assert!(p[0].contains("CB_KINESIS_CHECKPOINTS"), "{p:?}");
         assert_eq!(c.start, KinesisStart::Latest);
     }
 
