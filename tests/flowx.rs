@@ -15,14 +15,6 @@ use std::time::{Duration, Instant};
 
 const SHARED_PORT: u16 = 19092;
 
-fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// A topic environment segment of its own, so each test's FlowX topics are new.
 fn environment() -> String {
     format!("t{:x}.", fastrand::u32(..))

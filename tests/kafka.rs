@@ -45,18 +45,6 @@ fn metrics(srv: &Server) -> String {
     request(srv.api, "GET", "/metrics", &[], b"").text()
 }
 
-fn metric(srv: &Server, line_prefix: &str) -> Option<f64> {
-    metric_value(&metrics(srv), line_prefix)
-}
-
-fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Waits until the node consumes every partition of `topic` (its lag gauge exists).
 fn wait_consuming(srv: &Server, topic: &str, partitions: u32) {
     wait_for(
@@ -154,6 +142,10 @@ fn structured_and_binary_records_reach_sse_and_websocket() {
         ),
         Some(3.0)
     );
+    // The same under RIG's names, for dashboards made for RIG.
+    let rig = |m: &str| metric(&srv, &format!("{m}{{source=\"kafka\",topic=\"{t}\"}}"));
+    assert_eq!(rig("rig_consumed_events_total"), Some(3.0));
+    assert_eq!(rig("rig_consumed_events_failed_total"), Some(1.0));
 }
 
 #[test]

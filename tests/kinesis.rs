@@ -94,6 +94,13 @@ fn records_put_with_boto3_reach_sse_and_websocket_clients_on_two_nodes() {
         ),
         Some(4.0)
     );
+    assert_eq!(
+        metric(
+            a.api,
+            &format!("rig_consumed_events_total{{source=\"kinesis\",topic=\"{s}\"}}")
+        ),
+        Some(4.0)
+    );
     assert_eq!(metric(a.api, "corebridge_kinesis_up "), Some(1.0));
 
     // A record that is not a CloudEvent is counted and skipped; the next one still arrives.

@@ -36,6 +36,7 @@ fn metrics_count_and_pass_promtool() {
         "corebridge_events_received_total{source=\"http\"} 3\n",
         "corebridge_events_delivered_total{transport=\"sse\"} 18\n",
         "corebridge_subscriptions 6\n",
+        "rig_subscriptions_total 6\n",
         "corebridge_shards 3\n",
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");

@@ -367,13 +367,6 @@ fn assert_once(got: &[u64], want: HashSet<u64>) {
     assert_eq!(set, want, "{got:?}");
 }
 
-fn metric(srv: &Server, line_prefix: &str) -> Option<f64> {
-    metric_value(
-        &request(srv.api, "GET", "/metrics", &[], b"").text(),
-        line_prefix,
-    )
-}
-
 #[test]
 fn without_kafka_published_events_resume_from_the_nodes_ring() {
     let a = Server::start_with(2, "", &[]);

@@ -275,6 +275,15 @@ async fn internal(shard: &Rc<Shard>, head: &RequestHead, body: Vec<u8>) -> Outco
                 if shard.globals.nats.is_some() {
                     shard.globals.nats_metrics.render(&mut text);
                 }
+                let cfg = shard.cfg();
+                let kafka_source = |t: &str| cfg.kafka.as_ref().is_some_and(|k| k.is_source(t));
+                let brokers = crate::metrics::rig::Brokers {
+                    kafka: island,
+                    kafka_source: &kafka_source,
+                    kinesis: g.kinesis.is_some().then_some(&*g.kinesis_metrics),
+                    nats: g.nats.is_some().then_some(&*g.nats_metrics),
+                };
+                crate::metrics::rig::render(&mut text, &brokers, &g.metrics);
                 r.body = text.into_bytes();
                 r.into()
             }

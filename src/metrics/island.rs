@@ -94,6 +94,13 @@ impl IslandMetrics {
             .collect()
     }
 
+    /// Each topic's counters, in name order.
+    pub fn each_topic(&self, mut f: impl FnMut(&str, &TopicStats)) {
+        for (t, s) in self.topics.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            f(t, s);
+        }
+    }
+
     pub fn watch_queues(&self, queues: Vec<async_channel::Sender<Control>>) {
         let _ = self.queues.set(queues);
     }

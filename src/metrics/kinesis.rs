@@ -30,6 +30,18 @@ impl KinesisMetrics {
         s.entry(stream.to_string()).or_default().clone()
     }
 
+    /// Each stream's counters, in name order.
+    pub fn each_stream(&self, mut f: impl FnMut(&str, &StreamStats)) {
+        for (t, s) in self
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            f(t, s);
+        }
+    }
+
     /// The iterator age gauge of one shard.
     pub fn shard_age(&self, stream: &str, shard: &str) -> Arc<Counter> {
         let mut s = self.shards.lock().unwrap_or_else(|e| e.into_inner());

@@ -8,6 +8,7 @@ pub mod kinesis;
 pub mod names;
 pub mod nats;
 pub mod proxy;
+pub mod rig;
 pub mod router;
 
 use std::fmt::Write;

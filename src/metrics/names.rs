@@ -146,6 +146,26 @@ pub const PROXY_REQUESTS: (&str, &str) = (
     "rig_proxy_requests_total",
     "Proxied requests (RIG's metric), by method, endpoint (path = <api id>/<endpoint id>), target, response_from and status.",
 );
+pub const RIG_CONSUMED: (&str, &str) = (
+    "rig_consumed_events_total",
+    "RIG's name: events read from a source (kafka, kinesis, nats), by topic, stream or subject.",
+);
+pub const RIG_CONSUMED_FAILED: (&str, &str) = (
+    "rig_consumed_events_failed_total",
+    "RIG's name: records of a source skipped as not CloudEvents (or too large), by topic.",
+);
+pub const RIG_PRODUCED: (&str, &str) = (
+    "rig_produced_events_total",
+    "RIG's name: events the gateway produced to a target (publish API and proxy), by target.",
+);
+pub const RIG_PRODUCED_FAILED: (&str, &str) = (
+    "rig_produced_events_failed_total",
+    "RIG's name: events a target did not take, by target.",
+);
+pub const RIG_SUBSCRIPTIONS: (&str, &str) = (
+    "rig_subscriptions_total",
+    "RIG's name: subscriptions of the connections on this node.",
+);
 pub const PROXY_PENDING: (&str, &str) = (
     "corebridge_proxy_pending_requests",
     "Proxied requests parked for a correlated response.",

@@ -28,6 +28,18 @@ impl NatsMetrics {
         s.entry(subject.to_string()).or_default().clone()
     }
 
+    /// Each subscribed subject's counters, in name order.
+    pub fn each_subject(&self, mut f: impl FnMut(&str, &SubjectStats)) {
+        for (t, s) in self
+            .subjects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            f(t, s);
+        }
+    }
+
     pub fn render(&self, o: &mut String) {
         single(o, names::NATS_UP, "gauge", self.up.get());
         let subjects = self.subjects.lock().unwrap_or_else(|e| e.into_inner());

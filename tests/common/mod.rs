@@ -286,8 +286,6 @@ pub fn request(
     raw(port, &bytes)
 }
 
-/// The value of the first line of a `/metrics` text that starts with `line_prefix` (a name,
-/// with its labels for one series).
 /// Fails the test unless `promtool check metrics` finds `text` clean (CI installs promtool;
 /// a test fails rather than skips without it).
 pub fn assert_promtool_clean(text: &str) {
@@ -313,6 +311,25 @@ pub fn assert_promtool_clean(text: &str) {
     );
 }
 
+/// Polls `ok` until it holds; fails the test naming `what` after `within`.
+pub fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One series of a node's `/metrics` (see [`metric_value`]).
+pub fn metric(srv: &Server, line_prefix: &str) -> Option<f64> {
+    metric_value(
+        &request(srv.api, "GET", "/metrics", &[], b"").text(),
+        line_prefix,
+    )
+}
+
+/// The value of the first line of a `/metrics` text that starts with `line_prefix` (a name,
+/// with its labels for one series).
 pub fn metric_value(text: &str, line_prefix: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(line_prefix))
