@@ -126,8 +126,7 @@ pub const KINESIS_DYNAMODB_ENDPOINT: &str = "KINESIS_DYNAMODB_ENDPOINT";
 pub const PROXY_KINESIS_REQUEST_REGION: &str = "PROXY_KINESIS_REQUEST_REGION";
 /// Region of the checkpoint table when it differs from the streams' (ours).
 pub const KINESIS_DYNAMODB_REGION: &str = "CB_KINESIS_DYNAMODB_REGION";
-/// Checkpoints in DynamoDB on or off (ours; default: on AWS itself, or with a DynamoDB endpoint
-/// or region).
+/// Checkpoints in DynamoDB on or off (ours; default: on with a DynamoDB endpoint or region).
 pub const KINESIS_CHECKPOINTS: &str = "CB_KINESIS_CHECKPOINTS";
 /// `LATEST` or `TRIM_HORIZON` for shards without a checkpoint (ours).
 pub const KINESIS_START: &str = "CB_KINESIS_START";

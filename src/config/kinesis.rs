@@ -28,8 +28,12 @@ pub struct KinesisConfig {
     pub dynamodb_region: String,
     /// The checkpoint table's name (`KINESIS_APP_NAME`, RIG's KCL application name).
     pub app_name: String,
-    /// Checkpoints are kept when a DynamoDB endpoint or region is configured.
+    /// Checkpoints are kept when a DynamoDB endpoint or region is configured, or when
+    /// `CB_KINESIS_CHECKPOINTS` says so.
     pub checkpoints: bool,
+    /// On AWS itself without checkpoints: a RIG deployment there had them (its KCL), so the
+    /// start-up log says what a restart will skip and how to turn them on.
+    pub warn_no_checkpoints: bool,
     /// This node's key in the checkpoint table (`CB_NODE_ID`, default the host name): stable
     /// across restarts, distinct per node.
     pub node_id: String,
@@ -121,11 +125,11 @@ impl KinesisConfig {
                 KinesisStart::Latest
             }
         };
-        // RIG's KCL always checkpointed in DynamoDB (lease table KINESIS_APP_NAME), so a RIG
-        // deployment on AWS has that table's permissions and expects a restart to lose
-        // nothing: on AWS itself checkpoints are on without a word of configuration. Against
-        // another Kinesis (a local one) only with a DynamoDB endpoint or region, which such a
-        // setup rarely has. CB_KINESIS_CHECKPOINTS decides either way.
+        // RIG's KCL always checkpointed in DynamoDB, in its lease table KINESIS_APP_NAME. They
+        // are not on by default here: a node without DynamoDB permissions would wait for its
+        // checkpoints for ever instead of delivering, and the default table is RIG's lease
+        // table, which a RIG still running beside Corebridge would share. So on AWS without
+        // checkpoints the log says so at start (`warn_no_checkpoints`).
         let on_aws = endpoint.is_none()
             && optional("AWS_ENDPOINT_URL_KINESIS").is_none()
             && optional("AWS_ENDPOINT_URL").is_none();
@@ -139,8 +143,7 @@ impl KinesisConfig {
                         env::KINESIS_CHECKPOINTS
                     ));
                 }
-                on_aws
-                    || dynamodb_endpoint.is_some()
+                dynamodb_endpoint.is_some()
                     || optional("AWS_ENDPOINT_URL_DYNAMODB").is_some()
                     || optional(env::KINESIS_DYNAMODB_REGION).is_some()
             }
@@ -218,6 +221,7 @@ impl KinesisConfig {
             dynamodb_endpoint,
             app_name,
             checkpoints,
+            warn_no_checkpoints: on_aws && !checkpoints,
             node_id,
             efo_consumer,
             publish_stream,
@@ -261,29 +265,25 @@ mod tests {
         assert_eq!(c.streams, ["RIG-outbound"]);
         assert_eq!(c.region, "eu-west-1");
         assert_eq!(c.app_name, "Reactive-Interaction-Gateway");
-        // On AWS itself, as RIG's KCL did.
-        assert!(c.checkpoints);
-        // Against another Kinesis, only with a DynamoDB of its own, or when asked.
+        // Off unless asked for, also on AWS, where the log then says what that costs.
+        assert!(!c.checkpoints && c.warn_no_checkpoints);
         let local = ("KINESIS_ENDPOINT", "http://127.0.0.1:4568");
         let on = ("KINESIS_ENABLED", "true");
-        assert!(!load(&[on, local]).0.unwrap().checkpoints);
+        let c = load(&[on, local]).0.unwrap();
+        assert!(!c.checkpoints && !c.warn_no_checkpoints);
         assert!(
             load(&[on, local, ("CB_KINESIS_CHECKPOINTS", "true")])
                 .0
                 .unwrap()
                 .checkpoints
         );
-        assert!(
-            !load(&[on, ("CB_KINESIS_CHECKPOINTS", "false")])
-                .0
-                .unwrap()
-                .checkpoints
-        );
+        let c = load(&[on, ("CB_KINESIS_CHECKPOINTS", "true")]).0.unwrap();
+        assert!(c.checkpoints && !c.warn_no_checkpoints);
         assert!(
             !load(&[on, ("AWS_ENDPOINT_URL_KINESIS", "http://127.0.0.1:4568")])
                 .0
                 .unwrap()
-                .checkpoints
+                .warn_no_checkpoints
         );
         let (_, p) = load(&[on, ("CB_KINESIS_CHECKPOINTS", "maybe")]);
         assert!(p[0].contains("CB_KINESIS_CHECKPOINTS"), "{p:?}");

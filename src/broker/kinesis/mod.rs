@@ -105,6 +105,9 @@ async fn run(
     jobs: async_channel::Receiver<PutJob>,
     metrics: Arc<KinesisMetrics>,
 ) {
+    if kinesis.warn_no_checkpoints {
+        tracing::warn!(table = %kinesis.app_name, "Kinesis checkpoints are off: a restarted node starts at CB_KINESIS_START and skips what was put while it was down (RIG's KCL checkpointed). Set CB_KINESIS_CHECKPOINTS=true with DynamoDB access to the table, which must not be the lease table of a RIG still running (set KINESIS_APP_NAME)");
+    }
     let sdk = sdk_config(&kinesis.region).await;
     let mut conf = aws_sdk_kinesis::config::Builder::from(&sdk);
     if let Some(e) = &kinesis.endpoint {
