@@ -137,7 +137,13 @@ fn load_tls(
     let key = pick(env::REDIS_TLS_KEY_FILE, "KEYSTORE_PRIVATE_KEY");
     let pass = pick(env::REDIS_TLS_KEY_PASS, "KEYSTORE_PRIVATE_KEY_PASSWORD");
     if !on {
-        if let Some((var, _)) = [&ca, &cert, &key].into_iter().flatten().next() {
+        // Only our own names: a Spring bundle is often shared with other clients, and Spring
+        // ignores it with TLS switched off.
+        let ours = [&ca, &cert, &key]
+            .into_iter()
+            .flatten()
+            .find(|(var, _)| var.starts_with("CB_"));
+        if let Some((var, _)) = ours {
             problems.push(format!(
                 "{var} is set but TLS to Redis is off: set {}=true or use a rediss:// URL",
                 env::SPRING_DATA_REDIS_SSL_ENABLED
@@ -145,7 +151,9 @@ fn load_tls(
         }
         return None;
     }
-    if let Some(b) = &b {
+    let ours_suffice =
+        text(env::REDIS_TLS_CA_FILE).is_some() || text(env::REDIS_TLS_CERT_FILE).is_some();
+    if let Some(b) = b.as_ref().filter(|_| !ours_suffice) {
         let pem_entries = ["TRUSTSTORE_CERTIFICATE", "KEYSTORE_CERTIFICATE"];
         let jks = format!("SPRING_SSL_BUNDLE_JKS_{b}_TRUSTSTORE_LOCATION");
         if pem_entries
@@ -277,7 +285,13 @@ impl RedisConfig {
                 .is_some_and(|(_, u)| u.starts_with("rediss://"));
         let scheme = if tls_on { "rediss" } else { "redis" };
         let url_ok = |name: &str, url: &str, problems: &mut Vec<String>| {
-            if redis::parse_redis_url(url).is_none() {
+            if url.contains('#') {
+                // The client reads `#insecure` as "do not verify", which this build cannot do:
+                // refused here rather than failing every connection later.
+                problems.push(format!(
+                    "{name}: a URL fragment (#...) is not supported; certificates are always verified"
+                ));
+            } else if redis::parse_redis_url(url).is_none() {
                 problems.push(format!(
                     "{name}={url:?}: expected redis[s]://[user:password@]host[:port][/db]"
                 ));
@@ -646,6 +660,25 @@ mod tests {
             p.len() == 1 && p[0].contains("no SPRING_SSL_BUNDLE_PEM_B_"),
             "{p:?}"
         );
+        // Our own files make the bundle's entries unnecessary.
+        let p = problems(&[
+            ("SPRING_DATA_REDIS_SSL_BUNDLE", "b"),
+            ("CB_REDIS_TLS_CA_FILE", junk),
+        ]);
+        assert!(
+            p.len() == 1 && p[0].contains("no PEM certificate in it"),
+            "{p:?}"
+        );
+        // TLS switched off: a (shared) bundle is ignored, as Spring does.
+        let p = problems(&[
+            ("SPRING_DATA_REDIS_SSL_ENABLED", "false"),
+            ("SPRING_DATA_REDIS_SSL_BUNDLE", "b"),
+            ("SPRING_SSL_BUNDLE_PEM_B_TRUSTSTORE_CERTIFICATE", junk),
+        ]);
+        assert!(p.is_empty(), "{p:?}");
+        // `#insecure` would mean "do not verify": refused up front.
+        let (_, p) = load(&[("CB_REDIS_URL", "rediss://h:6380/0#insecure")]);
+        assert!(p.len() == 1 && p[0].contains("fragment"), "{p:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
