@@ -53,12 +53,26 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// Subscriptions the server holds (its monitoring endpoint).
-    fn subscriptions(&self) -> u64 {
-        let r = request(self.monitor, "GET", "/subsz", &[], b"");
-        serde_json::from_slice::<Value>(&r.body).unwrap_or_default()["num_subscriptions"]
-            .as_u64()
-            .unwrap_or(0)
+    /// The subjects the gateway's connection (named `corebridge`) subscribes to, as the
+    /// server's monitoring endpoint lists them.
+    fn gateway_subscriptions(&self) -> Vec<String> {
+        let r = request(self.monitor, "GET", "/connz?subs=1", &[], b"");
+        let v: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        let mut subs: Vec<String> = v["connections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["name"] == "corebridge")
+            .flat_map(|c| {
+                c["subscriptions_list"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect();
+        subs.sort();
+        subs
     }
 
     fn stop(&mut self) {
@@ -73,12 +87,8 @@ impl Drop for NatsServer {
     }
 }
 
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_until(what: &str, ok: impl FnMut() -> bool) {
+    wait_for(what, Duration::from_secs(20), ok);
 }
 
 /// A NATS message as the test client received it.
@@ -201,13 +211,6 @@ impl Nats {
     }
 }
 
-fn metric(srv: &Server, line_prefix: &str) -> Option<f64> {
-    metric_value(
-        &request(srv.api, "GET", "/metrics", &[], b"").text(),
-        line_prefix,
-    )
-}
-
 fn greeting(name: &str) -> Vec<u8> {
     json!({"specversion": "1.0", "type": "greeting", "source": "/nats", "id": name,
            "data": {"name": name}})
@@ -236,7 +239,8 @@ fn nats_subjects_reach_sse_clients_and_survive_a_server_restart() {
         ],
     );
     // NATS keeps nothing: publish only once the node's two subscriptions are in place.
-    wait_until("the node subscribed", || nats.subscriptions() >= 2);
+    let subscribed = |n: &NatsServer| n.gateway_subscriptions() == ["greetings.*", "rig"];
+    wait_until("the node subscribed", || subscribed(&nats));
     let mut c = SseClient::connect(srv.inbound, Some(r#"[{"eventType":"greeting"}]"#));
     let mut only_ann = SseClient::connect(
         srv.inbound,
@@ -281,6 +285,13 @@ fn nats_subjects_reach_sse_clients_and_survive_a_server_restart() {
         ),
         Some(1.0)
     );
+    assert_eq!(
+        metric(
+            &srv,
+            r#"rig_consumed_events_failed_total{source="nats",topic="rig"}"#
+        ),
+        Some(1.0)
+    );
     assert_eq!(metric(&srv, "corebridge_nats_up "), Some(1.0));
     assert_promtool_clean(&request(srv.api, "GET", "/metrics", &[], b"").text());
     let status: Value =
@@ -296,8 +307,10 @@ fn nats_subjects_reach_sse_clients_and_survive_a_server_restart() {
         metric(&srv, "corebridge_nats_up ") == Some(0.0)
     });
     let nats = NatsServer::on(port, monitor);
-    wait_until("the node subscribed again", || nats.subscriptions() >= 2);
-    assert_eq!(metric(&srv, "corebridge_nats_up "), Some(1.0));
+    wait_until("the node subscribed again", || subscribed(&nats));
+    wait_until("corebridge_nats_up 1", || {
+        metric(&srv, "corebridge_nats_up ") == Some(1.0)
+    });
     let mut p = Nats::connect(nats.port);
     p.publish("greetings.again", &[], &greeting("dee"));
     assert_eq!(names(&mut c, 1), ["dee"]);
@@ -377,13 +390,21 @@ fn proxy_nats_targets_publish_or_wait_for_the_nats_reply() {
     let got: Value = serde_json::from_slice(&m.payload).unwrap();
     assert_eq!(got["data"], json!({"n": 1}), "{got}");
     assert_eq!(got["rig"]["path"], json!("/events"), "{got}");
-    // Not a CloudEvent: refused before NATS.
+    // Not a CloudEvent: refused before NATS. A content type NATS cannot carry as a header
+    // (a line break): 400 naming it, and the island lives on.
     assert_eq!(post(srv.inbound, "/events", "[1]").status, 400);
+    let mut bad = event.clone();
+    bad["contenttype"] = json!("text/plain\r\nx-injected: 1");
+    let r = post(srv.inbound, "/events", &bad.to_string());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("ce_contenttype"), "{}", r.text());
 
     // Request-reply: a service answers on the reply subject, with a status and a header.
+    let (ready_tx, ready) = std::sync::mpsc::channel();
     let service = std::thread::spawn(move || {
         let mut s = Nats::connect(nats.port);
-        s.subscribe("svc.rpc", 7);
+        s.subscribe("svc.rpc", 7); // a PING/PONG after SUB: the server has it
+        ready_tx.send(()).unwrap();
         let m = s.next();
         let asked: Value = serde_json::from_slice(&m.payload).unwrap();
         let reply = m.reply.clone().expect("a request carries a reply subject");
@@ -395,7 +416,7 @@ fn proxy_nats_targets_publish_or_wait_for_the_nats_reply() {
         );
         (m, nats)
     });
-    std::thread::sleep(Duration::from_millis(200)); // the service subscribes
+    ready.recv().unwrap();
     let r = post(srv.inbound, "/rpc", &event.to_string());
     let (m, nats) = service.join().unwrap();
     assert!(
@@ -422,9 +443,19 @@ fn proxy_nats_targets_publish_or_wait_for_the_nats_reply() {
         t.elapsed()
     );
     assert_eq!(silent.next().subject, "svc.silent");
+    // Published: the event, the answered request, and the two that went out unanswered; the
+    // one NATS could not carry is the failure.
     assert_eq!(
         metric(&srv, r#"corebridge_nats_published_total{outcome="ok"}"#),
-        Some(2.0)
+        Some(4.0)
+    );
+    assert_eq!(
+        metric(&srv, r#"corebridge_nats_published_total{outcome="failed"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&srv, r#"rig_produced_events_total{target="nats"}"#),
+        Some(4.0)
     );
 
     // NATS gone: 503 with Retry-After, not a hang.

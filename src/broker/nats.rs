@@ -6,7 +6,8 @@
 //! connect (in the background, retried for ever) ─> subscribe each subject
 //!   subscription task: message ─> decode (a structured CloudEvent, or binary mode with ce_
 //!   headers, as a Kafka record) ─> shards that want it
-//! proxy job: publish + flush (202 once the server has it) | request ─> reply (or 504)
+//! proxy job: publish + flush (202 once written to the server's connection) | request ─> reply
+//!   (or 504)
 //! ```
 //!
 //! RIG subscribed in a queue group (`NATSTOFILTER_QUEUE_GROUP`), so each message reached one
@@ -29,6 +30,14 @@ use std::time::Duration;
 
 /// At most this many messages that are already there go to the shards in one batch.
 const BATCH: usize = 256;
+/// Messages the client keeps per subscription while the shards are behind; beyond it NATS's
+/// client drops them and says so (`corebridge_nats_slow_consumer_total`). async-nats's own
+/// default (65,536 messages of up to the server's max_payload, 1 MiB) would let a publisher
+/// fill gigabytes.
+const SUBSCRIPTION_BUFFER: usize = 4 * BATCH;
+/// A publish that is not written within this (a connection that just dropped) is a 503, not
+/// a request that hangs until NATS is back.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A message for the proxy's `target: nats`.
 #[derive(Debug)]
@@ -58,9 +67,16 @@ pub enum NatsError {
     /// The subscriber did not answer in time (504).
     #[error("no NATS reply within {0:?}")]
     TimedOut(Duration),
-    /// NATS refused the message (too large, bad subject): 502.
+    /// NATS refused the message (a bad subject): 502.
     #[error("NATS refused the message: {0}")]
     Rejected(String),
+    /// Larger than the server's max_payload: the client's (413).
+    #[error("the message is larger than the NATS server takes ({0})")]
+    TooLarge(String),
+    /// A header the request's event made that NATS cannot carry (a line break in a value):
+    /// the client's (400).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 pub type NatsAnswer = Result<Option<NatsReply>, NatsError>;
@@ -108,6 +124,7 @@ async fn run(
     let m = metrics.clone();
     let mut options = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
+        .subscription_capacity(SUBSCRIPTION_BUFFER)
         .name("corebridge")
         .event_callback(move |event| {
             let m = m.clone();
@@ -159,8 +176,11 @@ async fn run(
         tokio::spawn(async move {
             let (req, reply) = job.split();
             let answer = send(&client, req).await;
+            // Published: it went out, answered or not (no reply, nobody subscribed).
             match &answer {
-                Ok(_) => metrics.published_ok.inc(),
+                Ok(_) | Err(NatsError::TimedOut(_) | NatsError::NoResponders(_)) => {
+                    metrics.published_ok.inc()
+                }
                 Err(_) => metrics.published_failed.inc(),
             }
             reply.send(answer);
@@ -174,22 +194,52 @@ async fn send(client: &async_nats::Client, req: NatsRequest) -> NatsAnswer {
     if client.connection_state() != async_nats::connection::State::Connected {
         return Err(NatsError::Unavailable("not connected".into()));
     }
+    // The values come from the client's event (its content type): checked, never a panic
+    // inside the NATS client.
     let mut headers = async_nats::HeaderMap::new();
     for (n, v) in &req.headers {
-        headers.append(n.as_str(), String::from_utf8_lossy(v).as_ref());
+        let name = n.parse::<async_nats::HeaderName>();
+        let value = std::str::from_utf8(v)
+            .ok()
+            .and_then(|v| v.parse::<async_nats::HeaderValue>().ok());
+        match (name, value) {
+            (Ok(name), Some(value)) => headers.append(name, value),
+            _ => {
+                return Err(NatsError::Invalid(format!(
+                    "the {n} header cannot be carried by NATS (a line break or a byte that is \
+                     not text)"
+                )))
+            }
+        }
     }
     let payload = bytes::Bytes::from(req.payload);
     let Some(within) = req.reply_within else {
-        client
-            .publish_with_headers(req.subject, headers, payload)
-            .await
-            .map_err(|e| NatsError::Rejected(e.to_string()))?;
-        // The server has it once a PING after it is answered; not confirmed is not sent.
-        client
-            .flush()
-            .await
-            .map_err(|e| NatsError::Unavailable(e.to_string()))?;
-        return Ok(None);
+        // Written to the server's connection (NATS core acknowledges nothing); a connection
+        // that drops meanwhile makes it a 503, not a wait for NATS to come back.
+        let sent = async {
+            client
+                .publish_with_headers(req.subject, headers, payload)
+                .await
+                .map_err(|e| match e.kind() {
+                    async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
+                        NatsError::TooLarge(e.to_string())
+                    }
+                    async_nats::client::PublishErrorKind::InvalidSubject => {
+                        NatsError::Rejected(e.to_string())
+                    }
+                    _ => NatsError::Unavailable(e.to_string()),
+                })?;
+            client
+                .flush()
+                .await
+                .map_err(|e| NatsError::Unavailable(e.to_string()))
+        };
+        return match tokio::time::timeout(PUBLISH_TIMEOUT, sent).await {
+            Ok(r) => r.map(|()| None),
+            Err(_) => Err(NatsError::Unavailable(format!(
+                "not written within {PUBLISH_TIMEOUT:?}"
+            ))),
+        };
     };
     let request = async_nats::Request::new()
         .headers(headers)
@@ -212,9 +262,8 @@ async fn send(client: &async_nats::Client, req: NatsRequest) -> NatsAnswer {
         Err(e) => Err(match e.kind() {
             RequestErrorKind::TimedOut => NatsError::TimedOut(within),
             RequestErrorKind::NoResponders => NatsError::NoResponders(subject),
-            RequestErrorKind::InvalidSubject | RequestErrorKind::MaxPayloadExceeded => {
-                NatsError::Rejected(e.to_string())
-            }
+            RequestErrorKind::MaxPayloadExceeded => NatsError::TooLarge(e.to_string()),
+            RequestErrorKind::InvalidSubject => NatsError::Rejected(e.to_string()),
             _ => NatsError::Unavailable(e.to_string()),
         }),
     }
@@ -250,11 +299,20 @@ impl Reader {
     }
 
     fn decode(&mut self, msg: async_nats::Message, events: &mut Vec<Arc<Event>>) {
+        // Binary mode: the CloudEvents NATS binding and its SDKs write `ce-` headers, RIG's
+        // Kafka habit is `ce_`; the decoder reads `ce_`.
         let headers: Vec<(String, Vec<u8>)> = msg
             .headers
             .iter()
             .flat_map(|h| h.iter())
-            .flat_map(|(n, vs)| vs.iter().map(move |v| (n.to_string(), v.as_str().into())))
+            .flat_map(|(n, vs)| {
+                let n = n.to_string();
+                let n = match n.get(..3) {
+                    Some(p) if p.eq_ignore_ascii_case("ce-") => format!("ce_{}", &n[3..]),
+                    _ => n,
+                };
+                vs.iter().map(move |v| (n.clone(), v.as_str().into()))
+            })
             .collect();
         let headers: Vec<(&str, &[u8])> = headers
             .iter()

@@ -17,6 +17,21 @@ pub struct NatsConfig {
     pub queue_group: Option<String>,
 }
 
+/// A server address without its user and password (for messages and logs).
+fn without_credentials(s: &str) -> String {
+    let start = s.find("://").map_or(0, |i| i + 3);
+    match s[start..].find('@') {
+        Some(at) => format!("{}{}", &s[..start], &s[start + at + 1..]),
+        None => s.to_string(),
+    }
+}
+
+/// A subject a proxy endpoint may publish to: dot-separated tokens, none empty, no
+/// whitespace, no wildcard.
+pub fn literal_subject_ok(s: &str) -> bool {
+    subject_ok(s) && !s.split('.').any(|t| t == "*" || t == ">")
+}
+
 /// A subject NATS accepts in a subscription: dot-separated tokens, none empty, no whitespace;
 /// `>` only as the last token.
 fn subject_ok(s: &str) -> bool {
@@ -50,9 +65,10 @@ impl NatsConfig {
         for s in &servers {
             if let Err(e) = s.parse::<async_nats::ServerAddr>() {
                 problems.push(format!(
-                    "{}: {s:?} is not a NATS server address ({e}); expected \
+                    "{}: {:?} is not a NATS server address ({e}); expected \
                      nats://[user:password@]host[:port], tls://... or host[:port]",
-                    env::NATS_SERVERS
+                    env::NATS_SERVERS,
+                    without_credentials(s)
                 ));
             }
         }
@@ -134,5 +150,12 @@ mod tests {
             );
         }
         assert!(p[4].contains("/nonexistent/ca.pem"), "{p:?}");
+        // A password never lands in a message.
+        let (_, p) = load(&[("NATS_SERVERS", "nats://u:s3cret@h:x")]);
+        assert!(
+            p.len() == 1 && !p[0].contains("s3cret") && p[0].contains("nats://h:x"),
+            "{p:?}"
+        );
+        assert!(literal_subject_ok("svc.rpc") && !literal_subject_ok("svc.*"));
     }
 }

@@ -417,6 +417,8 @@ async fn to_stream(
         Invalid(String),
         /// A NATS request got no reply in time: 504, as a correlated reply that never came.
         NoReply,
+        /// Larger than the target takes: 413.
+        TooLarge(String),
     }
     // A NATS request's reply, when the endpoint waits for one.
     let mut nats_reply = None;
@@ -490,6 +492,8 @@ async fn to_stream(
                 NatsError::NoResponders(_) | NatsError::Rejected(_) => {
                     NotStored::Rejected(e.to_string())
                 }
+                NatsError::TooLarge(_) => NotStored::TooLarge(e.to_string()),
+                NatsError::Invalid(_) => NotStored::Invalid(e.to_string()),
             })
         }
     };
@@ -503,6 +507,12 @@ async fn to_stream(
         (Err(NotStored::Rejected(e)), _) => {
             count(Status::Unreachable);
             Resp::text(502, e)
+        }
+        (Err(NotStored::TooLarge(e)), _) => {
+            count(Status::BadRequest);
+            let mut r = Resp::text(413, format!("Request entity too large: {e}."));
+            r.headers.append(&mut cors);
+            r
         }
         (Err(NotStored::NoReply), _) => {
             return answer_reply(shard, client, head, m, None, trace, cors, keep).await;

@@ -259,6 +259,14 @@ pub fn validate(api: &Value, caps: &Capabilities) -> Result<(), Invalid> {
             out.push(err("auth_type", "must be one of [\"jwt\"]"));
         }
         let target = str_of(e, "target").map(str::to_ascii_lowercase);
+        if target.as_deref() == Some("nats")
+            && str_of(e, "topic").is_some_and(|t| !crate::config::nats::literal_subject_ok(t))
+        {
+            out.push(err(
+                "topic",
+                "must be a NATS subject to publish to (dot-separated tokens, no spaces, no * or >)",
+            ));
+        }
         if matches!(target.as_deref(), Some("kafka" | "kinesis" | "nats"))
             && !present(e.get("topic"))
         {
