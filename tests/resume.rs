@@ -701,6 +701,16 @@ fn redis_server(dir: &std::path::Path, port: u16, extra: &[&str]) -> std::proces
     child
 }
 
+/// A Redis Sentinel with the configuration file `conf`.
+fn sentinel_server(conf: &std::path::Path) -> std::process::Child {
+    std::process::Command::new("redis-server")
+        .arg(conf)
+        .arg("--sentinel")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server (installed by redis-up)")
+}
+
 #[test]
 fn the_redis_store_works_through_sentinel_and_on_a_cluster() {
     // redis-up installs redis-server (and redis-cli) when missing; its own server is not used.
@@ -721,14 +731,7 @@ fn the_redis_store_works_through_sentinel_and_on_a_cluster() {
         ),
     )
     .unwrap();
-    procs.0.push(
-        std::process::Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    procs.0.push(sentinel_server(&conf));
     wait_for("sentinel knows the master", || {
         redis_cli(
             sentinel,
@@ -956,14 +959,7 @@ fn the_redis_store_works_over_tls_with_a_client_certificate_and_through_a_tls_se
         ));
     }
     std::fs::write(&conf, text).unwrap();
-    procs.0.push(
-        std::process::Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    procs.0.push(sentinel_server(&conf));
     wait_for("the TLS sentinel knows the master", || {
         redis_cli_tls(
             sentinel,
