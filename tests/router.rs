@@ -352,6 +352,72 @@ fn routes_to_exactly_the_enabled_integrations_and_follows_registry_changes() {
     drop(r);
 }
 
+/// Without invalidations (`--disable-sse`), `CB_ROUTER_CACHE_TTL_S` bounds how long a changed
+/// registry is ignored: the next message after the TTL asks again and follows the change.
+#[test]
+fn cached_integrations_expire_after_the_ttl_without_invalidations() {
+    let broker = broker_up(KAFKA_PORT);
+    let pl = Pipeline::new(&|t| create(&broker, t, 1));
+    let ingest = pl.ingest.clone();
+    let (ga, amp, warm) = (name("ga"), name("amp"), name("warm"));
+    for t in [&ga, &amp, &warm] {
+        create(&broker, t, 1);
+    }
+    let reg = Registry::start();
+    reg.set("app0", &[("ga", &warm, true)]);
+    reg.set("app1", &[("ga", &ga, true), ("amplitude", &amp, false)]);
+    let api = format!("http://127.0.0.1:{}/graphql", reg.port);
+    let r = router(
+        &["start", "--disable-sse"],
+        &pl.envs(
+            &broker,
+            &[
+                ("ER_HOUSTON_API_URL", &api),
+                ("ER_HOUSTON_API_KEY", "the-key"),
+                ("CB_ROUTER_CACHE_TTL_S", "10"),
+            ],
+        ),
+    );
+    let msg = |id: &str| json!({"appId": "app1", "messageId": id});
+    // The router is routing (group joined, partition read) before m1: m1's lookup, which
+    // starts the TTL, then follows its produce closely.
+    produce(
+        &ingest,
+        &json!({"appId": "app0", "messageId": "warm-up"}),
+        "k",
+        &[],
+    );
+    assert_eq!(consume(&warm, 1, 30).len(), 1, "the router never routed");
+    let produced_m1 = Instant::now();
+    produce(&ingest, &msg("m1"), "k", &[]);
+    assert_eq!(consume(&ga, 1, 20).len(), 1);
+    let routed_m1 = Instant::now(); // the lookup began between these two
+    reg.set("app1", &[("ga", &ga, true), ("amplitude", &amp, true)]);
+    // Within the TTL the cached answer holds: nothing for amplitude yet.
+    produce(&ingest, &msg("m2"), "k", &[]);
+    assert_eq!(consume(&ga, 2, 20).len(), 2);
+    assert!(
+        produced_m1.elapsed() < Duration::from_secs(10),
+        "m2 took so long that the TTL may have run out: inconclusive"
+    );
+    assert!(
+        consume(&amp, 1, 1).is_empty(),
+        "followed the change before the TTL"
+    );
+    assert_eq!(reg.stats()["queries"]["app1"], 1);
+    // Past the TTL counted from the latest the lookup can have begun.
+    std::thread::sleep(Duration::from_millis(10_200).saturating_sub(routed_m1.elapsed()));
+    produce(&ingest, &msg("m3"), "k", &[]);
+    let got = consume(&amp, 1, 20);
+    assert_eq!(got.len(), 1, "the change was not picked up after the TTL");
+    assert_eq!(got[0]["value"].as_str().unwrap(), msg("m3").to_string());
+    assert_eq!(reg.stats()["queries"]["app1"], 2);
+    assert_eq!(
+        metric(r.port, "corebridge_router_cache_total{result=\"expired\"}"),
+        1.0
+    );
+}
+
 #[test]
 fn a_topic_that_cannot_be_produced_to_ends_in_the_retry_topic_then_s3() {
     let broker = broker_up(KAFKA_PORT);

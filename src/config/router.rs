@@ -32,6 +32,10 @@ pub struct RouterConfig {
     /// `ER_SSE_URL`: invalidations; `None` with `--disable-sse` or when unset.
     pub sse_url: Option<String>,
     pub max_retries: u32,
+    /// `CB_ROUTER_CACHE_TTL_S` (ours; unset: for ever, as the original): an app's cached
+    /// integrations are read again after this long, so a missed invalidation (the SSE
+    /// channel down, `--disable-sse`) does not keep stale routing until a restart.
+    pub cache_ttl: Option<Duration>,
     pub s3_bucket: Option<String>,
     pub s3_prefix: String,
     /// `AWS_ENDPOINT_URL_S3` (or `AWS_ENDPOINT_URL`): a custom S3 endpoint, path-style.
@@ -77,6 +81,10 @@ impl RouterConfig {
             }),
         };
         let max_retries = number("ER_MAX_RETRIES", 2) as u32;
+        let cache_ttl = match number("CB_ROUTER_CACHE_TTL_S", 0) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        };
         let flush_timeout =
             Duration::from_millis(number("ER_KAFKA_PRODUCER_FLUSH_TIMEOUT_MS", 1000));
         // The original's spelling (TIMOUT) first, the corrected one accepted too.
@@ -158,6 +166,7 @@ impl RouterConfig {
             registry,
             sse_url,
             max_retries,
+            cache_ttl,
             s3_bucket,
             s3_prefix: text("CLICKSTREAM_RETRY_S3_PATH_PREFIX", "clickstream-retry")
                 .trim_end_matches('/')

@@ -288,7 +288,7 @@ pub const ROUTER_TO_S3: (&str, &str) = (
 );
 pub const ROUTER_CACHE: (&str, &str) = (
     "corebridge_router_cache_total",
-    "Integration lookups by result: hit, miss (a registry request), invalidation.",
+    "Integration lookups by result: hit, miss (a registry request), invalidation, expired (older than CB_ROUTER_CACHE_TTL_S).",
 );
 pub const ROUTER_LOOKUP: (&str, &str) = (
     "corebridge_router_registry_seconds",

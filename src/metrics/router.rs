@@ -16,6 +16,8 @@ pub struct RouterMetrics {
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub invalidations: Counter,
+    /// Entries read again because they outlived `CB_ROUTER_CACHE_TTL_S`.
+    pub expirations: Counter,
     pub in_flight: Counter,
     lookup: Histogram<8>,
     consumed: Mutex<BTreeMap<String, Arc<Counter>>>,
@@ -66,6 +68,7 @@ impl RouterMetrics {
             ("hit", &self.cache_hits),
             ("miss", &self.cache_misses),
             ("invalidation", &self.invalidations),
+            ("expired", &self.expirations),
         ] {
             let _ = writeln!(o, "{}{{result=\"{r}\"}} {}", names::ROUTER_CACHE.0, c.get());
         }

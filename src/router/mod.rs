@@ -30,6 +30,7 @@ async fn main(cfg: RouterConfig) -> Result<(), String> {
     let metrics = Arc::new(RouterMetrics::default());
     let registry = Rc::new(registry::Registry::new(
         cfg.registry.clone(),
+        cfg.cache_ttl,
         metrics.clone(),
     )?);
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", cfg.port))

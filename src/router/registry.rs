@@ -1,7 +1,8 @@
 //! Which integrations an application has enabled: a cache in front of the registry (Houston's
 //! GraphQL API, or the fixed list of `router mock`). A miss asks the registry once per app id
 //! however many messages wait for it (they share one lookup); an invalidation from the SSE
-//! channel drops the entry so the next message reads it again. The router runs on one thread,
+//! channel drops the entry so the next message reads it again, and so does age with a TTL
+//! (`CB_ROUTER_CACHE_TTL_S`). The router runs on one thread,
 //! so this cache is that core's own (no locks shared with other cores).
 
 use crate::config::router::{HoustonAuth, Registry as Source};
@@ -24,18 +25,24 @@ pub enum LookupError {
     Refused(String),
 }
 
-type Cell = Rc<tokio::sync::OnceCell<Integrations>>;
+/// One app's entry: its lookup (shared by the messages waiting for it) and when it began.
+type Cell = (Rc<tokio::sync::OnceCell<Integrations>>, Instant);
 
 pub struct Registry {
     source: Source,
     client: reqwest::Client,
     cache: RefCell<HashMap<String, Cell>>,
+    ttl: Option<Duration>,
     token: RefCell<Option<(String, Instant)>>,
     metrics: Arc<RouterMetrics>,
 }
 
 impl Registry {
-    pub fn new(source: Source, metrics: Arc<RouterMetrics>) -> Result<Registry, String> {
+    pub fn new(
+        source: Source,
+        ttl: Option<Duration>,
+        metrics: Arc<RouterMetrics>,
+    ) -> Result<Registry, String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -46,6 +53,7 @@ impl Registry {
             source,
             client,
             cache: RefCell::default(),
+            ttl,
             token: RefCell::default(),
             metrics,
         })
@@ -55,7 +63,19 @@ impl Registry {
     pub async fn get(&self, app: &str) -> Result<Integrations, LookupError> {
         let cell = {
             let mut cache = self.cache.borrow_mut();
-            cache.entry(app.to_string()).or_default().clone()
+            let entry = cache
+                .entry(app.to_string())
+                .or_insert_with(|| (Rc::default(), Instant::now()));
+            // An answer older than the TTL is asked for again (a lookup still running is
+            // left to finish: its waiters get it).
+            if self
+                .ttl
+                .is_some_and(|ttl| entry.0.initialized() && entry.1.elapsed() >= ttl)
+            {
+                *entry = (Rc::default(), Instant::now());
+                self.metrics.expirations.inc();
+            }
+            entry.0.clone()
         };
         if let Some(v) = cell.get() {
             self.metrics.cache_hits.inc();
@@ -84,7 +104,7 @@ impl Registry {
     pub fn snapshot(&self) -> Value {
         let cache = self.cache.borrow();
         let mut out = serde_json::Map::new();
-        for (app, cell) in cache.iter() {
+        for (app, (cell, _)) in cache.iter() {
             if let Some(v) = cell.get() {
                 out.insert(app.clone(), json!(v.as_ref()));
             }
