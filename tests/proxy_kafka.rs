@@ -253,10 +253,17 @@ fn api_changes_reach_every_node_and_survive_a_restart_of_all() {
         moved.to_string().as_bytes(),
     );
     assert_eq!(r.status, 200, "{}", r.text());
+    // Each shard of A applies the change from the control topic on its own, a few ms apart,
+    // and a new connection may land on any of them: wait until one sees both sides of it.
     wait_for("node A to route the change", Duration::from_secs(5), || {
         Client::connect(a.inbound).get("/moved", "").status == 200
     });
-    assert_eq!(Client::connect(a.inbound).get("/shared", "").status, 404);
+    // ...and soon on all of them: eight new connections in a row find the old path gone.
+    wait_for(
+        "every shard of A to drop the old path",
+        Duration::from_secs(5),
+        || (0..8).all(|_| Client::connect(a.inbound).get("/shared", "").status == 404),
+    );
     drop(a);
     drop(b);
     // Every node stopped; a new one replays the control topic from its beginning.
