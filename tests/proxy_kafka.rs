@@ -332,8 +332,9 @@ fn a_response_posted_to_another_node_reaches_the_waiting_request() {
 #[test]
 fn the_request_log_goes_to_kafka_in_rigs_shape() {
     let broker = broker_up(PORT);
-    let log = topic("px-log");
+    let (log, events) = (topic("px-log"), topic("px-events"));
     create(&broker, &log, 1);
+    create(&broker, &events, 1);
     let up = Upstream::start(|_| ok("x"));
     let apis = json!([api(
         "svc",
@@ -347,6 +348,7 @@ fn the_request_log_goes_to_kafka_in_rigs_shape() {
             ("PROXY_CONFIG_FILE", &apis),
             ("REQUEST_LOG", "kafka"),
             ("KAFKA_LOG_TOPIC", &log),
+            ("CB_KAFKA_PUBLISH_TOPIC", &events),
         ],
     );
     assert_eq!(Client::connect(srv.inbound).get("/l/1", "").status, 200);
@@ -360,6 +362,15 @@ fn the_request_log_goes_to_kafka_in_rigs_shape() {
     assert_eq!(v["data"]["request_path"], "/l/1");
     assert_eq!(v["data"]["remote_ip"], "127.0.0.1");
     assert!(v["traceparent"].is_string());
+    // A request-log record is the gateway's own, not an event: RIG's produced count, unlike
+    // ours, leaves it out; a published event counts.
+    let m = |name: &str| common::metric_value(&metrics(&srv), name);
+    let rig = "rig_produced_events_total{target=\"kafka\"}";
+    assert!(m("corebridge_kafka_produced_total ").unwrap() >= 1.0);
+    assert_eq!(m(rig), Some(0.0));
+    let r = common::publish(srv.inbound, &common::ce("greeting", json!({"n": 1})));
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(m(rig), Some(1.0));
 }
 
 #[test]

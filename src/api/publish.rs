@@ -161,7 +161,13 @@ async fn produce(
         )],
         avro_subject: None,
     };
-    match broker.produce(record).await {
+    let produced = broker.produce(record).await;
+    let island = &shard.globals.island;
+    match &produced {
+        Ok(_) => island.events_produced.inc(),
+        Err(_) => island.events_produce_failed.inc(),
+    }
+    match produced {
         Ok(_) => {
             shard.metrics.received[Source::Http as usize].inc();
             Resp::json(202, echo).into()

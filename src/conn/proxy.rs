@@ -439,7 +439,8 @@ async fn to_stream(
                     avro_subject: avro_subject.clone(),
                 })
                 .await
-                .map(drop)
+                .map(|_| shard.globals.island.events_produced.inc())
+                .inspect_err(|_| shard.globals.island.events_produce_failed.inc())
                 .map_err(|e| match e {
                     ProduceError::Unavailable(_) => NotStored::Unavailable(e.to_string()),
                     ProduceError::Rejected(_) => {

@@ -45,6 +45,10 @@ pub struct IslandMetrics {
     outages: Counter,
     pub connect_failures: Counter,
     pub produced: Counter,
+    /// Events (publish API, proxy targets) Kafka acknowledged or refused: RIG's
+    /// `rig_produced_events_*`, which leave out control, response and request-log records.
+    pub events_produced: Counter,
+    pub events_produce_failed: Counter,
     pub produce_unavailable: Counter,
     pub produce_rejected: Counter,
     /// Records decoded into events no shard has a taker for.

@@ -62,8 +62,11 @@ pub fn render(o: &mut String, b: &Brokers, shards: &[std::sync::Arc<super::Shard
     // (target, produced, failed)
     let mut produced: Vec<(&str, u64, u64)> = Vec::new();
     if let Some(k) = b.kafka {
-        let failed = k.produce_unavailable.get() + k.produce_rejected.get();
-        produced.push(("kafka", k.produced.get(), failed));
+        produced.push((
+            "kafka",
+            k.events_produced.get(),
+            k.events_produce_failed.get(),
+        ));
     }
     if let Some(k) = b.kinesis {
         produced.push(("kinesis", k.put_ok.get(), k.put_failed.get()));
