@@ -25,8 +25,10 @@ pub enum LookupError {
     Refused(String),
 }
 
-/// One app's entry: its lookup (shared by the messages waiting for it) and when it began.
-type Cell = (Rc<tokio::sync::OnceCell<Integrations>>, Instant);
+/// One app's entry: its lookup, shared by the messages waiting for it; the answer carries when
+/// it arrived (the TTL runs from there: a lookup that failed and was retried later does not
+/// start old).
+type Cell = Rc<tokio::sync::OnceCell<(Integrations, Instant)>>;
 
 pub struct Registry {
     source: Source,
@@ -63,31 +65,28 @@ impl Registry {
     pub async fn get(&self, app: &str) -> Result<Integrations, LookupError> {
         let cell = {
             let mut cache = self.cache.borrow_mut();
-            let entry = cache
-                .entry(app.to_string())
-                .or_insert_with(|| (Rc::default(), Instant::now()));
+            let entry = cache.entry(app.to_string()).or_default();
             // An answer older than the TTL is asked for again (a lookup still running is
             // left to finish: its waiters get it).
-            if self
-                .ttl
-                .is_some_and(|ttl| entry.0.initialized() && entry.1.elapsed() >= ttl)
-            {
-                *entry = (Rc::default(), Instant::now());
+            let expired =
+                |(_, at): &(Integrations, Instant)| self.ttl.is_some_and(|ttl| at.elapsed() >= ttl);
+            if entry.get().is_some_and(expired) {
+                *entry = Rc::default();
                 self.metrics.expirations.inc();
             }
-            entry.0.clone()
+            entry.clone()
         };
-        if let Some(v) = cell.get() {
+        if let Some((v, _)) = cell.get() {
             self.metrics.cache_hits.inc();
             return Ok(v.clone());
         }
-        let v = cell
+        let (v, _) = cell
             .get_or_try_init(|| async {
                 self.metrics.cache_misses.inc();
                 let started = Instant::now();
                 let r = self.lookup(app).await;
                 self.metrics.observe_lookup(started.elapsed());
-                r
+                r.map(|v| (v, Instant::now()))
             })
             .await?;
         Ok(v.clone())
@@ -104,8 +103,8 @@ impl Registry {
     pub fn snapshot(&self) -> Value {
         let cache = self.cache.borrow();
         let mut out = serde_json::Map::new();
-        for (app, (cell, _)) in cache.iter() {
-            if let Some(v) = cell.get() {
+        for (app, cell) in cache.iter() {
+            if let Some((v, _)) = cell.get() {
                 out.insert(app.clone(), json!(v.as_ref()));
             }
         }
