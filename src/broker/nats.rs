@@ -6,8 +6,8 @@
 //! connect (in the background, retried for ever) ─> subscribe each subject
 //!   subscription task: message ─> decode (a structured CloudEvent, or binary mode with ce_
 //!   headers, as a Kafka record) ─> shards that want it
-//! proxy job: publish + flush (202 once written to the server's connection) | request ─> reply
-//!   (or 504)
+//! proxy job: publish + flush (202 once written to the server's connection, or queued in the
+//!   client while it reconnects) | request ─> reply (or 504)
 //! ```
 //!
 //! RIG subscribed in a queue group (`NATSTOFILTER_QUEUE_GROUP`), so each message reached one
@@ -35,8 +35,8 @@ const BATCH: usize = 256;
 /// default (65,536 messages of up to the server's max_payload, 1 MiB) would let a publisher
 /// fill gigabytes.
 const SUBSCRIPTION_BUFFER: usize = 4 * BATCH;
-/// A publish that is not written within this (a connection that just dropped) is a 503, not
-/// a request that hangs until NATS is back.
+/// How long a publish may wait for the client to take it, and then to write it: a request
+/// never hangs until NATS is back (see `send`).
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A message for the proxy's `target: nats`.
@@ -214,31 +214,29 @@ async fn send(client: &async_nats::Client, req: NatsRequest) -> NatsAnswer {
     }
     let payload = bytes::Bytes::from(req.payload);
     let Some(within) = req.reply_within else {
-        // Written to the server's connection (NATS core acknowledges nothing); a connection
-        // that drops meanwhile makes it a 503, not a wait for NATS to come back.
-        let sent = async {
-            client
-                .publish_with_headers(req.subject, headers, payload)
-                .await
-                .map_err(|e| match e.kind() {
-                    async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
-                        NatsError::TooLarge(e.to_string())
-                    }
-                    async_nats::client::PublishErrorKind::InvalidSubject => {
-                        NatsError::Rejected(e.to_string())
-                    }
-                    _ => NatsError::Unavailable(e.to_string()),
-                })?;
-            client
-                .flush()
-                .await
-                .map_err(|e| NatsError::Unavailable(e.to_string()))
-        };
-        return match tokio::time::timeout(PUBLISH_TIMEOUT, sent).await {
-            Ok(r) => r.map(|()| None),
-            Err(_) => Err(NatsError::Unavailable(format!(
-                "not written within {PUBLISH_TIMEOUT:?}"
-            ))),
+        // NATS core acknowledges nothing: the answer is 202 once the message is written to
+        // the server's connection. Not taken into the client's queue in time: 503, and it
+        // is not sent (a retry makes no duplicate). Taken but not written in time (the
+        // connection dropped just now): 202 all the same, since the client writes it when
+        // it is back, and a 503 would invite a duplicate.
+        let queued = tokio::time::timeout(
+            PUBLISH_TIMEOUT,
+            client.publish_with_headers(req.subject, headers, payload),
+        )
+        .await
+        .map_err(|_| NatsError::Unavailable(format!("not taken within {PUBLISH_TIMEOUT:?}")))?;
+        queued.map_err(|e| match e.kind() {
+            async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
+                NatsError::TooLarge(e.to_string())
+            }
+            async_nats::client::PublishErrorKind::InvalidSubject => {
+                NatsError::Rejected(e.to_string())
+            }
+            _ => NatsError::Unavailable(e.to_string()),
+        })?;
+        return match tokio::time::timeout(PUBLISH_TIMEOUT, client.flush()).await {
+            Ok(Err(e)) => Err(NatsError::Unavailable(e.to_string())),
+            Ok(Ok(())) | Err(_) => Ok(None),
         };
     };
     let request = async_nats::Request::new()

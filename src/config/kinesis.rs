@@ -221,7 +221,10 @@ impl KinesisConfig {
             dynamodb_endpoint,
             app_name,
             checkpoints,
-            warn_no_checkpoints: on_aws && !checkpoints,
+            // Not when an operator chose it.
+            warn_no_checkpoints: on_aws
+                && !checkpoints
+                && optional(env::KINESIS_CHECKPOINTS).is_none(),
             node_id,
             efo_consumer,
             publish_stream,

@@ -20,7 +20,12 @@ pub struct NatsConfig {
 /// A server address without its user and password (for messages and logs).
 fn without_credentials(s: &str) -> String {
     let start = s.find("://").map_or(0, |i| i + 3);
-    match s[start..].find('@') {
+    // The authority ends at the path, query or fragment; its last `@` ends the user info (a
+    // password may hold a raw `@`).
+    let end = s[start..]
+        .find(['/', '?', '#'])
+        .map_or(s.len(), |i| start + i);
+    match s[start..end].rfind('@') {
         Some(at) => format!("{}{}", &s[..start], &s[start + at + 1..]),
         None => s.to_string(),
     }
@@ -151,9 +156,14 @@ mod tests {
         }
         assert!(p[4].contains("/nonexistent/ca.pem"), "{p:?}");
         // A password never lands in a message.
-        let (_, p) = load(&[("NATS_SERVERS", "nats://u:s3cret@h:x")]);
+        let (_, p) = load(&[("NATS_SERVERS", "nats://u:s3cret@h:x,nats://u:p@ss@h:y")]);
+        assert!(p.len() == 2, "{p:?}");
         assert!(
-            p.len() == 1 && !p[0].contains("s3cret") && p[0].contains("nats://h:x"),
+            !p[0].contains("s3cret") && p[0].contains("nats://h:x"),
+            "{p:?}"
+        );
+        assert!(
+            !p[1].contains("ss@") && p[1].contains("nats://h:y"),
             "{p:?}"
         );
         assert!(literal_subject_ok("svc.rpc") && !literal_subject_ok("svc.*"));
