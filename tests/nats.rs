@@ -264,8 +264,20 @@ fn nats_subjects_reach_sse_clients_and_survive_a_server_restart() {
     p.publish("rig", &[], b"not json");
     p.publish("other", &[], &greeting("nobody"));
     p.publish("greetings.x.y", &[], &greeting("nobody"));
+    // The CloudEvents NATS binding's spelling, ce-, as its SDKs write it.
+    p.publish(
+        "rig",
+        &[
+            ("ce-specversion", "1.0"),
+            ("ce-type", "greeting"),
+            ("ce-source", "/nats"),
+            ("ce-id", "b2"),
+            ("content-type", "application/json"),
+        ],
+        br#"{"name":"bea"}"#,
+    );
     p.publish("greetings.late", &[], &greeting("cid"));
-    assert_eq!(names(&mut c, 3), ["ann", "bob", "cid"]);
+    assert_eq!(names(&mut c, 4), ["ann", "bob", "bea", "cid"]);
     assert_eq!(names(&mut only_ann, 1), ["ann"]);
     assert_eq!(
         metric(
@@ -276,7 +288,7 @@ fn nats_subjects_reach_sse_clients_and_survive_a_server_restart() {
     );
     assert_eq!(
         metric(&srv, r#"corebridge_nats_messages_total{subject="rig"}"#),
-        Some(1.0)
+        Some(2.0)
     );
     assert_eq!(
         metric(

@@ -246,15 +246,8 @@ async fn send(client: &async_nats::Client, req: NatsRequest) -> NatsAnswer {
     let subject = req.subject.clone();
     match client.send_request(req.subject, request).await {
         Ok(msg) => Ok(Some(NatsReply {
-            headers: msg
-                .headers
-                .iter()
-                .flat_map(|h| h.iter())
-                .flat_map(|(n, vs)| {
-                    vs.iter()
-                        .map(move |v| (n.to_string().to_ascii_lowercase(), v.as_str().into()))
-                })
-                .collect(),
+            // Names as sent: `proxy::reply::from_nats` lower-cases them with its filtering.
+            headers: header_pairs(msg.headers.as_ref()),
             payload: msg.payload.to_vec(),
         })),
         Err(e) => Err(match e.kind() {
@@ -265,6 +258,15 @@ async fn send(client: &async_nats::Client, req: NatsRequest) -> NatsAnswer {
             _ => NatsError::Unavailable(e.to_string()),
         }),
     }
+}
+
+/// A message's headers as (name as sent, value) pairs, one per value.
+fn header_pairs(headers: Option<&async_nats::HeaderMap>) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .flat_map(|h| h.iter())
+        .flat_map(|(n, vs)| vs.iter().map(move |v| (n.to_string(), v.as_str().into())))
+        .collect()
 }
 
 /// One subscription's reader.
@@ -299,19 +301,12 @@ impl Reader {
     fn decode(&mut self, msg: async_nats::Message, events: &mut Vec<Arc<Event>>) {
         // Binary mode: the CloudEvents NATS binding and its SDKs write `ce-` headers, RIG's
         // Kafka habit is `ce_`; the decoder reads `ce_`.
-        let headers: Vec<(String, Vec<u8>)> = msg
-            .headers
-            .iter()
-            .flat_map(|h| h.iter())
-            .flat_map(|(n, vs)| {
-                let n = n.to_string();
-                let n = match n.get(..3) {
-                    Some(p) if p.eq_ignore_ascii_case("ce-") => format!("ce_{}", &n[3..]),
-                    _ => n,
-                };
-                vs.iter().map(move |v| (n.clone(), v.as_str().into()))
-            })
-            .collect();
+        let mut headers = header_pairs(msg.headers.as_ref());
+        for (n, _) in &mut headers {
+            if n.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("ce-")) {
+                n.replace_range(..3, "ce_");
+            }
+        }
         let headers: Vec<(&str, &[u8])> = headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_slice()))
